@@ -1,0 +1,285 @@
+"""The GPU-batched episode sampler.
+
+The split sits on the device as one uint8 tensor ``[M, C, H, W]``. A batch of B episodes is
+
+1. B episode keys drawn from the sampler's own CPU ``torch.Generator`` (one tiny copy to
+   the device);
+2. one batched index draw on the device: random keys for every (episode, class) and every
+   (episode, class, sample slot) from a counter-based hash (:mod:`metamem.episodes.rng`),
+   then ``topk`` picks N distinct classes and K+Q distinct samples per class;
+3. one ``index_select`` of all B·N·(K+Q) images, converted to float on the device.
+
+There is no Python loop over episodes or samples, and every random choice of an episode is
+a pure function of its key, so the same seed gives the same episodes on CPU and GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+
+from metamem.data.base import ImageDataset
+from metamem.episodes.rng import KEY_BITS, random_keys
+from metamem.types import EpisodeBatch
+
+__all__ = ["EpisodeSampler", "EpisodeSpecError", "ClassTable", "draw_episode_indices"]
+
+_CLASS_STREAM = 1
+_GROUP_STREAM = 2
+_SAMPLE_STREAM = 4
+_POS_BITS = 20  # positions (classes, samples per class) must stay below 2**20
+
+
+class EpisodeSpecError(ValueError):
+    """An episode shape the dataset cannot provide (too many ways, too few images...)."""
+
+
+@dataclass
+class ClassTable:
+    """Per-class index tables of a split, on the sampler's device.
+
+    Attributes:
+        order: int64 ``[M]`` sample indices sorted by class.
+        offsets: int64 ``[num_classes]`` start of each class in ``order``.
+        counts: int64 ``[num_classes]`` images per class.
+        max_count: largest class size.
+        groups: int64 ``[num_classes]`` group ids, or ``None``.
+    """
+
+    order: torch.Tensor
+    offsets: torch.Tensor
+    counts: torch.Tensor
+    max_count: int
+    groups: torch.Tensor | None
+
+    @classmethod
+    def from_dataset(cls, dataset: ImageDataset, device: torch.device) -> "ClassTable":
+        labels = dataset.labels
+        counts = torch.bincount(labels, minlength=dataset.num_classes)
+        order = torch.argsort(labels, stable=True)
+        offsets = torch.cumsum(counts, 0) - counts
+        groups = dataset.groups.to(device) if dataset.groups is not None else None
+        return cls(
+            order=order.to(device),
+            offsets=offsets.to(device),
+            counts=counts.to(device),
+            max_count=int(counts.max()) if counts.numel() else 0,
+            groups=groups,
+        )
+
+
+def draw_episode_indices(
+    keys: torch.Tensor,
+    table: ClassTable,
+    n_way: int,
+    k_shot: int,
+    n_query: int,
+    group_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Draw the classes and sample indices of B episodes from their keys.
+
+    Args:
+        keys: int64 ``[B]`` episode keys.
+        table: the split's :class:`ClassTable` (same device as ``keys``).
+        n_way, k_shot, n_query: N, K, Q.
+        group_ids: int64 ``[G]`` groups eligible for within-group episodes, or ``None`` for
+            episodes that mix groups.
+
+    Returns:
+        ``classes [B, N]``, ``support_index [B, N*K]``, ``query_index [B, N*Q]`` (int64).
+    """
+    b = keys.shape[0]
+    n_cls = table.counts.shape[0]
+    cls_pos = torch.arange(n_cls, device=keys.device, dtype=torch.int64)
+    ckeys = (random_keys(keys, _CLASS_STREAM, (n_cls,)) << _POS_BITS) | cls_pos
+    if group_ids is not None:
+        assert table.groups is not None
+        pick = random_keys(keys, _GROUP_STREAM, (1,))[:, 0] % group_ids.shape[0]
+        in_group = table.groups[None, :] == group_ids[pick][:, None]  # [B, C]
+        ckeys = torch.where(in_group, ckeys, torch.full_like(ckeys, -1))
+    classes = ckeys.topk(n_way, dim=1).indices  # [B, N], distinct, random order
+
+    m = k_shot + n_query
+    slot = torch.arange(table.max_count, device=keys.device, dtype=torch.int64)
+    skeys = (random_keys(keys, _SAMPLE_STREAM, (n_way, table.max_count)) << _POS_BITS) | slot
+    valid = slot < table.counts[classes][..., None]  # [B, N, max_count]
+    skeys = torch.where(valid, skeys, torch.full_like(skeys, -1))
+    pos = skeys.topk(m, dim=2).indices  # [B, N, K+Q], distinct within each class
+    samples = table.order[table.offsets[classes][..., None] + pos]
+    support = samples[:, :, :k_shot].reshape(b, n_way * k_shot)
+    query = samples[:, :, k_shot:].reshape(b, n_way * n_query)
+    return classes, support, query
+
+
+class EpisodeSampler:
+    """Draws batches of N-way K-shot episodes on a device with one gather per batch.
+
+    Args:
+        dataset: the split to sample from (uint8 images, moved to ``device`` once).
+        n_way: N, classes per episode.
+        k_shot: K, support examples per class (>= 1).
+        n_query: Q, query examples per class (>= 0).
+        batch_size: B, episodes per call of :meth:`sample`.
+        device: where images live and batches are produced (default CPU).
+        seed: seed of the sampler's own ``torch.Generator`` (or pass ``generator``).
+        within_group: draw all classes of an episode from one group (one alphabet).
+        generator: a CPU ``torch.Generator`` to own instead of seeding a new one.
+        dtype: floating dtype of the returned images (values in ``[0, 1]``).
+
+    Raises:
+        EpisodeSpecError: for ``k_shot < 1``, ``n_query < 0``, ``n_way`` larger than the
+            classes available, or a class with fewer than ``k_shot + n_query`` images.
+
+    Example::
+
+        sampler = EpisodeSampler(ds, n_way=5, k_shot=1, n_query=15, batch_size=32, seed=0)
+        batch = sampler.sample()        # batch.support_x: [32, 5, 1, 28, 28]
+        seq = batch.as_sequence()       # seq.x: [32, 80, 1, 28, 28]
+    """
+
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        *,
+        n_way: int,
+        k_shot: int,
+        n_query: int = 0,
+        batch_size: int = 1,
+        device: torch.device | str | None = None,
+        seed: int = 0,
+        within_group: bool = False,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.dataset = dataset
+        self.n_way, self.k_shot, self.n_query = int(n_way), int(k_shot), int(n_query)
+        self.batch_size = int(batch_size)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.within_group = bool(within_group)
+        self.dtype = dtype
+        self._check_spec()
+        self.generator = generator if generator is not None else torch.Generator()
+        if generator is None:
+            self.generator.manual_seed(int(seed))
+        self.table = ClassTable.from_dataset(dataset, self.device)
+        self._group_ids = self._eligible_groups() if self.within_group else None
+        self.images = dataset.images.to(self.device)
+        nk, nq = self.n_way * self.k_shot, self.n_way * self.n_query
+        self._support_y = torch.arange(self.n_way, device=self.device).repeat_interleave(
+            self.k_shot
+        )
+        self._query_y = torch.arange(self.n_way, device=self.device).repeat_interleave(
+            self.n_query
+        )
+        assert self._support_y.numel() == nk and self._query_y.numel() == nq
+
+    # ------------------------------------------------------------------ validation
+    def _where(self) -> str:
+        return f"dataset {self.dataset.name!r} split {self.dataset.split!r}"
+
+    def _check_spec(self) -> None:
+        ds = self.dataset
+        if self.k_shot < 1:
+            raise EpisodeSpecError(f"k_shot must be >= 1, got {self.k_shot}")
+        if self.n_query < 0:
+            raise EpisodeSpecError(f"n_query must be >= 0, got {self.n_query}")
+        if self.n_way < 1:
+            raise EpisodeSpecError(f"n_way must be >= 1, got {self.n_way}")
+        if self.batch_size < 1:
+            raise EpisodeSpecError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.n_way > ds.num_classes:
+            raise EpisodeSpecError(
+                f"n_way={self.n_way} is larger than the {ds.num_classes} classes of "
+                f"{self._where()}; use n_way <= {ds.num_classes}"
+            )
+        need = self.k_shot + self.n_query
+        counts = ds.class_counts()
+        small = (counts < need).nonzero().flatten()
+        if small.numel():
+            c = int(small[0])
+            raise EpisodeSpecError(
+                f"class {ds.class_names[c]!r} of {self._where()} has {int(counts[c])} images, "
+                f"fewer than k_shot + n_query = {need} ({small.numel()} such classes); "
+                "lower k_shot/n_query or drop small classes"
+            )
+        if max(ds.num_classes, int(counts.max())) >= 1 << _POS_BITS:
+            raise EpisodeSpecError(
+                f"{self._where()} has more than {1 << _POS_BITS} classes or images per class"
+            )
+
+    def _eligible_groups(self) -> torch.Tensor:
+        ds = self.dataset
+        if ds.groups is None:
+            raise EpisodeSpecError(
+                f"within_group=True but {self._where()} has no groups; use within_group=False"
+            )
+        per_group = torch.bincount(ds.groups)
+        ok = (per_group >= self.n_way).nonzero().flatten()
+        if ok.numel() == 0:
+            raise EpisodeSpecError(
+                f"within_group=True needs a group with at least n_way={self.n_way} classes, "
+                f"but the largest group of {self._where()} has {int(per_group.max())}"
+            )
+        return ok.to(self.device)
+
+    # ------------------------------------------------------------------ sampling
+    def draw_keys(self, batch_size: int | None = None) -> torch.Tensor:
+        """Draw ``[B]`` episode keys from the sampler's generator (advances its state)."""
+        b = self.batch_size if batch_size is None else int(batch_size)
+        keys = torch.randint(0, 1 << KEY_BITS, (b,), generator=self.generator)
+        return keys.to(self.device, non_blocking=True)
+
+    def sample(self, batch_size: int | None = None) -> EpisodeBatch:
+        """Draw the next batch of episodes (``batch_size`` overrides B for this call)."""
+        return self.sample_keys(self.draw_keys(batch_size))
+
+    def sample_keys(self, keys: torch.Tensor) -> EpisodeBatch:
+        """The episodes given by ``keys`` (int64 ``[B]``); a pure function of the keys.
+
+        This is how fixed evaluation episodes are built (keys derived from a protocol seed).
+        """
+        keys = keys.to(self.device)
+        b = keys.shape[0]
+        classes, s_idx, q_idx = draw_episode_indices(
+            keys, self.table, self.n_way, self.k_shot, self.n_query, self._group_ids
+        )
+        flat = torch.cat([s_idx.reshape(-1), q_idx.reshape(-1)])
+        x = self.images.index_select(0, flat)
+        x = torch.mul(x, 1.0 / 255.0).to(self.dtype)  # uint8 -> float on the device
+        nk = s_idx.shape[1]
+        shape = x.shape[1:]
+        return EpisodeBatch(
+            support_x=x[: b * nk].view(b, nk, *shape),
+            support_y=self._support_y.expand(b, -1),
+            query_x=x[b * nk :].view(b, q_idx.shape[1], *shape),
+            query_y=self._query_y.expand(b, -1),
+            classes=classes,
+            support_index=s_idx,
+            query_index=q_idx,
+            episode_keys=keys,
+            n_way=self.n_way,
+            k_shot=self.k_shot,
+            n_query=self.n_query,
+        )
+
+    def __iter__(self) -> Iterator[EpisodeBatch]:
+        while True:
+            yield self.sample()
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """The generator state; restoring it replays the same episode stream."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+    def __repr__(self) -> str:
+        return (
+            f"EpisodeSampler({self.dataset!r}, n_way={self.n_way}, k_shot={self.k_shot}, "
+            f"n_query={self.n_query}, batch_size={self.batch_size}, device={self.device}, "
+            f"within_group={self.within_group})"
+        )
+

@@ -1,0 +1,89 @@
+"""The learner interface and the learner/backbone registries.
+
+A learner is an ``nn.Module`` that takes an :class:`~metamem.types.EpisodeBatch` and returns
+a :class:`~metamem.types.LearnerOutput` (logits, targets, loss). Everything specific to a
+method (inner loops, fast weights, memory resets, the sequence view) happens inside the
+learner; the training loop and the evaluator only see this interface.
+
+Builders are registered with ``@LEARNERS.register(name)`` and take flat keyword arguments.
+The framework always passes ``n_way: int`` and ``image_shape: tuple[int, int, int]``
+(C, H, W) of the data; the remaining keywords come from the ``learner:`` section of an
+experiment config (``metamem validate`` checks them against the builder's signature).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Literal, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from metamem.registry import Registry
+from metamem.types import EpisodeBatch, LearnerOutput, SequenceBatch
+
+__all__ = ["Learner", "SequenceLearner", "LEARNERS", "BACKBONES", "build_learner"]
+
+#: Learner builders: ``builder(*, n_way, image_shape, **kwargs) -> nn.Module``.
+LEARNERS: Registry[Callable[..., nn.Module]] = Registry("learner")
+#: Embedding backbones: ``builder(*, image_shape, **kwargs) -> nn.Module`` mapping
+#: ``[B*, C, H, W]`` to ``[B*, out_dim]``; the module exposes ``out_dim``.
+BACKBONES: Registry[Callable[..., nn.Module]] = Registry("backbone")
+
+
+@runtime_checkable
+class Learner(Protocol):
+    """What every learner provides.
+
+    Attributes:
+        episode_format: ``"set"`` (support/query learners) or ``"sequence"`` (learners that
+            read the episode as a sequence with labels one step late, like MANN).
+    """
+
+    episode_format: Literal["set", "sequence"]
+
+    def forward(self, batch: EpisodeBatch) -> LearnerOutput:
+        """Training/eval forward pass.
+
+        Set learners return query logits ``[B, N*Q, N]``; sequence learners return
+        per-step logits ``[B, T, N]`` of ``batch.as_sequence()``.
+        """
+        ...
+
+    def predict(
+        self,
+        support_x: torch.Tensor,
+        support_y: torch.Tensor,
+        query_x: torch.Tensor,
+        *,
+        n_way: int,
+        support_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Query logits given a labelled support set.
+
+        Args:
+            support_x: ``[B, S, C, H, W]`` (S support items, any order).
+            support_y: int64 ``[B, S]`` labels in 0..N-1.
+            query_x: ``[B, Qn, C, H, W]``.
+            n_way: N.
+            support_mask: bool ``[B, S]``; False items are absent (used to score a set
+                learner on a sequence: the support is what has been labelled so far).
+                A class with no present support item gets logit ``-inf``.
+
+        Returns:
+            float ``[B, Qn, N]`` logits.
+        """
+        ...
+
+
+@runtime_checkable
+class SequenceLearner(Learner, Protocol):
+    """A learner that reads sequences natively (MANN, LSTM)."""
+
+    def forward_sequence(self, seq: SequenceBatch) -> torch.Tensor:
+        """Per-step logits ``[B, T, N]`` for a sequence batch (labels one step late)."""
+        ...
+
+
+def build_learner(name: str, *, n_way: int, image_shape: tuple[int, int, int], **kwargs: Any) -> nn.Module:
+    """Build a registered learner (``metamem ls learners``)."""
+    return LEARNERS.get(name)(n_way=n_way, image_shape=tuple(image_shape), **kwargs)

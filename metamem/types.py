@@ -1,0 +1,193 @@
+"""The typed hand-off objects of metamem and the one tensor-shape legend used everywhere.
+
+Notation used for tensor shapes (in every docstring of the package):
+
+====  ==========================================================
+B     episodes in a batch
+N     ways (classes per episode)
+K     shots (labelled support examples per class)
+Q     queries per class
+T     steps of a sequence episode, ``T = N * (K + Q)``
+S     memory slots
+D     slot width
+R     read heads
+C     image channels
+H, W  image height and width
+M     images in a dataset split
+====  ==========================================================
+
+"Meta-train / meta-val / meta-test" name class splits only; "support / query" name the two
+sets inside an episode only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import torch
+
+__all__ = ["NO_LABEL", "EpisodeBatch", "SequenceBatch", "LearnerOutput"]
+
+#: The ``prev_y`` value at the first step of a sequence episode ("no label yet").
+NO_LABEL = -1
+
+_ORDER_STREAM = 3
+
+
+@dataclass
+class SequenceBatch:
+    """B episodes as MANN-style sequences whose labels arrive one step late.
+
+    Attributes:
+        x: float ``[B, T, C, H, W]`` inputs in presentation order.
+        y: int64 ``[B, T]`` the label to predict at each step (0..N-1).
+        prev_y: int64 ``[B, T]`` the label of step t-1, :data:`NO_LABEL` at t=0.
+        presentation: int64 ``[B, T]`` 1 for the first time a step's class is shown, 2 for
+            the second, and so on.
+        index: int64 ``[B, T]`` dataset sample index of each step.
+        classes: int64 ``[B, N]`` dataset class id of each label.
+        n_way: N.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    prev_y: torch.Tensor
+    presentation: torch.Tensor
+    index: torch.Tensor
+    classes: torch.Tensor
+    n_way: int
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def steps(self) -> int:
+        return int(self.y.shape[1])
+
+    def to(self, device: torch.device | str) -> "SequenceBatch":
+        return _to(self, device)
+
+
+@dataclass
+class EpisodeBatch:
+    """B N-way K-shot episodes with Q queries per class, all on one device.
+
+    Support items are class-major: items ``[k*K:(k+1)*K]`` of an episode carry label k. The
+    class → label mapping is a fresh random permutation in every episode (``classes[b, k]``
+    is the dataset class that label k stands for).
+
+    Attributes:
+        support_x: float ``[B, N*K, C, H, W]``.
+        support_y: int64 ``[B, N*K]`` labels in 0..N-1.
+        query_x: float ``[B, N*Q, C, H, W]``.
+        query_y: int64 ``[B, N*Q]``.
+        classes: int64 ``[B, N]`` dataset class ids.
+        support_index: int64 ``[B, N*K]`` dataset sample indices of the support items.
+        query_index: int64 ``[B, N*Q]`` dataset sample indices of the query items.
+        episode_keys: int64 ``[B]`` the key every random choice of an episode derives from
+            (see :mod:`metamem.episodes.rng`); it also fixes the order of :meth:`as_sequence`.
+        n_way, k_shot, n_query: N, K, Q.
+    """
+
+    support_x: torch.Tensor
+    support_y: torch.Tensor
+    query_x: torch.Tensor
+    query_y: torch.Tensor
+    classes: torch.Tensor
+    support_index: torch.Tensor
+    query_index: torch.Tensor
+    episode_keys: torch.Tensor
+    n_way: int
+    k_shot: int
+    n_query: int
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.classes.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.support_x.device
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.support_x.shape[-3:]
+        return int(c), int(h), int(w)
+
+    def to(self, device: torch.device | str) -> "EpisodeBatch":
+        return _to(self, device)
+
+    def select(self, episodes: torch.Tensor | slice) -> "EpisodeBatch":
+        """The sub-batch of the given episodes (index tensor or slice along B)."""
+        kw = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            kw[f.name] = v[episodes] if isinstance(v, torch.Tensor) else v
+        return EpisodeBatch(**kw)
+
+    def as_sequence(self) -> SequenceBatch:
+        """The same episodes as sequences of ``T = N*(K+Q)`` steps in a random order.
+
+        The order is a pure function of each episode's key, so calling this twice gives the
+        same sequence, on any device.
+
+        Returns:
+            A :class:`SequenceBatch` with ``x [B, T, C, H, W]``, ``y``, ``prev_y``,
+            ``presentation`` and ``index``, each ``[B, T]``.
+        """
+        from metamem.episodes.rng import random_keys
+
+        x = torch.cat([self.support_x, self.query_x], dim=1)
+        y = torch.cat([self.support_y, self.query_y], dim=1)
+        idx = torch.cat([self.support_index, self.query_index], dim=1)
+        b, t = y.shape
+        keys = random_keys(self.episode_keys, _ORDER_STREAM, (t,))
+        # unique sort keys: the hash in the high bits, the position in the low bits
+        pos = torch.arange(t, device=y.device, dtype=torch.int64)
+        order = torch.argsort((keys << 20) | pos, dim=1)
+        x = torch.gather(x, 1, order.view(b, t, 1, 1, 1).expand(-1, -1, *x.shape[2:]))
+        y = torch.gather(y, 1, order)
+        idx = torch.gather(idx, 1, order)
+        prev_y = torch.full_like(y, NO_LABEL)
+        prev_y[:, 1:] = y[:, :-1]
+        onehot = torch.nn.functional.one_hot(y, self.n_way)  # [B, T, N]
+        presentation = (onehot.cumsum(dim=1) * onehot).sum(-1)
+        return SequenceBatch(
+            x=x, y=y, prev_y=prev_y, presentation=presentation, index=idx,
+            classes=self.classes, n_way=self.n_way,
+        )
+
+
+@dataclass
+class LearnerOutput:
+    """What a learner returns for a batch of episodes.
+
+    Attributes:
+        logits: float ``[B, N*Q, N]`` (set learners: one row per query) or ``[B, T, N]``
+            (sequence learners: one row per step).
+        targets: int64 ``[B, N*Q]`` or ``[B, T]`` the labels the logits are scored against.
+        loss: scalar training loss (mean over episodes).
+        extras: optional diagnostics (for instance ``"trace"``: a memory trace).
+    """
+
+    logits: torch.Tensor
+    targets: torch.Tensor
+    loss: torch.Tensor
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def accuracy(self) -> torch.Tensor:
+        """Per-episode accuracy, float ``[B]`` (no host sync)."""
+        return (self.logits.argmax(-1) == self.targets).float().mean(-1)
+
+
+def _to(obj: Any, device: torch.device | str) -> Any:
+    return replace(
+        obj,
+        **{
+            f.name: getattr(obj, f.name).to(device)
+            for f in fields(obj)
+            if isinstance(getattr(obj, f.name), torch.Tensor)
+        },
+    )

@@ -1,0 +1,32 @@
+"""Shared fixtures: a small synthetic dataset and the repository root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from metamem.data import ImageDataset, load_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def synth() -> ImageDataset:
+    """40 classes x 20 images of 1x12x12, 4 groups."""
+    return load_dataset("synthetic", num_classes=40, per_class=20, image_size=12, seed=0)
