@@ -143,10 +143,8 @@ class EpisodeBatch:
         y = torch.cat([self.support_y, self.query_y], dim=1)
         idx = torch.cat([self.support_index, self.query_index], dim=1)
         b, t = y.shape
-        keys = random_keys(self.episode_keys, _ORDER_STREAM, (t,))
-        # unique sort keys: the hash in the high bits, the position in the low bits
-        pos = torch.arange(t, device=y.device, dtype=torch.int64)
-        order = torch.argsort((keys << 20) | pos, dim=1)
+        # the keys of one episode are distinct, so the order has no ties on any device
+        order = torch.argsort(random_keys(self.episode_keys, _ORDER_STREAM, (t,)), dim=1)
         x = torch.gather(x, 1, order.view(b, t, 1, 1, 1).expand(-1, -1, *x.shape[2:]))
         y = torch.gather(y, 1, order)
         idx = torch.gather(idx, 1, order)

@@ -2,75 +2,96 @@
 
 Why not ``torch.rand(..., generator=g)`` on the device? A CUDA generator and a CPU generator
 seeded alike produce different streams, so episodes would depend on the device. Here every
-random value is a hash of ``(episode key, stream, position)`` computed with 32-bit integer
-arithmetic held in int64 tensors (no overflow: every product is below 2**60), which is
-bit-identical on CPU and GPU. An episode is then a pure function of its 62-bit key, whatever
-else is in the batch; the sampler draws the keys from its own ``torch.Generator`` and the
-evaluation protocol derives them from ``(protocol seed, episode index)``.
+random value is a hash of ``(episode key, stream, position)`` computed with integer
+arithmetic in int64 tensors, which is bit-identical on CPU and GPU. An episode is then a pure
+function of its 62-bit key, whatever else is in the batch; the sampler draws the keys from its
+own ``torch.Generator`` and the evaluation protocol derives them from
+``(protocol seed, episode index)``.
 
-The mixing function is the "lowbias32" integer hash (two xor-shift-multiply rounds), applied
-per 32-bit word; keys are combined word by word.
+The mixer :func:`hash31` is a xor-shift / multiply hash on 31-bit words. Every product stays
+below 2**62, so nothing overflows int64. Each step is invertible on ``[0, 2**31)``, so the hash
+is a bijection there: the values :func:`random_keys` gives one episode for distinct positions
+are distinct, and ``topk`` over them never meets a tie (ties would make CPU and GPU choices
+differ).
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["KEY_BITS", "hash32", "episode_keys_from_seed", "random_keys", "split_key"]
+__all__ = [
+    "KEY_BITS",
+    "episode_base",
+    "episode_keys_from_seed",
+    "hash31",
+    "keys_from_mix",
+    "position_mix",
+    "random_keys",
+]
 
 KEY_BITS = 62
-_M32 = 0xFFFFFFFF
-_C1 = 0x7FEB352D
-_C2 = 0x846CA68B
+M31 = 0x7FFFFFFF
+_C1 = 0x45D9F3B  # odd multipliers below 2**31
+_C2 = 0x2C1B3C6D
 
 
-def hash32(x: torch.Tensor) -> torch.Tensor:
-    """Mix 32-bit values held in an int64 tensor; returns values in ``[0, 2**32)``.
+def hash31(x: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
+    """Mix int64 values into ``[0, 2**31)`` (a bijection on that range).
 
-    Multiplications are split into 16-bit halves so no intermediate exceeds 2**49.
+    Args:
+        x: int64 tensor (any shape, any device).
+        inplace: overwrite ``x`` (saves allocations on hot paths).
     """
-    x = x & _M32
-    x = x ^ (x >> 16)
-    x = _mul32(x, _C1)
-    x = x ^ (x >> 15)
-    x = _mul32(x, _C2)
-    x = x ^ (x >> 16)
+    x = x.bitwise_and_(M31) if inplace else x & M31
+    x ^= x >> 16
+    x *= _C1
+    x &= M31
+    x ^= x >> 15
+    x *= _C2
+    x &= M31
+    x ^= x >> 16
     return x
 
 
-def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
-    """``(x * c) mod 2**32`` for ``x < 2**32`` without int64 overflow."""
-    lo = (x & 0xFFFF) * c
-    hi = ((x >> 16) * c) & 0xFFFF
-    return (lo + (hi << 16)) & _M32
+def episode_base(key: torch.Tensor) -> torch.Tensor:
+    """Fold int64 ``[B]`` episode keys (uniform 62-bit values) into 31-bit bases ``[B]``."""
+    return (key ^ (key >> 31)) & M31
 
 
-def split_key(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split 62-bit keys into two 31-bit words."""
-    return key & 0x7FFFFFFF, (key >> 31) & 0x7FFFFFFF
+def position_mix(stream: int, n: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """int64 ``[n]`` distinct 31-bit values naming positions ``0..n-1`` of a stream.
+
+    ``stream`` is a small integer naming what the numbers are for (classes, samples,
+    order...), so the streams of one episode are independent.
+    """
+    pos = torch.arange(n, device=device, dtype=torch.int64)
+    return hash31(hash31(pos, inplace=True) ^ hash31(torch.tensor(stream, device=device)))
+
+
+def keys_from_mix(key: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    """``hash31(base(key) ^ mix)``: int64 ``[B, n]`` from keys ``[B]`` and a mix ``[n]``.
+
+    Distinct mix values give distinct outputs within an episode (both steps are bijections).
+    """
+    return hash31(episode_base(key)[:, None] ^ mix[None, :], inplace=True)
 
 
 def random_keys(key: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """Per-episode random 32-bit integers.
+    """Per-episode random 31-bit integers, distinct across positions within an episode.
 
     Args:
         key: int64 ``[B]`` episode keys.
-        stream: a small integer naming what the numbers are for (classes, samples, order...),
-            so the streams of one episode are independent.
+        stream: a small integer naming what the numbers are for (see :func:`position_mix`).
         shape: trailing shape of the numbers for each episode.
 
     Returns:
-        int64 ``[B, *shape]`` values in ``[0, 2**32)``, a pure function of (key, stream, position).
+        int64 ``[B, *shape]`` values in ``[0, 2**31)``; a pure function of
+        ``(key, stream, position)``.
     """
     n = 1
     for s in shape:
         n *= s
-    lo, hi = split_key(key)
-    base = hash32(hash32(lo ^ (stream * 0x9E3779B9 & _M32)) ^ hi)  # [B]
-    pos = torch.arange(n, device=key.device, dtype=torch.int64)
-    out = hash32(base[:, None] ^ hash32(pos + 0x632BE5AB)[None, :])
-    out = hash32(out + base[:, None])
-    return out.view(key.shape[0], *shape)
+    return keys_from_mix(key, position_mix(stream, n, key.device)).view(key.shape[0], *shape)
 
 
 def episode_keys_from_seed(seed: int, episode_ids: torch.Tensor) -> torch.Tensor:
@@ -78,14 +99,14 @@ def episode_keys_from_seed(seed: int, episode_ids: torch.Tensor) -> torch.Tensor
 
     Args:
         seed: the protocol seed (any Python int; reduced to 62 bits).
-        episode_ids: int64 ``[B]`` episode indices.
+        episode_ids: int64 ``[B]`` episode indices (below 2**62).
 
     Returns:
         int64 ``[B]`` keys in ``[0, 2**62)``.
     """
     s = int(seed) & ((1 << KEY_BITS) - 1)
-    s_lo, s_hi = s & 0x7FFFFFFF, (s >> 31) & 0x7FFFFFFF
+    s_lo, s_hi = s & M31, (s >> 31) & M31
     ids = episode_ids.to(torch.int64)
-    a = hash32(hash32(ids & _M32 ^ s_lo) ^ (ids >> 32) ^ 0x5BD1E995)
-    b = hash32(a ^ s_hi ^ 0x1B873593)
-    return ((a & 0x7FFFFFFF) << 31) | (b & 0x7FFFFFFF)
+    a = hash31(hash31(hash31(ids & M31) ^ s_lo) ^ (ids >> 31) ^ s_hi)
+    b = hash31(a ^ 0x1B873593 ^ s_lo)
+    return (a << 31) | b

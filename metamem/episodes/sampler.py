@@ -15,21 +15,19 @@ a pure function of its key, so the same seed gives the same episodes on CPU and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import torch
 
 from metamem.data.base import ImageDataset
-from metamem.episodes.rng import KEY_BITS, random_keys
+from metamem.episodes.rng import KEY_BITS, keys_from_mix, position_mix
 from metamem.types import EpisodeBatch
 
 __all__ = ["EpisodeSampler", "EpisodeSpecError", "ClassTable", "draw_episode_indices"]
 
-_CLASS_STREAM = 1
-_GROUP_STREAM = 2
-_SAMPLE_STREAM = 4
-_POS_BITS = 20  # positions (classes, samples per class) must stay below 2**20
+_SAMPLER_STREAM = 1
+_MAX_POSITIONS = 1 << 31  # classes and images per class must stay below 2**31
 
 
 class EpisodeSpecError(ValueError):
@@ -46,6 +44,7 @@ class ClassTable:
         counts: int64 ``[num_classes]`` images per class.
         max_count: largest class size.
         groups: int64 ``[num_classes]`` group ids, or ``None``.
+        uneven: whether class sizes differ (then slots past a class's end are masked).
     """
 
     order: torch.Tensor
@@ -53,6 +52,17 @@ class ClassTable:
     counts: torch.Tensor
     max_count: int
     groups: torch.Tensor | None
+    uneven: bool
+    _mixes: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def mix(self, n_way: int) -> torch.Tensor:
+        """Position mix for one episode's keys: ``[C + 1 + N*max_count]`` (classes, group,
+        sample slots), computed once per ``n_way``."""
+        key = (n_way, self.max_count)
+        if key not in self._mixes:
+            n = self.counts.shape[0] + 1 + n_way * self.max_count
+            self._mixes[key] = position_mix(_SAMPLER_STREAM, n, self.counts.device)
+        return self._mixes[key]
 
     @classmethod
     def from_dataset(cls, dataset: ImageDataset, device: torch.device) -> "ClassTable":
@@ -67,6 +77,7 @@ class ClassTable:
             counts=counts.to(device),
             max_count=int(counts.max()) if counts.numel() else 0,
             groups=groups,
+            uneven=bool(counts.numel()) and int(counts.min()) != int(counts.max()),
         )
 
 
@@ -92,21 +103,21 @@ def draw_episode_indices(
     """
     b = keys.shape[0]
     n_cls = table.counts.shape[0]
-    cls_pos = torch.arange(n_cls, device=keys.device, dtype=torch.int64)
-    ckeys = (random_keys(keys, _CLASS_STREAM, (n_cls,)) << _POS_BITS) | cls_pos
+    # one hash for every random choice of the batch: class keys, group pick, sample keys
+    rk = keys_from_mix(keys, table.mix(n_way))  # [B, C + 1 + N*max_count]
+    ckeys = rk[:, :n_cls]
     if group_ids is not None:
         assert table.groups is not None
-        pick = random_keys(keys, _GROUP_STREAM, (1,))[:, 0] % group_ids.shape[0]
-        in_group = table.groups[None, :] == group_ids[pick][:, None]  # [B, C]
-        ckeys = torch.where(in_group, ckeys, torch.full_like(ckeys, -1))
+        pick = rk[:, n_cls] % group_ids.shape[0]
+        ckeys = ckeys.masked_fill(table.groups[None, :] != group_ids[pick][:, None], -1)
+    # keys of one episode are distinct (see rng.keys_from_mix), so topk meets no ties
     classes = ckeys.topk(n_way, dim=1).indices  # [B, N], distinct, random order
 
-    m = k_shot + n_query
-    slot = torch.arange(table.max_count, device=keys.device, dtype=torch.int64)
-    skeys = (random_keys(keys, _SAMPLE_STREAM, (n_way, table.max_count)) << _POS_BITS) | slot
-    valid = slot < table.counts[classes][..., None]  # [B, N, max_count]
-    skeys = torch.where(valid, skeys, torch.full_like(skeys, -1))
-    pos = skeys.topk(m, dim=2).indices  # [B, N, K+Q], distinct within each class
+    skeys = rk[:, n_cls + 1 :].view(b, n_way, table.max_count)
+    if table.uneven:
+        slot = torch.arange(table.max_count, device=keys.device, dtype=torch.int64)
+        skeys = skeys.masked_fill(slot >= table.counts[classes][..., None], -1)
+    pos = skeys.topk(k_shot + n_query, dim=2).indices  # [B, N, K+Q], distinct per class
     samples = table.order[table.offsets[classes][..., None] + pos]
     support = samples[:, :, :k_shot].reshape(b, n_way * k_shot)
     query = samples[:, :, k_shot:].reshape(b, n_way * n_query)
@@ -204,9 +215,9 @@ class EpisodeSampler:
                 f"fewer than k_shot + n_query = {need} ({small.numel()} such classes); "
                 "lower k_shot/n_query or drop small classes"
             )
-        if max(ds.num_classes, int(counts.max())) >= 1 << _POS_BITS:
+        if max(ds.num_classes, int(counts.max())) >= _MAX_POSITIONS:
             raise EpisodeSpecError(
-                f"{self._where()} has more than {1 << _POS_BITS} classes or images per class"
+                f"{self._where()} has more than 2**31 classes or images per class"
             )
 
     def _eligible_groups(self) -> torch.Tensor:
@@ -247,7 +258,7 @@ class EpisodeSampler:
         )
         flat = torch.cat([s_idx.reshape(-1), q_idx.reshape(-1)])
         x = self.images.index_select(0, flat)
-        x = torch.mul(x, 1.0 / 255.0).to(self.dtype)  # uint8 -> float on the device
+        x = x.to(self.dtype).mul_(1.0 / 255.0)  # uint8 -> float on the device
         nk = s_idx.shape[1]
         shape = x.shape[1:]
         return EpisodeBatch(
