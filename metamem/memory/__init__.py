@@ -1,0 +1,60 @@
+"""Slot memories with explicit state, pluggable write policies, traces and algorithmic tasks.
+
+Public API (stable; the MANN learner builds on it):
+
+* :class:`MemoryState` and :func:`init_state` — the explicit memory value (``memory [B, S, D]``,
+  ``usage [B, S]``, ``read_weights [B, R, S]``, ``write_weights [B, Wh, S]``, ``cache``).
+* :func:`cosine_similarity`, :func:`content_weights` (dense or top-k sparse reads),
+  :func:`read_memory`, :func:`oneplus`.
+* :data:`WRITE_POLICIES` — ``lru`` (Santoro et al. 2016), ``usage`` (DNC allocation),
+  ``uniform`` and ``cached_uniform`` (Le et al. 2019).
+* :class:`SlotMemory` — learned interface + write policy; ``init_state(B, device)`` and
+  ``step(h [B, H], state, t, T) -> (reads [B, R, D], new_state)``.
+* :class:`MemoryCore` — LSTM controller over ``[x_t ; r_{t-1}]`` + SlotMemory;
+  ``core(x [B, T, in]) -> CoreOutput(features [B, T, H + R·D], state, trace)``.
+* :class:`MemoryTrace` and :func:`plot_trace` — per-step weights and their heatmaps.
+* :func:`copy_task`, :func:`associative_recall_task`, :func:`bit_accuracy`, :class:`TaskBatch`.
+"""
+
+from metamem.memory.addressing import content_weights, cosine_similarity, oneplus, read_memory
+from metamem.memory.core import CoreOutput, CoreState, MemoryCore, SlotMemory
+from metamem.memory.policies import (
+    WRITE_POLICIES,
+    CachedUniformWrite,
+    LRUWrite,
+    UniformWrite,
+    UsageWrite,
+    WritePolicy,
+    allocation_weights,
+    uniform_write_steps,
+)
+from metamem.memory.state import MemoryState, init_state
+from metamem.memory.tasks import TaskBatch, associative_recall_task, bit_accuracy, copy_task
+from metamem.memory.trace import MemoryTrace, plot_trace
+
+__all__ = [
+    "WRITE_POLICIES",
+    "MemoryState",
+    "init_state",
+    "cosine_similarity",
+    "content_weights",
+    "read_memory",
+    "oneplus",
+    "WritePolicy",
+    "LRUWrite",
+    "UsageWrite",
+    "UniformWrite",
+    "CachedUniformWrite",
+    "allocation_weights",
+    "uniform_write_steps",
+    "SlotMemory",
+    "MemoryCore",
+    "CoreState",
+    "CoreOutput",
+    "MemoryTrace",
+    "plot_trace",
+    "TaskBatch",
+    "copy_task",
+    "associative_recall_task",
+    "bit_accuracy",
+]

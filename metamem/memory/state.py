@@ -1,0 +1,125 @@
+"""The explicit state of a slot memory: a value passed into and returned by every step.
+
+Nothing about an episode's memory lives on a module. A step takes a :class:`MemoryState`
+and returns a new one, so a batch of episodes is just the leading dimension of every field,
+wiping memory between episodes is a fresh :func:`init_state`, and one episode can be pulled
+out of a batch with :meth:`MemoryState.select`.
+
+Initial values follow the ntm-one-shot reference implementation of Santoro et al. (2016)
+(papers.md §1.4): every slot holds the constant ``1e-6``, the read weights of every head and
+the usage are one-hot on slot 0, and the last write weights are zero.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+__all__ = ["MemoryState", "init_state", "check_positive"]
+
+#: Constant initial value of every memory cell (ntm-one-shot).
+MEMORY_INIT = 1e-6
+
+
+class MemoryState(NamedTuple):
+    """Memory contents and addressing history of B episodes.
+
+    A ``NamedTuple`` of tensors (a pytree for ``torch.compile`` and ``torch.func``);
+    use ``state._replace(field=...)`` to derive a new state.
+
+    Attributes:
+        memory: ``[B, S, D]`` slot contents.
+        usage: ``[B, S]`` usage of each slot (meaning depends on the write policy: decayed
+            sum of access weights for ``lru``, DNC usage in [0, 1] for ``usage``).
+        read_weights: ``[B, R, S]`` read weights of the last step.
+        write_weights: ``[B, Wh, S]`` write weights of the last step (all zero at steps
+            that did not write); ``Wh`` is the policy's number of write heads.
+        cache: ``[B, L, H]`` controller states kept by ``cached_uniform`` (``L = 0`` for
+            every other policy).
+    """
+
+    memory: torch.Tensor
+    usage: torch.Tensor
+    read_weights: torch.Tensor
+    write_weights: torch.Tensor
+    cache: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.memory.shape[0])
+
+    def select(self, index: torch.Tensor | slice | int) -> "MemoryState":
+        """The state of the episodes ``index`` (a slice, an int or an index tensor)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return MemoryState(*(f[index] for f in self))
+
+    def to(self, device: torch.device | str) -> "MemoryState":
+        return MemoryState(*(f.to(device) for f in self))
+
+    def detach(self) -> "MemoryState":
+        """The same values cut from the autograd graph (truncated backprop between chunks)."""
+        return MemoryState(*(f.detach() for f in self))
+
+
+def check_positive(owner: str, **sizes: int) -> None:
+    """Raise a one-line ``ValueError`` naming the first size that is not a positive int."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
+
+
+def init_state(
+    batch_size: int,
+    *,
+    slots: int,
+    width: int,
+    read_heads: int,
+    write_heads: int = 1,
+    cache_size: int = 0,
+    hidden_size: int = 0,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> MemoryState:
+    """A fresh (wiped) memory for ``batch_size`` episodes.
+
+    Args:
+        batch_size: B.
+        slots: S.
+        width: D.
+        read_heads: R.
+        write_heads: number of write heads of the policy (``Wh``).
+        cache_size: L, controller states cached by ``cached_uniform`` (0 otherwise).
+        hidden_size: H, width of a cached controller state (only used when ``cache_size > 0``).
+        device: where the tensors live.
+        dtype: floating dtype of every field.
+
+    Returns:
+        memory ``1e-6`` everywhere, usage and read weights one-hot on slot 0, write weights
+        and cache zero.
+
+    Raises:
+        ValueError: if a size is not a positive int.
+    """
+    check_positive(
+        "init_state",
+        batch_size=batch_size,
+        slots=slots,
+        width=width,
+        read_heads=read_heads,
+        write_heads=write_heads,
+    )
+    if cache_size < 0 or hidden_size < 0:
+        raise ValueError(
+            f"init_state: cache_size and hidden_size must be >= 0, got {cache_size}, {hidden_size}"
+        )
+    kw = {"device": device, "dtype": dtype}
+    memory = torch.full((batch_size, slots, width), MEMORY_INIT, **kw)
+    usage = torch.zeros(batch_size, slots, **kw)
+    usage[:, 0] = 1.0
+    read_weights = torch.zeros(batch_size, read_heads, slots, **kw)
+    read_weights[:, :, 0] = 1.0
+    write_weights = torch.zeros(batch_size, write_heads, slots, **kw)
+    cache = torch.zeros(batch_size, cache_size, hidden_size if cache_size else 0, **kw)
+    return MemoryState(memory, usage, read_weights, write_weights, cache)

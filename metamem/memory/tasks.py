@@ -1,0 +1,176 @@
+"""Algorithmic tasks that exercise a memory: copy and associative recall (Graves et al. 2014).
+
+Each generator draws a whole batch on the device with the caller's ``torch.Generator`` (or a
+seed), so the same seed gives the same batch. A :class:`TaskBatch` holds float inputs
+``[B, T, C]``, binary targets ``[B, T, bits]``, a mask ``[B, T]`` of the steps that are scored
+and ``write_steps``, the length of the presentation phase (pass it to
+``MemoryCore(..., write_steps=...)`` so uniform writing spreads its S writes over it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from metamem.memory.state import check_positive
+
+__all__ = ["TaskBatch", "copy_task", "associative_recall_task", "bit_accuracy"]
+
+
+@dataclass
+class TaskBatch:
+    """A batch of an algorithmic task.
+
+    Attributes:
+        inputs: float ``[B, T, C]``.
+        targets: float ``[B, T, bits]`` of 0/1 (zero where ``mask`` is False).
+        mask: bool ``[B, T]``, True at the steps whose output is scored.
+        write_steps: number of leading steps that present the data to be stored.
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    mask: torch.Tensor
+    write_steps: int
+
+    @property
+    def steps(self) -> int:
+        return int(self.inputs.shape[1])
+
+
+def _generator(
+    name: str, generator: torch.Generator | None, seed: int | None, device: torch.device | str | None
+) -> torch.Generator:
+    if generator is not None:
+        if device is not None and torch.device(device).type != generator.device.type:
+            raise ValueError(
+                f"{name}: generator is on {generator.device} but device={device!r}; "
+                f"pass a generator created on the target device"
+            )
+        return generator
+    if seed is None:
+        raise ValueError(f"{name}: pass a torch.Generator (generator=) or an int seed (seed=)")
+    gen = torch.Generator(device=device if device is not None else "cpu")
+    gen.manual_seed(int(seed))
+    return gen
+
+
+def _bits(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    return torch.randint(0, 2, shape, generator=gen, device=gen.device).float()
+
+
+def copy_task(
+    batch_size: int,
+    length: int,
+    bits: int,
+    *,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+    device: torch.device | str | None = None,
+) -> TaskBatch:
+    """Copy: present ``length`` random bit vectors, a delimiter, then reproduce them.
+
+    Channels: ``bits`` data bits plus one delimiter channel; ``T = 2·length + 1``. Steps
+    ``0..length-1`` show the items, step ``length`` the delimiter, and the last ``length``
+    steps (inputs all zero) must output the items in order.
+
+    Args:
+        batch_size: B.
+        length: items per sequence.
+        bits: width of an item.
+        generator: source of randomness (its device is the batch's device).
+        seed: used to make a generator on ``device`` when ``generator`` is None.
+        device: device of the batch (default: the generator's, else CPU).
+
+    Returns:
+        :class:`TaskBatch` with ``write_steps = length + 1``.
+
+    Raises:
+        ValueError: on a size ≤ 0 or no source of randomness.
+    """
+    check_positive("copy_task", batch_size=batch_size, length=length, bits=bits)
+    gen = _generator("copy_task", generator, seed, device)
+    items = _bits((batch_size, length, bits), gen)
+    T = 2 * length + 1
+    inputs = items.new_zeros(batch_size, T, bits + 1)
+    inputs[:, :length, :bits] = items
+    inputs[:, length, bits] = 1.0
+    targets = items.new_zeros(batch_size, T, bits)
+    targets[:, length + 1 :] = items
+    mask = torch.zeros(batch_size, T, dtype=torch.bool, device=items.device)
+    mask[:, length + 1 :] = True
+    return TaskBatch(inputs, targets, mask, length + 1)
+
+
+def associative_recall_task(
+    batch_size: int,
+    items: int,
+    item_length: int,
+    bits: int,
+    *,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+    device: torch.device | str | None = None,
+) -> TaskBatch:
+    """Associative recall: after a list of items and a query item, output the item that followed it.
+
+    Channels: ``bits`` data bits, an item delimiter and a query delimiter. Each of the
+    ``items`` items is a delimiter step followed by ``item_length`` bit vectors. Then come a
+    query delimiter, a copy of item ``q`` (q uniform in ``0..items-2``), a second query
+    delimiter, and ``item_length`` blank steps that must output item ``q + 1``.
+    ``T = items·(item_length + 1) + 2·item_length + 2``.
+
+    Args:
+        batch_size: B.
+        items: items per list (at least 2).
+        item_length: bit vectors per item.
+        bits: width of a vector.
+        generator, seed, device: as :func:`copy_task`.
+
+    Returns:
+        :class:`TaskBatch` with ``write_steps = items·(item_length + 1)``.
+
+    Raises:
+        ValueError: on a size ≤ 0, ``items < 2`` or no source of randomness.
+    """
+    check_positive(
+        "associative_recall_task", batch_size=batch_size, items=items, item_length=item_length, bits=bits
+    )
+    if items < 2:
+        raise ValueError(f"associative_recall_task: items must be >= 2 to have a successor, got {items}")
+    gen = _generator("associative_recall_task", generator, seed, device)
+    data = _bits((batch_size, items, item_length, bits), gen)
+    query = torch.randint(0, items - 1, (batch_size,), generator=gen, device=gen.device)
+    span = item_length + 1
+    store = data.new_zeros(batch_size, items, span, bits + 2)
+    store[:, :, 0, bits] = 1.0
+    store[:, :, 1:, :bits] = data
+    store_steps = items * span
+    T = store_steps + 2 * item_length + 2
+    inputs = data.new_zeros(batch_size, T, bits + 2)
+    inputs[:, :store_steps] = store.view(batch_size, store_steps, bits + 2)
+    rows = torch.arange(batch_size, device=data.device)
+    inputs[:, store_steps, bits + 1] = 1.0
+    inputs[:, store_steps + 1 : store_steps + 1 + item_length, :bits] = data[rows, query]
+    inputs[:, store_steps + 1 + item_length, bits + 1] = 1.0
+    targets = data.new_zeros(batch_size, T, bits)
+    targets[:, T - item_length :] = data[rows, query + 1]
+    mask = torch.zeros(batch_size, T, dtype=torch.bool, device=data.device)
+    mask[:, T - item_length :] = True
+    return TaskBatch(inputs, targets, mask, store_steps)
+
+
+def bit_accuracy(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+    """Fraction of correctly predicted bits on the scored steps, per episode.
+
+    Args:
+        logits: ``[B, T, bits]`` (a bit is predicted 1 where its logit is > 0).
+        batch: the task batch.
+
+    Returns:
+        float ``[B]`` in [0, 1].
+    """
+    correct = ((logits > 0).float() == batch.targets).float().mean(-1)  # [B, T]
+    mask = batch.mask.float()
+    return (correct * mask).sum(1) / mask.sum(1)
