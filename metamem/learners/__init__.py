@@ -1,5 +1,7 @@
 """Learners and backbones. Each learner is one module that registers itself on import."""
 
 from metamem.learners.base import BACKBONES, LEARNERS, Learner, SequenceLearner, build_learner
+from metamem.learners import backbones  # noqa: F401  (registers conv4, resnet12)
+from metamem.learners import linear_probe, maml, matching, protonet  # noqa: F401
 
 __all__ = ["BACKBONES", "LEARNERS", "Learner", "SequenceLearner", "build_learner"]

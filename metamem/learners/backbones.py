@@ -1,0 +1,166 @@
+"""Embedding backbones registered in :data:`~metamem.learners.base.BACKBONES`.
+
+A backbone maps images ``[*, C, H, W]`` to features ``[*, out_dim]`` and exposes ``out_dim``.
+
+* ``conv4`` -- the standard few-shot "Conv-4-64" of Vinyals et al. (2016), used by
+  Prototypical Networks and MAML: four blocks of [3x3 conv (``channels`` filters) ->
+  BatchNorm -> ReLU -> 2x2 max-pool], flattened. 28x28 Omniglot gives 64-d features,
+  84x84 mini-ImageNet gives 1600-d (64 x 5 x 5).
+* ``resnet12`` -- the ResNet-12 of Oreshkin et al. (TADAM, 2018) / Lee et al. (MetaOptNet,
+  2019): four residual blocks of three 3x3 conv-BN-LeakyReLU(0.1) layers with a 1x1 conv
+  shortcut, each followed by a 2x2 max-pool, then global average pooling (640-d).
+
+Both take ``track_running_stats``: MAML builds its backbone with ``False`` so BatchNorm
+always normalises with the statistics of the batch it sees (see :mod:`metamem.learners.maml`).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from metamem.learners.base import BACKBONES
+
+__all__ = ["Conv4", "ResNet12", "build_conv4", "build_resnet12", "pooled_size"]
+
+
+def pooled_size(name: str, image_shape: Sequence[int], pools: int) -> tuple[int, int]:
+    """Spatial size after ``pools`` 2x2 max-pools (floor), checking it stays >= 1.
+
+    Args:
+        name: backbone name used in the error message.
+        image_shape: ``(C, H, W)``.
+        pools: number of 2x2 max-pools.
+
+    Returns:
+        ``(H', W')`` after pooling.
+
+    Raises:
+        ValueError: if ``image_shape`` is not (C, H, W) or pooling reaches size 0.
+    """
+    if len(image_shape) != 3 or min(image_shape) < 1:
+        raise ValueError(f"backbone {name!r}: image_shape must be (C, H, W) >= 1, got {tuple(image_shape)}")
+    _, h, w = (int(v) for v in image_shape)
+    need = 2**pools
+    if h < need or w < need:
+        raise ValueError(
+            f"backbone {name!r} applies {pools} 2x2 max-pools and needs images of at least "
+            f"{need}x{need}, got {h}x{w}; use a larger image_size or another backbone"
+        )
+    return h // need, w // need
+
+
+def _conv_block(c_in: int, c_out: int, track_running_stats: bool) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),  # bias is cancelled by BatchNorm
+        nn.BatchNorm2d(c_out, track_running_stats=track_running_stats),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    )
+
+
+class Conv4(nn.Module):
+    """Conv-4: [3x3 conv -> BatchNorm -> ReLU -> 2x2 max-pool] x 4, then flatten.
+
+    Args:
+        image_shape: ``(C, H, W)``; H and W must be >= 16.
+        channels: filters per block (64 in the papers).
+        track_running_stats: keep BatchNorm running statistics for eval mode (``False``:
+            always normalise with the current batch).
+
+    Attributes:
+        out_dim: ``channels * (H // 16) * (W // 16)``.
+    """
+
+    def __init__(self, image_shape: Sequence[int], channels: int = 64, track_running_stats: bool = True) -> None:
+        super().__init__()
+        h, w = pooled_size("conv4", image_shape, 4)
+        c = int(image_shape[0])
+        self.blocks = nn.Sequential(
+            *[_conv_block(c if i == 0 else channels, channels, track_running_stats) for i in range(4)]
+        )
+        self.out_dim = channels * h * w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``[*, C, H, W]`` images to ``[*, out_dim]`` features."""
+        lead = x.shape[:-3]
+        z = self.blocks(x.reshape(-1, *x.shape[-3:]))
+        return z.reshape(*lead, self.out_dim)
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, track_running_stats: bool) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i in range(3):
+            layers += [
+                nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out, track_running_stats=track_running_stats),
+            ]
+            if i < 2:
+                layers.append(nn.LeakyReLU(0.1))
+        self.body = nn.Sequential(*layers)
+        self.shortcut = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 1, bias=False),
+            nn.BatchNorm2d(c_out, track_running_stats=track_running_stats),
+        )
+        self.out = nn.Sequential(nn.LeakyReLU(0.1), nn.MaxPool2d(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(x) + self.shortcut(x))
+
+
+class ResNet12(nn.Module):
+    """ResNet-12: four residual blocks (each followed by a 2x2 max-pool) and global average pooling.
+
+    Args:
+        image_shape: ``(C, H, W)``; H and W must be >= 16.
+        channels: widths of the four blocks (64, 160, 320, 640 in MetaOptNet).
+        track_running_stats: as in :class:`Conv4`.
+
+    Attributes:
+        out_dim: ``channels[-1]``.
+    """
+
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        channels: Sequence[int] = (64, 160, 320, 640),
+        track_running_stats: bool = True,
+    ) -> None:
+        super().__init__()
+        pooled_size("resnet12", image_shape, 4)
+        if len(channels) != 4:
+            raise ValueError(f"backbone 'resnet12': channels needs 4 widths, got {list(channels)}")
+        widths = [int(image_shape[0]), *map(int, channels)]
+        self.blocks = nn.Sequential(
+            *[_ResBlock(widths[i], widths[i + 1], track_running_stats) for i in range(4)]
+        )
+        self.out_dim = widths[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``[*, C, H, W]`` images to ``[*, out_dim]`` features."""
+        lead = x.shape[:-3]
+        z = self.blocks(x.reshape(-1, *x.shape[-3:])).mean(dim=(-2, -1))
+        return z.reshape(*lead, self.out_dim)
+
+
+@BACKBONES.register("conv4")
+def build_conv4(
+    *, image_shape: tuple[int, int, int], channels: int = 64, track_running_stats: bool = True
+) -> Conv4:
+    """Conv-4-64 (Vinyals et al. 2016): 64-d on 28x28, 1600-d on 84x84."""
+    return Conv4(image_shape, channels=channels, track_running_stats=track_running_stats)
+
+
+@BACKBONES.register("resnet12")
+def build_resnet12(
+    *,
+    image_shape: tuple[int, int, int],
+    channels: tuple[int, int, int, int] = (64, 160, 320, 640),
+    track_running_stats: bool = True,
+) -> ResNet12:
+    """ResNet-12 (Oreshkin et al. 2018; Lee et al. 2019): 640-d, global average pooled."""
+    return ResNet12(image_shape, channels=channels, track_running_stats=track_running_stats)

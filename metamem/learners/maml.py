@@ -1,0 +1,178 @@
+"""MAML: Model-Agnostic Meta-Learning (Finn, Abbeel & Levine, ICML 2017, arXiv:1703.03400).
+
+The network is a backbone plus a linear head of N outputs, with meta-parameters ``theta``.
+For each episode the inner loop adapts them on the support set,
+``theta'_{j+1} = theta'_j - alpha * grad L_support(theta'_j)`` (``theta'_0 = theta``,
+``inner_steps`` steps in training, ``eval_inner_steps`` in eval mode), and the outer loss is
+the query cross-entropy of ``f(theta')``, averaged over episodes. Second-order MAML
+differentiates through the inner gradients; first-order MAML (``first_order=True``) treats
+them as constants (drops the Hessian term).
+
+Implementation: :func:`torch.func.functional_call` + :func:`torch.func.grad`, vectorised over
+the B episodes with :func:`torch.func.vmap` (no Python loop over episodes in training).
+
+BatchNorm: the backbone is built with ``track_running_stats=False``, so every BatchNorm layer
+always normalises with the statistics of the batch it sees -- the support set of one
+episode during adaptation, the query set of one episode for prediction, in train *and* eval
+mode. This is the transductive setting of the original MAML code; it makes each episode
+independent of the others in the batch (``batch_independent_train``), but a query's
+logits depend on the other queries of its episode. BatchNorm's affine parameters are
+adapted in the inner loop like every other parameter.
+
+Masked support (``predict(..., support_mask=...)``): absent items must not enter the
+support BatchNorm statistics, so this eval-only path loops over episodes and adapts on each
+episode's present items (documented exception to the no-loop rule); a class with no
+present item gets logit ``-inf``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from metamem.learners._common import mask_absent, present_classes, set_output, support_onehot
+from metamem.learners.base import BACKBONES, LEARNERS
+from metamem.types import EpisodeBatch, LearnerOutput
+
+__all__ = ["MAML", "build_maml"]
+
+Params = dict[str, torch.Tensor]
+
+
+class MAML(nn.Module):
+    """MAML around any network whose output has ``n_way`` logits.
+
+    Args:
+        net: the network ``[*, C, H, W] -> [*, N]`` (backbone + linear head). It must not
+            keep running statistics (buffers are not adapted).
+        n_way: N, outputs of ``net``; episodes must have this many ways.
+        inner_steps: inner gradient steps in train mode.
+        inner_lr: alpha, the inner-loop step size.
+        eval_inner_steps: inner steps in eval mode (``None``: same as ``inner_steps``).
+        first_order: drop second-order terms (first-order MAML).
+    """
+
+    episode_format: Literal["set", "sequence"] = "set"
+    batch_independent_train = True
+
+    def __init__(
+        self,
+        net: nn.Module,
+        *,
+        n_way: int,
+        inner_steps: int = 1,
+        inner_lr: float = 0.4,
+        eval_inner_steps: int | None = None,
+        first_order: bool = False,
+    ) -> None:
+        super().__init__()
+        if inner_steps < 0 or (eval_inner_steps is not None and eval_inner_steps < 0):
+            raise ValueError(
+                f"maml: inner_steps and eval_inner_steps must be >= 0, got {inner_steps}, {eval_inner_steps}"
+            )
+        self.net = net
+        self.n_way = n_way
+        self.inner_steps = inner_steps
+        self.inner_lr = inner_lr
+        self.eval_inner_steps = inner_steps if eval_inner_steps is None else eval_inner_steps
+        self.first_order = first_order
+
+    def forward(self, batch: EpisodeBatch) -> LearnerOutput:
+        """Adapt on each support set, score its queries: logits ``[B, N*Q, N]``, mean query CE."""
+        logits = self.predict(batch.support_x, batch.support_y, batch.query_x, n_way=batch.n_way)
+        return set_output(logits, batch)
+
+    def predict(
+        self,
+        support_x: torch.Tensor,
+        support_y: torch.Tensor,
+        query_x: torch.Tensor,
+        *,
+        n_way: int,
+        support_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Query logits ``[B, Qn, N]`` of the per-episode adapted networks.
+
+        Args:
+            support_x: ``[B, S, C, H, W]``.
+            support_y: int64 ``[B, S]``.
+            query_x: ``[B, Qn, C, H, W]``.
+            n_way: N; must equal the head size.
+            support_mask: bool ``[B, S]`` (False = absent) or ``None``.
+
+        Raises:
+            ValueError: if ``n_way`` differs from the head's N.
+        """
+        if n_way != self.n_way:
+            raise ValueError(f"maml: this learner was built with n_way={self.n_way}, got an episode with n_way={n_way}")
+        params = dict(self.net.named_parameters())
+        episode = self._episode_fn()
+        if support_mask is None:
+            return vmap(episode, in_dims=(None, 0, 0, 0))(params, support_x, support_y, query_x)
+        rows = []
+        for b in range(support_x.shape[0]):  # eval-time path: each episode's own present items
+            keep = support_mask[b]
+            rows.append(episode(params, support_x[b, keep], support_y[b, keep], query_x[b]))
+        present = present_classes(support_onehot(support_y, n_way, support_mask))
+        return mask_absent(torch.stack(rows), present)
+
+    def adapt(self, params: Params, support_x: torch.Tensor, support_y: torch.Tensor, steps: int) -> Params:
+        """Inner loop for ONE episode: ``steps`` SGD steps on the support cross-entropy.
+
+        Args:
+            params: the meta-parameters (name -> tensor).
+            support_x: ``[S, C, H, W]``.
+            support_y: int64 ``[S]``.
+            steps: number of inner steps.
+
+        Returns:
+            The adapted parameters (differentiable w.r.t. ``params`` unless first order).
+        """
+
+        def support_loss(p: Params) -> torch.Tensor:
+            return F.cross_entropy(functional_call(self.net, p, (support_x,)), support_y)
+
+        if support_x.shape[0] == 0:  # nothing to adapt on
+            return params
+        for _ in range(steps):
+            g = grad(support_loss)(params)
+            if self.first_order:
+                g = {k: v.detach() for k, v in g.items()}
+            params = {k: params[k] - self.inner_lr * g[k] for k in params}
+        return params
+
+    def _episode_fn(self) -> Callable[[Params, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+        steps = self.inner_steps if self.training else self.eval_inner_steps
+
+        def episode(params: Params, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.net, self.adapt(params, sx, sy, steps), (qx,))
+
+        return episode
+
+
+@LEARNERS.register("maml")
+def build_maml(
+    *,
+    n_way: int,
+    image_shape: tuple[int, int, int],
+    backbone: str = "conv4",
+    inner_steps: int = 1,
+    inner_lr: float = 0.4,
+    eval_inner_steps: int | None = None,
+    first_order: bool = False,
+) -> MAML:
+    """MAML (Finn et al. 2017): backbone + linear head adapted per episode by inner SGD steps."""
+    body = BACKBONES.build(backbone, image_shape=image_shape, track_running_stats=False)
+    net = nn.Sequential(body, nn.Linear(int(body.out_dim), n_way))
+    return MAML(
+        net,
+        n_way=n_way,
+        inner_steps=inner_steps,
+        inner_lr=inner_lr,
+        eval_inner_steps=eval_inner_steps,
+        first_order=first_order,
+    )

@@ -1,0 +1,79 @@
+"""Prototypical Networks (Snell, Swersky & Zemel, NIPS 2017, arXiv:1703.05175).
+
+Each class is represented by the mean embedding of its support items,
+``c_k = mean_{(x_i, y_i) in S, y_i = k} f(x_i)``, and a query is classified by a softmax over
+negative squared Euclidean distances, ``p(y = k | x) = softmax_k(-||f(x) - c_k||^2)``. The loss
+is the cross-entropy of the query labels. Settings of the paper: Conv-4-64, Adam 1e-3
+halved every 2000 episodes, 60-way training episodes on Omniglot (30/20-way on mini-ImageNet).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from metamem.learners._common import (
+    class_means,
+    embed_support_query,
+    mask_absent,
+    present_classes,
+    set_output,
+    support_onehot,
+)
+from metamem.learners.base import BACKBONES, LEARNERS
+from metamem.types import EpisodeBatch, LearnerOutput
+
+__all__ = ["ProtoNet", "build_protonet"]
+
+
+class ProtoNet(nn.Module):
+    """Prototypical Networks with squared Euclidean distance.
+
+    Args:
+        backbone: embedding network ``[*, C, H, W] -> [*, D]``.
+    """
+
+    episode_format: Literal["set", "sequence"] = "set"
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, batch: EpisodeBatch) -> LearnerOutput:
+        """Query logits ``[B, N*Q, N]`` and the mean query cross-entropy."""
+        logits = self.predict(batch.support_x, batch.support_y, batch.query_x, n_way=batch.n_way)
+        return set_output(logits, batch)
+
+    def predict(
+        self,
+        support_x: torch.Tensor,
+        support_y: torch.Tensor,
+        query_x: torch.Tensor,
+        *,
+        n_way: int,
+        support_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits ``-||f(x) - c_k||^2`` ``[B, Qn, N]``; ``-inf`` for classes with no present support.
+
+        Args:
+            support_x: ``[B, S, C, H, W]``.
+            support_y: int64 ``[B, S]``.
+            query_x: ``[B, Qn, C, H, W]``.
+            n_way: N.
+            support_mask: bool ``[B, S]`` (False = absent) or ``None``.
+        """
+        support, query = embed_support_query(self.backbone, support_x, query_x)
+        onehot = support_onehot(support_y, n_way, support_mask)
+        protos = class_means(support, onehot)  # [B, N, D]
+        # ||q - c||^2 = ||q||^2 - 2 q.c + ||c||^2, one batched matmul
+        sq = (query**2).sum(-1, keepdim=True) - 2 * query @ protos.transpose(1, 2) + (protos**2).sum(-1).unsqueeze(1)
+        return mask_absent(-sq, present_classes(onehot))
+
+
+@LEARNERS.register("protonet")
+def build_protonet(*, n_way: int, image_shape: tuple[int, int, int], backbone: str = "conv4") -> ProtoNet:
+    """Prototypical Networks (Snell et al. 2017): squared Euclidean distance to class means."""
+    del n_way  # any number of ways works at predict time
+    return ProtoNet(BACKBONES.build(backbone, image_shape=image_shape))
