@@ -1,0 +1,133 @@
+"""Plug-in dataset without code: a folder with one sub-folder of images per class.
+
+::
+
+    my_data/
+      card.yaml          # optional
+      cat/ 001.png 002.png ...
+      dog/ 001.png ...
+
+``card.yaml`` (read with ``yaml.safe_load``) may give ``name``, ``image_size``,
+``channels`` (1 or 3) and ``splits: {train: [class, ...], val: [...], test: [...]}``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from metamem.data.base import DATASETS, DatasetError, ImageDataset
+from metamem.data.cache import Decoded, cached_decode, to_dataset
+from metamem.data.sources import FolderSource, decode_images
+
+__all__ = ["load_folder", "read_card"]
+
+_CARD_KEYS = {"name", "image_size", "channels", "splits", "description", "license", "source"}
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F", "P"}
+
+
+def read_card(root: Path) -> dict[str, Any]:
+    """The folder's ``card.yaml`` as a dict (empty when absent), checked."""
+    path = root / "card.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        card = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise DatasetError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(card, dict):
+        raise DatasetError(f"{path} must hold a mapping (name, image_size, channels, splits)")
+    unknown = sorted(set(card) - _CARD_KEYS)
+    if unknown:
+        raise DatasetError(f"{path}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(_CARD_KEYS))}")
+    splits = card.get("splits")
+    if splits is not None and not (
+        isinstance(splits, dict) and all(isinstance(v, list) for v in splits.values())
+    ):
+        raise DatasetError(f"{path}: splits must map split names to lists of class folders")
+    return card
+
+
+@DATASETS.register("folder")
+def load_folder(
+    split: str | None = None,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    image_size: int | None = None,
+    channels: int | None = None,
+    name: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache: bool = True,
+) -> ImageDataset:
+    """Plug-in: a folder with one sub-folder of images per class (optional card.yaml).
+
+    Args:
+        split: a split named in ``card.yaml`` ``splits``, or ``None``/``"all"`` for every
+            class folder.
+        root: the dataset folder (required).
+        image_size: resize to ``image_size x image_size`` (default from the card; without
+            one, every image must already have the same size).
+        channels: 1 (grayscale) or 3 (RGB); default from the card, else grayscale when the
+            first image is grayscale.
+        name: dataset name (default from the card, else the folder name).
+        cache_dir: decode cache root (default ``$METAMEM_CACHE`` or ``~/.cache/metamem``).
+        cache: ``False`` decodes without using the cache.
+    """
+    if root is None:
+        raise DatasetError("folder: pass root=DIR, a folder with one sub-folder of images per class")
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        raise DatasetError(f"folder: {base} is not a folder")
+    card = read_card(base)
+    name = name or card.get("name") or base.name
+    image_size = image_size if image_size is not None else card.get("image_size")
+    channels = channels if channels is not None else card.get("channels")
+    src = FolderSource(base)
+    files = [f for f in src.files if f.count("/") == 1]
+    all_classes = sorted({f.split("/")[0] for f in files})
+    if not all_classes:
+        raise DatasetError(
+            f"folder: {base} has no class sub-folders with images; expected {base}/<class>/<image>.png"
+        )
+    splits: dict[str, list[Any]] = card.get("splits") or {}
+    if split in (None, "all"):
+        classes = all_classes
+    elif split in splits:
+        classes = sorted({str(c) for c in splits[split]})
+        absent = [c for c in classes if c not in all_classes]
+        if absent:
+            raise DatasetError(
+                f"folder: {base / 'card.yaml'} split {split!r} names class {absent[0]!r} but "
+                f"{base / absent[0]} holds no images"
+            )
+    else:
+        raise DatasetError(
+            f"folder {base}: unknown split {split!r}; valid splits: {', '.join(['all', *splits])}"
+        )
+    wanted = set(classes)
+    files = [f for f in files if f.split("/")[0] in wanted]
+    if channels is None:
+        with Image.open(base / files[0]) as first:
+            channels = 1 if first.mode in _GRAY_MODES else 3
+    if channels not in (1, 3):
+        raise DatasetError(f"folder {base}: channels must be 1 or 3, got {channels!r}")
+    sub = FolderSource(base, files=files)
+    material = {
+        "dataset": "folder", "source": sub.digest(), "classes": classes,
+        "image_size": image_size, "channels": channels, "resample": "lanczos",
+    }
+    cid = {c: i for i, c in enumerate(classes)}
+
+    def build() -> Decoded:
+        images = decode_images(sub, sub.files, mode="L" if channels == 1 else "RGB", size=image_size)
+        labels = np.array([cid[f.split("/")[0]] for f in sub.files], dtype=np.int64)
+        return Decoded(images, labels, classes)
+
+    decoded, cinfo = cached_decode("folder", material, build, cache_dir=cache_dir, cache=cache)
+    info = {"source": str(base), "image_size": image_size, "channels": channels, **cinfo}
+    return to_dataset(decoded, name=str(name), split=split or "all", info=info)

@@ -1,0 +1,216 @@
+"""mini-ImageNet (Vinyals et al., 2016) with the Ravi & Larochelle (2017) 64/16/20 class split.
+
+The split CSVs (``filename,label`` rows, 600 images per class) are bundled in
+``datasets/mini_imagenet/``. The images themselves are not redistributable and are read
+from ``root`` in one of two layouts:
+
+* ``images``: ``root/images/<filename>`` for every row of the split's CSV (the layout of
+  the Ravi & Larochelle tooling);
+* ``pickle``: ``root/mini-imagenet-cache-<split>.pkl``, a dict with ``image_data`` (uint8
+  ``[M, 84, 84, 3]``) and ``class_dict`` (``{wnid: [row indices]}``). Pickles are read with
+  a restricted unpickler that only rebuilds numpy arrays and plain containers.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from metamem.data.base import DATASETS, DatasetError, ImageDataset
+from metamem.data.cache import Decoded, cached_decode, to_dataset
+from metamem.data.paths import bundled_dir, data_root
+from metamem.data.sources import FolderSource, decode_images, file_md5, image_to_array
+
+__all__ = ["load_mini_imagenet", "read_split_csv", "restricted_pickle_load", "SPLITS"]
+
+SPLITS = ("train", "val", "test")
+LAYOUTS = ("auto", "images", "pickle")
+
+#: (module, name) pairs a mini-ImageNet pickle may reference: numpy arrays and containers.
+_PICKLE_ALLOWED = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+    ("collections", "OrderedDict"),
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file: Any, path: Path) -> None:
+        super().__init__(file, encoding="latin1")
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _PICKLE_ALLOWED:
+            return super().find_class(module, name)
+        raise DatasetError(
+            f"{self.path}: refusing to unpickle {module}.{name} (only numpy arrays and plain "
+            "containers are allowed); rebuild the file from numpy arrays, dicts and lists"
+        )
+
+
+def restricted_pickle_load(path: str | os.PathLike[str]) -> Any:
+    """Unpickle ``path`` allowing only numpy arrays, dtypes and plain containers.
+
+    Raises:
+        DatasetError: naming the file and the refused global, or a corrupt pickle.
+    """
+    p = Path(path)
+    with open(p, "rb") as f:
+        try:
+            return _RestrictedUnpickler(f, p).load()
+        except DatasetError:
+            raise
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+            raise DatasetError(f"{p} is not a readable pickle ({e}); fetch it again") from None
+
+
+def read_split_csv(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """``(filename, wnid)`` rows of a Ravi & Larochelle split CSV, sorted by (wnid, filename)."""
+    p = Path(path)
+    try:
+        with open(p, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or not {"filename", "label"} <= set(reader.fieldnames):
+                raise DatasetError(
+                    f"{p}: expected a CSV with header 'filename,label', got {reader.fieldnames}"
+                )
+            rows = [(r["filename"], r["label"]) for r in reader]
+    except OSError as e:
+        raise DatasetError(f"cannot read split file {p}: {e.strerror or e}") from None
+    if not rows:
+        raise DatasetError(f"{p} lists no images")
+    return sorted(rows, key=lambda r: (r[1], r[0]))
+
+
+def _pickle_path(root: Path, split: str) -> Path:
+    return root / f"mini-imagenet-cache-{split}.pkl"
+
+
+def _decode_pickle(path: Path, wnids: list[str], image_size: int) -> Decoded:
+    obj = restricted_pickle_load(path)
+    if not isinstance(obj, dict) or "image_data" not in obj or "class_dict" not in obj:
+        raise DatasetError(f"{path}: expected a dict with keys 'image_data' and 'class_dict'")
+    data, class_dict = obj["image_data"], obj["class_dict"]
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 4
+            and data.shape[3] == 3):
+        raise DatasetError(
+            f"{path}: image_data must be uint8 [M, H, W, 3], got "
+            f"{getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')}"
+        )
+    missing = sorted(set(wnids) - set(class_dict))
+    extra = sorted(set(class_dict) - set(wnids))
+    if missing or extra:
+        what = f"lacks class {missing[0]}" if missing else f"holds class {extra[0]}"
+        raise DatasetError(
+            f"{path} {what} of the split CSV ({len(class_dict)} classes vs {len(wnids)}); "
+            "use the pickle of the same split or pass split_dir with matching CSVs"
+        )
+    idx = [np.asarray(class_dict[w], dtype=np.int64) for w in wnids]
+    flat = np.concatenate(idx)
+    if flat.size and (flat.min() < 0 or flat.max() >= len(data)):
+        raise DatasetError(f"{path}: class_dict indices fall outside image_data (M={len(data)})")
+    images = data[flat].transpose(0, 3, 1, 2)
+    if images.shape[2:] != (image_size, image_size):
+        images = np.stack([
+            image_to_array(Image.fromarray(im.transpose(1, 2, 0)), mode="RGB", size=image_size)
+            for im in images
+        ]) if len(images) else images
+    labels = np.repeat(np.arange(len(wnids)), [len(i) for i in idx])
+    return Decoded(np.ascontiguousarray(images), labels, list(wnids))
+
+
+@DATASETS.register("mini_imagenet")
+def load_mini_imagenet(
+    split: str | None = "train",
+    *,
+    root: str | os.PathLike[str] | None = None,
+    layout: str = "auto",
+    image_size: int = 84,
+    split_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache: bool = True,
+) -> ImageDataset:
+    """mini-ImageNet, Ravi & Larochelle 64/16/20 class split, from images or pickle caches.
+
+    Args:
+        split: ``train`` (64 classes), ``val`` (16) or ``test`` (20).
+        root: data folder (default ``$METAMEM_DATA/mini_imagenet`` or
+            ``~/.cache/metamem/data/mini_imagenet``).
+        layout: ``images`` (``root/images/<filename>``), ``pickle``
+            (``root/mini-imagenet-cache-<split>.pkl``) or ``auto`` (the pickle when present).
+        image_size: output side length (84 default); images are resized with PIL LANCZOS.
+        split_dir: folder holding ``<split>.csv`` (default the bundled Ravi split); tests
+            and custom splits point it elsewhere.
+        cache_dir: decode cache root (default ``$METAMEM_CACHE`` or ``~/.cache/metamem``).
+        cache: ``False`` decodes without using the cache.
+
+    Returns:
+        uint8 RGB images ``[M, 3, image_size, image_size]``; classes sorted by WordNet id.
+    """
+    split = split or "train"
+    if split not in SPLITS:
+        raise DatasetError(f"mini_imagenet: unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    if layout not in LAYOUTS:
+        raise DatasetError(f"mini_imagenet: unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
+    if not isinstance(image_size, int) or image_size < 1:
+        raise DatasetError(f"mini_imagenet: image_size must be a positive int, got {image_size!r}")
+    root_dir = Path(root).expanduser() if root is not None else data_root() / "mini_imagenet"
+    csv_path = (Path(split_dir) if split_dir is not None else bundled_dir("mini_imagenet")) / f"{split}.csv"
+    rows = read_split_csv(csv_path)
+    wnids = sorted({w for _, w in rows})
+    pkl = _pickle_path(root_dir, split)
+    if layout == "auto":
+        layout = "pickle" if pkl.is_file() else "images"
+    material: dict[str, Any] = {
+        "dataset": "mini_imagenet", "split": split, "layout": layout,
+        "csv": file_md5(csv_path), "image_size": image_size, "resample": "lanczos",
+    }
+    if layout == "pickle":
+        if not pkl.is_file():
+            raise DatasetError(f"mini_imagenet: {pkl} not found; put the pickle cache there or use layout='images'")
+        material["source"] = file_md5(pkl)
+        source_path = str(pkl)
+
+        def build() -> Decoded:
+            return _decode_pickle(pkl, wnids, image_size)
+
+    else:
+        img_dir = root_dir / "images"
+        if not img_dir.is_dir():
+            raise DatasetError(
+                f"mini_imagenet: no data in {root_dir}: expected {pkl.name} or images/<filename> "
+                f"as listed in {csv_path.name}; see docs/datasets.md"
+            )
+        files = [f for f, _ in rows]
+        missing = next((f for f in files if not (img_dir / f).is_file()), None)
+        if missing is not None:
+            raise DatasetError(
+                f"mini_imagenet: image {img_dir / missing} listed in {csv_path} is missing"
+            )
+        src = FolderSource(img_dir, files=files)
+        material["source"] = src.digest()
+        source_path = str(img_dir)
+        cid = {w: i for i, w in enumerate(wnids)}
+
+        def build() -> Decoded:
+            names = [f for f, _ in rows]  # sorted by (wnid, filename)
+            images = decode_images(src, names, mode="RGB", size=image_size)
+            labels = np.array([cid[w] for _, w in rows], dtype=np.int64)
+            return Decoded(images, labels, list(wnids))
+
+    decoded, cinfo = cached_decode("mini_imagenet", material, build, cache_dir=cache_dir, cache=cache)
+    info = {"source": source_path, "layout": layout, "split_file": str(csv_path), "image_size": image_size, **cinfo}
+    return to_dataset(decoded, name="mini_imagenet", split=split, info=info)

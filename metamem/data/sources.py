@@ -1,0 +1,219 @@
+"""Image files in a folder or a zip archive, their content hash, and batch decoding.
+
+A source lists its image files by relative POSIX path (``"Greek/character01/0394_01.png"``)
+whatever the container, so loaders work the same on an official zip archive and on its
+extracted folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+from metamem.data.base import DatasetError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageSource",
+    "FolderSource",
+    "ZipSource",
+    "open_source",
+    "file_md5",
+    "decode_images",
+    "image_to_array",
+]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+_MD5_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def file_md5(path: str | os.PathLike[str]) -> str:
+    """md5 hex digest of a file's content (memoised per path, size and mtime)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    memo = (str(p), st.st_size, st.st_mtime_ns)
+    if memo not in _MD5_MEMO:
+        h = hashlib.md5()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _MD5_MEMO[memo] = h.hexdigest()
+    return _MD5_MEMO[memo]
+
+
+def _is_image(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
+
+
+class ImageSource:
+    """Image files addressed by relative POSIX paths (sorted in :attr:`files`)."""
+
+    path: Path
+    files: list[str]
+
+    def read(self, name: str) -> bytes:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def where(self, name: str) -> str:
+        """Human-readable location of ``name`` for error messages."""
+        raise NotImplementedError  # pragma: no cover - interface
+
+    def digest(self) -> str:
+        """Hash of the content of every file of the source."""
+        raise NotImplementedError  # pragma: no cover - interface
+
+
+class FolderSource(ImageSource):
+    """Image files under a folder (recursively), or only ``files`` when given."""
+
+    def __init__(self, path: str | os.PathLike[str], files: list[str] | None = None) -> None:
+        self.path = Path(path)
+        if files is not None:
+            self.files = sorted(files)
+            return
+        self.files = sorted(
+            p.relative_to(self.path).as_posix()
+            for p in self.path.rglob("*")
+            if p.is_file() and _is_image(p.name)
+        )
+
+    def read(self, name: str) -> bytes:
+        try:
+            return (self.path / name).read_bytes()
+        except OSError as e:
+            raise DatasetError(f"cannot read image {self.where(name)}: {e.strerror or e}") from e
+
+    def where(self, name: str) -> str:
+        return str(self.path / name)
+
+    def digest(self) -> str:
+        h = hashlib.md5()
+        for name in self.files:
+            try:
+                md5 = file_md5(self.path / name)
+            except OSError as e:
+                raise DatasetError(f"cannot read image {self.where(name)}: {e.strerror or e}") from e
+            h.update(f"{name}\0{md5}\n".encode())
+        return h.hexdigest()
+
+
+class ZipSource(ImageSource):
+    """Image files inside a zip archive; ``strip_top`` drops the archive's top folder."""
+
+    def __init__(self, path: str | os.PathLike[str], *, strip_top: bool = True) -> None:
+        self.path = Path(path)
+        try:
+            self._zip = zipfile.ZipFile(self.path)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise DatasetError(
+                f"{self.path} is not a readable zip archive ({e}); delete it and fetch it again"
+            ) from None
+        self._members: dict[str, str] = {}
+        for info in self._zip.infolist():
+            if info.is_dir() or not _is_image(info.filename):
+                continue
+            parts = info.filename.split("/")
+            rel = "/".join(parts[1:]) if strip_top and len(parts) > 1 else info.filename
+            self._members[rel] = info.filename
+        self.files = sorted(self._members)
+
+    def read(self, name: str) -> bytes:
+        try:
+            return self._zip.read(self._members[name])
+        except (zipfile.BadZipFile, OSError, KeyError, EOFError) as e:
+            raise DatasetError(f"cannot read image {self.where(name)}: {e}") from e
+
+    def where(self, name: str) -> str:
+        return f"{self.path}:{self._members.get(name, name)}"
+
+    def digest(self) -> str:
+        return file_md5(self.path)
+
+
+def open_source(path: str | os.PathLike[str], *, strip_top: bool = True) -> ImageSource:
+    """A :class:`ZipSource` for a ``.zip`` file, else a :class:`FolderSource`."""
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() == ".zip":
+        return ZipSource(p, strip_top=strip_top)
+    if p.is_dir():
+        return FolderSource(p)
+    raise DatasetError(f"{p} is neither a folder nor a .zip archive")
+
+
+def image_to_array(
+    img: Image.Image,
+    *,
+    mode: Literal["L", "RGB"],
+    size: int | None,
+    invert: bool = False,
+    resample: Image.Resampling = Image.Resampling.LANCZOS,
+) -> np.ndarray:
+    """A PIL image as uint8 ``[C, H, W]`` (C = 1 for ``"L"``, 3 for ``"RGB"``).
+
+    ``invert`` flips intensities (255 - x) before resizing; ``size`` resizes to
+    ``size x size`` (skipped when already that size).
+    """
+    img = img.convert(mode)
+    if invert:
+        img = Image.eval(img, lambda v: 255 - v)
+    if size is not None and img.size != (size, size):
+        img = img.resize((size, size), resample=resample)
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def decode_images(
+    source: ImageSource,
+    names: list[str],
+    *,
+    mode: Literal["L", "RGB"],
+    size: int | None,
+    invert: bool = False,
+    resample: Image.Resampling = Image.Resampling.LANCZOS,
+    workers: int | None = None,
+) -> np.ndarray:
+    """Decode ``names`` of ``source`` into one uint8 array ``[M, C, H, W]``.
+
+    Files are read in order, then decoded by a small thread pool (PIL releases the GIL
+    while decoding).
+
+    Raises:
+        DatasetError: naming the file that cannot be decoded, or (with ``size=None``) the
+            first file whose size differs from the first image's.
+    """
+    blobs = [source.read(n) for n in names]
+
+    def one(i: int) -> np.ndarray:
+        try:
+            with Image.open(io.BytesIO(blobs[i])) as img:
+                img.load()
+                return image_to_array(img, mode=mode, size=size, invert=invert, resample=resample)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise DatasetError(
+                f"cannot decode image {source.where(names[i])} ({e}); replace or remove the file"
+            ) from None
+
+    n_workers = workers or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=n_workers) as pool:
+        arrays = list(pool.map(one, range(len(names))))
+    if not arrays:
+        raise DatasetError(f"{source.path}: no images to decode")
+    first = arrays[0].shape
+    for i, a in enumerate(arrays):
+        if a.shape != first:
+            raise DatasetError(
+                f"image {source.where(names[i])} is {a.shape[2]}x{a.shape[1]} but "
+                f"{source.where(names[0])} is {first[2]}x{first[1]}; set image_size to resize "
+                "all images to one size"
+            )
+    return np.stack(arrays)
