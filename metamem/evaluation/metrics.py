@@ -1,0 +1,64 @@
+"""Summary statistics of an evaluation: mean, 95% confidence interval, accuracy by presentation.
+
+The confidence interval is the normal approximation used throughout the few-shot literature,
+
+    ci95 = 1.96 * s / sqrt(n),
+
+where ``n`` is the number of episodes and ``s`` the **sample** standard deviation of the
+per-episode accuracies (Bessel-corrected, divisor ``n - 1``). With a single episode the
+interval is undefined and reported as ``nan`` (``null`` in JSON).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["Z95", "mean_ci95", "presentation_accuracy"]
+
+#: two-sided 95% quantile of the standard normal distribution
+Z95 = 1.96
+
+
+def mean_ci95(values: torch.Tensor) -> tuple[float, float]:
+    """Mean and 95% confidence half-width of per-episode values.
+
+    Args:
+        values: float ``[E]`` one value per episode (any device).
+
+    Returns:
+        ``(mean, ci95)`` as Python floats; ``ci95 = 1.96 * std(ddof=1) / sqrt(E)``, ``nan``
+        when ``E < 2``; both ``nan`` when ``E == 0``.
+    """
+    v = values.detach().to(torch.float64).flatten().cpu()
+    n = v.numel()
+    if n == 0:
+        return math.nan, math.nan
+    mean = float(v.mean())
+    if n < 2:
+        return mean, math.nan
+    return mean, float(Z95 * v.std(correction=1) / math.sqrt(n))
+
+
+def presentation_accuracy(
+    correct: torch.Tensor, presentation: torch.Tensor, max_presentation: int
+) -> torch.Tensor:
+    """Per-episode accuracy at the 1st, 2nd, ... presentation of a class.
+
+    Args:
+        correct: float ``[B, T]`` score of each step (1/0, or an expected score in [0, 1]).
+        presentation: int64 ``[B, T]`` 1-based presentation number of each step.
+        max_presentation: P, the largest presentation number (``K + Q``).
+
+    Returns:
+        float ``[B, P]``: mean score of the steps with presentation p+1 in each episode
+        (``nan`` where an episode has no such step).
+    """
+    b = correct.shape[0]
+    idx = (presentation - 1).clamp(0, max_presentation - 1)
+    total = torch.zeros(b, max_presentation, dtype=torch.float64, device=correct.device)
+    count = torch.zeros_like(total)
+    total.scatter_add_(1, idx, correct.to(torch.float64))
+    count.scatter_add_(1, idx, torch.ones_like(correct, dtype=torch.float64))
+    return total / count

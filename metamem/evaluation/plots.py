@@ -1,0 +1,138 @@
+"""Figures of evaluation results, drawn on matplotlib's Agg canvas and saved atomically.
+
+* :func:`plot_per_presentation`: sequence accuracy by presentation, one curve per result
+  (several learners on one figure, as in Santoro et al., 2016, Fig. 2);
+* :func:`plot_accuracy_vs_shots`: accuracy against K, one curve per (learner, N);
+* :func:`plot_memory_trace`: the read/write heatmap of one episode of a memory learner
+  (delegates to :func:`metamem.memory.trace.plot_trace`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+from metamem.evaluation.report import atomic_write_text
+from metamem.evaluation.scoring import EvalResult
+
+__all__ = ["plot_accuracy_vs_shots", "plot_memory_trace", "plot_per_presentation"]
+
+
+def _figure(width: float = 6.0, height: float = 4.0) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower()
+    if not fmt:
+        raise ValueError(f"plot path {path} has no suffix; use e.g. .png or .pdf")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def _label(r: EvalResult) -> str:
+    p = r.protocol
+    return f"{r.learner} ({p.n_way}-way {p.k_shot}-shot)"
+
+
+def plot_per_presentation(
+    results: Sequence[EvalResult], path: str | os.PathLike[str], *, title: str | None = None
+) -> Path | None:
+    """Sequence accuracy at the 1st, 2nd, ... presentation, one line (± ci95) per result.
+
+    Returns:
+        The written path, or ``None`` when no result has a sequence scoring.
+    """
+    seq = [r for r in results if r.scores.get("sequence") is not None]
+    if not seq:
+        return None
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    for r in seq:
+        s = r.scores["sequence"]
+        ys = s.per_presentation or []
+        ci = [0.0 if c != c else c for c in (s.per_presentation_ci95 or [0.0] * len(ys))]
+        xs = list(range(1, len(ys) + 1))
+        ax.errorbar(xs, [100 * y for y in ys], yerr=[100 * c for c in ci], marker="o",
+                    capsize=2, label=_label(r))
+    ax.set_xlabel("presentation of the class")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title(title or "sequence accuracy by presentation")
+    return _save(fig, path)
+
+
+def plot_accuracy_vs_shots(
+    results: Sequence[EvalResult],
+    path: str | os.PathLike[str],
+    *,
+    scoring: str = "set",
+    title: str | None = None,
+) -> Path | None:
+    """Mean accuracy (± ci95) against K, one line per (learner, N).
+
+    Returns:
+        The written path, or ``None`` when no result has the ``scoring``.
+    """
+    lines: dict[tuple[str, int], list[tuple[int, float, float]]] = defaultdict(list)
+    for r in results:
+        s = r.scores.get(scoring)
+        if s is not None:
+            ci = s.ci95
+            lines[(r.learner, r.protocol.n_way)].append(
+                (r.protocol.k_shot, s.mean, 0.0 if ci != ci else ci)
+            )
+    if not lines:
+        return None
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    for (learner, n_way), pts in sorted(lines.items()):
+        pts.sort()
+        ax.errorbar([p[0] for p in pts], [100 * p[1] for p in pts],
+                    yerr=[100 * p[2] for p in pts], marker="o", capsize=2,
+                    label=f"{learner} ({n_way}-way)")
+    ax.set_xlabel("shots per class (K)")
+    ax.set_ylabel(f"{scoring} accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title(title or f"{scoring} accuracy vs shots")
+    return _save(fig, path)
+
+
+def plot_memory_trace(
+    trace: Any, path: str | os.PathLike[str], *, title: str | None = None
+) -> Path:
+    """The read/write heatmap (steps x slots) of episode 0 of a memory trace.
+
+    Args:
+        trace: a :class:`metamem.memory.trace.MemoryTrace`, or a mapping with
+            ``read_weights``/``write_weights`` of shape ``[B, T, S]`` or ``[B, T, R, S]``.
+        path: output image.
+        title: figure title.
+    """
+    from metamem.memory.trace import MemoryTrace, plot_trace
+
+    if not isinstance(trace, MemoryTrace):
+        try:
+            r, w = trace["read_weights"], trace["write_weights"]
+        except (TypeError, KeyError):
+            raise ValueError(
+                f"cannot plot a memory trace of type {type(trace).__name__}; expected a "
+                "MemoryTrace or a mapping with read_weights and write_weights"
+            ) from None
+        trace = MemoryTrace(r if r.dim() == 4 else r[:, :, None], w if w.dim() == 4 else w[:, :, None])
+    return plot_trace(trace, path, episode=0, title=title)

@@ -1,0 +1,175 @@
+"""Writing evaluation results: JSON (everything), Markdown and CSV tables; atomic writes.
+
+One table row per result (learner x protocol): accuracy ``± ci95`` of the set and sequence
+scorings (in percent) and the sequence accuracy by presentation.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from metamem.evaluation.scoring import EvalResult
+
+__all__ = [
+    "atomic_write_text",
+    "read_results",
+    "result_rows",
+    "to_csv",
+    "to_markdown",
+    "write_results",
+]
+
+_PRESENTATION_COLUMNS = 10  # the Markdown table shows presentations 1..10 at most
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str | bytes) -> Path:
+    """Write ``text`` (str as UTF-8, or bytes) to ``path`` through a temporary file in the
+    same folder and ``os.replace``, so readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _pct(v: float | None) -> str:
+    return "" if v is None or math.isnan(v) else f"{100 * v:.2f}"
+
+
+def result_rows(results: Sequence[EvalResult]) -> list[dict[str, Any]]:
+    """One flat row per result (numbers as floats in [0, 1], ``None`` where not run)."""
+    rows = []
+    for r in results:
+        p = r.protocol
+        row: dict[str, Any] = {
+            "learner": r.learner,
+            "source": r.source or "",
+            "dataset": p.dataset,
+            "split": p.split,
+            "n_way": p.n_way,
+            "k_shot": p.k_shot,
+            "n_query": p.n_query,
+            "episodes": p.episodes,
+            "seed": p.seed,
+            "within_group": p.within_group,
+        }
+        for scoring in ("set", "sequence"):
+            s = r.scores.get(scoring)
+            row[f"{scoring}_mean"] = None if s is None else s.mean
+            row[f"{scoring}_ci95"] = None if s is None else s.ci95
+        row["per_presentation"] = r.per_presentation
+        row["fingerprint"] = r.fingerprint
+        row["device"] = r.device
+        row["seconds"] = r.seconds
+        rows.append(row)
+    return rows
+
+
+def _pm(mean: float | None, ci: float | None) -> str:
+    if mean is None:
+        return "-"
+    ci_s = _pct(ci)
+    return f"{_pct(mean)} ± {ci_s}" if ci_s else _pct(mean)
+
+
+def to_markdown(results: Sequence[EvalResult]) -> str:
+    """A Markdown table: accuracies in percent with their 95% confidence half-width."""
+    rows = result_rows(results)
+    n_pres = max((len(r["per_presentation"] or []) for r in rows), default=0)
+    n_pres = min(n_pres, _PRESENTATION_COLUMNS)
+    ords = [_ordinal(i + 1) for i in range(n_pres)]
+    head = ["learner", "dataset/split", "ways", "shots", "queries", "episodes",
+            "set acc %", "sequence acc %", *[f"seq {o} %" for o in ords], "fingerprint"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in rows:
+        pres = r["per_presentation"] or []
+        cells = [
+            r["learner"], f"{r['dataset']}/{r['split']}", str(r["n_way"]), str(r["k_shot"]),
+            str(r["n_query"]), str(r["episodes"]),
+            _pm(r["set_mean"], r["set_ci95"]), _pm(r["sequence_mean"], r["sequence_ci95"]),
+            *[_pct(pres[i]) if i < len(pres) else "" for i in range(n_pres)],
+            r["fingerprint"][:12],
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def to_csv(results: Sequence[EvalResult]) -> str:
+    """CSV with one row per result; accuracies as fractions, presentations as p1, p2, ..."""
+    rows = result_rows(results)
+    n_pres = max((len(r["per_presentation"] or []) for r in rows), default=0)
+    keys = [k for k in (rows[0] if rows else {}) if k != "per_presentation"]
+    header = keys + [f"p{i + 1}" for i in range(n_pres)]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for r in rows:
+        pres = r["per_presentation"] or []
+        vals = [_csv(r[k]) for k in keys] + [_csv(pres[i]) if i < len(pres) else "" for i in range(n_pres)]
+        w.writerow(vals)
+    return buf.getvalue()
+
+
+def _csv(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(f"cannot write {type(o).__name__} to JSON")
+
+
+def write_results(
+    results: Sequence[EvalResult], out_dir: str | os.PathLike[str], stem: str = "results"
+) -> dict[str, Path]:
+    """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.csv`` in ``out_dir`` (atomically).
+
+    The JSON holds, for every result, the config, protocol, fingerprint, metamem version,
+    device, the scores with per-episode accuracies and the accuracy by presentation.
+
+    Returns:
+        ``{"json": path, "md": path, "csv": path}``.
+    """
+    out = Path(out_dir)
+    doc = {"results": [r.to_dict() for r in results]}
+    text = json.dumps(doc, indent=1, default=_json_default, allow_nan=False)
+    return {
+        "json": atomic_write_text(out / f"{stem}.json", text + "\n"),
+        "md": atomic_write_text(out / f"{stem}.md", to_markdown(results)),
+        "csv": atomic_write_text(out / f"{stem}.csv", to_csv(results)),
+    }
+
+
+def read_results(path: str | os.PathLike[str]) -> list[EvalResult]:
+    """Read the results written by :func:`write_results` (``<stem>.json``)."""
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    return [EvalResult.from_dict(d) for d in doc["results"]]

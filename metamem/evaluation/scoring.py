@@ -1,0 +1,438 @@
+"""Two scorings of the same episodes, for every learner, and :func:`evaluate`.
+
+**Set scoring.** Accuracy on the query set given the support set:
+``learner.predict(support_x, support_y, query_x, n_way=N)`` (or, for a set learner without
+``predict``, ``learner(batch).logits``); the prediction is the arg-max label.
+
+**Sequence scoring** (Santoro et al., 2016). The episode is read as the sequence
+``batch.as_sequence()`` of ``T = N*(K+Q)`` steps whose labels arrive one step late;
+accuracy is reported per step and by *presentation* (the 1st, 2nd, ... time a class is
+shown).
+
+* Sequence learners (``episode_format == "sequence"`` with ``forward_sequence``) give
+  per-step logits ``[B, T, N]``; the prediction at step t is their arg-max.
+* Set learners are scored on the same sequence with the items already labelled as their
+  support: at step t the support is steps ``0..t-1`` (``support_mask[s] = s < t``) and the
+  query is step t, all steps of all episodes batched into ``predict`` calls (the support is
+  the whole sequence, masked). A class with no labelled item gets logit ``-inf``, so a set
+  learner can only answer with a label it has seen. When the true label of step t has **not
+  been presented yet** (presentation 1) no learner can know it; a set learner is then
+  credited with the **expected accuracy of a uniform guess among the labels not presented
+  yet**, ``1 / (N - u_t)``, where ``u_t`` is the number of distinct labels among steps
+  ``0..t-1``. This is deterministic (no random draw) and is what a set learner that knows
+  the item is new would score on average. Steps with presentation >= 2 are scored by the
+  learner's arg-max.
+
+The per-episode score of the sequence scoring is the mean over all T steps; the
+per-presentation score is the mean over the N steps of each presentation.
+
+Evaluation runs under ``torch.no_grad()`` (not ``inference_mode``), so a learner that needs
+gradients inside (MAML's inner loop) can re-enable them with ``torch.enable_grad()``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from metamem.data.base import ImageDataset
+from metamem.evaluation.metrics import mean_ci95, presentation_accuracy
+from metamem.evaluation.protocol import Fingerprint, Protocol, ProtocolError
+from metamem.types import EpisodeBatch, SequenceBatch
+
+__all__ = [
+    "EvalResult",
+    "Score",
+    "evaluate",
+    "is_sequence_learner",
+    "learner_name",
+    "score_sequence",
+    "score_set",
+    "SCORINGS",
+]
+
+#: what ``protocol=`` accepts
+SCORINGS = ("set", "sequence", "both")
+
+#: upper bound on support images per ``predict`` call when a set learner scores a sequence
+MAX_SUPPORT_IMAGES_PER_CALL = 65536
+
+
+def is_sequence_learner(learner: Any) -> bool:
+    """True for learners that read sequences natively (``forward_sequence``)."""
+    return getattr(learner, "episode_format", "set") == "sequence" and hasattr(
+        learner, "forward_sequence"
+    )
+
+
+def learner_name(learner: Any) -> str:
+    return str(getattr(learner, "name", None) or type(learner).__name__)
+
+
+def _check_logits(learner: Any, logits: torch.Tensor, shape: tuple[int, ...], what: str) -> None:
+    if tuple(logits.shape) != shape:
+        raise RuntimeError(
+            f"learner {learner_name(learner)} returned {what} logits of shape "
+            f"{tuple(logits.shape)}, expected {shape}"
+        )
+
+
+def score_set(learner: Any, batch: EpisodeBatch) -> torch.Tensor:
+    """Set scoring: per-episode query accuracy.
+
+    Args:
+        learner: anything with ``predict`` (or a set learner's ``forward``).
+        batch: B episodes with ``n_query >= 1``.
+
+    Returns:
+        float ``[B]`` accuracy on the N*Q queries of each episode.
+    """
+    b, nq = batch.query_y.shape
+    if hasattr(learner, "predict"):
+        logits = learner.predict(
+            batch.support_x, batch.support_y, batch.query_x, n_way=batch.n_way
+        )
+    elif getattr(learner, "episode_format", "set") == "set":
+        logits = learner(batch).logits
+    else:
+        raise TypeError(
+            f"learner {learner_name(learner)} has no predict(); the set scoring needs one "
+            "(use eval.protocol=sequence)"
+        )
+    _check_logits(learner, logits, (b, nq, batch.n_way), "query")
+    return (logits.argmax(-1) == batch.query_y).to(torch.float64).mean(-1)
+
+
+def score_sequence(
+    learner: Any, seq: SequenceBatch, max_support_images: int = MAX_SUPPORT_IMAGES_PER_CALL
+) -> torch.Tensor:
+    """Sequence scoring: the score of every step (see the module docstring).
+
+    Args:
+        learner: a sequence learner (``forward_sequence``) or a set learner (``predict``
+            with ``support_mask``).
+        seq: B sequences of T steps.
+        max_support_images: cap on B'·T support images per ``predict`` call (set learners).
+
+    Returns:
+        float ``[B, T]``: 1/0 per step, or the expected uniform-guess accuracy for a set
+        learner at a label's first presentation.
+    """
+    b, t = seq.y.shape
+    if is_sequence_learner(learner):
+        logits = learner.forward_sequence(seq)
+        _check_logits(learner, logits, (b, t, seq.n_way), "sequence")
+        return (logits.argmax(-1) == seq.y).to(torch.float64)
+    if not hasattr(learner, "predict"):
+        raise TypeError(
+            f"learner {learner_name(learner)} has neither forward_sequence() nor predict(); "
+            "it cannot be scored on sequences"
+        )
+    return _score_set_learner_on_sequence(learner, seq, max_support_images)
+
+
+def first_presentation_guess(seq: SequenceBatch) -> torch.Tensor:
+    """float64 ``[B, T]``: ``1 / (N - u_t)``, u_t = distinct labels among steps ``0..t-1``."""
+    onehot = torch.nn.functional.one_hot(seq.y, seq.n_way)  # [B, T, N]
+    seen_before = (onehot.cumsum(1) - onehot) > 0
+    distinct = seen_before.sum(-1)  # [B, T]
+    return 1.0 / (seq.n_way - distinct).clamp(min=1).to(torch.float64)
+
+
+def _score_set_learner_on_sequence(
+    learner: Any, seq: SequenceBatch, max_support_images: int
+) -> torch.Tensor:
+    b, t = seq.y.shape
+    first = seq.presentation == 1
+    correct = torch.where(first, first_presentation_guess(seq), 0.0)
+    rows = (~first).nonzero()  # [R, 2] (episode, step) pairs scored by the learner
+    steps = torch.arange(t, device=seq.y.device)
+    chunk = max(1, max_support_images // t)
+    for lo in range(0, rows.shape[0], chunk):  # chunks of rows, not a loop over samples
+        bi, ti = rows[lo : lo + chunk].unbind(1)
+        logits = learner.predict(
+            seq.x[bi],
+            seq.y[bi],
+            seq.x[bi, ti].unsqueeze(1),
+            n_way=seq.n_way,
+            support_mask=steps[None, :] < ti[:, None],
+        )
+        _check_logits(learner, logits, (bi.shape[0], 1, seq.n_way), "step")
+        correct[bi, ti] = (logits[:, 0].argmax(-1) == seq.y[bi, ti]).to(torch.float64)
+    return correct
+
+
+@dataclass
+class Score:
+    """One scoring (``"set"`` or ``"sequence"``) of a protocol's episodes.
+
+    Attributes:
+        scoring: ``"set"`` or ``"sequence"``.
+        per_episode: float64 ``[E]`` accuracy of each episode (CPU).
+        per_presentation_episode: float64 ``[E, P]`` per-episode accuracy at the p-th
+            presentation (sequence scoring only, ``P = K + Q``), else ``None``.
+    """
+
+    scoring: str
+    per_episode: torch.Tensor
+    per_presentation_episode: torch.Tensor | None = None
+
+    @property
+    def mean(self) -> float:
+        return mean_ci95(self.per_episode)[0]
+
+    @property
+    def ci95(self) -> float:
+        """``1.96 * std(ddof=1) / sqrt(E)`` over episodes (see :mod:`.metrics`)."""
+        return mean_ci95(self.per_episode)[1]
+
+    @property
+    def per_presentation(self) -> list[float] | None:
+        """Mean accuracy at the 1st, 2nd, ... presentation (sequence scoring)."""
+        if self.per_presentation_episode is None:
+            return None
+        return [float(v) for v in self.per_presentation_episode.mean(0)]
+
+    @property
+    def per_presentation_ci95(self) -> list[float] | None:
+        if self.per_presentation_episode is None:
+            return None
+        return [mean_ci95(col)[1] for col in self.per_presentation_episode.T]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scoring": self.scoring,
+            "mean": _json_float(self.mean),
+            "ci95": _json_float(self.ci95),
+            "episodes": int(self.per_episode.numel()),
+            "per_presentation": _json_list(self.per_presentation),
+            "per_presentation_ci95": _json_list(self.per_presentation_ci95),
+            "per_episode": [float(v) for v in self.per_episode],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Score":
+        pe = torch.tensor(d["per_episode"], dtype=torch.float64)
+        ppe = None
+        if d.get("per_presentation") is not None:  # only the means survive JSON
+            ppe = torch.tensor([d["per_presentation"]], dtype=torch.float64)
+        return cls(scoring=d["scoring"], per_episode=pe, per_presentation_episode=ppe)
+
+
+def _json_float(v: float) -> float | None:
+    return None if math.isnan(v) else float(v)
+
+
+def _json_list(vs: list[float] | None) -> list[float | None] | None:
+    return None if vs is None else [_json_float(v) for v in vs]
+
+
+@dataclass
+class EvalResult:
+    """The result of :func:`evaluate`: one or two scorings of one protocol.
+
+    ``mean``, ``ci95`` and ``per_episode`` are those of the set scoring when it was run
+    (else the sequence scoring); ``per_presentation`` is that of the sequence scoring.
+
+    Attributes:
+        protocol: the :class:`Protocol`.
+        fingerprint: SHA-256 of the episodes' sample indices (see :mod:`.protocol`).
+        scores: ``{"set": Score, "sequence": Score}`` (those that were run).
+        learner: a display name of the learner.
+        device: where it ran.
+        seconds: wall time of the evaluation.
+        version: metamem version.
+        config: the run's resolved config, when evaluating a run.
+        source: the run directory or checkpoint, when evaluating a run.
+        trace: the memory trace of episode 0 (``keep_trace=True`` and a learner that
+            returns ``extras["trace"]``); not serialised.
+    """
+
+    protocol: Protocol
+    fingerprint: str
+    scores: dict[str, Score]
+    learner: str
+    device: str
+    seconds: float
+    version: str
+    config: dict[str, Any] | None = None
+    source: str | None = None
+    trace: Any = field(default=None, repr=False)
+
+    @property
+    def primary(self) -> Score:
+        return self.scores.get("set") or self.scores["sequence"]
+
+    @property
+    def mean(self) -> float:
+        return self.primary.mean
+
+    @property
+    def ci95(self) -> float:
+        return self.primary.ci95
+
+    @property
+    def per_episode(self) -> torch.Tensor:
+        return self.primary.per_episode
+
+    @property
+    def per_presentation(self) -> list[float] | None:
+        seq = self.scores.get("sequence")
+        return seq.per_presentation if seq is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "learner": self.learner,
+            "source": self.source,
+            "protocol": self.protocol.to_dict(),
+            "fingerprint": self.fingerprint,
+            "version": self.version,
+            "device": self.device,
+            "seconds": self.seconds,
+            "scores": {k: s.to_dict() for k, s in self.scores.items()},
+            "config": self.config,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EvalResult":
+        return cls(
+            protocol=Protocol.from_dict(d["protocol"]),
+            fingerprint=d["fingerprint"],
+            scores={k: Score.from_dict(v) for k, v in d["scores"].items()},
+            learner=d["learner"],
+            device=d["device"],
+            seconds=float(d["seconds"]),
+            version=d["version"],
+            config=d.get("config"),
+            source=d.get("source"),
+        )
+
+
+def _learner_device(learner: Any) -> torch.device:
+    if isinstance(learner, nn.Module):
+        for p in learner.parameters():
+            return p.device
+        for b in learner.buffers():
+            return b.device
+    return torch.device("cpu")
+
+
+def evaluate(
+    learner: Any,
+    dataset: ImageDataset,
+    *,
+    n_way: int = 5,
+    k_shot: int = 1,
+    n_query: int = 15,
+    episodes: int = 1000,
+    seed: int = 1234,
+    within_group: bool = False,
+    protocol: Literal["set", "sequence", "both"] = "both",
+    batch_size: int = 32,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    name: str | None = None,
+    config: dict[str, Any] | None = None,
+    source: str | None = None,
+    keep_trace: bool = False,
+) -> EvalResult:
+    """Score a learner on a fixed protocol of episodes.
+
+    Args:
+        learner: a learner (``metamem.learners``) or any object with ``predict`` and/or
+            ``forward_sequence``; an ``nn.Module`` is put in eval mode for the call (its
+            mode is restored afterwards) and moved to ``device`` if one is given.
+        dataset: the split to draw episodes from.
+        n_way, k_shot, n_query, episodes, seed, within_group: the :class:`Protocol`.
+        protocol: which scorings to run: ``"set"``, ``"sequence"`` or ``"both"``.
+        batch_size: episodes per batch (the episodes do not depend on it).
+        device: where to run (default: where the learner's parameters are, else CPU).
+        progress: show a tqdm progress bar.
+        name: display name of the learner (default: its ``name`` attribute or class name).
+        config, source: recorded in the result.
+        keep_trace: keep ``learner(batch).extras["trace"]`` of episode 0 in ``result.trace``.
+
+    Returns:
+        An :class:`EvalResult` (``.mean``, ``.ci95``, ``.per_episode``,
+        ``.per_presentation``, ``.fingerprint``).
+
+    Raises:
+        ProtocolError: for a protocol the split cannot provide (the message names the
+            numbers) or an unknown ``protocol``.
+    """
+    import metamem
+
+    if protocol not in SCORINGS:
+        raise ProtocolError(
+            f"unknown eval.protocol {protocol!r}; valid: {', '.join(SCORINGS)}"
+        )
+    proto = Protocol.for_dataset(
+        dataset, n_way=n_way, k_shot=k_shot, n_query=n_query, episodes=episodes, seed=seed,
+        within_group=within_group,
+    )
+    run_set = protocol in ("set", "both")
+    run_seq = protocol in ("sequence", "both")
+    if run_set and n_query < 1:
+        raise ProtocolError(
+            f"the set scoring needs n_query >= 1 (got {n_query}); raise eval.n_query or use "
+            "eval.protocol=sequence"
+        )
+    dev = torch.device(device) if device is not None else _learner_device(learner)
+    if isinstance(learner, nn.Module):
+        learner.to(dev)
+        was_training = learner.training
+        learner.eval()
+    sampler = proto.sampler(dataset, dev)
+    fp = Fingerprint(proto)
+    set_acc: list[torch.Tensor] = []
+    seq_acc: list[torch.Tensor] = []
+    seq_pres: list[torch.Tensor] = []
+    trace = None
+    p_max = k_shot + n_query
+    start = time.perf_counter()
+    bar = tqdm(total=episodes, unit="episode", disable=not progress, desc=name or learner_name(learner))
+    try:
+        with torch.no_grad():
+            for batch in proto.batches(dataset, batch_size, dev, sampler=sampler):
+                fp.update_batch(batch)
+                if run_set:
+                    set_acc.append(score_set(learner, batch))
+                if run_seq:
+                    seq = batch.as_sequence()
+                    correct = score_sequence(learner, seq)
+                    seq_acc.append(correct.mean(-1))
+                    seq_pres.append(presentation_accuracy(correct, seq.presentation, p_max))
+                if keep_trace and trace is None and isinstance(learner, nn.Module):
+                    trace = learner(batch.select(slice(0, 1))).extras.get("trace")
+                bar.update(batch.batch_size)
+            scores: dict[str, Score] = {}
+            if run_set:
+                scores["set"] = Score("set", torch.cat(set_acc).to("cpu", torch.float64))
+            if run_seq:
+                scores["sequence"] = Score(
+                    "sequence",
+                    torch.cat(seq_acc).to("cpu", torch.float64),
+                    torch.cat(seq_pres).to("cpu", torch.float64),
+                )
+    finally:
+        bar.close()
+        if isinstance(learner, nn.Module):
+            learner.train(was_training)
+    return EvalResult(
+        protocol=proto,
+        fingerprint=fp.hexdigest(),
+        scores=scores,
+        learner=name or learner_name(learner),
+        device=str(dev),
+        seconds=time.perf_counter() - start,
+        version=metamem.__version__,
+        config=config,
+        source=source,
+        trace=trace,
+    )
