@@ -1,0 +1,174 @@
+"""The learner contract, checked for EVERY registered learner (parametrized over the registry).
+
+A learner added later (one module + one import line in ``metamem/learners/__init__.py``) is
+picked up here automatically. If its builder has a keyword without a default, add a test
+value to ``REQUIRED_KWARGS`` (``test_builds_with_defaults`` says which).
+
+Batch independence is always checked in eval mode; a learner whose train-mode outputs are
+also per-episode (no BatchNorm statistics pooled across episodes) can declare
+``batch_independent_train = True`` to have train mode checked too.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+from torch import nn
+
+from metamem.data import load_dataset
+from metamem.episodes.sampler import EpisodeSampler
+from metamem.learners import BACKBONES, LEARNERS, Learner, build_learner
+from metamem.registry import UnknownNameError
+from metamem.types import EpisodeBatch, LearnerOutput
+
+IMAGE_SHAPE = (1, 28, 28)
+N_WAY, K_SHOT, N_QUERY, BATCH = 3, 2, 2, 4
+NUM_CLASSES = 8
+#: test values for builder keywords that have no default
+REQUIRED_KWARGS: dict[str, dict[str, object]] = {"linear_probe": {"num_train_classes": NUM_CLASSES}}
+NAMES = LEARNERS.names()
+
+
+def build(name: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)  # tests may seed; library code never does
+    return build_learner(name, n_way=N_WAY, image_shape=IMAGE_SHAPE, **REQUIRED_KWARGS.get(name, {}))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids spin contention on the shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def batches() -> tuple[EpisodeBatch, EpisodeBatch]:
+    ds = load_dataset("synthetic", num_classes=NUM_CLASSES, per_class=6, image_size=28, seed=3)
+    kw = dict(n_way=N_WAY, k_shot=K_SHOT, n_query=N_QUERY, batch_size=BATCH)
+    return EpisodeSampler(ds, seed=1, **kw).sample(), EpisodeSampler(ds, seed=2, **kw).sample()
+
+
+def expected_targets(model: nn.Module, batch: EpisodeBatch) -> torch.Tensor:
+    return batch.query_y if model.episode_format == "set" else batch.as_sequence().y
+
+
+def test_registry_is_populated() -> None:
+    assert {"protonet", "matching", "maml", "linear_probe"} <= set(NAMES)
+    assert {"conv4", "resnet12"} <= set(BACKBONES.names())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_builds_with_defaults(name: str) -> None:
+    sig = inspect.signature(LEARNERS.get(name))
+    required = {
+        p.name for p in sig.parameters.values()
+        if p.default is inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD
+    } - {"n_way", "image_shape"} - set(REQUIRED_KWARGS.get(name, {}))
+    assert not required, f"learner {name!r} needs {sorted(required)}: add test values to REQUIRED_KWARGS"
+    model = build(name)
+    assert isinstance(model, nn.Module) and isinstance(model, Learner)
+    assert model.episode_format in ("set", "sequence")
+    assert inspect.getdoc(LEARNERS.get(name)), f"learner {name!r}: builder needs a docstring"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_output_shapes_and_finite(name: str, batches: tuple[EpisodeBatch, EpisodeBatch]) -> None:
+    batch = batches[0]
+    model = build(name)
+    for train in (True, False):
+        model.train(train)
+        out = model(batch)
+        assert isinstance(out, LearnerOutput)
+        targets = expected_targets(model, batch)
+        assert out.logits.shape == (*targets.shape, N_WAY)
+        assert torch.equal(out.targets, targets)
+        assert out.loss.shape == () and torch.isfinite(out.loss)
+        assert torch.isfinite(out.logits).all(), "a full episode must give finite logits"
+        assert out.accuracy().shape == (BATCH,)
+    with torch.no_grad():
+        logits = model.predict(batch.support_x, batch.support_y, batch.query_x, n_way=N_WAY)
+    assert logits.shape == (BATCH, N_WAY * N_QUERY, N_WAY)
+    assert not torch.isnan(logits).any()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradients_reach_every_parameter(name: str, batches: tuple[EpisodeBatch, EpisodeBatch]) -> None:
+    model = build(name).train()
+    model(batches[0]).loss.backward()
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert params, f"learner {name!r} has no trainable parameters"
+    no_grad = [n for n, p in params if p.grad is None or not bool(p.grad.abs().sum() > 0)]
+    assert not no_grad, f"learner {name!r}: no gradient reaches {no_grad}"
+    assert all(torch.isfinite(p.grad).all() for _, p in params)
+
+
+def _logits(model: nn.Module, batch: EpisodeBatch) -> torch.Tensor:
+    with torch.no_grad():
+        return model(batch).logits
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_episodes_are_independent_of_the_batch(name: str, batches: tuple[EpisodeBatch, EpisodeBatch]) -> None:
+    batch = batches[0]
+    model = build(name)
+    modes = [False] + ([True] if getattr(model, "batch_independent_train", False) else [])
+    for train in modes:
+        model.train(train)
+        full = _logits(model, batch)
+        singles = torch.cat([_logits(model, batch.select(slice(i, i + 1))) for i in range(BATCH)])
+        torch.testing.assert_close(singles, full, rtol=1e-4, atol=1e-4, msg=f"{name} train={train}")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_state_leaks_between_episodes(name: str, batches: tuple[EpisodeBatch, EpisodeBatch]) -> None:
+    a, b = batches
+    for train in (False, True):
+        alone, after = build(name).train(train), build(name).train(train)
+        torch.manual_seed(5)
+        ref = _logits(alone, b)
+        _logits(after, a)
+        torch.manual_seed(5)
+        torch.testing.assert_close(_logits(after, b), ref, rtol=1e-5, atol=1e-5, msg=f"{name} train={train}")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_seeded_builds_are_identical(name: str, batches: tuple[EpisodeBatch, EpisodeBatch]) -> None:
+    m1, m2, other = build(name, seed=7), build(name, seed=7), build(name, seed=8)
+    s1, s2 = m1.state_dict(), m2.state_dict()
+    assert s1.keys() == s2.keys()
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    assert any(not torch.equal(p, q) for p, q in zip(m1.parameters(), other.parameters()))
+    m1.eval(), m2.eval()
+    assert torch.equal(_logits(m1, batches[0]), _logits(m2, batches[0]))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_class_without_present_support_gets_minus_inf(name: str, batches: tuple[EpisodeBatch, EpisodeBatch]) -> None:
+    batch = batches[0]
+    model = build(name).eval()
+    mask = torch.ones_like(batch.support_y, dtype=torch.bool)
+    mask[0] = batch.support_y[0] != 1  # episode 0: class 1 absent
+    mask[1, 1:] = False  # episode 1: a single item of class 0 left
+    with torch.no_grad():
+        logits = model.predict(batch.support_x, batch.support_y, batch.query_x, n_way=N_WAY, support_mask=mask)
+    assert logits.shape == (BATCH, N_WAY * N_QUERY, N_WAY)
+    assert torch.isneginf(logits[0, :, 1]).all() and torch.isfinite(logits[0][:, [0, 2]]).all()
+    assert torch.isneginf(logits[1, :, 1:]).all() and (logits[1].argmax(-1) == 0).all()
+    assert torch.isfinite(logits[2:]).all()
+
+
+def test_unknown_names_list_the_valid_ones() -> None:
+    with pytest.raises(UnknownNameError, match=r"unknown learner 'protonett' \(did you mean 'protonet'\?\).*maml"):
+        build_learner("protonett", n_way=5, image_shape=IMAGE_SHAPE)
+    with pytest.raises(UnknownNameError, match=r"unknown backbone 'conv5'.*valid backbones: .*conv4.*resnet12"):
+        build_learner("protonet", n_way=5, image_shape=IMAGE_SHAPE, backbone="conv5")
+
+
+@pytest.mark.parametrize("name", ["protonet", "matching", "maml", "linear_probe"])
+def test_backbone_too_small_for_the_images(name: str) -> None:
+    with pytest.raises(ValueError, match=r"backbone 'conv4' .* at least 16x16, got 8x8"):
+        build_learner(name, n_way=5, image_shape=(1, 8, 8), **REQUIRED_KWARGS.get(name, {}))
