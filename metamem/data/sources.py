@@ -33,14 +33,14 @@ __all__ = [
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
-_MD5_MEMO: dict[tuple[str, int, int], str] = {}
+_MD5_MEMO: dict[tuple[str, int, int, int, int], str] = {}
 
 
 def file_md5(path: str | os.PathLike[str]) -> str:
-    """md5 hex digest of a file's content (memoised per path, size and mtime)."""
+    """md5 hex digest of a file's content (memoised per path, size, mtime, ctime and inode)."""
     p = Path(path).resolve()
     st = p.stat()
-    memo = (str(p), st.st_size, st.st_mtime_ns)
+    memo = (str(p), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
     if memo not in _MD5_MEMO:
         h = hashlib.md5()
         with open(p, "rb") as f:
