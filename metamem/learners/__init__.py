@@ -3,5 +3,6 @@
 from metamem.learners.base import BACKBONES, LEARNERS, Learner, SequenceLearner, build_learner
 from metamem.learners import backbones  # noqa: F401  (registers conv4, resnet12)
 from metamem.learners import linear_probe, maml, matching, protonet  # noqa: F401
+from metamem.learners import lstm, mann  # noqa: F401  (sequence learners: LSTM baseline, MANN)
 
 __all__ = ["BACKBONES", "LEARNERS", "Learner", "SequenceLearner", "build_learner"]

@@ -1,0 +1,397 @@
+"""Experiment configs: typed dataclass sections loaded from YAML with dotted overrides.
+
+An experiment file is a small delta over at most one base file::
+
+    extends: ../base/omniglot.yaml        # optional, ONE level, path relative to this file
+    learner: {name: mann, write_policy: lru}
+    train: {steps: 2000}
+
+Loading (:func:`load_config`) goes: read the file with ``yaml.safe_load``; merge it over
+its base (dicts merge key by key; a ``learner``/``optimizer``/``scheduler`` section that
+names a *different* ``name`` than the base replaces the base section instead, so kwargs of
+another builder never leak in); apply command-line overrides ``a.b.c=value`` in order
+(``value`` parsed with ``yaml.safe_load``, so ``[5,20]`` is a list and ``null`` is None; an
+override such as ``learner.name=lstm`` that changes a named section's builder starts that
+section afresh, so give its kwargs after it); then convert
+to the dataclasses below, rejecting unknown keys and wrong types with the key path, the
+file (or override) that set it and the allowed keys.
+
+Sections with a ``name`` plus free keyword arguments (``learner``, ``train.optimizer``,
+``train.scheduler``) keep those kwargs in :class:`NamedCfg`; :mod:`metamem.validate`
+checks them against the registered builder's signature without building anything.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import re
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "NamedCfg",
+    "DataCfg",
+    "EpisodesCfg",
+    "TrainCfg",
+    "EvalCfg",
+    "ExperimentCfg",
+    "load_config",
+    "config_from_dict",
+    "config_to_dict",
+    "parse_overrides",
+    "check_value",
+]
+
+
+class ConfigError(ValueError):
+    """A bad experiment config: unknown key, wrong type, bad ``extends``, bad override."""
+
+
+@dataclass
+class NamedCfg:
+    """A registry name plus flat builder keyword arguments (``{name: adam, lr: 0.001}``)."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataCfg:
+    """Which dataset and splits; ``options`` go to ``load_dataset`` as keyword arguments."""
+
+    name: str = "synthetic"
+    train_split: str = "train"
+    val_split: str | None = "val"
+    test_split: str | None = "test"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EpisodesCfg:
+    """Training episodes: N-way K-shot with Q queries per class, B episodes per step."""
+
+    n_way: int = 5
+    k_shot: int = 1
+    n_query: int = 15
+    batch_size: int = 16
+    within_group: bool = False
+
+
+@dataclass
+class TrainCfg:
+    """The training loop (see :func:`metamem.training.train`).
+
+    ``steps`` counts optimizer steps (one batch of B episodes each). ``val_every``,
+    ``log_every`` and ``checkpoint_every`` are in steps; 0 disables validation/checkpoints
+    before the end. ``compile`` wraps the learner in ``torch.compile``.
+    """
+
+    steps: int = 1000
+    optimizer: NamedCfg = field(default_factory=lambda: NamedCfg("adam", {"lr": 1e-3}))
+    scheduler: NamedCfg = field(default_factory=lambda: NamedCfg("none"))
+    grad_clip: float | None = None
+    val_every: int = 200
+    val_episodes: int = 100
+    log_every: int = 10
+    checkpoint_every: int = 500
+    amp: bool = False
+    compile: bool = False
+
+
+@dataclass
+class EvalCfg:
+    """The final evaluation on the test split (also the defaults of ``metamem eval``).
+
+    The keys are those of :func:`metamem.evaluate`. ``n_way`` and ``k_shot`` may be lists
+    for sweeps (every combination is evaluated). ``protocol`` is ``"set"`` (support / query
+    episodes), ``"sequence"`` (per-presentation accuracy of labelled-late streams) or
+    ``"both"``.
+    """
+
+    split: str = "test"
+    n_way: int | list[int] = 5
+    k_shot: int | list[int] = 1
+    n_query: int = 15
+    episodes: int = 1000
+    seed: int = 1234
+    protocol: str = "set"
+    within_group: bool = False
+    batch_size: int = 32
+
+
+@dataclass
+class ExperimentCfg:
+    """A resolved experiment: every section typed, ``extends`` already applied.
+
+    ``learner`` is None only in base files (which training and evaluation reject).
+    """
+
+    learner: NamedCfg | None = None
+    seed: int = 0
+    device: str = "auto"
+    data: DataCfg = field(default_factory=DataCfg)
+    episodes: EpisodesCfg = field(default_factory=EpisodesCfg)
+    train: TrainCfg = field(default_factory=TrainCfg)
+    eval: EvalCfg = field(default_factory=EvalCfg)
+
+
+_NAMED_SECTIONS = {("learner",), ("train", "optimizer"), ("train", "scheduler")}
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+# ---------------------------------------------------------------------------- loading
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentCfg:
+    """Load an experiment YAML (with its ``extends`` base) and apply dotted overrides.
+
+    Args:
+        path: the experiment file.
+        overrides: ``["train.steps=2000", "learner.memory_slots=64", ...]``.
+
+    Returns:
+        The typed :class:`ExperimentCfg`.
+
+    Raises:
+        ConfigError: naming the file/override and key path at fault and the allowed keys.
+        FileNotFoundError: for a missing file.
+    """
+    raw, origins = load_raw(path)
+    apply_overrides(raw, origins, overrides)
+    return config_from_dict(raw, origins=origins, source=str(path))
+
+
+def load_raw(path: str | Path) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """The merged (``extends`` applied) plain dict of a file, and where each key came from."""
+    path = Path(path)
+    data = _read_yaml(path)
+    origins: dict[tuple[str, ...], str] = {}
+    base_ref = data.pop("extends", None)
+    if base_ref is None:
+        _record_origins(data, (), str(path), origins)
+        return data, origins
+    if not isinstance(base_ref, str):
+        raise ConfigError(f"{path}: extends: expected a relative file path, got {base_ref!r}")
+    base_path = (path.parent / base_ref).resolve()
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: extends: base file {base_ref!r} not found (looked at {base_path})")
+    base = _read_yaml(base_path)
+    if "extends" in base:
+        raise ConfigError(
+            f"{path}: extends: base {base_ref!r} itself has 'extends'; only one level is "
+            "allowed: merge the two bases into one file"
+        )
+    _record_origins(base, (), str(base_path), origins)
+    _record_origins(data, (), str(path), origins)
+    return _merge(base, data, ()), origins
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any], prefix: tuple[str, ...]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        path = prefix + (key,)
+        old = out.get(key)
+        replace = (
+            path in _NAMED_SECTIONS
+            and isinstance(value, dict)
+            and isinstance(old, dict)
+            and "name" in value
+            and value.get("name") != old.get("name")
+        )
+        if isinstance(value, dict) and isinstance(old, dict) and not replace:
+            out[key] = _merge(old, value, path)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _record_origins(data: Any, prefix: tuple[str, ...], source: str, origins: dict) -> None:
+    if prefix:
+        origins[prefix] = source
+    if isinstance(data, dict):
+        for k, v in data.items():
+            _record_origins(v, prefix + (str(k),), source, origins)
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
+    """``["a.b=1", "c=[5,20]"]`` -> ``[(("a", "b"), 1), (("c",), [5, 20])]`` (values via safe_load).
+
+    Raises:
+        ConfigError: for an item without ``=`` or with an empty key part.
+    """
+    out = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = tuple(key.strip().split("."))
+        if not sep or not all(parts):
+            raise ConfigError(
+                f"override {item!r}: expected KEY.PATH=VALUE (for example train.steps=2000)"
+            )
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        out.append((parts, value))
+    return out
+
+
+def apply_overrides(
+    raw: dict[str, Any], origins: dict[tuple[str, ...], str], overrides: list[str] | tuple[str, ...]
+) -> None:
+    """Apply dotted overrides to a plain config dict in place (recording their origin)."""
+    for (parts, value), item in zip(parse_overrides(overrides), overrides):
+        node = raw
+        for i, key in enumerate(parts[:-1]):
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(
+                    f"override {item!r}: {'.'.join(parts[: i + 1])} is a value, not a section"
+                )
+            node = child
+        if parts[:-1] in _NAMED_SECTIONS and parts[-1] == "name" and node.get("name") != value:
+            node.clear()  # another builder: the old one's kwargs do not apply
+        node[parts[-1]] = value
+        _record_origins(value, parts, f"override {item!r}", origins)
+
+
+# ---------------------------------------------------------------------------- typing
+def config_from_dict(
+    raw: dict[str, Any], *, origins: dict[tuple[str, ...], str] | None = None, source: str = "config"
+) -> ExperimentCfg:
+    """Convert a plain (merged) dict to :class:`ExperimentCfg`, checking keys and types."""
+    ctx = _Ctx(origins or {}, source)
+    raw = dict(raw)
+    raw.pop("extends", None)
+    cfg = _to_dataclass(ExperimentCfg, raw, (), ctx)
+    if not _DEVICE_RE.match(cfg.device):
+        ctx.fail(("device",), f"expected auto, cpu, cuda or cuda:N, got {cfg.device!r}")
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> Any:
+    """Plain-dict view of a config (``NamedCfg`` flattened back to ``{name, **kwargs}``)."""
+    if isinstance(cfg, NamedCfg):
+        return {"name": cfg.name, **copy.deepcopy(cfg.kwargs)}
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    return copy.deepcopy(cfg)
+
+
+class _Ctx:
+    def __init__(self, origins: dict[tuple[str, ...], str], source: str) -> None:
+        self.origins, self.source = origins, source
+
+    def where(self, path: tuple[str, ...]) -> str:
+        for n in range(len(path), 0, -1):
+            if path[:n] in self.origins:
+                return self.origins[path[:n]]
+        return self.source
+
+    def fail(self, path: tuple[str, ...], msg: str) -> None:
+        key = ".".join(path) or "(top level)"
+        raise ConfigError(f"{self.where(path)}: {key}: {msg}")
+
+
+def _to_dataclass(cls: type, raw: Any, path: tuple[str, ...], ctx: _Ctx) -> Any:
+    if not isinstance(raw, dict):
+        ctx.fail(path, f"expected a section (mapping), got {raw!r}")
+    hints = get_type_hints(cls)
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    kw: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in hints:
+            ctx.fail(path + (str(key),), f"unknown key; allowed keys: {', '.join(allowed)}")
+        kw[key] = _convert(value, hints[key], path + (key,), ctx)
+    return cls(**kw)
+
+
+def _convert(value: Any, tp: Any, path: tuple[str, ...], ctx: _Ctx) -> Any:
+    if tp is NamedCfg or tp == NamedCfg | None:
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+            ctx.fail(path, f"expected a section with a string 'name', got {value!r}")
+        kwargs = {k: v for k, v in value.items() if k != "name"}
+        return NamedCfg(value["name"], copy.deepcopy(kwargs))
+    if dataclasses.is_dataclass(tp):
+        return _to_dataclass(tp, value, path, ctx)
+    ok, out = check_value(value, tp)
+    if not ok:
+        ctx.fail(path, f"expected {type_name(tp)}, got {value!r} ({type(value).__name__})")
+    return out
+
+
+def check_value(value: Any, tp: Any) -> tuple[bool, Any]:
+    """Whether ``value`` fits the annotation ``tp``; returns ``(ok, value converted)``.
+
+    ints are accepted (and converted) where floats are expected; bools are never ints.
+    Unknown annotation kinds are accepted as is.
+    """
+    origin = get_origin(tp)
+    if tp is Any or tp is inspect.Parameter.empty:
+        return True, value
+    if origin is Union or origin is types.UnionType:
+        for arg in get_args(tp):
+            ok, out = check_value(value, arg)
+            if ok:
+                return True, out
+        return False, value
+    if tp is type(None):
+        return value is None, value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        return False, value
+    if tp is str:
+        return isinstance(value, str), value
+    if origin is Literal:
+        return value in get_args(tp), value
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        args = get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                return False, value
+        else:
+            args = (args[0] if args else Any,) * len(value)
+        items = []
+        for item, arg in zip(value, args):
+            ok, out = check_value(item, arg)
+            if not ok:
+                return False, value
+            items.append(out)
+        return True, (tuple(items) if origin is tuple or tp is tuple else items)
+    if origin is dict or tp is dict:
+        return isinstance(value, dict), value
+    return True, value
+
+
+def type_name(tp: Any) -> str:
+    """A readable name for an annotation (``int | list[int]``)."""
+    if isinstance(tp, type) and get_origin(tp) is None:
+        return tp.__name__
+    return str(tp).replace("typing.", "")

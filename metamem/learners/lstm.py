@@ -1,0 +1,217 @@
+"""The LSTM sequence baseline and the parts every sequence learner shares.
+
+Santoro et al. (2016), "Meta-Learning with Memory-Augmented Neural Networks" (ICML), Table 1
+compare MANN with a plain LSTM that reads the same labelled-late stream: at step t the input
+is ``[x_t ; onehot(y_{t-1})]`` and the output is the class of ``x_t``. :class:`LSTMLearner` is
+that baseline; :class:`SequenceLearnerBase` holds what it shares with MANN
+(:mod:`metamem.learners.mann`): the image encoder, the input assembly, the loss over all
+steps, and the set-protocol :meth:`~SequenceLearnerBase.predict`.
+
+Set protocol (``predict``): the present support items are run as a sequence, labels one step
+late, in a fixed pseudo-random order (a permutation of the S positions from a local generator
+seeded with 0, so the class-major order of a support set never reaches the learner, which was
+trained on shuffled streams). Each query is then scored as ONE extra step from the state after
+the support, with ``prev_y`` = the label of the last support item (its label arrives at that
+step, as in training). All queries are scored in parallel by repeating the state ``Qn`` times;
+queries never see each other. Classes with no present support item get logit ``-inf``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metamem.learners.base import LEARNERS
+from metamem.types import NO_LABEL, EpisodeBatch, LearnerOutput, SequenceBatch
+
+__all__ = ["ImageEncoder", "SequenceLearnerBase", "LSTMLearner", "build_lstm"]
+
+
+class ImageEncoder(nn.Module):
+    """Images ``[*, C, H, W]`` -> features ``[*, out_dim]``.
+
+    Args:
+        image_shape: ``(C, H, W)``.
+        kind: ``"flatten"`` (raw pixels, as in Santoro et al.) or ``"conv"`` (two 3x3
+            stride-2 convolutions with ReLU, then flatten).
+        channels: conv channels (``kind="conv"`` only).
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], kind: str = "flatten", channels: int = 32) -> None:
+        super().__init__()
+        c, h, w = image_shape
+        if kind == "flatten":
+            self.net: nn.Module = nn.Flatten(-3)
+            self.out_dim = c * h * w
+        elif kind == "conv":
+            self.net = nn.Sequential(
+                nn.Conv2d(c, channels, 3, stride=2, padding=1), nn.ReLU(),
+                nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.ReLU(),
+                nn.Flatten(-3),
+            )
+            self.out_dim = channels * math.ceil(math.ceil(h / 2) / 2) * math.ceil(math.ceil(w / 2) / 2)
+        else:
+            raise ValueError(f"unknown encoder {kind!r}; valid encoders: flatten, conv")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-3]
+        return self.net(x.reshape(-1, *x.shape[-3:])).reshape(*lead, self.out_dim)
+
+
+class SequenceLearnerBase(nn.Module):
+    """Shared machinery of sequence learners (``episode_format = "sequence"``).
+
+    Subclasses implement :meth:`run` (and :meth:`repeat_state`); everything else, the
+    training forward, the loss and the set protocol, lives here.
+
+    Args:
+        n_way: N.
+        image_shape: ``(C, H, W)``.
+        encoder: ``"flatten"`` or ``"conv"`` (see :class:`ImageEncoder`).
+        conv_channels: channels of the conv encoder.
+    """
+
+    episode_format: Literal["sequence"] = "sequence"
+
+    def __init__(self, n_way: int, image_shape: tuple[int, int, int], encoder: str, conv_channels: int) -> None:
+        super().__init__()
+        self.n_way = int(n_way)
+        self.encoder = ImageEncoder(image_shape, encoder, conv_channels)
+        self.input_dim = self.encoder.out_dim + self.n_way
+
+    # -------------------------------------------------------------- to implement
+    def run(
+        self, inputs: torch.Tensor, state: Any = None, lengths: torch.Tensor | None = None,
+        total_steps: int | None = None,
+    ) -> tuple[torch.Tensor, Any]:
+        """Run ``inputs [B, T, input_dim]`` from ``state`` (None: fresh episode, memory wiped).
+
+        Args:
+            inputs: per-step inputs ``[x_t features ; onehot(y_{t-1})]``.
+            state: the recurrent state to start from, or None.
+            lengths: int64 ``[B]``; when given, the returned state is the one after
+                ``lengths[b]`` steps of episode b (later steps are padding).
+            total_steps: length of the whole sequence these steps belong to (the write
+                horizon of scheduled memories; default: the steps run so far).
+
+        Returns:
+            logits ``[B, T, N]`` and the final state.
+        """
+        raise NotImplementedError
+
+    def repeat_state(self, state: Any, repeats: int) -> Any:
+        """Repeat each episode's state ``repeats`` times along B (``repeat_interleave``)."""
+        raise NotImplementedError
+
+    # -------------------------------------------------------------- shared
+    def step_inputs(self, x: torch.Tensor, prev_y: torch.Tensor) -> torch.Tensor:
+        """``[encoder(x_t) ; onehot(prev_y_t)]`` -> ``[B, T, input_dim]`` (NO_LABEL -> zeros)."""
+        feats = self.encoder(x)
+        onehot = F.one_hot(prev_y.clamp(min=0), self.n_way).to(feats.dtype)
+        onehot = onehot * (prev_y != NO_LABEL).unsqueeze(-1).to(feats.dtype)
+        return torch.cat([feats, onehot], dim=-1)
+
+    def forward_sequence(self, seq: SequenceBatch) -> torch.Tensor:
+        """Per-step logits ``[B, T, N]`` of a sequence batch (memory wiped per episode)."""
+        logits, _ = self.run(self.step_inputs(seq.x, seq.prev_y))
+        return logits
+
+    def forward(self, batch: EpisodeBatch) -> LearnerOutput:
+        """Run ``batch.as_sequence()``; loss = cross-entropy averaged over all B*T steps."""
+        seq = batch.as_sequence()
+        logits = self.forward_sequence(seq)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), seq.y.flatten())
+        return LearnerOutput(logits, seq.y, loss, {"presentation": seq.presentation})
+
+    def predict(
+        self,
+        support_x: torch.Tensor,
+        support_y: torch.Tensor,
+        query_x: torch.Tensor,
+        *,
+        n_way: int,
+        support_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Query logits ``[B, Qn, N]`` after reading the support as a labelled-late sequence.
+
+        See the module docstring for the protocol. ``support_mask [B, S]`` drops absent items.
+        """
+        if n_way != self.n_way:
+            raise ValueError(f"{type(self).__name__} was built for n_way={self.n_way}, got n_way={n_way}")
+        b, s = support_y.shape
+        dev = support_y.device
+        mask = torch.ones_like(support_y, dtype=torch.bool) if support_mask is None else support_mask.bool()
+        # fixed pseudo-random order, present items first (stable), absent ones padded at the end
+        perm = torch.randperm(s, generator=torch.Generator().manual_seed(0)).to(dev)
+        rank = torch.empty_like(perm)
+        rank[perm] = torch.arange(s, device=dev)
+        order = torch.argsort((~mask).long() * s + rank[None, :], dim=1)
+        xs = torch.gather(support_x, 1, order.view(b, s, 1, 1, 1).expand_as(support_x))
+        ys = torch.gather(support_y, 1, order)
+        n_present = mask.sum(1)
+        prev = torch.full_like(ys, NO_LABEL)
+        prev[:, 1:] = ys[:, :-1]
+        lengths = None if support_mask is None else n_present
+        _, state = self.run(self.step_inputs(xs, prev), None, lengths, total_steps=s + 1)
+        last = torch.gather(ys, 1, (n_present - 1).clamp(min=0)[:, None])[:, 0]
+        last = torch.where(n_present > 0, last, torch.full_like(last, NO_LABEL))
+        qn = query_x.shape[1]
+        q_prev = last.repeat_interleave(qn)[:, None]
+        q_in = self.step_inputs(query_x.reshape(b * qn, 1, *query_x.shape[2:]), q_prev)
+        logits, _ = self.run(q_in, self.repeat_state(state, qn), total_steps=s + 1)
+        logits = logits.view(b, qn, self.n_way)
+        present = F.one_hot(support_y.clamp(min=0), self.n_way).mul(mask[..., None]).sum(1) > 0
+        return logits.masked_fill(~present[:, None, :], float("-inf"))
+
+
+class LSTMLearner(SequenceLearnerBase):
+    """LSTM baseline of Santoro et al. (2016): the MANN controller without memory.
+
+    Args:
+        n_way: N.
+        image_shape: ``(C, H, W)``.
+        controller_size: LSTM hidden units (200 in the paper's reference code).
+        encoder: ``"flatten"`` or ``"conv"``.
+        conv_channels: channels of the conv encoder.
+    """
+
+    def __init__(
+        self, n_way: int, image_shape: tuple[int, int, int], controller_size: int = 200,
+        encoder: str = "flatten", conv_channels: int = 32,
+    ) -> None:
+        super().__init__(n_way, image_shape, encoder, conv_channels)
+        self.lstm = nn.LSTM(self.input_dim, controller_size, batch_first=True)
+        self.head = nn.Linear(controller_size, n_way)
+
+    def run(
+        self, inputs: torch.Tensor, state: Any = None, lengths: torch.Tensor | None = None,
+        total_steps: int | None = None,
+    ) -> tuple[torch.Tensor, Any]:
+        if lengths is None:
+            out, state = self.lstm(inputs, state)
+            return self.head(out), state
+        packed = nn.utils.rnn.pack_padded_sequence(
+            inputs, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
+        )
+        out, (h, c) = self.lstm(packed, state)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=inputs.shape[1])
+        empty = (lengths == 0).view(1, -1, 1)  # no support at all: the fresh state
+        h, c = h.masked_fill(empty, 0.0), c.masked_fill(empty, 0.0)
+        return self.head(out), (h, c)
+
+    def repeat_state(self, state: Any, repeats: int) -> Any:
+        h, c = state
+        return h.repeat_interleave(repeats, dim=1), c.repeat_interleave(repeats, dim=1)
+
+
+@LEARNERS.register("lstm")
+def build_lstm(
+    *, n_way: int, image_shape: tuple[int, int, int], controller_size: int = 200,
+    encoder: str = "flatten", conv_channels: int = 32,
+) -> LSTMLearner:
+    """LSTM sequence baseline (Santoro et al. 2016): the MANN controller with no memory."""
+    return LSTMLearner(n_way, image_shape, controller_size, encoder, conv_channels)

@@ -1,0 +1,117 @@
+"""MANN: an LSTM controller with an external slot memory, for labelled-late sequences.
+
+Reference: A. Santoro, S. Bartunov, M. Botvinick, D. Wierstra, T. Lillicrap, "Meta-Learning
+with Memory-Augmented Neural Networks", ICML 2016 (arXiv:1605.06065); settings of the
+reference code (papers.md §1.4): LSTM with 200 units, memory 128 × 40, 4 read heads, usage
+decay γ = 0.95, Adam 1e-3, batch 16, 5 classes × 10 presentations, 20×20 images.
+
+At step t the controller reads ``[x_t ; onehot(y_{t-1}) ; r_{t-1}]`` (``x_t`` the flattened
+image, or a small conv encoding with ``encoder="conv"``), the memory writes with the chosen
+write policy (``lru``: Least Recently Used Access, the paper's rule; ``usage``, ``uniform``,
+``cached_uniform``: see ``metamem ls write-policies``), then reads R vectors ``r_t`` by cosine
+content addressing, and the output is ``W_o [h_t ; r_t]``: class logits at every step. The
+memory is wiped at the start of every episode. The controller and memory are
+:class:`metamem.memory.MemoryCore`; the shared sequence machinery (loss over all steps, the
+set-protocol ``predict``: support as a sequence, then each query as one extra step from the
+repeated state) is :class:`~metamem.learners.lstm.SequenceLearnerBase`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from metamem.learners.base import LEARNERS
+from metamem.learners.lstm import SequenceLearnerBase
+from metamem.memory import MemoryCore
+
+__all__ = ["MANN", "build_mann"]
+
+
+def _tree_map(fn: Any, *trees: Any) -> Any:
+    """Apply ``fn`` leaf-wise over nested NamedTuples of tensors."""
+    first = trees[0]
+    if isinstance(first, tuple):
+        return type(first)(*(_tree_map(fn, *parts) for parts in zip(*trees)))
+    return fn(*trees)
+
+
+class MANN(SequenceLearnerBase):
+    """Memory-augmented LSTM of Santoro et al. (2016) (see the module docstring).
+
+    Args:
+        n_way: N.
+        image_shape: ``(C, H, W)``.
+        controller_size: LSTM units H.
+        memory_slots: S.
+        memory_width: D.
+        read_heads: R.
+        write_policy: a :data:`~metamem.memory.WRITE_POLICIES` name.
+        policy_options: options of the write policy (``{gamma: 0.95}`` for ``lru``...).
+        key_strength: learn a read-key strength β ≥ 1 (False: the paper's plain softmax).
+        top_k: sparse reads keeping the k best slots per head (None: dense).
+        encoder: ``"flatten"`` or ``"conv"``.
+        conv_channels: channels of the conv encoder.
+    """
+
+    def __init__(
+        self, n_way: int, image_shape: tuple[int, int, int], *, controller_size: int = 200,
+        memory_slots: int = 128, memory_width: int = 40, read_heads: int = 4,
+        write_policy: str = "lru", policy_options: dict[str, Any] | None = None,
+        key_strength: bool = True, top_k: int | None = None, encoder: str = "flatten",
+        conv_channels: int = 32,
+    ) -> None:
+        super().__init__(n_way, image_shape, encoder, conv_channels)
+        self.core = MemoryCore(
+            self.input_dim, hidden_size=controller_size, slots=memory_slots, width=memory_width,
+            read_heads=read_heads, policy=write_policy, policy_options=policy_options,
+            top_k=top_k, key_strength=key_strength,
+        )
+        self.head = nn.Linear(self.core.out_features, n_way)
+
+    def run(
+        self, inputs: torch.Tensor, state: Any = None, lengths: torch.Tensor | None = None,
+        total_steps: int | None = None,
+    ) -> tuple[torch.Tensor, Any]:
+        core_state, start = (None, 0) if state is None else state
+        t = inputs.shape[1]
+        horizon = total_steps if total_steps is not None else start + t
+        if lengths is None:
+            out = self.core(inputs, core_state, start=start, write_steps=horizon)
+            return self.head(out.features), (out.state, start + t)
+        # ragged support (predict with a mask): step by step, freezing finished episodes
+        if core_state is None:
+            core_state = self.core.init_state(inputs.shape[0], inputs.device, inputs.dtype)
+        feats = []
+        for i in range(t):
+            out = self.core(inputs[:, i : i + 1], core_state, start=start + i, write_steps=horizon)
+            keep = i < lengths
+            core_state = _tree_map(
+                lambda new, old: torch.where(keep.view(-1, *([1] * (new.dim() - 1))), new, old),
+                out.state, core_state,
+            )
+            feats.append(out.features)
+        return self.head(torch.cat(feats, 1)), (core_state, start + t)
+
+    def repeat_state(self, state: Any, repeats: int) -> Any:
+        core_state, start = state
+        return _tree_map(lambda x: x.repeat_interleave(repeats, dim=0), core_state), start
+
+
+@LEARNERS.register("mann")
+def build_mann(
+    *, n_way: int, image_shape: tuple[int, int, int], controller_size: int = 200,
+    memory_slots: int = 128, memory_width: int = 40, read_heads: int = 4,
+    write_policy: str = "lru", policy_options: dict[str, Any] | None = None,
+    key_strength: bool = True, top_k: int | None = None, encoder: str = "flatten",
+    conv_channels: int = 32,
+) -> MANN:
+    """MANN (Santoro et al. 2016): LSTM controller + slot memory with a chosen write policy."""
+    return MANN(
+        n_way, image_shape, controller_size=controller_size, memory_slots=memory_slots,
+        memory_width=memory_width, read_heads=read_heads, write_policy=write_policy,
+        policy_options=policy_options, key_strength=key_strength, top_k=top_k,
+        encoder=encoder, conv_channels=conv_channels,
+    )

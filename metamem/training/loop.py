@@ -1,0 +1,414 @@
+"""The training loop behind ``metamem train``.
+
+One step = one batch of B episodes from the GPU-batched sampler, ``learner(batch).loss``,
+backward, (clip), optimizer and scheduler step. Loss, accuracy and a non-finite-loss flag are
+accumulated **on the device**; the host syncs only every ``train.log_every`` steps (metrics
+line, progress bar), at validation and at checkpoints. Validation scores fixed episodes of the
+val split (keys derived from the experiment seed, so they never touch the training sampler).
+
+Exact resume: ``last.pt`` holds model, optimizer, scheduler, AMP scaler, step, sampler
+generator state, metric accumulators and the global RNG states, so a run of 40 steps and a
+run of 20 steps resumed to 40 write bitwise identical metrics on CPU (apart from the timing
+keys :data:`TIMING_KEYS`). Library code never seeds a global RNG: :mod:`metamem.cli.train`
+seeds ``torch`` from ``seed`` before the learner is built (its initial weights) and restores
+the saved global states on resume.
+
+Under torchrun every rank samples its own episodes (:func:`~.distributed.rank_seed`), DDP
+averages gradients, metrics are averaged over ranks, and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from metamem.config import ExperimentCfg, config_to_dict
+from metamem.data import load_dataset
+from metamem.episodes import EpisodeSampler
+from metamem.episodes.rng import episode_keys_from_seed
+from metamem.learners import build_learner
+from metamem.training import checkpoint as ck
+from metamem.training.distributed import (
+    DistInfo, all_reduce_, init_distributed, rank_seed, resolve_device, shutdown,
+)
+from metamem.training.optim import build_optimizer, build_scheduler
+from metamem.validate import validate_config
+
+__all__ = ["train", "TrainResult", "TrainingError", "TIMING_KEYS", "evaluate_split"]
+
+#: metrics keys that hold wall-clock figures (excluded when comparing runs).
+TIMING_KEYS = ("elapsed_s", "episodes_per_s")
+#: files of a run directory that ``overwrite=True`` removes.
+RUN_FILES = ("config.yaml", "metrics.jsonl", "eval.json", "checkpoints")
+_NO_BAD_STEP = 1 << 62
+_VAL_KEY_OFFSET = 1 << 40  # validation episode ids, disjoint from the rank-seed ids
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, bad run directory)."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns (rank 0 has the final evaluation)."""
+
+    learner: nn.Module
+    step: int
+    run_dir: Path | None
+    best_val: float | None
+    last_metrics: dict[str, Any]
+    evaluation: list[dict[str, Any]] | None
+    sampler_state: dict[str, Any]
+
+
+def train(
+    cfg: ExperimentCfg,
+    out_dir: str | Path | None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    final_eval: bool = True,
+    source: str = "config",
+) -> TrainResult:
+    """Train ``cfg.learner`` on episodes of ``cfg.data`` and write a run directory.
+
+    Args:
+        cfg: the resolved experiment.
+        out_dir: run directory (None: write nothing, e.g. for tests or benchmarks).
+        resume: continue from ``out_dir/checkpoints/last.pt`` (exact resume).
+        overwrite: replace an existing run directory's files.
+        progress: show a tqdm progress bar (rank 0).
+        final_eval: evaluate on ``cfg.data.test_split`` with ``cfg.eval`` at the end.
+        source: the config file, for messages.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        TrainingError: for an existing run directory without ``resume``/``overwrite``, a
+            missing checkpoint on resume, or a non-finite loss (naming the step).
+        CheckpointError: resuming from a checkpoint of another learner or config.
+        ConfigError: for a config that does not fit the builders.
+    """
+    validate_config(cfg, source=source)
+    device = resolve_device(cfg.device, _env_info())
+    info = init_distributed(device)
+    try:
+        return _train(cfg, Path(out_dir) if out_dir is not None else None, device, info,
+                      resume, overwrite, progress, final_eval)
+    finally:
+        shutdown(info)
+
+
+def _env_info() -> DistInfo:
+    import os
+
+    return DistInfo(local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _train(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info: DistInfo,
+           resume: bool, overwrite: bool, progress: bool, final_eval: bool) -> TrainResult:
+    conf = config_to_dict(cfg)
+    writer = run_dir if info.is_main else None
+    ckpt = _prepare_run_dir(run_dir, conf, resume, overwrite, write=writer is not None)
+    tr, ep = cfg.train, cfg.episodes
+    train_ds = load_dataset(cfg.data.name, split=cfg.data.train_split, **cfg.data.options)
+    # the initial weights draw from the global RNG (seeded by the CLI); fork it so that
+    # building consumes nothing and a resumed run continues the saved global stream
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        learner = build_learner(cfg.learner.name, n_way=ep.n_way, image_shape=train_ds.image_shape,
+                                **cfg.learner.kwargs).to(device)
+    opt = build_optimizer(learner.parameters(), tr.optimizer.name, **tr.optimizer.kwargs)
+    sched = build_scheduler(opt, tr.scheduler.name, total_steps=tr.steps, **tr.scheduler.kwargs)
+    use_amp = tr.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    sampler = EpisodeSampler(train_ds, n_way=ep.n_way, k_shot=ep.k_shot, n_query=ep.n_query,
+                             batch_size=ep.batch_size, device=device, seed=rank_seed(cfg.seed, info.rank),
+                             within_group=ep.within_group)
+    acc = _Accum(device)
+    start, best = 0, None
+    if ckpt is not None:
+        learner.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        sampler.load_state_dict(ckpt["sampler"][min(info.rank, len(ckpt["sampler"]) - 1)])
+        acc.load(ckpt["accum"], device)
+        start, best = int(ckpt["step"]), ckpt.get("best_val")
+    model: nn.Module = learner
+    if info.enabled:
+        model = nn.parallel.DistributedDataParallel(
+            learner, device_ids=[device.index] if device.type == "cuda" else None)
+    if tr.compile:
+        model = torch.compile(model)  # type: ignore[assignment]
+    do_val = bool(cfg.data.val_split) and tr.val_every > 0
+    val = _Validator(cfg, device) if info.is_main and do_val else None
+    image_shape = list(train_ds.image_shape)
+
+    def save(name: str, step: int) -> None:
+        # last.pt holds every rank's sampler state (a collective: all ranks call it);
+        # best.pt is written by rank 0 alone and only ever loads weights.
+        states = _gather_sampler_states(sampler, info) if name == "last.pt" else [sampler.state_dict()]
+        if writer is None:
+            return
+        ck.save_checkpoint(writer / "checkpoints" / name, {
+            "config": conf, "learner": cfg.learner.name, "image_shape": image_shape,
+            "step": step, "best_val": best, "model": learner.state_dict(),
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "scaler": scaler.state_dict(), "sampler": states, "accum": acc.state(),
+            "rng": _global_rng_state(),
+        })
+
+    bar = tqdm(total=tr.steps, initial=start, disable=not (progress and info.is_main),
+               unit="step", dynamic_ncols=True)
+    last: dict[str, Any] = {}
+    good = lambda: _last_good(writer)  # noqa: E731  (read only when the loss went bad)
+    t0, n0 = time.perf_counter(), start
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else nullcontext
+    model.train()
+    for step in range(start + 1, tr.steps + 1):
+        batch = sampler.sample()
+        with autocast():
+            out = model(batch)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(out.loss).backward()
+        if tr.grad_clip is not None:
+            scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(learner.parameters(), tr.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        acc.add(out, step)
+        is_last = step == tr.steps
+        if step % tr.log_every == 0 or is_last:
+            last = acc.flush(step, info, good)
+            last.update(lr=opt.param_groups[0]["lr"], **_timing(t0, n0, step, ep.batch_size * info.world_size))
+            _append(writer, last)
+            bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['acc']:.3f}")
+        if do_val and (step % tr.val_every == 0 or is_last):
+            acc.check(step, info, good)  # every rank: a collective under torchrun
+            if val is not None:  # rank 0 validates; the others wait in the next all-reduce
+                rec = val.run(learner, step)
+                _append(writer, rec)
+                if best is None or rec["val_acc"] > best:
+                    best = rec["val_acc"]
+                    save("best.pt", step)
+        if (tr.checkpoint_every and step % tr.checkpoint_every == 0) or is_last:
+            acc.check(step, info, good)
+            save("last.pt", step)
+        bar.update(1)
+    bar.close()
+    evaluation = None
+    if final_eval and info.is_main and cfg.data.test_split and tr.steps > start:
+        evaluation = final_evaluation(learner, cfg, device, conf, writer)
+    return TrainResult(learner, tr.steps, run_dir, best, last, evaluation, sampler.state_dict())
+
+
+# ------------------------------------------------------------------------- helpers
+class _Accum:
+    """Device-side sums of loss and accuracy and the first step with a non-finite loss."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.acc = torch.zeros((), dtype=torch.float64, device=device)
+        self.count = 0
+        self.bad = torch.full((), _NO_BAD_STEP, dtype=torch.int64, device=device)
+
+    def add(self, out: Any, step: int) -> None:
+        loss = out.loss.detach()
+        finite = torch.isfinite(loss)
+        self.bad = torch.where(finite | (self.bad < _NO_BAD_STEP), self.bad, step)
+        self.loss += loss.double()
+        self.acc += out.accuracy().detach().double().mean()
+        self.count += 1
+
+    def check(self, step: int, info: DistInfo, good: Callable[[], str]) -> None:
+        bad = int(all_reduce_(self.bad.clone(), info, "min"))
+        if bad < _NO_BAD_STEP:
+            raise TrainingError(
+                f"loss is not finite (nan or inf) at step {bad}; training stopped at step {step}. "
+                f"{good()} Lower train.optimizer.lr or set train.grad_clip."
+            )
+
+    def flush(self, step: int, info: DistInfo, good: Callable[[], str]) -> dict[str, Any]:
+        self.check(step, info, good)
+        sums = all_reduce_(torch.stack([self.loss, self.acc]), info, "sum") / info.world_size
+        n = max(self.count, 1)
+        rec = {"step": step, "loss": float(sums[0]) / n, "acc": float(sums[1]) / n}
+        self.loss.zero_()
+        self.acc.zero_()
+        self.count = 0
+        return rec
+
+    def state(self) -> dict[str, Any]:
+        return {"loss": self.loss.cpu(), "acc": self.acc.cpu(), "count": self.count, "bad": self.bad.cpu()}
+
+    def load(self, state: dict[str, Any], device: torch.device) -> None:
+        self.loss, self.acc = state["loss"].to(device), state["acc"].to(device)
+        self.count, self.bad = int(state["count"]), state["bad"].to(device)
+
+
+def _last_good(run_dir: Path | None) -> str:
+    if run_dir is None:
+        return "No checkpoint is written (no run directory)."
+    path = run_dir / "checkpoints" / "last.pt"
+    if not path.is_file():
+        return "No checkpoint was written yet."
+    step = torch.load(path, map_location="cpu", weights_only=True)["step"]
+    return f"The last good checkpoint is {path} (step {step})."
+
+
+def _timing(t0: float, n0: int, step: int, episodes_per_step: int) -> dict[str, float]:
+    elapsed = time.perf_counter() - t0
+    return {"elapsed_s": round(elapsed, 3),
+            "episodes_per_s": round((step - n0) * episodes_per_step / max(elapsed, 1e-9), 2)}
+
+
+def _append(run_dir: Path | None, record: dict[str, Any]) -> None:
+    if run_dir is not None:
+        with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _global_rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["torch_cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _gather_sampler_states(sampler: EpisodeSampler, info: DistInfo) -> list[dict[str, Any]]:
+    """Every rank's sampler state (rank order); a collective under torchrun."""
+    mine = sampler.state_dict()
+    if not info.enabled:
+        return [mine]
+    import torch.distributed as dist
+
+    states: list[Any] = [None] * info.world_size
+    dist.all_gather_object(states, mine)
+    return states
+
+
+def _prepare_run_dir(run_dir: Path | None, conf: dict[str, Any], resume: bool,
+                     overwrite: bool, *, write: bool) -> dict[str, Any] | None:
+    """Check/create the run directory; on resume load ``last.pt`` and trim ``metrics.jsonl``."""
+    if run_dir is None:
+        if resume:
+            raise TrainingError("resume needs a run directory")
+        return None
+    if resume:
+        if not (run_dir / "checkpoints" / "last.pt").is_file():
+            raise TrainingError(f"cannot resume: {run_dir}/checkpoints/last.pt does not exist")
+        ckpt = ck.load_checkpoint(run_dir, which="last")
+        ck.check_compatible(ckpt, conf, resume=True)
+        if write:
+            kept = [r for r in ck.read_metrics(run_dir / "metrics.jsonl") if r["step"] <= ckpt["step"]]
+            ck.write_metrics(run_dir / "metrics.jsonl", kept)
+            ck.save_config(run_dir / "config.yaml", conf)
+        return ckpt
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise TrainingError(
+                f"run directory {run_dir} already exists; pass --resume to continue it, "
+                "--overwrite to replace it, or another --out"
+            )
+        if write:
+            for name in RUN_FILES:
+                target = run_dir / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    if write:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        ck.save_config(run_dir / "config.yaml", conf)
+    return None
+
+
+class _Validator:
+    """Scores fixed val-split episodes (same shape as training) with the learner's forward."""
+
+    def __init__(self, cfg: ExperimentCfg, device: torch.device) -> None:
+        ep = cfg.episodes
+        ds = load_dataset(cfg.data.name, split=cfg.data.val_split, **cfg.data.options)
+        self.sampler = EpisodeSampler(ds, n_way=ep.n_way, k_shot=ep.k_shot, n_query=ep.n_query,
+                                      device=device, within_group=ep.within_group)
+        ids = torch.arange(cfg.train.val_episodes, dtype=torch.int64) + _VAL_KEY_OFFSET
+        self.keys = episode_keys_from_seed(cfg.seed, ids)
+        self.batch_size = ep.batch_size
+        self.max_pres = ep.k_shot + ep.n_query
+
+    def run(self, learner: nn.Module, step: int) -> dict[str, Any]:
+        scores = evaluate_split(learner, self.sampler, self.keys, self.batch_size, self.max_pres)
+        learner.train()
+        return {"step": step, "val_loss": scores["loss"], "val_acc": scores["acc"],
+                "val_acc_by_presentation": scores["by_presentation"]}
+
+
+def evaluate_split(learner: nn.Module, sampler: EpisodeSampler, keys: torch.Tensor,
+                   batch_size: int, max_presentation: int) -> dict[str, Any]:
+    """Mean loss/accuracy of ``learner(batch)`` over the episodes ``keys`` (eval mode, no grad).
+
+    Sequence learners (whose output carries ``extras["presentation"]``) also get the
+    accuracy by presentation (1st, 2nd, ... time a class is shown).
+
+    Returns:
+        ``{"loss", "acc", "by_presentation": list or None}`` as Python floats.
+    """
+    learner.eval()
+    loss = torch.zeros((), dtype=torch.float64, device=sampler.device)
+    acc = torch.zeros_like(loss)
+    pres_hit = torch.zeros(max_presentation, dtype=torch.float64, device=sampler.device)
+    pres_n = torch.zeros_like(pres_hit)
+    with torch.no_grad():
+        for chunk in keys.split(batch_size):
+            out = learner(sampler.sample_keys(chunk))
+            loss += out.loss.double() * chunk.numel()
+            acc += out.accuracy().double().sum()
+            pres = out.extras.get("presentation")
+            if pres is not None:
+                hit = (out.logits.argmax(-1) == out.targets).double().flatten()
+                idx = (pres.flatten() - 1).clamp(0, max_presentation - 1)
+                pres_hit.index_add_(0, idx, hit)
+                pres_n.index_add_(0, idx, torch.ones_like(hit))
+    n = keys.numel()
+    by_pres = None
+    if bool(pres_n.sum() > 0):
+        by_pres = [float(v) if not math.isnan(v) else None for v in (pres_hit / pres_n).tolist()]
+    return {"loss": float(loss) / n, "acc": float(acc) / n, "by_presentation": by_pres}
+
+
+def final_evaluation(learner: nn.Module, cfg: ExperimentCfg, device: torch.device,
+                     conf: dict[str, Any], run_dir: Path | None) -> list[dict[str, Any]]:
+    """Evaluate with ``metamem.evaluate`` for every (n_way, k_shot) of ``cfg.eval``.
+
+    ``eval.split`` ``train``/``val``/``test`` means the split named in ``data``; any other
+    value is a split name. The results are written to ``eval.json`` in the run directory.
+    """
+    from metamem.evaluation import evaluate
+
+    ev = cfg.eval
+    split = {"train": cfg.data.train_split, "val": cfg.data.val_split,
+             "test": cfg.data.test_split}.get(ev.split) or ev.split
+    ds = load_dataset(cfg.data.name, split=split, **cfg.data.options)
+    ways = ev.n_way if isinstance(ev.n_way, list) else [ev.n_way]
+    shots = ev.k_shot if isinstance(ev.k_shot, list) else [ev.k_shot]
+    results = []
+    for n_way, k_shot in itertools.product(ways, shots):
+        res = evaluate(learner, ds, n_way=n_way, k_shot=k_shot, n_query=ev.n_query,
+                       episodes=ev.episodes, seed=ev.seed, within_group=ev.within_group,
+                       protocol=ev.protocol, batch_size=ev.batch_size, device=device,
+                       config=conf, source=str(run_dir) if run_dir else None)
+        results.append(res.to_dict())
+    if run_dir is not None:
+        ck.write_text(run_dir / "eval.json", json.dumps(results, indent=1))
+    return results
