@@ -3,6 +3,6 @@
 from metamem.data.base import DATASETS, DatasetError, ImageDataset, load_dataset
 from metamem.data import synthetic  # noqa: F401  (registers "synthetic")
 from metamem.data import folder, mini_imagenet, omniglot  # noqa: F401  (register loaders)
-from metamem.data.pairs import from_pairs  # registers "pairs"
+from metamem.data.pairs import from_pairs  # noqa: F401  (registers "pairs")
 
 __all__ = ["DATASETS", "DatasetError", "ImageDataset", "load_dataset"]

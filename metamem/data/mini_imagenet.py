@@ -122,12 +122,13 @@ def _decode_pickle(path: Path, wnids: list[str], image_size: int) -> Decoded:
     flat = np.concatenate(idx)
     if flat.size and (flat.min() < 0 or flat.max() >= len(data)):
         raise DatasetError(f"{path}: class_dict indices fall outside image_data (M={len(data)})")
-    images = data[flat].transpose(0, 3, 1, 2)
-    if images.shape[2:] != (image_size, image_size):
-        images = np.stack([
-            image_to_array(Image.fromarray(im.transpose(1, 2, 0)), mode="RGB", size=image_size)
-            for im in images
-        ]) if len(images) else images
+    picked = data[flat]  # [M, H, W, 3]
+    if picked.shape[1:3] == (image_size, image_size):
+        images = picked.transpose(0, 3, 1, 2)
+    else:
+        images = np.stack(
+            [image_to_array(Image.fromarray(im), mode="RGB", size=image_size) for im in picked]
+        )
     labels = np.repeat(np.arange(len(wnids)), [len(i) for i in idx])
     return Decoded(np.ascontiguousarray(images), labels, list(wnids))
 

@@ -26,20 +26,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from metamem.data.base import DATASETS, DatasetError, ImageDataset
 from metamem.data.cache import Decoded, cached_decode, to_dataset
 from metamem.data.download import OMNIGLOT_FILES
 from metamem.data.paths import bundled_dir, data_root
-from metamem.data.sources import ImageSource, decode_images, open_source
+from metamem.data.sources import RESAMPLE, ImageSource, decode_images, open_source
 
 __all__ = ["load_omniglot", "OFFICIAL_SETS", "SplitSpec", "read_split_file", "meta_splits"]
 
 OFFICIAL_SETS = ("background", "evaluation", "background_small1", "background_small2")
 BUNDLED_SETS = ("background_small1", "background_small2")
 ROTATIONS = (90, 180, 270)
-_RESAMPLE = {"lanczos": Image.Resampling.LANCZOS, "box": Image.Resampling.BOX}
 
 
 @dataclass
@@ -138,7 +136,7 @@ def _load_set(
         alphabets = sorted({c.split("/")[0] for c in class_names})
         aid = {a: i for i, a in enumerate(alphabets)}
         images = decode_images(
-            src, files, mode="L", size=image_size, invert=True, resample=_RESAMPLE[resample]
+            src, files, mode="L", size=image_size, invert=True, resample=RESAMPLE[resample]
         )
         labels = np.array([cid[c] for c in class_of], dtype=np.int64)
         groups = [aid[c.split("/")[0]] for c in class_names]
@@ -263,9 +261,9 @@ def load_omniglot(
     split = split or "background"
     if not isinstance(image_size, int) or image_size < 1:
         raise DatasetError(f"omniglot: image_size must be a positive int, got {image_size!r}")
-    if resample not in _RESAMPLE:
+    if resample not in RESAMPLE:
         raise DatasetError(
-            f"omniglot: unknown resample {resample!r}; valid: {', '.join(_RESAMPLE)}"
+            f"omniglot: unknown resample {resample!r}; valid: {', '.join(RESAMPLE)}"
         )
     root_dir = Path(root).expanduser() if root is not None else data_root() / "omniglot"
     sdir = Path(splits_dir) if splits_dir is not None else bundled_dir("omniglot", "splits")

@@ -22,6 +22,7 @@ from metamem.data.base import DatasetError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "RESAMPLE",
     "ImageSource",
     "FolderSource",
     "ZipSource",
@@ -32,6 +33,12 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+#: PIL resampling filters (``Image.Resampling`` needs Pillow >= 9.1).
+RESAMPLE = {
+    "lanczos": getattr(Image, "Resampling", Image).LANCZOS,
+    "box": getattr(Image, "Resampling", Image).BOX,
+}
 
 _MD5_MEMO: dict[tuple[str, int, int, int, int], str] = {}
 
@@ -156,7 +163,7 @@ def image_to_array(
     mode: Literal["L", "RGB"],
     size: int | None,
     invert: bool = False,
-    resample: Image.Resampling = Image.Resampling.LANCZOS,
+    resample: int = RESAMPLE["lanczos"],
 ) -> np.ndarray:
     """A PIL image as uint8 ``[C, H, W]`` (C = 1 for ``"L"``, 3 for ``"RGB"``).
 
@@ -179,7 +186,7 @@ def decode_images(
     mode: Literal["L", "RGB"],
     size: int | None,
     invert: bool = False,
-    resample: Image.Resampling = Image.Resampling.LANCZOS,
+    resample: int = RESAMPLE["lanczos"],
     workers: int | None = None,
 ) -> np.ndarray:
     """Decode ``names`` of ``source`` into one uint8 array ``[M, C, H, W]``.
