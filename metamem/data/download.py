@@ -90,17 +90,18 @@ def download(
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     try:
         resp = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - user-chosen URL
-    except urllib.error.HTTPError as e:
-        raise DownloadError(f"download of {url} failed: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise DownloadError(
-            f"cannot reach {url} ({reason}); check the network or point METAMEM_OMNIGLOT_URL "
-            "at a mirror"
-        ) from None
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    except (urllib.error.URLError, OSError) as e:  # HTTPError is a URLError
+        os.close(fd)
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, urllib.error.HTTPError):
+            msg = f"download of {url} failed: HTTP {e.code} {e.reason}"
+        else:
+            msg = (f"cannot reach {url} ({getattr(e, 'reason', e)}); check the network or "
+                   "point METAMEM_OMNIGLOT_URL at a mirror")
+        raise DownloadError(msg) from None
     try:
         with resp, os.fdopen(fd, "wb") as f:
             ctype = resp.headers.get("Content-Type", "") or ""

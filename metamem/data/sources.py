@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -125,6 +126,7 @@ class ZipSource(ImageSource):
             raise DatasetError(
                 f"{self.path} is not a readable zip archive ({e}); delete it and fetch it again"
             ) from None
+        self._lock = threading.Lock()
         self._members: dict[str, str] = {}
         for info in self._zip.infolist():
             if info.is_dir() or not _is_image(info.filename):
@@ -136,7 +138,8 @@ class ZipSource(ImageSource):
 
     def read(self, name: str) -> bytes:
         try:
-            return self._zip.read(self._members[name])
+            with self._lock:  # one archive handle shared by the decoding threads
+                return self._zip.read(self._members[name])
         except (zipfile.BadZipFile, OSError, KeyError, EOFError) as e:
             raise DatasetError(f"cannot read image {self.where(name)}: {e}") from e
 
@@ -191,18 +194,20 @@ def decode_images(
 ) -> np.ndarray:
     """Decode ``names`` of ``source`` into one uint8 array ``[M, C, H, W]``.
 
-    Files are read in order, then decoded by a small thread pool (PIL releases the GIL
-    while decoding).
+    A small thread pool reads and decodes the files (PIL releases the GIL while decoding)
+    straight into one preallocated array, so peak memory is the output plus a few images.
 
     Raises:
-        DatasetError: naming the file that cannot be decoded, or (with ``size=None``) the
-            first file whose size differs from the first image's.
+        DatasetError: naming the file that cannot be read or decoded, or (with
+            ``size=None``) the first file whose size differs from the first image's.
     """
-    blobs = [source.read(n) for n in names]
+    if not names:
+        raise DatasetError(f"{source.path}: no images to decode")
 
     def one(i: int) -> np.ndarray:
+        data = source.read(names[i])
         try:
-            with Image.open(io.BytesIO(blobs[i])) as img:
+            with Image.open(io.BytesIO(data)) as img:
                 img.load()
                 return image_to_array(img, mode=mode, size=size, invert=invert, resample=resample)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
@@ -210,17 +215,24 @@ def decode_images(
                 f"cannot decode image {source.where(names[i])} ({e}); replace or remove the file"
             ) from None
 
-    n_workers = workers or min(4, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        arrays = list(pool.map(one, range(len(names))))
-    if not arrays:
-        raise DatasetError(f"{source.path}: no images to decode")
-    first = arrays[0].shape
-    for i, a in enumerate(arrays):
-        if a.shape != first:
+    first = one(0)
+    out = np.empty((len(names), *first.shape), dtype=np.uint8)
+    out[0] = first
+
+    def fill(i: int) -> None:
+        a = one(i)
+        if a.shape != first.shape:
             raise DatasetError(
                 f"image {source.where(names[i])} is {a.shape[2]}x{a.shape[1]} but "
-                f"{source.where(names[0])} is {first[2]}x{first[1]}; set image_size to resize "
-                "all images to one size"
+                f"{source.where(names[0])} is {first.shape[2]}x{first.shape[1]}; set image_size "
+                "to resize all images to one size"
             )
-    return np.stack(arrays)
+        out[i] = a
+
+    pool = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1))
+    try:
+        for _ in pool.map(fill, range(1, len(names))):
+            pass
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return out
