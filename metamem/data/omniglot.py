@@ -154,7 +154,7 @@ def _load_set(
     decoded, cinfo = cached_decode(
         "omniglot", material, build, cache_dir=cache_dir, cache=cache
     )
-    info = {"source": str(src.path), "source_md5": digest, **cinfo}
+    info = {"source": str(src.path), "source_hash": digest, **cinfo}
     return to_dataset(decoded, name="omniglot", split=set_name, info=info)
 
 
