@@ -52,7 +52,7 @@ DEFAULT_EVAL: dict[str, Any] = {
 OVERRIDE_KEYS = tuple(f"eval.{k}" for k in DEFAULT_EVAL) + ("device",)
 
 _INT_KEYS = ("n_way", "k_shot", "n_query", "episodes", "seed", "batch_size")
-_CHECKPOINT_NAMES = ("last.pt", "best.pt")
+_CHECKPOINT_NAMES = ("best.pt", "last.pt")  # the order of load_learner
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, list[Any]]:
@@ -101,8 +101,8 @@ def _check_value(key: str, v: Any, item: str) -> None:
 
 
 def find_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """The checkpoint file of a run directory (``checkpoints/last.pt``, else ``best.pt``) or
-    the checkpoint file itself.
+    """The checkpoint file of a run directory (``checkpoints/best.pt``, else ``last.pt``, as
+    :func:`metamem.training.load_learner` picks) or the checkpoint file itself.
 
     Raises:
         FileNotFoundError: for a missing path or a run directory without a checkpoint.
@@ -117,8 +117,8 @@ def find_checkpoint(path: str | os.PathLike[str]) -> Path:
             if cand.is_file():
                 return cand
     raise FileNotFoundError(
-        f"run directory {p} has no checkpoint (looked for {p / 'checkpoints' / 'last.pt'} and "
-        f"best.pt); train it first with `metamem train` or pass a checkpoint .pt file"
+        f"run directory {p} has no checkpoint (looked for {p / 'checkpoints' / 'best.pt'} and "
+        f"last.pt); train it first with `metamem train` or pass a checkpoint .pt file"
     )
 
 
@@ -163,12 +163,18 @@ class EvalJob:
 
 
 def _combinations(config: dict[str, Any], overrides: dict[str, list[Any]]) -> Iterator[dict[str, Any]]:
-    base = dict(DEFAULT_EVAL, **{k: v for k, v in (config.get("eval") or {}).items() if k in DEFAULT_EVAL})
-    keys = [k for k in overrides if k.startswith("eval.")]
-    for combo in itertools.product(*(overrides[k] for k in keys)):
-        s = dict(base)
-        s.update({k.removeprefix("eval."): v for k, v in zip(keys, combo)})
-        yield s
+    """Every combination of settings: the run's ``eval:`` section (a list there sweeps too,
+    e.g. ``n_way: [5, 20]``), then the overrides, over :data:`DEFAULT_EVAL`."""
+    axes = {k: [v] for k, v in DEFAULT_EVAL.items()}
+    for k, v in (config.get("eval") or {}).items():
+        if k in DEFAULT_EVAL:
+            axes[k] = list(v) if isinstance(v, list) else [v]
+    for k, v in overrides.items():
+        if k.startswith("eval."):
+            axes[k.removeprefix("eval.")] = v
+    keys = list(axes)
+    for combo in itertools.product(*(axes[k] for k in keys)):
+        yield dict(zip(keys, combo))
 
 
 def _display_name(path: str, config: dict[str, Any]) -> str:
@@ -202,15 +208,29 @@ def sweep(
     """
     overrides = overrides or {}
     loader = loader or load_run
-    datasets: dict[str, ImageDataset] = {}
-    results: list[EvalResult] = []
+    device = resolve_device(overrides.get("device", ["auto"])[0])
+    # load and check everything first, so a bad combination fails before hours of scoring
+    jobs = []
     for path in paths:
         src = str(path)
         find_checkpoint(src)
-        # device=auto unless overridden (a run trained on cuda can be scored on a CPU box)
-        device = resolve_device(overrides.get("device", ["auto"])[0])
         learner, config = loader(src, device)
-        for i, s in enumerate(_combinations(config, overrides)):
+        name = _display_name(src, config)
+        combos = list(_combinations(config, overrides))
+        built = getattr(learner, "n_way", None)
+        if isinstance(built, int) and getattr(learner, "episode_format", "set") == "sequence":
+            bad = sorted({c["n_way"] for c in combos if c["n_way"] != built})
+            if bad:
+                raise ValueError(
+                    f"{name} ({src}) was built for n_way={built} and cannot score "
+                    f"n_way={bad} episodes; drop {bad} from eval.n_way or evaluate this run "
+                    "on its own"
+                )
+        jobs.append((src, name, learner, config, combos))
+    datasets: dict[str, ImageDataset] = {}
+    results: list[EvalResult] = []
+    for src, name, learner, config, combos in jobs:
+        for i, s in enumerate(combos):
             dkey = json.dumps([config.get("data"), s["split"]], sort_keys=True, default=str)
             if dkey not in datasets:
                 datasets[dkey] = dataset_for(config, s["split"], source=src)
@@ -221,7 +241,7 @@ def sweep(
                     n_way=s["n_way"], k_shot=s["k_shot"], n_query=s["n_query"],
                     episodes=s["episodes"], seed=s["seed"], within_group=s["within_group"],
                     protocol=s["protocol"], batch_size=s["batch_size"],
-                    device=device, progress=progress, name=_display_name(src, config),
+                    device=device, progress=progress, name=name,
                     config=config, source=src, keep_trace=keep_trace and i == 0,
                 )
             )

@@ -52,6 +52,7 @@ __all__ = [
     "evaluate",
     "is_sequence_learner",
     "learner_name",
+    "memory_trace",
     "score_sequence",
     "score_set",
     "SCORINGS",
@@ -168,6 +169,29 @@ def _score_set_learner_on_sequence(
     return correct
 
 
+def memory_trace(learner: Any, batch: EpisodeBatch) -> Any:
+    """The memory trace of ``batch`` read as a sequence, or ``None`` for a learner without one.
+
+    Looked up in this order: a learner method ``memory_trace(seq)``; a learner whose
+    ``forward`` returns ``extras["trace"]``; a sequence learner built on
+    :class:`metamem.memory.MemoryCore` (attribute ``core`` and ``step_inputs``, like MANN),
+    whose core is re-run on the sequence with ``trace=True``.
+    """
+    seq = batch.as_sequence()
+    if hasattr(learner, "memory_trace"):
+        return learner.memory_trace(seq)
+    core = getattr(learner, "core", None)
+    if is_sequence_learner(learner) and hasattr(learner, "step_inputs") and core is not None:
+        from metamem.memory import MemoryCore
+
+        if isinstance(core, MemoryCore):
+            out = core(learner.step_inputs(seq.x, seq.prev_y), write_steps=seq.steps, trace=True)
+            return out.trace
+    if isinstance(learner, nn.Module):
+        return learner(batch).extras.get("trace")
+    return None
+
+
 @dataclass
 class Score:
     """One scoring (``"set"`` or ``"sequence"``) of a protocol's episodes.
@@ -250,8 +274,8 @@ class EvalResult:
         version: metamem version.
         config: the run's resolved config, when evaluating a run.
         source: the run directory or checkpoint, when evaluating a run.
-        trace: the memory trace of episode 0 (``keep_trace=True`` and a learner that
-            returns ``extras["trace"]``); not serialised.
+        trace: the memory trace of episode 0 (``keep_trace=True``, see
+            :func:`memory_trace`); not serialised.
     """
 
     protocol: Protocol
@@ -356,7 +380,8 @@ def evaluate(
         progress: show a tqdm progress bar.
         name: display name of the learner (default: its ``name`` attribute or class name).
         config, source: recorded in the result.
-        keep_trace: keep ``learner(batch).extras["trace"]`` of episode 0 in ``result.trace``.
+        keep_trace: keep the memory trace of episode 0 in ``result.trace`` (see
+            :func:`memory_trace`; ``None`` for learners without memory).
 
     Returns:
         An :class:`EvalResult` (``.mean``, ``.ci95``, ``.per_episode``,
@@ -408,8 +433,8 @@ def evaluate(
                     correct = score_sequence(learner, seq)
                     seq_acc.append(correct.mean(-1))
                     seq_pres.append(presentation_accuracy(correct, seq.presentation, p_max))
-                if keep_trace and trace is None and isinstance(learner, nn.Module):
-                    trace = learner(batch.select(slice(0, 1))).extras.get("trace")
+                if keep_trace and trace is None:
+                    trace = memory_trace(learner, batch.select(slice(0, 1)))
                 bar.update(batch.batch_size)
             scores: dict[str, Score] = {}
             if run_set:

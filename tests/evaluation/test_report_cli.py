@@ -125,7 +125,7 @@ def test_cli_errors(tmp_path, fake_runs, capsys):
     empty.mkdir()
     assert main(["eval", str(empty)]) == 1
     assert "has no checkpoint" in capsys.readouterr().err
-    with pytest.raises(FileNotFoundError, match=r"run directory .*empty_run has no checkpoint \(looked for .*last.pt"):
+    with pytest.raises(FileNotFoundError, match=r"run directory .*empty_run has no checkpoint \(looked for .*best.pt and last.pt\)"):
         find_checkpoint(empty)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         find_checkpoint(tmp_path / "nope")
