@@ -23,7 +23,7 @@ from torch import nn
 
 from metamem.learners.base import BACKBONES
 
-__all__ = ["Conv4", "ResNet12", "build_conv4", "build_resnet12", "pooled_size"]
+__all__ = ["BatchStatNorm2d", "Conv4", "ResNet12", "build_conv4", "build_resnet12", "pooled_size"]
 
 
 def pooled_size(name: str, image_shape: Sequence[int], pools: int) -> tuple[int, int]:
@@ -52,10 +52,34 @@ def pooled_size(name: str, image_shape: Sequence[int], pools: int) -> tuple[int,
     return h // need, w // need
 
 
+class BatchStatNorm2d(nn.BatchNorm2d):
+    """BatchNorm that always normalises with the current batch's statistics, in plain tensor ops.
+
+    Same parameters (``weight``, ``bias``) and output as ``nn.BatchNorm2d(c,
+    track_running_stats=False)``, but its second-order gradients are also right under
+    :func:`torch.func.vmap`: the fused batch-norm kernel's batching rule gives wrong
+    double-backward results there (torch 2.13; caught by ``tests/learners/test_maml.py``).
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__(num_features, eps=eps, track_running_stats=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise ``[B*, C, H, W]`` over batch and space, then scale and shift per channel."""
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        var = x.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+        z = (x - mean) * torch.rsqrt(var + self.eps)
+        return z * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+def _norm(channels: int, track_running_stats: bool) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels) if track_running_stats else BatchStatNorm2d(channels)
+
+
 def _conv_block(c_in: int, c_out: int, track_running_stats: bool) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),  # bias is cancelled by BatchNorm
-        nn.BatchNorm2d(c_out, track_running_stats=track_running_stats),
+        _norm(c_out, track_running_stats),
         nn.ReLU(),
         nn.MaxPool2d(2),
     )
@@ -68,7 +92,7 @@ class Conv4(nn.Module):
         image_shape: ``(C, H, W)``; H and W must be >= 16.
         channels: filters per block (64 in the papers).
         track_running_stats: keep BatchNorm running statistics for eval mode (``False``:
-            always normalise with the current batch).
+            always normalise with the current batch, with :class:`BatchStatNorm2d`).
 
     Attributes:
         out_dim: ``channels * (H // 16) * (W // 16)``.
@@ -97,14 +121,14 @@ class _ResBlock(nn.Module):
         for i in range(3):
             layers += [
                 nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1, bias=False),
-                nn.BatchNorm2d(c_out, track_running_stats=track_running_stats),
+                _norm(c_out, track_running_stats),
             ]
             if i < 2:
                 layers.append(nn.LeakyReLU(0.1))
         self.body = nn.Sequential(*layers)
         self.shortcut = nn.Sequential(
             nn.Conv2d(c_in, c_out, 1, bias=False),
-            nn.BatchNorm2d(c_out, track_running_stats=track_running_stats),
+            _norm(c_out, track_running_stats),
         )
         self.out = nn.Sequential(nn.LeakyReLU(0.1), nn.MaxPool2d(2))
 

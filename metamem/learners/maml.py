@@ -12,7 +12,8 @@ Implementation: :func:`torch.func.functional_call` + :func:`torch.func.grad`, ve
 the B episodes with :func:`torch.func.vmap` (no Python loop over episodes in training).
 
 BatchNorm: the backbone is built with ``track_running_stats=False``, so every BatchNorm layer
-always normalises with the statistics of the batch it sees -- the support set of one
+(:class:`~metamem.learners.backbones.BatchStatNorm2d`, whose second-order gradients stay
+right under ``vmap``) always normalises with the statistics of the batch it sees -- the support set of one
 episode during adaptation, the query set of one episode for prediction, in train *and* eval
 mode. This is the transductive setting of the original MAML code; it makes each episode
 independent of the others in the batch (``batch_independent_train``), but a query's

@@ -1,0 +1,180 @@
+"""MAML: inner loop vs a hand-written SGD loop, outer gradients vs finite differences (float64),
+first-order gradients, train/eval inner steps and the masked inner loss. (That MAML learns is
+checked with the other set learners in ``test_set_learners.py``.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from metamem.learners import build_learner
+from metamem.learners.backbones import BatchStatNorm2d
+from metamem.learners.maml import MAML
+from metamem.types import EpisodeBatch
+
+B, S, QN, N = 2, 6, 4, 3
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids spin contention on the shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_maml(*, inner_steps: int = 2, eval_inner_steps: int | None = None, first_order: bool = False) -> MAML:
+    """conv -> BatchNorm (batch statistics) -> tanh -> linear, float64: 81 parameters."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 2, 3), BatchStatNorm2d(2), nn.Tanh(), nn.Flatten(), nn.Linear(18, N)
+    ).double()
+    return MAML(net, n_way=N, inner_steps=inner_steps, inner_lr=0.3,
+                eval_inner_steps=eval_inner_steps, first_order=first_order)
+
+
+@pytest.fixture(scope="module")
+def tiny_batch() -> EpisodeBatch:
+    g = torch.Generator().manual_seed(1)
+    sy = torch.arange(S).remainder(N).repeat(B, 1)
+    qy = torch.arange(QN).remainder(N).repeat(B, 1)
+    return EpisodeBatch(
+        support_x=torch.randn(B, S, 1, 5, 5, generator=g, dtype=torch.float64), support_y=sy,
+        query_x=torch.randn(B, QN, 1, 5, 5, generator=g, dtype=torch.float64), query_y=qy,
+        classes=torch.arange(N).repeat(B, 1), support_index=torch.zeros(B, S, dtype=torch.long),
+        query_index=torch.zeros(B, QN, dtype=torch.long), episode_keys=torch.arange(B), n_way=N, k_shot=2, n_query=1,
+    )
+
+
+def manual_adapt(model: MAML, params: dict, sx: torch.Tensor, sy: torch.Tensor, steps: int) -> dict:
+    """Plain autograd SGD on the support loss (create_graph: second order)."""
+    for _ in range(steps):
+        loss = F.cross_entropy(functional_call(model.net, params, (sx,)), sy)
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=not model.first_order)
+        params = {k: p - model.inner_lr * g for (k, p), g in zip(params.items(), grads)}
+    return params
+
+
+def reference_outer_loss(model: MAML, batch: EpisodeBatch, params: dict, steps: int) -> torch.Tensor:
+    losses = []
+    for b in range(batch.batch_size):  # a loop over episodes, the naive way
+        adapted = manual_adapt(model, params, batch.support_x[b], batch.support_y[b], steps)
+        losses.append(F.cross_entropy(functional_call(model.net, adapted, (batch.query_x[b],)), batch.query_y[b]))
+    return torch.stack(losses).mean()
+
+
+def test_inner_loop_matches_manual_sgd(tiny_batch: EpisodeBatch) -> None:
+    model = tiny_maml(inner_steps=3)
+    params = dict(model.net.named_parameters())
+    got = model.adapt(params, tiny_batch.support_x[0], tiny_batch.support_y[0], 3)
+    want = manual_adapt(model, params, tiny_batch.support_x[0], tiny_batch.support_y[0], 3)
+    for k in params:
+        torch.testing.assert_close(got[k], want[k])
+    assert not torch.equal(got["4.weight"], params["4.weight"])
+
+
+def test_second_order_outer_gradient_against_finite_differences(tiny_batch: EpisodeBatch) -> None:
+    model = tiny_maml(inner_steps=2)
+    names = [n for n, _ in model.net.named_parameters()]
+
+    def outer(*ps: torch.Tensor) -> torch.Tensor:
+        params = dict(zip(names, ps))
+        losses = [
+            F.cross_entropy(
+                functional_call(model.net, model.adapt(params, tiny_batch.support_x[b], tiny_batch.support_y[b], 2),
+                                (tiny_batch.query_x[b],)),
+                tiny_batch.query_y[b],
+            )
+            for b in range(B)
+        ]
+        return torch.stack(losses).mean()
+
+    inputs = tuple(p.detach().clone().requires_grad_() for p in model.net.parameters())
+    assert torch.autograd.gradcheck(outer, inputs, eps=1e-6, atol=1e-5)
+    # the batched (vmapped) forward gives the same loss and gradient as the per-episode reference
+    assert_batched_matches_reference(model.train(), tiny_batch, 2)
+
+
+def assert_batched_matches_reference(model: MAML, batch: EpisodeBatch, steps: int) -> None:
+    """forward() (vmapped over episodes) gives the per-episode reference loss and gradients."""
+    out = model(batch)
+    out.loss.backward()
+    ref = reference_outer_loss(model, batch, dict(model.net.named_parameters()), steps)
+    torch.testing.assert_close(out.loss, ref)
+    ref_grads = torch.autograd.grad(ref, list(model.net.parameters()))
+    for (name, p), g in zip(model.net.named_parameters(), ref_grads):
+        torch.testing.assert_close(p.grad, g, msg=name)
+
+
+def test_registered_maml_batched_gradients_match_the_loop() -> None:
+    """The built-in conv4 MAML: vmap + second order through BatchNorm equals the per-episode loop.
+
+    (The fused BatchNorm kernel fails this under vmap, hence ``BatchStatNorm2d``.)
+    """
+    torch.manual_seed(0)
+    model = build_learner("maml", n_way=2, image_shape=(1, 16, 16), inner_steps=2).double()
+    g = torch.Generator().manual_seed(2)
+    batch = EpisodeBatch(
+        support_x=torch.rand(2, 4, 1, 16, 16, generator=g, dtype=torch.float64),
+        support_y=torch.tensor([[0, 1, 0, 1]] * 2),
+        query_x=torch.rand(2, 2, 1, 16, 16, generator=g, dtype=torch.float64),
+        query_y=torch.tensor([[0, 1]] * 2), classes=torch.tensor([[0, 1]] * 2),
+        support_index=torch.zeros(2, 4, dtype=torch.long), query_index=torch.zeros(2, 2, dtype=torch.long),
+        episode_keys=torch.arange(2), n_way=2, k_shot=2, n_query=1,
+    )
+    assert_batched_matches_reference(model, batch, 2)
+
+
+def test_first_order_drops_the_hessian_term(tiny_batch: EpisodeBatch) -> None:
+    fo, so = tiny_maml(first_order=True), tiny_maml(first_order=False)
+    fo(tiny_batch).loss.backward()
+    so(tiny_batch).loss.backward()
+    # first order: the mean over episodes of the query-loss gradient at the adapted parameters
+    params = {k: v.detach().requires_grad_() for k, v in fo.net.named_parameters()}
+    want = {k: torch.zeros_like(v) for k, v in params.items()}
+    for b in range(B):
+        adapted = {k: v.detach().requires_grad_() for k, v in
+                   manual_adapt(fo, params, tiny_batch.support_x[b], tiny_batch.support_y[b], 2).items()}
+        loss = F.cross_entropy(functional_call(fo.net, adapted, (tiny_batch.query_x[b],)), tiny_batch.query_y[b])
+        for k, g in zip(adapted, torch.autograd.grad(loss, list(adapted.values()))):
+            want[k] += g / B
+    for k, p in fo.net.named_parameters():
+        torch.testing.assert_close(p.grad, want[k], msg=k)
+    assert any(not torch.allclose(p.grad, q.grad) for p, q in zip(fo.parameters(), so.parameters()))
+
+
+def test_eval_mode_uses_eval_inner_steps(tiny_batch: EpisodeBatch) -> None:
+    model = tiny_maml(inner_steps=1, eval_inner_steps=3)
+    params = dict(model.net.named_parameters())
+    for train, steps in ((True, 1), (False, 3)):
+        model.train(train)
+        with torch.no_grad():
+            got = model(tiny_batch).loss
+        torch.testing.assert_close(got, reference_outer_loss(model, tiny_batch, params, steps).detach())
+    no_adapt = tiny_maml(inner_steps=0)
+    logits = no_adapt.predict(tiny_batch.support_x, tiny_batch.support_y, tiny_batch.query_x, n_way=N)
+    torch.testing.assert_close(logits, torch.stack([no_adapt.net(tiny_batch.query_x[b]) for b in range(B)]))
+
+
+def test_masked_inner_loss_ignores_absent_items(tiny_batch: EpisodeBatch) -> None:
+    model = tiny_maml()
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 0, 1, 0, 1, 1]], dtype=torch.bool)
+    b = tiny_batch
+    got = model.predict(b.support_x, b.support_y, b.query_x, n_way=N, support_mask=mask)
+    params = dict(model.net.named_parameters())
+    for i in range(B):
+        adapted = manual_adapt(model, params, b.support_x[i][mask[i]], b.support_y[i][mask[i]], 2)
+        torch.testing.assert_close(got[i], functional_call(model.net, adapted, (b.query_x[i],)))
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="maml: this learner was built with n_way=3, got an episode with n_way=5"):
+        tiny_maml().predict(torch.zeros(1, 5, 1, 5, 5), torch.zeros(1, 5, dtype=torch.long),
+                            torch.zeros(1, 2, 1, 5, 5), n_way=5)
+    with pytest.raises(ValueError, match="maml: inner_steps and eval_inner_steps must be >= 0"):
+        build_learner("maml", n_way=3, image_shape=(1, 28, 28), inner_steps=-1)
+
