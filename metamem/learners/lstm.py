@@ -28,7 +28,7 @@ from torch import nn
 from metamem.learners.base import LEARNERS
 from metamem.types import NO_LABEL, EpisodeBatch, LearnerOutput, SequenceBatch
 
-__all__ = ["ImageEncoder", "SequenceLearnerBase", "LSTMLearner", "build_lstm"]
+__all__ = ["ImageEncoder", "SequenceLearnerBase", "support_order", "LSTMLearner", "build_lstm"]
 
 
 class ImageEncoder(nn.Module):
@@ -60,6 +60,12 @@ class ImageEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-3]
         return self.net(x.reshape(-1, *x.shape[-3:])).reshape(*lead, self.out_dim)
+
+
+def support_order(size: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """The fixed order in which ``predict`` reads S support items: a permutation of
+    ``0..S-1`` drawn from a local generator seeded with 0 (the same for every call)."""
+    return torch.randperm(size, generator=torch.Generator().manual_seed(0)).to(device)
 
 
 class SequenceLearnerBase(nn.Module):
@@ -124,7 +130,8 @@ class SequenceLearnerBase(nn.Module):
         """Run ``batch.as_sequence()``; loss = cross-entropy averaged over all B*T steps."""
         seq = batch.as_sequence()
         logits = self.forward_sequence(seq)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), seq.y.flatten())
+        wide = logits if logits.dtype == torch.float64 else logits.float()  # fp32 loss under AMP
+        loss = F.cross_entropy(wide.flatten(0, 1), seq.y.flatten())
         return LearnerOutput(logits, seq.y, loss, {"presentation": seq.presentation})
 
     def predict(
@@ -145,8 +152,8 @@ class SequenceLearnerBase(nn.Module):
         b, s = support_y.shape
         dev = support_y.device
         mask = torch.ones_like(support_y, dtype=torch.bool) if support_mask is None else support_mask.bool()
-        # fixed pseudo-random order, present items first (stable), absent ones padded at the end
-        perm = torch.randperm(s, generator=torch.Generator().manual_seed(0)).to(dev)
+        # the fixed pseudo-random order, present items first, absent ones padded at the end
+        perm = support_order(s, dev)
         rank = torch.empty_like(perm)
         rank[perm] = torch.arange(s, device=dev)
         order = torch.argsort((~mask).long() * s + rank[None, :], dim=1)

@@ -9,7 +9,9 @@ val split (keys derived from the experiment seed, so they never touch the traini
 Exact resume: ``last.pt`` holds model, optimizer, scheduler, AMP scaler, step, sampler
 generator state, metric accumulators and the global RNG states, so a run of 40 steps and a
 run of 20 steps resumed to 40 write bitwise identical metrics on CPU (apart from the timing
-keys :data:`TIMING_KEYS`). Library code never seeds a global RNG: :mod:`metamem.cli.train`
+keys :data:`TIMING_KEYS`). A run that ends off the ``log_every``/``val_every`` schedule
+still logs and validates its last step, in lines marked ``"final": true`` that leave the
+accumulators alone and that a resume removes. Library code never seeds a global RNG: :mod:`metamem.cli.train`
 seeds ``torch`` from ``seed`` before the learner is built (its initial weights) and restores
 the saved global states on resume.
 
@@ -192,15 +194,18 @@ def _train(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info:
         sched.step()
         acc.add(out, step)
         is_last = step == tr.steps
-        if step % tr.log_every == 0 or is_last:
-            last = acc.flush(step, info, good)
+        on_log = step % tr.log_every == 0
+        if on_log or is_last:  # off schedule at the end: a "final" line, accumulators kept
+            last = acc.flush(step, info, good, reset=on_log)
             last.update(lr=opt.param_groups[0]["lr"], **_timing(t0, n0, step, ep.batch_size * info.world_size))
-            _append(writer, last)
+            _append(writer, last if on_log else {**last, "final": True})
             bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['acc']:.3f}")
-        if do_val and (step % tr.val_every == 0 or is_last):
+        on_val = do_val and step % tr.val_every == 0
+        if on_val or (do_val and is_last):
             acc.check(step, info, good)  # every rank: a collective under torchrun
             if val is not None:  # rank 0 validates; the others wait in the next all-reduce
                 rec = val.run(learner, step)
+                rec = rec if on_val else {**rec, "final": True}
                 _append(writer, rec)
                 if best is None or rec["val_acc"] > best:
                     best = rec["val_acc"]
@@ -242,14 +247,16 @@ class _Accum:
                 f"{good()} Lower train.optimizer.lr or set train.grad_clip."
             )
 
-    def flush(self, step: int, info: DistInfo, good: Callable[[], str]) -> dict[str, Any]:
+    def flush(self, step: int, info: DistInfo, good: Callable[[], str], reset: bool = True) -> dict[str, Any]:
+        """Check, then the mean loss/accuracy since the last reset (averaged over ranks)."""
         self.check(step, info, good)
         sums = all_reduce_(torch.stack([self.loss, self.acc]), info, "sum") / info.world_size
         n = max(self.count, 1)
         rec = {"step": step, "loss": float(sums[0]) / n, "acc": float(sums[1]) / n}
-        self.loss.zero_()
-        self.acc.zero_()
-        self.count = 0
+        if reset:
+            self.loss.zero_()
+            self.acc.zero_()
+            self.count = 0
         return rec
 
     def state(self) -> dict[str, Any]:
@@ -314,7 +321,10 @@ def _prepare_run_dir(run_dir: Path | None, conf: dict[str, Any], resume: bool,
         ckpt = ck.load_checkpoint(run_dir, which="last")
         ck.check_compatible(ckpt, conf, resume=True)
         if write:
-            kept = [r for r in ck.read_metrics(run_dir / "metrics.jsonl") if r["step"] <= ckpt["step"]]
+            # drop lines past the checkpoint (a crash) and the "final" lines of a run that
+            # stopped off the log/val schedule: the resumed run goes on as if never stopped
+            kept = [r for r in ck.read_metrics(run_dir / "metrics.jsonl")
+                    if r["step"] <= ckpt["step"] and not r.get("final")]
             ck.write_metrics(run_dir / "metrics.jsonl", kept)
             ck.save_config(run_dir / "config.yaml", conf)
         return ckpt

@@ -1,0 +1,144 @@
+"""The training loop end to end on tiny synthetic experiments: run directory, metrics,
+checkpoints, exact resume, and every bad-input message."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from metamem.cli.main import main
+from metamem.learners.lstm import LSTMLearner
+from metamem.training import CheckpointError, TrainingError, load_learner, train
+from metamem.training.checkpoint import load_checkpoint, read_metrics
+from metamem.training.loop import TIMING_KEYS
+
+SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "smoke"
+
+
+def cli_train(*args: str) -> int:
+    return main(["train", *args, "--no-progress"])
+
+
+def strip_timing(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+
+
+def test_train_writes_a_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert cli_train(str(SMOKE / "synthetic_mann.yaml"), "train.steps=10", "--out", str(run)) == 0
+    assert "run directory" in capsys.readouterr().out
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "metrics.jsonl", "checkpoints", "eval.json"}
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"last.pt", "best.pt"}
+    records = read_metrics(run / "metrics.jsonl")
+    train_lines = [r for r in records if "loss" in r]
+    assert [r["step"] for r in train_lines] == [5, 10]
+    assert all(isinstance(r["loss"], float) and 0 <= r["acc"] <= 1 for r in train_lines)
+    val = [r for r in records if "val_acc" in r]
+    assert [r["step"] for r in val] == [10] and len(val[0]["val_acc_by_presentation"]) == 4
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["train"]["steps"] == 10 and saved["learner"]["name"] == "mann"
+    evaluation = json.loads((run / "eval.json").read_text())
+    assert {"set", "sequence"} == set(evaluation[0]["scores"])
+    model, cfg = load_learner(run)
+    assert not model.training and cfg == saved
+    ckpt = load_checkpoint(run, which="last")
+    for key, value in ckpt["model"].items():
+        torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_resume_is_exact(tmp_path: Path) -> None:
+    """40 steps in one go == 20 steps, then --resume to 40 (bitwise metrics and weights)."""
+    cfg = str(SMOKE / "synthetic_mann.yaml")
+    common = ["device=cpu", "train.log_every=4", "train.val_every=8", "train.checkpoint_every=12"]
+    assert cli_train(cfg, "train.steps=40", *common, "--out", str(tmp_path / "a"), "--no-eval") == 0
+    assert cli_train(cfg, "train.steps=20", *common, "--out", str(tmp_path / "b"), "--no-eval") == 0
+    # a crash after the last checkpoint leaves stale lines; resume must drop them
+    with open(tmp_path / "b" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 23, "loss": 9.0}) + "\n")
+    assert cli_train("--resume", str(tmp_path / "b"), "train.steps=40", "--no-eval") == 0
+    a = read_metrics(tmp_path / "a" / "metrics.jsonl")
+    b = read_metrics(tmp_path / "b" / "metrics.jsonl")
+    assert len(a) == 15 and strip_timing(a) == strip_timing(b)
+    wa = load_checkpoint(tmp_path / "a", which="last")["model"]
+    wb = load_checkpoint(tmp_path / "b", which="last")["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_existing_run_directory_needs_resume_or_overwrite(tmp_path: Path, capsys) -> None:
+    cfg = str(SMOKE / "synthetic_lstm.yaml")
+    run = tmp_path / "run"
+    assert cli_train(cfg, "train.steps=5", "--out", str(run), "--no-eval") == 0
+    assert cli_train(cfg, "train.steps=5", "--out", str(run), "--no-eval") == 1
+    err = capsys.readouterr().err
+    assert f"metamem train: error: run directory {run} already exists; pass --resume" in err
+    assert cli_train(cfg, "train.steps=5", "train.log_every=1", "--out", str(run), "--overwrite", "--no-eval") == 0
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r] == [1, 2, 3, 4, 5]
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, tiny_cfg, monkeypatch) -> None:
+    calls = {"n": 0}
+    forward = LSTMLearner.forward
+
+    def poisoned(self, batch):
+        out = forward(self, batch)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] >= 8:
+                out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(LSTMLearner, "forward", poisoned)
+    cfg = tiny_cfg("lstm", "train.checkpoint_every=5", "train.val_every=0")
+    with pytest.raises(TrainingError, match=r"loss is not finite \(nan or inf\) at step 8; training "
+                                            r"stopped at step 10\. The last good checkpoint is "
+                                            r".*last\.pt \(step 5\)"):
+        train(cfg, tmp_path / "run", progress=False, final_eval=False)
+    assert load_checkpoint(tmp_path / "run", which="last")["step"] == 5
+
+
+def test_resume_with_another_config_says_what_differs(tmp_path: Path, tiny_cfg) -> None:
+    run = tmp_path / "run"
+    train(tiny_cfg("lstm", "train.steps=5"), run, progress=False, final_eval=False)
+    with pytest.raises(CheckpointError, match=r"written for another config \(checkpoint vs current\): "
+                                              r"learner\.controller_size: 16 vs 9"):
+        train(tiny_cfg("lstm", "train.steps=8", "learner.controller_size=9"), run, resume=True,
+              progress=False, final_eval=False)
+    with pytest.raises(CheckpointError, match=r"written for another learner .*learner\.name: 'lstm' vs 'mann'"):
+        train(tiny_cfg("mann", "train.steps=8"), run, resume=True, progress=False, final_eval=False)
+    with pytest.raises(CheckpointError, match=r"train\.optimizer\.lr: 0\.003 vs 0\.1; only device"):
+        train(tiny_cfg("lstm", "train.steps=8", "train.optimizer.lr=0.1"), run, resume=True,
+              progress=False, final_eval=False)
+    with pytest.raises(TrainingError, match=r"cannot resume: .*last\.pt does not exist"):
+        train(tiny_cfg("lstm"), tmp_path / "empty", resume=True, progress=False)
+
+
+def test_files_that_are_not_checkpoints(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match=r"junk\.pt is not a metamem checkpoint \(torch\.load "
+                                              r"with weights_only=True failed"):
+        load_learner(junk)
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(CheckpointError, match=r"other\.pt is not a metamem checkpoint \(no "
+                                              r"format='metamem-checkpoint' marker\)"):
+        load_learner(other)
+    with pytest.raises(FileNotFoundError, match=r"checkpoint or run directory .*nowhere.* not found"):
+        load_learner(tmp_path / "nowhere")
+    (tmp_path / "empty_run").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"has no checkpoints/last\.pt"):
+        load_learner(tmp_path / "empty_run")
+
+
+def test_checkpoint_weights_of_another_learner(tmp_path: Path, tiny_cfg) -> None:
+    run = tmp_path / "run"
+    train(tiny_cfg("lstm", "train.steps=2"), run, progress=False, final_eval=False)
+    ckpt = load_checkpoint(run, which="last")
+    ckpt["config"]["learner"] = {"name": "mann", "controller_size": 16}
+    torch.save({k: v for k, v in ckpt.items() if k != "path"}, tmp_path / "edited.pt")
+    with pytest.raises(CheckpointError, match=r"edited\.pt: weights do not fit learner 'mann'"):
+        load_learner(tmp_path / "edited.pt")
