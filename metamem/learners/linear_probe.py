@@ -23,6 +23,7 @@ only see training-split batches (ids ``< num_train_classes``).
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -60,7 +61,9 @@ def fit_logistic(features: np.ndarray, labels: np.ndarray, *, c: float = 1.0, ma
             f"(labels {classes.tolist()}); it needs items of at least 2 classes "
             "(predict() with a support_mask handles this case itself)"
         )
-    return LogisticRegression(C=c, max_iter=max_iter).fit(features, labels)
+    with warnings.catch_warnings():  # 1-shot support sets always trip this sklearn heuristic
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+        return LogisticRegression(C=c, max_iter=max_iter).fit(features, labels)
 
 
 class LinearProbe(nn.Module):
