@@ -48,7 +48,7 @@ def masked_bce(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
 
 def run_policy(policy: str, args: argparse.Namespace) -> tuple[float, float, float]:
     """Train one policy; return (held-out bit accuracy, wall seconds, final train loss)."""
-    torch.manual_seed(args.seed)  # same initial weights of the shared parts for every policy
+    torch.manual_seed(args.seed)  # same seed before building each model (scripts may seed globally)
     options: dict[str, object] = {}
     if policy in ("uniform", "cached_uniform"):
         options["base"] = args.base

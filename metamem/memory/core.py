@@ -89,6 +89,8 @@ class SlotMemory(nn.Module):
         )
         self.read_size = read_heads * width + (read_heads if self.key_strength else 0)
         self.interface = nn.Linear(hidden_size, self.read_size + self.policy.interface_size)
+        # one split (one backward op) instead of slices that each fill a full-size gradient
+        self._split = [read_heads * width, self.read_size - read_heads * width, self.policy.interface_size]
 
     @property
     def write_heads(self) -> int:
@@ -142,14 +144,14 @@ class SlotMemory(nn.Module):
                 f"[B={state.memory.shape[0]}, H={self.hidden_size}]"
             )
         B, R, D = h.shape[0], self.read_heads, self.width
-        iface = self.interface(h)
-        keys = torch.tanh(iface[:, : R * D]).view(B, R, D)
-        strength = oneplus(iface[:, R * D : self.read_size]) if self.key_strength else None
+        key_raw, strength_raw, write_raw = self.interface(h).split(self._split, dim=1)
+        keys = torch.tanh(key_raw).view(B, R, D)
+        strength = oneplus(strength_raw) if self.key_strength else None
         policy = self.policy
         if policy.is_write_step(t, T):
             source, cache = policy.write_input(h, state, t, T)
             if source is h:
-                raw = iface[:, self.read_size :]
+                raw = write_raw
             else:
                 raw = F.linear(
                     source, self.interface.weight[self.read_size :], self.interface.bias[self.read_size :]
@@ -298,8 +300,9 @@ class MemoryCore(nn.Module):
         outputs = []
         read_trace: list[torch.Tensor] = []
         write_trace: list[torch.Tensor] = []
-        for i in range(T):
-            gates = torch.addmm(gates_x[:, i], torch.cat((reads, h), dim=1), w_rec)
+        # unbind (one backward op) rather than indexing gates_x per step (a full-size fill each)
+        for i, gates_in in enumerate(gates_x.unbind(1)):
+            gates = torch.addmm(gates_in, torch.cat((reads, h), dim=1), w_rec)
             in_gate, forget_gate, cell_gate, out_gate = gates.chunk(4, dim=1)
             c = torch.sigmoid(forget_gate) * c + torch.sigmoid(in_gate) * torch.tanh(cell_gate)
             h = torch.sigmoid(out_gate) * torch.tanh(c)

@@ -26,7 +26,6 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from metamem.memory.addressing import content_weights, oneplus
@@ -148,13 +147,14 @@ class LRUWrite(WritePolicy):
         self, raw: torch.Tensor, state: MemoryState, read_keys: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         R, S = self.read_heads, self.slots
-        gate = torch.sigmoid(raw[:, :R]).unsqueeze(-1)  # [B, R, 1]
+        gate_raw, add_raw = raw.split([R, self.interface_size - R], dim=1)
+        gate = torch.sigmoid(gate_raw).unsqueeze(-1)  # [B, R, 1]
         if self.write_key:
             add = read_keys
         else:
-            add = torch.tanh(raw[:, R:]).view(raw.shape[0], R, self.width)  # [B, R, D]
+            add = torch.tanh(add_raw).view(raw.shape[0], R, self.width)  # [B, R, D]
         order = torch.sort(state.usage, dim=-1, stable=True).indices[:, :R]  # [B, R]
-        least_used = F.one_hot(order, S).to(state.memory.dtype)  # [B, R, S]
+        least_used = torch.zeros_like(state.read_weights).scatter_(-1, order.unsqueeze(-1), 1.0)  # [B, R, S]
         write_weights = gate * state.read_weights + (1.0 - gate) * least_used
         memory = state.memory
         if self.zero_before_write:
