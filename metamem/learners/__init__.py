@@ -4,6 +4,6 @@ from metamem.learners.base import BACKBONES, LEARNERS, Learner, SequenceLearner,
 from metamem.learners import backbones  # noqa: F401  (registers conv4, resnet12)
 from metamem.learners import linear_probe, maml, matching, protonet  # noqa: F401
 from metamem.learners import lstm, mann  # noqa: F401  (sequence learners: LSTM baseline, MANN)
-from metamem.learners import metanet  # noqa: F401  (Meta Networks)
+from metamem.learners import memory_matching, metanet  # noqa: F401  (Memory Matching Networks, Meta Networks)
 
 __all__ = ["BACKBONES", "LEARNERS", "Learner", "SequenceLearner", "build_learner"]
