@@ -16,6 +16,8 @@ property in train mode. Without it, only eval mode is checked.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,6 +33,7 @@ __all__ = [
     "attention_class_logits",
     "query_cross_entropy",
     "set_output",
+    "forward_via_predict",
 ]
 
 
@@ -144,3 +147,17 @@ def query_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
 def set_output(logits: torch.Tensor, batch: EpisodeBatch) -> LearnerOutput:
     """Wrap query logits ``[B, N*Q, N]`` of ``batch`` as a :class:`LearnerOutput` with the query loss."""
     return LearnerOutput(logits=logits, targets=batch.query_y, loss=query_cross_entropy(logits, batch.query_y))
+
+
+def forward_via_predict(learner: Any, batch: EpisodeBatch) -> LearnerOutput:
+    """``forward`` of a set learner whose training pass is its ``predict`` on the full episode.
+
+    Args:
+        learner: a set learner (anything with the ``predict`` of :class:`~metamem.learners.base.Learner`).
+        batch: the episodes.
+
+    Returns:
+        Query logits ``[B, N*Q, N]``, targets ``query_y`` and the mean query cross-entropy.
+    """
+    logits = learner.predict(batch.support_x, batch.support_y, batch.query_x, n_way=batch.n_way)
+    return set_output(logits, batch)

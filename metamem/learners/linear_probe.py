@@ -123,12 +123,7 @@ class LinearProbe(nn.Module):
     ) -> torch.Tensor:
         """Logistic-regression scores ``[B, Qn, N]`` fitted on each episode's present support.
 
-        Args:
-            support_x: ``[B, S, C, H, W]``.
-            support_y: int64 ``[B, S]``.
-            query_x: ``[B, Qn, C, H, W]``.
-            n_way: N.
-            support_mask: bool ``[B, S]`` (False = absent) or ``None``.
+        Arguments and shapes as in :meth:`metamem.learners.base.Learner.predict`.
         """
         support, query = embed_support_query(self.backbone, support_x, query_x)
         if self.normalize:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from metamem.learners._common import mask_absent, present_classes, set_output, support_onehot
+from metamem.learners._common import forward_via_predict, mask_absent, present_classes, support_onehot
 from metamem.learners.base import BACKBONES, LEARNERS
 from metamem.types import EpisodeBatch, LearnerOutput
 
@@ -84,8 +84,7 @@ class MAML(nn.Module):
 
     def forward(self, batch: EpisodeBatch) -> LearnerOutput:
         """Adapt on each support set, score its queries: logits ``[B, N*Q, N]``, mean query CE."""
-        logits = self.predict(batch.support_x, batch.support_y, batch.query_x, n_way=batch.n_way)
-        return set_output(logits, batch)
+        return forward_via_predict(self, batch)
 
     def predict(
         self,
@@ -98,12 +97,7 @@ class MAML(nn.Module):
     ) -> torch.Tensor:
         """Query logits ``[B, Qn, N]`` of the per-episode adapted networks.
 
-        Args:
-            support_x: ``[B, S, C, H, W]``.
-            support_y: int64 ``[B, S]``.
-            query_x: ``[B, Qn, C, H, W]``.
-            n_way: N; must equal the head size.
-            support_mask: bool ``[B, S]`` (False = absent) or ``None``.
+        Arguments and shapes as in :meth:`metamem.learners.base.Learner.predict`.
 
         Raises:
             ValueError: if ``n_way`` differs from the head's N.

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from metamem.learners._common import attention_class_logits, embed_support_query, set_output, support_onehot
+from metamem.learners._common import attention_class_logits, embed_support_query, forward_via_predict, support_onehot
 from metamem.learners.base import BACKBONES, LEARNERS
 from metamem.types import EpisodeBatch, LearnerOutput
 
@@ -61,8 +61,7 @@ class MatchingNet(nn.Module):
 
     def forward(self, batch: EpisodeBatch) -> LearnerOutput:
         """Query log-probabilities ``[B, N*Q, N]`` and the mean query cross-entropy."""
-        logits = self.predict(batch.support_x, batch.support_y, batch.query_x, n_way=batch.n_way)
-        return set_output(logits, batch)
+        return forward_via_predict(self, batch)
 
     def predict(
         self,
@@ -75,12 +74,7 @@ class MatchingNet(nn.Module):
     ) -> torch.Tensor:
         """Log attention mass per class ``[B, Qn, N]``; ``-inf`` for classes with no present support.
 
-        Args:
-            support_x: ``[B, S, C, H, W]``.
-            support_y: int64 ``[B, S]``.
-            query_x: ``[B, Qn, C, H, W]``.
-            n_way: N.
-            support_mask: bool ``[B, S]`` (False = absent) or ``None``.
+        Arguments and shapes as in :meth:`metamem.learners.base.Learner.predict`.
         """
         support, query = embed_support_query(self.backbone, support_x, query_x)
         if self.fce:

@@ -17,9 +17,9 @@ from torch import nn
 from metamem.learners._common import (
     class_means,
     embed_support_query,
+    forward_via_predict,
     mask_absent,
     present_classes,
-    set_output,
     support_onehot,
 )
 from metamem.learners.base import BACKBONES, LEARNERS
@@ -43,8 +43,7 @@ class ProtoNet(nn.Module):
 
     def forward(self, batch: EpisodeBatch) -> LearnerOutput:
         """Query logits ``[B, N*Q, N]`` and the mean query cross-entropy."""
-        logits = self.predict(batch.support_x, batch.support_y, batch.query_x, n_way=batch.n_way)
-        return set_output(logits, batch)
+        return forward_via_predict(self, batch)
 
     def predict(
         self,
@@ -57,12 +56,7 @@ class ProtoNet(nn.Module):
     ) -> torch.Tensor:
         """Logits ``-||f(x) - c_k||^2`` ``[B, Qn, N]``; ``-inf`` for classes with no present support.
 
-        Args:
-            support_x: ``[B, S, C, H, W]``.
-            support_y: int64 ``[B, S]``.
-            query_x: ``[B, Qn, C, H, W]``.
-            n_way: N.
-            support_mask: bool ``[B, S]`` (False = absent) or ``None``.
+        Arguments and shapes as in :meth:`metamem.learners.base.Learner.predict`.
         """
         support, query = embed_support_query(self.backbone, support_x, query_x)
         onehot = support_onehot(support_y, n_way, support_mask)
