@@ -47,7 +47,7 @@ from torch import nn
 
 from metamem.learners._common import embed_support_query, mask_absent, present_classes, set_output, support_onehot
 from metamem.learners.base import LEARNERS
-from metamem.learners.metanet import build_trunk
+from metamem.learners.metanet import build_trunk, check_set_inputs
 from metamem.memory import WRITE_POLICIES, CachedUniformWrite, MemoryState, SlotMemory
 from metamem.types import EpisodeBatch, LearnerOutput
 
@@ -203,14 +203,7 @@ class MemoryMatchingNet(nn.Module):
         Raises:
             ValueError: on mismatched shapes.
         """
-        if support_x.dim() != 5 or query_x.dim() != 5 or support_x.shape[0] != query_x.shape[0] or (
-            support_y.shape != support_x.shape[:2]
-            or (support_mask is not None and support_mask.shape != support_y.shape)
-        ):
-            raise ValueError(
-                f"MemoryMatchingNet: support_x {tuple(support_x.shape)}, support_y {tuple(support_y.shape)} "
-                f"and query_x {tuple(query_x.shape)} must be [B, Sp, C, H, W], [B, Sp] and [B, Qn, C, H, W]"
-            )
+        check_set_inputs("MemoryMatchingNet", support_x, support_y, query_x, support_mask)
         e_s, e_q = embed_support_query(self.trunk, support_x, query_x)
         onehot = support_onehot(support_y, n_way, support_mask).to(e_s.dtype)
         mem_k, mem_v, _ = write_key_value_memory(self.memory, self.key(e_s), onehot, support_mask)

@@ -64,6 +64,8 @@ __all__ = [
     "two_layer_example_grads",
     "read_attention",
     "apply_read_fast_linear",
+    "build_trunk",
+    "check_set_inputs",
 ]
 
 
@@ -303,7 +305,12 @@ class MetaNet(nn.Module):
         Raises:
             ValueError: for ``n_way`` larger than the built softmax layer or mismatched shapes.
         """
-        _check_inputs(support_x, support_y, query_x, n_way, support_mask, self.n_way)
+        if n_way < 1 or n_way > self.n_way:
+            raise ValueError(
+                f"MetaNet: n_way={n_way} is outside 1..{self.n_way} (the softmax width the model "
+                f"was built with); build the learner with n_way >= {n_way}"
+            )
+        check_set_inputs("MetaNet", support_x, support_y, query_x, support_mask)
         n = n_way
         fb_s, fb_q = embed_support_query(self.base_trunk, support_x, query_x)
         if self.repr_trunk is None:
@@ -331,28 +338,30 @@ class MetaNet(nn.Module):
         return set_output(self.predict(batch.support_x, batch.support_y, batch.query_x, n_way=batch.n_way), batch)
 
 
-def _check_inputs(
+def check_set_inputs(
+    owner: str,
     support_x: torch.Tensor,
     support_y: torch.Tensor,
     query_x: torch.Tensor,
-    n_way: int,
     support_mask: torch.Tensor | None,
-    max_way: int,
 ) -> None:
-    if n_way < 1 or n_way > max_way:
+    """Raise a one-line ``ValueError`` (naming ``owner``) unless the shapes of a predict call agree.
+
+    Expected: support_x ``[B, S, C, H, W]``, support_y and support_mask ``[B, S]``, query_x
+    ``[B, Qn, C, H, W]``.
+    """
+    if (
+        support_x.dim() != 5
+        or query_x.dim() != 5
+        or support_x.shape[0] != query_x.shape[0]
+        or support_y.shape != support_x.shape[:2]
+        or (support_mask is not None and support_mask.shape != support_y.shape)
+    ):
+        mask = None if support_mask is None else tuple(support_mask.shape)
         raise ValueError(
-            f"MetaNet: n_way={n_way} is outside 1..{max_way} (the softmax width the model was "
-            f"built with); build the learner with n_way >= {n_way}"
-        )
-    if support_x.dim() != 5 or query_x.dim() != 5 or support_x.shape[0] != query_x.shape[0]:
-        raise ValueError(
-            f"MetaNet: support_x {tuple(support_x.shape)} and query_x {tuple(query_x.shape)} must be "
-            "[B, S, C, H, W] and [B, Qn, C, H, W] with the same B"
-        )
-    if support_y.shape != support_x.shape[:2] or (support_mask is not None and support_mask.shape != support_y.shape):
-        raise ValueError(
-            f"MetaNet: support_y {tuple(support_y.shape)} (and support_mask) must be [B, S] = "
-            f"{tuple(support_x.shape[:2])} like support_x"
+            f"{owner}: support_x {tuple(support_x.shape)}, support_y {tuple(support_y.shape)}, "
+            f"support_mask {mask} and query_x {tuple(query_x.shape)} must be [B, S, C, H, W], [B, S], "
+            "[B, S] and [B, Qn, C, H, W]"
         )
 
 

@@ -163,7 +163,7 @@ def test_bad_input_errors() -> None:
     with pytest.raises(ValueError, match="backbone_channels=8 applies to backbone 'conv4' only"):
         _tiny(backbone="resnet12")
     model = _tiny()
-    with pytest.raises(ValueError, match=r"MemoryMatchingNet: support_x \(1, 3, 1, 16, 16\), support_y \(1, 2\)"):
+    with pytest.raises(ValueError, match=r"MemoryMatchingNet: support_x \(1, 3, 1, 16, 16\), support_y \(1, 2\), support_mask None"):
         model.predict(torch.rand(1, 3, 1, 16, 16), torch.zeros(1, 2, dtype=torch.long), torch.rand(1, 2, 1, 16, 16), n_way=2)
 
 

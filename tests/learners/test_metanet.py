@@ -133,7 +133,7 @@ def test_fewer_ways_and_bad_input() -> None:
     assert model.predict(sx, torch.tensor([[0, 1, 2]]), qx, n_way=3).shape == (1, 2, 3)
     with pytest.raises(ValueError, match="n_way=6 is outside 1..5"):
         model.predict(sx, torch.tensor([[0, 1, 2]]), qx, n_way=6)
-    with pytest.raises(ValueError, match=r"support_y \(1, 2\)"):
+    with pytest.raises(ValueError, match=r"MetaNet: support_x \(1, 3, 1, 16, 16\), support_y \(1, 2\)"):
         model.predict(sx, torch.tensor([[0, 1]]), qx, n_way=3)
     with pytest.raises(ValueError, match="fast_layers must be 1 or 2, got 3"):
         _tiny(fast_layers=3)
