@@ -172,3 +172,14 @@ def test_unknown_names_list_the_valid_ones() -> None:
 def test_backbone_too_small_for_the_images(name: str) -> None:
     with pytest.raises(ValueError, match=r"backbone 'conv4' .* at least 16x16, got 8x8"):
         build_learner(name, n_way=5, image_shape=(1, 8, 8), **REQUIRED_KWARGS.get(name, {}))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", NAMES)
+def test_cuda_matches_cpu(name: str, batches: tuple[EpisodeBatch, EpisodeBatch]) -> None:
+    batch = batches[0]
+    model = build(name).eval()
+    cpu = _logits(model, batch)
+    gpu = _logits(model.to("cuda"), batch.to("cuda"))
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-3)
