@@ -45,10 +45,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metamem.learners._common import embed_support_query, mask_absent, present_classes, set_output, support_onehot
+from metamem.learners._common import (
+    embed_support_query,
+    forward_via_predict,
+    mask_absent,
+    present_classes,
+    support_onehot,
+)
 from metamem.learners.base import LEARNERS
 from metamem.learners.metanet import build_trunk, check_set_inputs
 from metamem.memory import WRITE_POLICIES, CachedUniformWrite, MemoryState, SlotMemory
+from metamem.memory.state import check_positive
 from metamem.types import EpisodeBatch, LearnerOutput
 
 __all__ = ["MemoryMatchingNet", "build_memory_matching", "write_key_value_memory", "memory_class_logits"]
@@ -214,7 +221,7 @@ class MemoryMatchingNet(nn.Module):
 
     def forward(self, batch: EpisodeBatch) -> LearnerOutput:
         """Query logits ``[B, N*Q, N]`` and the mean query cross-entropy."""
-        return set_output(self.predict(batch.support_x, batch.support_y, batch.query_x, n_way=batch.n_way), batch)
+        return forward_via_predict(self, batch)
 
 
 @LEARNERS.register("memory_matching")
@@ -249,9 +256,9 @@ def build_memory_matching(
     Raises:
         ValueError: on a non-positive size or an unknown write policy (listing the valid ones).
     """
-    for key, val in (("n_way", n_way), ("key_dim", key_dim), ("memory_slots", memory_slots), ("context_hidden", context_hidden)):
-        if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-            raise ValueError(f"memory_matching: {key} must be a positive int, got {val!r}")
+    check_positive(
+        "memory_matching", n_way=n_way, key_dim=key_dim, memory_slots=memory_slots, context_hidden=context_hidden
+    )
     if read_sharpness <= 0:
         raise ValueError(f"memory_matching: read_sharpness must be > 0, got {read_sharpness!r}")
     if write_policy not in WRITE_POLICIES:

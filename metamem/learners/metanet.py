@@ -53,8 +53,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metamem.learners._common import embed_support_query, mask_absent, present_classes, set_output, support_onehot
+from metamem.learners._common import (
+    embed_support_query,
+    forward_via_predict,
+    mask_absent,
+    present_classes,
+    support_onehot,
+)
 from metamem.learners.base import BACKBONES, LEARNERS
+from metamem.memory.state import check_positive
 from metamem.types import EpisodeBatch, LearnerOutput
 
 __all__ = [
@@ -335,7 +342,7 @@ class MetaNet(nn.Module):
 
     def forward(self, batch: EpisodeBatch) -> LearnerOutput:
         """Query logits ``[B, N*Q, N]`` and the mean query cross-entropy."""
-        return set_output(self.predict(batch.support_x, batch.support_y, batch.query_x, n_way=batch.n_way), batch)
+        return forward_via_predict(self, batch)
 
 
 def check_set_inputs(
@@ -419,9 +426,7 @@ def build_metanet(
     Raises:
         ValueError: for a non-positive size or ``fast_layers`` not in {1, 2}.
     """
-    for key, val in (("n_way", n_way), ("hidden", hidden), ("repr_dim", repr_dim), ("generator_hidden", generator_hidden)):
-        if val < 1:
-            raise ValueError(f"metanet: {key} must be >= 1, got {val}")
+    check_positive("metanet", n_way=n_way, hidden=hidden, repr_dim=repr_dim, generator_hidden=generator_hidden)
     if fast_layers not in (1, 2):
         raise ValueError(f"metanet: fast_layers must be 1 or 2, got {fast_layers}")
     if grad_p <= 0 or read_sharpness <= 0:

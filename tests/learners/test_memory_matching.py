@@ -154,7 +154,8 @@ def test_more_items_than_slots_stays_finite() -> None:
 
 
 def test_bad_input_errors() -> None:
-    with pytest.raises(ValueError, match="memory_matching: unknown write policy 'fifo'.*cached_uniform, lru, uniform, usage"):
+    valid = "cached_uniform, lru, uniform, usage"
+    with pytest.raises(ValueError, match=f"memory_matching: unknown write policy 'fifo'.*{valid}"):
         _tiny("fifo")
     with pytest.raises(ValueError, match="memory_matching: memory_slots must be a positive int, got 0"):
         _tiny(memory_slots=0)
@@ -163,8 +164,9 @@ def test_bad_input_errors() -> None:
     with pytest.raises(ValueError, match="backbone_channels=8 applies to backbone 'conv4' only"):
         _tiny(backbone="resnet12")
     model = _tiny()
-    with pytest.raises(ValueError, match=r"MemoryMatchingNet: support_x \(1, 3, 1, 16, 16\), support_y \(1, 2\), support_mask None"):
-        model.predict(torch.rand(1, 3, 1, 16, 16), torch.zeros(1, 2, dtype=torch.long), torch.rand(1, 2, 1, 16, 16), n_way=2)
+    sx, sy, qx = torch.rand(1, 3, 1, 16, 16), torch.zeros(1, 2, dtype=torch.long), torch.rand(1, 2, 1, 16, 16)
+    with pytest.raises(ValueError, match=r"MemoryMatchingNet: support_x \(1, 3, 1, 16, 16\), support_y \(1, 2\)"):
+        model.predict(sx, sy, qx, n_way=2)
 
 
 def _train(model: torch.nn.Module, ds, *, steps: int, lr: float = 2e-3) -> None:

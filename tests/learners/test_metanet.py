@@ -139,7 +139,7 @@ def test_fewer_ways_and_bad_input() -> None:
         _tiny(fast_layers=3)
     with pytest.raises(ValueError, match="backbone_channels=8 applies to backbone 'conv4' only"):
         _tiny(backbone="resnet12")
-    with pytest.raises(ValueError, match="hidden must be >= 1"):
+    with pytest.raises(ValueError, match="metanet: hidden must be a positive int, got 0"):
         _tiny(hidden=0)
     with pytest.raises(KeyError, match="unknown backbone 'conv5'"):
         _tiny(backbone="conv5")
