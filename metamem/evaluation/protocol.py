@@ -88,25 +88,6 @@ class Protocol:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
-    def check(self, dataset: ImageDataset) -> None:
-        """Raise :class:`ProtocolError` naming the numbers if ``dataset`` cannot provide it."""
-        where = f"split {dataset.split!r} of dataset {dataset.name!r}"
-        if self.n_way > dataset.num_classes:
-            raise ProtocolError(
-                f"protocol asks for n_way={self.n_way} ways but {where} has only "
-                f"{dataset.num_classes} classes; use eval.n_way <= {dataset.num_classes}"
-            )
-        need = self.k_shot + self.n_query
-        counts = dataset.class_counts()
-        smallest = int(counts.min()) if counts.numel() else 0
-        if smallest < need:
-            c = int(counts.argmin())
-            raise ProtocolError(
-                f"protocol asks for k_shot={self.k_shot} + n_query={self.n_query} = {need} "
-                f"images per class but class {dataset.class_names[c]!r} of {where} has only "
-                f"{smallest}; lower eval.k_shot or eval.n_query to sum to <= {smallest}"
-            )
-
     def keys(self, start: int, stop: int, device: torch.device | str | None = None) -> torch.Tensor:
         """int64 ``[stop - start]`` keys of episodes ``start .. stop-1``."""
         ids = torch.arange(start, stop, dtype=torch.int64)
@@ -115,8 +96,13 @@ class Protocol:
     def sampler(
         self, dataset: ImageDataset, device: torch.device | str | None = None
     ) -> EpisodeSampler:
-        """An :class:`EpisodeSampler` shaped like the protocol (used only via ``sample_keys``)."""
-        self.check(dataset)
+        """An :class:`EpisodeSampler` shaped like the protocol (used only via ``sample_keys``).
+
+        Raises:
+            ProtocolError: when the split cannot provide the protocol (too many ways, too
+                few images per class for ``k_shot + n_query``, no group large enough); the
+                message names the numbers.
+        """
         try:
             return EpisodeSampler(
                 dataset,
@@ -129,7 +115,7 @@ class Protocol:
                 within_group=self.within_group,
             )
         except EpisodeSpecError as e:
-            raise ProtocolError(f"protocol {self.describe()}: {e}") from None
+            raise ProtocolError(f"evaluation protocol ({self.describe()}): {e}") from None
 
     def batches(
         self,

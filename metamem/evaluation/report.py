@@ -11,10 +11,10 @@ import io
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from metamem.data.cache import atomic_write_bytes
 from metamem.evaluation.scoring import EvalResult
 
 __all__ = [
@@ -33,18 +33,8 @@ def atomic_write_text(path: str | os.PathLike[str], text: str | bytes) -> Path:
     """Write ``text`` (str as UTF-8, or bytes) to ``path`` through a temporary file in the
     same folder and ``os.replace``, so readers never see a partial file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = text.encode("utf-8") if isinstance(text, str) else text
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, lambda f: f.write(data))
     return path
 
 

@@ -14,7 +14,10 @@ shown).
 * Set learners are scored on the same sequence with the items already labelled as their
   support: at step t the support is steps ``0..t-1`` (``support_mask[s] = s < t``) and the
   query is step t, all steps of all episodes batched into ``predict`` calls (the support is
-  the whole sequence, masked). A class with no labelled item gets logit ``-inf``, so a set
+  the steps before, masked). A set learner may instead provide the optional fast path
+  ``predict_sequence(x [B, T, C, H, W], y [B, T], *, n_way) -> logits [B, T, N]`` whose row
+  t uses steps ``0..t-1`` as the support (ProtoNet: running prototypes), which costs one
+  pass instead of ~T/2. A class with no labelled item gets logit ``-inf``, so a set
   learner can only answer with a label it has seen. When the true label of step t has **not
   been presented yet** (presentation 1) no learner can know it; a set learner is then
   credited with the **expected accuracy of a uniform guess among the labels not presented
@@ -152,17 +155,25 @@ def _score_set_learner_on_sequence(
     b, t = seq.y.shape
     first = seq.presentation == 1
     correct = torch.where(first, first_presentation_guess(seq), 0.0)
+    if hasattr(learner, "predict_sequence"):  # optional fast path (see the module docstring)
+        logits = learner.predict_sequence(seq.x, seq.y, n_way=seq.n_way)
+        _check_logits(learner, logits, (b, t, seq.n_way), "sequence")
+        return torch.where(first, correct, (logits.argmax(-1) == seq.y).to(torch.float64))
     rows = (~first).nonzero()  # [R, 2] (episode, step) pairs scored by the learner
+    # sorted by step: a chunk's support is only the steps before its largest step (~T/2 items)
+    rows = rows[torch.argsort(rows[:, 1], stable=True)]
+    last_step = rows[:, 1].cpu()  # one host copy per batch, to size the support slices
     steps = torch.arange(t, device=seq.y.device)
     chunk = max(1, max_support_images // t)
     for lo in range(0, rows.shape[0], chunk):  # chunks of rows, not a loop over samples
         bi, ti = rows[lo : lo + chunk].unbind(1)
+        span = int(last_step[min(lo + chunk, rows.shape[0]) - 1])  # steps 0..span-1 suffice
         logits = learner.predict(
-            seq.x[bi],
-            seq.y[bi],
+            seq.x[bi, :span],
+            seq.y[bi, :span],
             seq.x[bi, ti].unsqueeze(1),
             n_way=seq.n_way,
-            support_mask=steps[None, :] < ti[:, None],
+            support_mask=steps[None, :span] < ti[:, None],
         )
         _check_logits(learner, logits, (bi.shape[0], 1, seq.n_way), "step")
         correct[bi, ti] = (logits[:, 0].argmax(-1) == seq.y[bi, ti]).to(torch.float64)

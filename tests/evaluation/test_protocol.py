@@ -90,13 +90,13 @@ def test_two_learners_see_identical_episodes():
 
 def test_protocol_asks_for_too_many_ways():
     ds = coded_dataset(num_classes=12, per_class=7)
-    with pytest.raises(ProtocolError, match=r"n_way=13 ways but split 'test' of dataset 'coded' has only 12 classes"):
+    with pytest.raises(ProtocolError, match=r"protocol \(13-way 1-shot.*\): n_way=13 is larger than the 12 classes of dataset 'coded' split 'test'"):
         evaluate(UniformLearner(), ds, n_way=13, k_shot=1, n_query=1, episodes=2)
 
 
 def test_protocol_asks_for_too_many_shots():
     ds = coded_dataset(num_classes=12, per_class=7)
-    with pytest.raises(ProtocolError, match=r"k_shot=5 \+ n_query=5 = 10 images per class .* has only 7"):
+    with pytest.raises(ProtocolError, match=r"class 'c0' of dataset 'coded' split 'test' has 7 images, fewer than k_shot \+ n_query = 10"):
         evaluate(UniformLearner(), ds, n_way=5, k_shot=5, n_query=5, episodes=2)
 
 

@@ -130,9 +130,9 @@ def test_cli_errors(tmp_path, fake_runs, capsys):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         find_checkpoint(tmp_path / "nope")
     assert main(["eval", str(fake_runs[0]), "eval.n_way=9", "--no-progress"]) == 1
-    assert "n_way=9 ways but split 'test' of dataset 'synthetic' has only 8 classes" in capsys.readouterr().err
+    assert "n_way=9 is larger than the 8 classes of dataset 'synthetic' split 'test'" in capsys.readouterr().err
     assert main(["eval", str(fake_runs[0]), "eval.k_shot=8", "--no-progress"]) == 1
-    assert "k_shot=8 + n_query=2 = 10 images per class" in capsys.readouterr().err
+    assert "has 9 images, fewer than k_shot + n_query = 10" in capsys.readouterr().err
 
 
 def test_override_parsing():

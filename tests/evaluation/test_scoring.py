@@ -145,3 +145,28 @@ def test_trace_is_kept_for_a_memory_learner():
     r = _run(OracleSequenceLearner(), keep_trace=True, episodes=3)
     assert r.trace["read_weights"].shape == (1, N * (K + Q), 4)
     assert _run(OracleSequenceLearner(), episodes=3).trace is None
+
+
+class _FastNN(NearestNeighbourLearner):
+    """Nearest neighbour with the optional ``predict_sequence`` fast path (one cdist)."""
+
+    calls = 0
+
+    def predict_sequence(self, x, y, *, n_way):
+        type(self).calls += 1
+        b, t = y.shape
+        d = torch.cdist(x.reshape(b, t, -1), x.reshape(b, t, -1))  # [B, T(query), T(support)]
+        before = torch.ones(t, t, dtype=torch.bool).tril(-1)
+        onehot = torch.nn.functional.one_hot(y, n_way).bool()  # [B, T, N]
+        ok = before[None, :, :, None] & onehot[:, None, :, :]  # [B, Tq, Ts, N]
+        d = d[..., None].expand(-1, -1, -1, n_way).masked_fill(~ok, float("inf"))
+        return -d.min(2).values
+
+
+def test_predict_sequence_fast_path_matches_the_generic_path(noisy):
+    kw = dict(n_way=4, k_shot=2, n_query=3, episodes=6, seed=2, batch_size=4, protocol="sequence")
+    slow = evaluate(NearestNeighbourLearner(), noisy, **kw)
+    fast = evaluate(_FastNN(), noisy, **kw)
+    assert _FastNN.calls == 2
+    assert torch.equal(slow.per_episode, fast.per_episode)
+    assert slow.per_presentation == fast.per_presentation
