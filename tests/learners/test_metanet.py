@@ -72,6 +72,34 @@ def test_example_grads_equal_naive_autograd_loop() -> None:
     )
 
 
+def test_model_feeds_the_gradients_of_its_own_task_loss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside predict, the meta information of support item i is ∇_{W1, W2} CE(b(W, x_i), y_i)."""
+    import metamem.learners.metanet as mod
+
+    seen: list[tuple[torch.Tensor, ...]] = []
+
+    def spy(*args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = two_layer_example_grads(*args)
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(mod, "two_layer_example_grads", spy)
+    model = _tiny(shared_trunk=False).double().eval()
+    gen = torch.Generator().manual_seed(5)
+    sx = torch.rand(2, 3, 1, 16, 16, generator=gen, dtype=torch.float64)
+    sy = torch.tensor([[2, 0, 1], [1, 1, 0]])
+    model.predict(sx, sy, torch.rand(2, 2, 1, 16, 16, generator=gen, dtype=torch.float64), n_way=3)
+    g1, g2 = seen[-1]  # the base learner's call (the first one is u's representation loss)
+    w1, w2 = model.w1.weight, model.w2.weight
+    for b in range(2):
+        for i in range(3):
+            logits = model.w2(torch.relu(model.w1(model.base_trunk(sx[b, i : i + 1]))))[:, :3]
+            r1, r2 = torch.autograd.grad(F.cross_entropy(logits, sy[b, i : i + 1]), (w1, w2))
+            torch.testing.assert_close(g1[b, i], r1)
+            torch.testing.assert_close(g2[b, i], r2[:3])
+    torch.testing.assert_close(r2[3:], torch.zeros_like(r2[3:]))
+
+
 def test_fast_weight_memory_read_equals_naive_reference() -> None:
     gen = torch.Generator().manual_seed(1)
     b, q, s, p, o, i = 2, 3, 5, 4, 3, 6
