@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from metamem.episodes.rng import episode_keys_from_seed
 
-__all__ = ["DistInfo", "init_distributed", "resolve_device", "rank_seed", "all_reduce_", "shutdown"]
+__all__ = ["DistInfo", "init_distributed", "resolve_device", "rank_seed", "all_reduce_", "barrier", "shutdown"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,12 @@ def shutdown(info: DistInfo) -> None:
 def rank_seed(seed: int, rank: int) -> int:
     """The training-sampler seed of ``rank``: a hash of ``(seed, rank)``, distinct per rank."""
     return int(episode_keys_from_seed(seed, torch.tensor([rank], dtype=torch.int64))[0])
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank (no-op outside torchrun)."""
+    if info.enabled:
+        dist.barrier()
 
 
 def all_reduce_(tensor: torch.Tensor, info: DistInfo, op: str = "sum") -> torch.Tensor:

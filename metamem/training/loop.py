@@ -42,7 +42,7 @@ from metamem.episodes.rng import episode_keys_from_seed
 from metamem.learners import build_learner
 from metamem.training import checkpoint as ck
 from metamem.training.distributed import (
-    DistInfo, all_reduce_, init_distributed, rank_seed, resolve_device, shutdown,
+    DistInfo, all_reduce_, barrier, init_distributed, rank_seed, resolve_device, shutdown,
 )
 from metamem.training.optim import build_optimizer, build_scheduler
 from metamem.validate import validate_config
@@ -52,7 +52,7 @@ __all__ = ["train", "TrainResult", "TrainingError", "TIMING_KEYS", "evaluate_spl
 #: metrics keys that hold wall-clock figures (excluded when comparing runs).
 TIMING_KEYS = ("elapsed_s", "episodes_per_s")
 #: files of a run directory that ``overwrite=True`` removes.
-RUN_FILES = ("config.yaml", "metrics.jsonl", "eval.json", "checkpoints")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "eval.json", "checkpoints", "tensorboard")
 _NO_BAD_STEP = 1 << 62
 _VAL_KEY_OFFSET = 1 << 40  # validation episode ids, disjoint from the rank-seed ids
 
@@ -124,7 +124,7 @@ def _train(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info:
            resume: bool, overwrite: bool, progress: bool, final_eval: bool) -> TrainResult:
     conf = config_to_dict(cfg)
     writer = run_dir if info.is_main else None
-    ckpt = _prepare_run_dir(run_dir, conf, resume, overwrite, write=writer is not None)
+    ckpt = _prepare_run_dir(run_dir, conf, resume, overwrite, info)
     tr, ep = cfg.train, cfg.episodes
     train_ds = load_dataset(cfg.data.name, split=cfg.data.train_split, **cfg.data.options)
     # the initial weights draw from the global RNG (seeded by the CLI); fork it so that
@@ -176,6 +176,7 @@ def _train(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info:
     bar = tqdm(total=tr.steps, initial=start, disable=not (progress and info.is_main),
                unit="step", dynamic_ncols=True)
     last: dict[str, Any] = {}
+    append = _Sink(writer)
     good = lambda: _last_good(writer)  # noqa: E731  (read only when the loss went bad)
     t0, n0 = time.perf_counter(), start
     autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else nullcontext
@@ -198,7 +199,7 @@ def _train(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info:
         if on_log or is_last:  # off schedule at the end: a "final" line, accumulators kept
             last = acc.flush(step, info, good, reset=on_log)
             last.update(lr=opt.param_groups[0]["lr"], **_timing(t0, n0, step, ep.batch_size * info.world_size))
-            _append(writer, last if on_log else {**last, "final": True})
+            append(last if on_log else {**last, "final": True})
             bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['acc']:.3f}")
         on_val = do_val and step % tr.val_every == 0
         if on_val or (do_val and is_last):
@@ -206,7 +207,7 @@ def _train(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info:
             if val is not None:  # rank 0 validates; the others wait in the next all-reduce
                 rec = val.run(learner, step)
                 rec = rec if on_val else {**rec, "final": True}
-                _append(writer, rec)
+                append(rec)
                 if best is None or rec["val_acc"] > best:
                     best = rec["val_acc"]
                     save("best.pt", step)
@@ -283,10 +284,29 @@ def _timing(t0: float, n0: int, step: int, episodes_per_step: int) -> dict[str, 
             "episodes_per_s": round((step - n0) * episodes_per_step / max(elapsed, 1e-9), 2)}
 
 
-def _append(run_dir: Path | None, record: dict[str, Any]) -> None:
-    if run_dir is not None:
-        with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+class _Sink:
+    """Appends metric records to ``metrics.jsonl`` (and TensorBoard when it is installed)."""
+
+    def __init__(self, run_dir: Path | None) -> None:
+        self.run_dir, self.tb = run_dir, None
+        if run_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                pass
+            else:
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        if self.run_dir is None:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.tb.add_scalar(key, value, record["step"])
+            self.tb.flush()
 
 
 def _global_rng_state() -> dict[str, Any]:
@@ -309,39 +329,43 @@ def _gather_sampler_states(sampler: EpisodeSampler, info: DistInfo) -> list[dict
 
 
 def _prepare_run_dir(run_dir: Path | None, conf: dict[str, Any], resume: bool,
-                     overwrite: bool, *, write: bool) -> dict[str, Any] | None:
-    """Check/create the run directory; on resume load ``last.pt`` and trim ``metrics.jsonl``."""
+                     overwrite: bool, info: DistInfo) -> dict[str, Any] | None:
+    """Check/create the run directory; on resume load ``last.pt`` and trim ``metrics.jsonl``.
+
+    Every rank checks before rank 0 writes anything (a barrier in between), so all ranks
+    agree on whether the directory already existed.
+    """
     if run_dir is None:
         if resume:
             raise TrainingError("resume needs a run directory")
         return None
+    ckpt = None
     if resume:
         if not (run_dir / "checkpoints" / "last.pt").is_file():
             raise TrainingError(f"cannot resume: {run_dir}/checkpoints/last.pt does not exist")
         ckpt = ck.load_checkpoint(run_dir, which="last")
         ck.check_compatible(ckpt, conf, resume=True)
-        if write:
-            # drop lines past the checkpoint (a crash) and the "final" lines of a run that
-            # stopped off the log/val schedule: the resumed run goes on as if never stopped
-            kept = [r for r in ck.read_metrics(run_dir / "metrics.jsonl")
-                    if r["step"] <= ckpt["step"] and not r.get("final")]
-            ck.write_metrics(run_dir / "metrics.jsonl", kept)
-            ck.save_config(run_dir / "config.yaml", conf)
+    elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise TrainingError(
+            f"run directory {run_dir} already exists; pass --resume to continue it, "
+            "--overwrite to replace it, or another --out"
+        )
+    barrier(info)
+    if not info.is_main:
         return ckpt
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise TrainingError(
-                f"run directory {run_dir} already exists; pass --resume to continue it, "
-                "--overwrite to replace it, or another --out"
-            )
-        if write:
-            for name in RUN_FILES:
-                target = run_dir / name
-                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    if write:
+    if ckpt is not None:
+        # drop lines past the checkpoint (a crash) and the "final" lines of a run that
+        # stopped off the log/val schedule: the resumed run goes on as if never stopped
+        kept = [r for r in ck.read_metrics(run_dir / "metrics.jsonl")
+                if r["step"] <= ckpt["step"] and not r.get("final")]
+        ck.write_metrics(run_dir / "metrics.jsonl", kept)
+    else:
+        for name in RUN_FILES if run_dir.exists() else ():
+            target = run_dir / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        ck.save_config(run_dir / "config.yaml", conf)
-    return None
+    ck.save_config(run_dir / "config.yaml", conf)
+    return ckpt
 
 
 class _Validator:
