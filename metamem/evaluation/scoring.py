@@ -444,8 +444,9 @@ def evaluate(
                     correct = score_sequence(learner, seq)
                     seq_acc.append(correct.mean(-1))
                     seq_pres.append(presentation_accuracy(correct, seq.presentation, p_max))
-                if keep_trace and trace is None:
+                if keep_trace:  # episode 0 only
                     trace = memory_trace(learner, batch.select(slice(0, 1)))
+                    keep_trace = False
                 bar.update(batch.batch_size)
             scores: dict[str, Score] = {}
             if run_set:

@@ -111,3 +111,16 @@ def test_bad_protocol_values():
     # the sequence scoring alone works without queries (a support-only sequence)
     r = evaluate(UniformLearner(), ds, n_way=3, k_shot=4, n_query=0, episodes=2, protocol="sequence")
     assert len(r.per_presentation) == 4
+
+
+@pytest.mark.gpu
+def test_same_episodes_on_cpu_and_gpu():
+    ds = coded_dataset()
+    a, b = RecordingLearner(), RecordingLearner()
+    cpu = evaluate(a, ds, device="cpu", batch_size=4, **KW)
+    gpu = evaluate(b, ds, device="cuda", batch_size=4, **KW)
+    assert gpu.device.startswith("cuda")
+    assert cpu.fingerprint == gpu.fingerprint
+    assert torch.equal(torch.cat(a.support), torch.cat(b.support).cpu())
+    assert torch.equal(cpu.per_episode, gpu.per_episode)
+    assert cpu.per_presentation == gpu.per_presentation
