@@ -8,8 +8,9 @@ Public API (shapes follow the legend in :mod:`metamem.types`)::
     batch = sampler.sample()
 """
 
-from metamem.data import DATASETS, DatasetError, ImageDataset, load_dataset
+from metamem.data import DATASETS, DatasetError, ImageDataset, from_pairs, load_dataset
 from metamem.episodes import EpisodeSampler, EpisodeSpecError
+from metamem.evaluation import evaluate
 from metamem.registry import Registry, UnknownNameError
 from metamem.types import NO_LABEL, EpisodeBatch, LearnerOutput, SequenceBatch
 
@@ -28,5 +29,7 @@ __all__ = [
     "SequenceBatch",
     "UnknownNameError",
     "__version__",
+    "evaluate",
+    "from_pairs",
     "load_dataset",
 ]

@@ -5,4 +5,4 @@ from metamem.data import synthetic  # noqa: F401  (registers "synthetic")
 from metamem.data import folder, mini_imagenet, omniglot  # noqa: F401  (register loaders)
 from metamem.data.pairs import from_pairs  # noqa: F401  (registers "pairs")
 
-__all__ = ["DATASETS", "DatasetError", "ImageDataset", "load_dataset"]
+__all__ = ["DATASETS", "DatasetError", "ImageDataset", "from_pairs", "load_dataset"]

@@ -292,4 +292,5 @@ def load_omniglot(
         ds.info = {"split_file": str(spec.path), "sources": [p.info for p in parts]}
     ds.split = split
     ds.info.update(image_size=image_size, resample=resample)
+    ds.info["preprocess"] = {"mode": "L", "invert": True, "resample": resample}
     return _with_rotations(ds) if rotations else ds
