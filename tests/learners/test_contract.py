@@ -36,15 +36,6 @@ def build(name: str, seed: int = 0) -> nn.Module:
     return build_learner(name, n_way=N_WAY, image_shape=IMAGE_SHAPE, **REQUIRED_KWARGS.get(name, {}))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids spin contention on the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def batches() -> tuple[EpisodeBatch, EpisodeBatch]:
     ds = load_dataset("synthetic", num_classes=NUM_CLASSES, per_class=6, image_size=28, seed=3)

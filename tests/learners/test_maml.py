@@ -18,15 +18,6 @@ from metamem.types import EpisodeBatch
 B, S, QN, N = 2, 6, 4, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids spin contention on the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_maml(*, inner_steps: int = 2, eval_inner_steps: int | None = None, first_order: bool = False) -> MAML:
     """conv -> BatchNorm (batch statistics) -> tanh -> linear, float64: 81 parameters."""
     torch.manual_seed(0)

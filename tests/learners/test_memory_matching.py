@@ -18,15 +18,6 @@ SMALL = dict(backbone_channels=8, key_dim=16, context_hidden=16, memory_slots=8)
 STEPS = 60
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids spin contention on the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_every_registered_policy_is_covered() -> None:
     assert set(POLICIES) == set(WRITE_POLICIES.names())
 

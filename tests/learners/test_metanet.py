@@ -24,15 +24,6 @@ SMALL = dict(backbone_channels=8, hidden=16, repr_dim=12)
 STEPS = 60
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids spin contention on the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_preprocess_gradients_matches_rule_and_is_differentiable() -> None:
     g = torch.tensor([3.0, -0.5, 1e-2, -1e-4, 0.0, 5e-4, -2e-3], dtype=torch.float64)
     out = preprocess_gradients(g, p=7.0)

@@ -6,20 +6,10 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-import torch
 
 from metamem.config import ExperimentCfg, load_config
 
 SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "smoke"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids spin contention on the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture
