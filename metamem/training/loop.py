@@ -50,7 +50,7 @@ from metamem.validate import validate_config
 __all__ = ["train", "TrainResult", "TrainingError", "TIMING_KEYS", "evaluate_split"]
 
 #: metrics keys that hold wall-clock figures (excluded when comparing runs).
-TIMING_KEYS = ("elapsed_s", "episodes_per_s")
+TIMING_KEYS = ("elapsed_s", "cpu_s", "episodes_per_s")
 #: files of a run directory that ``overwrite=True`` removes.
 RUN_FILES = ("config.yaml", "metrics.jsonl", "eval.json", "checkpoints", "tensorboard")
 _NO_BAD_STEP = 1 << 62
@@ -178,7 +178,7 @@ def _train(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info:
     last: dict[str, Any] = {}
     append = _Sink(writer)
     good = lambda: _last_good(writer)  # noqa: E731  (read only when the loss went bad)
-    t0, n0 = time.perf_counter(), start
+    t0, c0, n0 = time.perf_counter(), time.process_time(), start
     autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else nullcontext
     model.train()
     for step in range(start + 1, tr.steps + 1):
@@ -198,7 +198,8 @@ def _train(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info:
         on_log = step % tr.log_every == 0
         if on_log or is_last:  # off schedule at the end: a "final" line, accumulators kept
             last = acc.flush(step, info, good, reset=on_log)
-            last.update(lr=opt.param_groups[0]["lr"], **_timing(t0, n0, step, ep.batch_size * info.world_size))
+            last.update(lr=opt.param_groups[0]["lr"],
+                        **_timing(t0, c0, n0, step, ep.batch_size * info.world_size))
             append(last if on_log else {**last, "final": True})
             bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['acc']:.3f}")
         on_val = do_val and step % tr.val_every == 0
@@ -278,9 +279,10 @@ def _last_good(run_dir: Path | None) -> str:
     return f"The last good checkpoint is {path} (step {step})."
 
 
-def _timing(t0: float, n0: int, step: int, episodes_per_step: int) -> dict[str, float]:
+def _timing(t0: float, c0: float, n0: int, step: int, episodes_per_step: int) -> dict[str, float]:
+    """Wall seconds, this process's CPU seconds (all its threads) and episodes/s since start."""
     elapsed = time.perf_counter() - t0
-    return {"elapsed_s": round(elapsed, 3),
+    return {"elapsed_s": round(elapsed, 3), "cpu_s": round(time.process_time() - c0, 3),
             "episodes_per_s": round((step - n0) * episodes_per_step / max(elapsed, 1e-9), 2)}
 
 

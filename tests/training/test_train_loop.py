@@ -142,3 +142,21 @@ def test_checkpoint_weights_of_another_learner(tmp_path: Path, tiny_cfg) -> None
     torch.save({k: v for k, v in ckpt.items() if k != "path"}, tmp_path / "edited.pt")
     with pytest.raises(CheckpointError, match=r"edited\.pt: weights do not fit learner 'mann'"):
         load_learner(tmp_path / "edited.pt")
+
+
+def test_cuda_requested_without_cuda(tmp_path: Path, tiny_cfg) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(RuntimeError, match=r"device='cuda' but CUDA is not available; use device=cpu"):
+        train(tiny_cfg("lstm", "device=cuda"), tmp_path / "run", progress=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["lstm", "mann"])
+def test_cuda_with_amp(tmp_path: Path, tiny_cfg, name: str) -> None:
+    result = train(tiny_cfg(name, "device=cuda", "train.amp=true", "train.steps=6"),
+                   tmp_path / "run", progress=False)
+    assert result.evaluation and all(r["step"] <= 6 for r in read_metrics(tmp_path / "run" / "metrics.jsonl"))
+    assert all(torch.isfinite(p).all() for p in result.learner.parameters())
+    model, _ = load_learner(tmp_path / "run", device="cuda")
+    assert next(model.parameters()).is_cuda
