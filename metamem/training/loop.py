@@ -63,7 +63,7 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns (rank 0 has the final evaluation)."""
+    """What :func:`train` returns (``run_dir`` and the final evaluation: rank 0 only)."""
 
     learner: nn.Module
     step: int
@@ -220,7 +220,7 @@ def _train(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info:
     evaluation = None
     if final_eval and info.is_main and cfg.data.test_split and tr.steps > start:
         evaluation = final_evaluation(learner, cfg, device, conf, writer)
-    return TrainResult(learner, tr.steps, run_dir, best, last, evaluation, sampler.state_dict())
+    return TrainResult(learner, tr.steps, writer, best, last, evaluation, sampler.state_dict())
 
 
 # ------------------------------------------------------------------------- helpers
