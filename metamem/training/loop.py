@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import shutil
 import time
 from contextlib import nullcontext
@@ -115,8 +116,6 @@ def train(
 
 
 def _env_info() -> DistInfo:
-    import os
-
     return DistInfo(local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
