@@ -4,6 +4,7 @@
 #
 #   bash scripts/omniglot_table.sh                 # STEPS=400 per set learner, 600 episodes
 #   STEPS=2000 EPISODES=1000 bash scripts/omniglot_table.sh
+#   EXTRA_metanet=episodes.batch_size=16 bash scripts/omniglot_table.sh   # per-learner overrides
 #   MANN_RUN=runs/mann LSTM_RUN=runs/lstm bash scripts/omniglot_table.sh   # add trained MANN/LSTM runs
 #
 # Each set learner trains with its experiments/omniglot/<name>.yaml for $STEPS steps, then
@@ -21,6 +22,12 @@ LEARNERS=${LEARNERS:-"protonet matching matching_fce memory_matching metanet mam
 # MANN/LSTM's label units are built for the training n_way: a 20-way row needs a 20-way run)
 ANY_WAY=${ANY_WAY:-"protonet matching matching_fce memory_matching linear_probe"}
 mkdir -p "$OUT"
+# per-learner overrides: the configs with 16 episodes of 5-way 1-shot 15-query per step cost
+# about 3 s/step on one CPU thread, so the default table budget gives them 4 episodes per step
+: "${EXTRA_matching=episodes.batch_size=4}"
+: "${EXTRA_matching_fce=episodes.batch_size=4}"
+: "${EXTRA_memory_matching=episodes.batch_size=4}"
+: "${EXTRA_metanet=episodes.batch_size=4}"
 
 for name in $LEARNERS; do
   if [ -f "$OUT/$name/checkpoints/last.pt" ]; then
@@ -29,7 +36,9 @@ for name in $LEARNERS; do
   fi
   echo "== training $name for $STEPS steps"
   start=$(date +%s)
-  metamem train "experiments/omniglot/$name.yaml" "train.steps=$STEPS" train.val_every=100000 \
+  extra_var="EXTRA_$name"
+  # shellcheck disable=SC2086  # the extra overrides are words
+  metamem train "experiments/omniglot/$name.yaml" "train.steps=$STEPS" train.val_every=100000 ${!extra_var:-} \
     train.log_every=50 device=cpu --out "$OUT/$name" --overwrite --no-eval --no-progress \
     --threads "$THREADS"
   echo "   $name trained in $(( $(date +%s) - start )) s"
