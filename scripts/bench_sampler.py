@@ -86,7 +86,11 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     p.add_argument("--no-baseline", action="store_true", help="skip the per-episode baseline")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's choice; 1 is steadier on a busy CPU)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     ds = load(args.dataset)
     dev = torch.device(args.device)
