@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from metamem.cli._threads import add_threads_option, apply_threads
 from metamem.evaluation.runs import OVERRIDE_KEYS, parse_overrides, sweep
 
 
@@ -35,6 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "else ./metamem-eval)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plots", action="store_true", help="do not draw figures")
+    add_threads_option(p)
     p.add_argument("--traceback", action="store_true", help="show the traceback of an error")
     p.set_defaults(func=run)
 
@@ -59,6 +61,7 @@ def default_out(paths: list[str]) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_threads(args.threads)
     from metamem.evaluation.plots import (
         plot_accuracy_vs_shots,
         plot_memory_trace,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from metamem.cli._threads import add_threads_option, apply_threads
 from metamem.config import load_config
 
 
@@ -30,9 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-eval", action="store_true", help="skip the final test-split evaluation")
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="torch intra-op threads (default: torch's choice; 1 is often fastest for "
-                   "small recurrent models on a busy CPU)")
+    add_threads_option(p)
     p.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
     p.set_defaults(func=run)
 
@@ -41,8 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from metamem.training import train
     from metamem.training.checkpoint import load_checkpoint, restore_global_rng
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     overrides = list(args.overrides)
     if args.resume:
         if args.config:  # with --resume every positional is an override
