@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -54,3 +55,20 @@ def test_thread_policy(monkeypatch: pytest.MonkeyPatch) -> None:
             apply_threads(0)
     finally:
         torch.set_num_threads(before)
+
+
+def test_overrides_may_follow_options(
+    tmp_path: Path, repo_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = str(repo_root / "experiments/smoke/synthetic_lstm.yaml")
+    assert main(["validate", cfg]) == 0
+    out = tmp_path / "run"
+    code = main(["train", cfg, "--out", str(out),
+                 "--no-progress", "--no-eval", "train.steps=2", "train.val_every=2",
+                 "train.log_every=1"])
+    assert code == 0
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert any('"step": 2' in line for line in lines) and not any('"step": 3' in line for line in lines)
+    with pytest.raises(SystemExit):
+        main(["train", cfg, "--bogus-option"])
+    assert "unrecognized arguments: --bogus-option" in capsys.readouterr().err

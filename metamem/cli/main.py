@@ -47,7 +47,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     load_plugins()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # KEY=VALUE overrides may follow options (`metamem train cfg.yaml --out x train.steps=5`);
+    # argparse stops collecting a positional list at the first option, so gather the rest
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    target = next((k for k in ("overrides", "items") if hasattr(args, k)), None)
+    if stray or (extra and target is None):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        setattr(args, target, list(getattr(args, target)) + extra)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
