@@ -1,4 +1,4 @@
-"""``metamem ls {datasets,learners,backbones,write-policies}``: list registered components."""
+"""``metamem ls {datasets,learners,backbones,write-policies,cores}``: list registered components."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ LISTABLE: dict[str, tuple[str, str]] = {
     "learners": ("metamem.learners", "LEARNERS"),
     "backbones": ("metamem.learners", "BACKBONES"),
     "write-policies": ("metamem.memory", "WRITE_POLICIES"),
+    "cores": ("metamem.memory", "MEMORY_CORES"),
 }
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("ls", help="list registered datasets, learners, backbones, write policies")
+    p = sub.add_parser("ls", help="list registered datasets, learners, backbones, write policies, memory cores")
     p.add_argument("what", choices=sorted(LISTABLE), help="which registry to list")
     p.set_defaults(func=run)
 

@@ -14,10 +14,17 @@ Public API (stable; the MANN learner builds on it):
   ``core(x [B, T, in]) -> CoreOutput(features [B, T, H + R·D], state, trace)``.
 * :class:`MemoryTrace` and :func:`plot_trace` — per-step weights and their heatmaps.
 * :func:`copy_task`, :func:`associative_recall_task`, :func:`bit_accuracy`, :class:`TaskBatch`.
+* NTM addressing (:mod:`metamem.memory.ntm`: :func:`interpolate`, :func:`circular_shift`,
+  :func:`sharpen`, :func:`ntm_address`, :class:`NTMMemory`) and the DNC memory
+  (:mod:`metamem.memory.dnc`: temporal links, :class:`DNCMemory`).
+* :data:`MEMORY_CORES` — ``lstm_slot``, ``ntm``, ``dnc`` (``metamem ls cores``).
 """
 
 from metamem.memory.addressing import content_weights, cosine_similarity, oneplus, read_memory
 from metamem.memory.core import CoreOutput, CoreState, MemoryCore, SlotMemory
+from metamem.memory.cores import MEMORY_CORES, build_core
+from metamem.memory.dnc import DNCMemory, DNCState, directional_weights, update_link, update_precedence
+from metamem.memory.ntm import NTMMemory, circular_shift, interpolate, ntm_address, sharpen
 from metamem.memory.policies import (
     WRITE_POLICIES,
     CachedUniformWrite,
@@ -57,4 +64,16 @@ __all__ = [
     "copy_task",
     "associative_recall_task",
     "bit_accuracy",
+    "MEMORY_CORES",
+    "build_core",
+    "NTMMemory",
+    "interpolate",
+    "circular_shift",
+    "sharpen",
+    "ntm_address",
+    "DNCMemory",
+    "DNCState",
+    "update_link",
+    "update_precedence",
+    "directional_weights",
 ]

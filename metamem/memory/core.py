@@ -214,6 +214,10 @@ class MemoryCore(nn.Module):
         hidden_size: H, LSTM units.
         slots, width, read_heads, policy, policy_options, top_k, key_strength: as
             :class:`SlotMemory`.
+        memory: a ready memory module with SlotMemory's contract (``hidden_size``,
+            ``read_heads``, ``width``, ``init_state``, ``step``), e.g.
+            :class:`~metamem.memory.ntm.NTMMemory` or :class:`~metamem.memory.dnc.DNCMemory`;
+            when given, the slot arguments above are ignored.
 
     Attributes:
         memory: the :class:`SlotMemory`.
@@ -232,15 +236,22 @@ class MemoryCore(nn.Module):
         policy_options: Mapping[str, Any] | None = None,
         top_k: int | None = None,
         key_strength: bool = True,
+        memory: nn.Module | None = None,
     ) -> None:
         super().__init__()
         check_positive("MemoryCore", input_size=input_size, hidden_size=hidden_size)
-        self.memory = SlotMemory(
-            hidden_size, slots=slots, width=width, read_heads=read_heads, policy=policy,
-            policy_options=policy_options, top_k=top_k, key_strength=key_strength,
-        )
+        if memory is None:
+            memory = SlotMemory(
+                hidden_size, slots=slots, width=width, read_heads=read_heads, policy=policy,
+                policy_options=policy_options, top_k=top_k, key_strength=key_strength,
+            )
+        elif memory.hidden_size != hidden_size:
+            raise ValueError(
+                f"MemoryCore: the memory is driven by {memory.hidden_size} units but hidden_size={hidden_size}"
+            )
+        self.memory = memory
         self.input_size, self.hidden_size = input_size, hidden_size
-        self.read_size = read_heads * width
+        self.read_size = memory.read_heads * memory.width
         self.out_features = hidden_size + self.read_size
         self.input_gates = nn.Linear(input_size, 4 * hidden_size)
         self.recurrent_gates = nn.Linear(self.read_size + hidden_size, 4 * hidden_size, bias=False)

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["MemoryState", "init_state", "check_positive"]
+__all__ = ["MemoryState", "init_state", "check_positive", "check_controller_output"]
 
 #: Constant initial value of every memory cell (ntm-one-shot).
 MEMORY_INIT = 1e-6
@@ -68,6 +68,14 @@ def check_positive(owner: str, **sizes: int) -> None:
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
+
+
+def check_controller_output(owner: str, h: torch.Tensor, hidden_size: int, batch_size: int) -> None:
+    """Raise a one-line ``ValueError`` unless ``h`` is ``[B, H]`` for this batch and memory."""
+    if h.dim() != 2 or h.shape[1] != hidden_size or h.shape[0] != batch_size:
+        raise ValueError(
+            f"{owner}: controller output has shape {tuple(h.shape)}, expected [B={batch_size}, H={hidden_size}]"
+        )
 
 
 def init_state(
