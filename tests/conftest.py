@@ -14,12 +14,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``gpu`` tests run wherever CUDA exists (the default tier and ``pytest -m gpu``).
+
+    Without CUDA they are deselected from the default tier (nothing to report), and skipped
+    with a reason when asked for by a ``-m`` expression that names ``gpu``.
+    """
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
-    for item in items:
-        if "gpu" in item.keywords:
+    gpu = [item for item in items if "gpu" in item.keywords]
+    if not gpu:
+        return
+    if "gpu" in (config.option.markexpr or ""):
+        skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
+        for item in gpu:
             item.add_marker(skip)
+        return
+    config.hook.pytest_deselected(items=gpu)
+    items[:] = [item for item in items if "gpu" not in item.keywords]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -2,13 +2,18 @@
 
 The split CSVs (``filename,label`` rows, 600 images per class) are bundled in
 ``datasets/mini_imagenet/``. The images themselves are not redistributable and are read
-from ``root`` in one of two layouts:
+from ``root`` in one of three layouts:
 
+* ``zip``: ``root/<split>.zip`` holding ``images/<filename>`` for every row of the split's
+  CSV, read member by member (no unzip step);
 * ``images``: ``root/images/<filename>`` for every row of the split's CSV (the layout of
   the Ravi & Larochelle tooling);
 * ``pickle``: ``root/mini-imagenet-cache-<split>.pkl``, a dict with ``image_data`` (uint8
   ``[M, 84, 84, 3]``) and ``class_dict`` (``{wnid: [row indices]}``). Pickles are read with
   a restricted unpickler that only rebuilds numpy arrays and plain containers.
+
+Whatever the layout, the split is decoded once into the uint8 decode cache
+(:mod:`metamem.data.cache`) and memory-mapped from there afterwards.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import csv
 import os
 import pickle
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +31,12 @@ from PIL import Image
 from metamem.data.base import DATASETS, DatasetError, ImageDataset
 from metamem.data.cache import Decoded, cached_decode, to_dataset
 from metamem.data.paths import bundled_dir, data_root
-from metamem.data.sources import FolderSource, decode_images, file_md5, image_to_array
+from metamem.data.sources import FolderSource, ImageSource, ZipSource, decode_images, file_md5, image_to_array
 
 __all__ = ["load_mini_imagenet", "read_split_csv", "restricted_pickle_load", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
-LAYOUTS = ("auto", "images", "pickle")
+LAYOUTS = ("auto", "zip", "images", "pickle")
 
 #: (module, name) pairs a mini-ImageNet pickle may reference: numpy arrays and containers.
 _PICKLE_ALLOWED = {
@@ -150,8 +156,9 @@ def load_mini_imagenet(
         split: ``train`` (64 classes), ``val`` (16) or ``test`` (20).
         root: data folder (default ``$METAMEM_DATA/mini_imagenet`` or
             ``~/.cache/metamem/data/mini_imagenet``).
-        layout: ``images`` (``root/images/<filename>``), ``pickle``
-            (``root/mini-imagenet-cache-<split>.pkl``) or ``auto`` (the pickle when present).
+        layout: ``zip`` (``root/<split>.zip`` holding ``images/<filename>``), ``images``
+            (``root/images/<filename>``), ``pickle`` (``root/mini-imagenet-cache-<split>.pkl``)
+            or ``auto``: the pickle when present, else the zip when present, else ``images``.
         image_size: output side length (84 default); images are resized with PIL LANCZOS.
         split_dir: folder holding ``<split>.csv`` (default the bundled Ravi split); tests
             and custom splits point it elsewhere.
@@ -173,8 +180,10 @@ def load_mini_imagenet(
     rows = read_split_csv(csv_path)
     wnids = sorted({w for _, w in rows})
     pkl = _pickle_path(root_dir, split)
+    zpath = root_dir / f"{split}.zip"
     if layout == "auto":
-        layout = "pickle" if pkl.is_file() else "images"
+        layout = "pickle" if pkl.is_file() else "zip" if zpath.is_file() else "images"
+    timing: dict[str, float] = {}  # decode_s: set when this call decoded the images
     material: dict[str, Any] = {
         "dataset": "mini_imagenet", "split": split, "layout": layout,
         "csv": file_md5(csv_path), "image_size": image_size, "resample": "lanczos",
@@ -189,29 +198,46 @@ def load_mini_imagenet(
             return _decode_pickle(pkl, wnids, image_size)
 
     else:
-        img_dir = root_dir / "images"
-        if not img_dir.is_dir():
-            raise DatasetError(
-                f"mini_imagenet: no data in {root_dir}: expected {pkl.name} or images/<filename> "
-                f"as listed in {csv_path.name}; see docs/datasets.md"
-            )
+        src: ImageSource
+        if layout == "zip":
+            if not zpath.is_file():
+                raise DatasetError(
+                    f"mini_imagenet: {zpath} not found; put the split's zip (holding "
+                    f"images/<filename>) there or use layout='images' or 'pickle'"
+                )
+            src = ZipSource(zpath, strip_top=True)
+            where = f"{zpath}:images/"
+        else:
+            img_dir = root_dir / "images"
+            if not img_dir.is_dir():
+                raise DatasetError(
+                    f"mini_imagenet: no data in {root_dir}: expected {pkl.name}, {zpath.name} or "
+                    f"images/<filename> as listed in {csv_path.name}; see docs/datasets.md"
+                )
+            src = FolderSource(img_dir, files=[f for f, _ in rows])
+            where = f"{img_dir}/"
         files = [f for f, _ in rows]
-        missing = next((f for f in files if not (img_dir / f).is_file()), None)
+        present = set(src.files) if layout == "zip" else None
+        missing = next(
+            (f for f in files
+             if (f not in present if present is not None else not (src.path / f).is_file())),
+            None,
+        )
         if missing is not None:
-            raise DatasetError(
-                f"mini_imagenet: image {img_dir / missing} listed in {csv_path} is missing"
-            )
-        src = FolderSource(img_dir, files=files)
+            raise DatasetError(f"mini_imagenet: image {where}{missing} listed in {csv_path} is missing")
         material["source"] = src.digest()
-        source_path = str(img_dir)
+        source_path = str(src.path)
         cid = {w: i for i, w in enumerate(wnids)}
 
         def build() -> Decoded:
+            t0 = time.perf_counter()
             names = [f for f, _ in rows]  # sorted by (wnid, filename)
             images = decode_images(src, names, mode="RGB", size=image_size)
             labels = np.array([cid[w] for _, w in rows], dtype=np.int64)
+            timing["decode_s"] = round(time.perf_counter() - t0, 3)
             return Decoded(images, labels, list(wnids))
 
     decoded, cinfo = cached_decode("mini_imagenet", material, build, cache_dir=cache_dir, cache=cache)
-    info = {"source": source_path, "layout": layout, "split_file": str(csv_path), "image_size": image_size, **cinfo}
+    info = {"source": source_path, "layout": layout, "split_file": str(csv_path), "image_size": image_size,
+            **timing, **cinfo}
     return to_dataset(decoded, name="mini_imagenet", split=split, info=info)

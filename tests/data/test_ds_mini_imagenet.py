@@ -1,10 +1,12 @@
-"""mini-ImageNet on tiny synthetic data in both layouts, the bundled split, the safe pickle."""
+"""mini-ImageNet on tiny synthetic data in every layout (zip, folder, pickle), the bundled split,
+the safe pickle, and (slow tier) the real test split from ../shared."""
 
 from __future__ import annotations
 
 import csv
 import os
 import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ PER_CLASS = 4
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory, write_png) -> dict:
-    """root/images/*.png + root/mini-imagenet-cache-<split>.pkl + split CSVs; 8x8 RGB."""
+    """root/images/*.png + root/<split>.zip + root/mini-imagenet-cache-<split>.pkl + split CSVs; 8x8 RGB."""
     base = tmp_path_factory.mktemp("mini")
     root, csvs = base / "root", base / "splits"
     csvs.mkdir()
@@ -37,6 +39,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, write_png) -> dict:
                 write_png(root / "images" / fname, arr)
                 rows.append((fname, w))
                 arrays[fname] = arr
+        with zipfile.ZipFile(root / f"{split}.zip", "w") as z:  # images/<filename>, as shared
+            for fname, _ in rows:
+                z.write(root / "images" / fname, f"images/{fname}")
         rows.reverse()  # the loader must not depend on CSV row order
         with open(csvs / f"{split}.csv", "w", newline="") as f:
             csv.writer(f).writerows([("filename", "label"), *rows])
@@ -61,7 +66,7 @@ def load(tiny: dict, split: str, layout: str, **kw: object):
     return metamem.load_dataset("mini_imagenet", split=split, **opts)
 
 
-@pytest.mark.parametrize("layout", ["images", "pickle"])
+@pytest.mark.parametrize("layout", ["zip", "images", "pickle"])
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_both_layouts_give_the_written_pixels(tiny: dict, layout: str, split: str) -> None:
     ds = load(tiny, split, layout)
@@ -79,6 +84,50 @@ def test_auto_prefers_pickle_and_resizes(tiny: dict) -> None:
     again = load(tiny, "val", "images", image_size=4)
     assert again.info["cache_hit"] is False
     assert (ds.images.float() - again.images.float()).abs().max() <= 1  # same resize
+
+
+def test_auto_takes_the_zip_without_a_pickle(tiny: dict, tmp_path: Path) -> None:
+    (tmp_path / "test.zip").write_bytes((tiny["root"] / "test.zip").read_bytes())
+    ds = load(tiny, "test", "auto", root=tmp_path, cache_dir=tmp_path / "cache")
+    assert ds.info["layout"] == "zip" and ds.info["cache_hit"] is False and ds.info["decode_s"] >= 0
+    np.testing.assert_array_equal(ds.images[ds.labels == 0].permute(0, 2, 3, 1).numpy(),
+                                  tiny["truth"]["test"]["n06"])
+    again = load(tiny, "test", "auto", root=tmp_path, cache_dir=tmp_path / "cache")
+    assert again.info["cache_hit"] is True and "decode_s" not in again.info
+    assert torch.equal(again.images, ds.images)
+
+
+def test_zip_missing_member_and_missing_zip_are_named(tiny: dict, tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "val.zip", "w") as z:
+        z.write(tiny["root"] / "images" / "n0400000000.png", "images/n0400000000.png")
+    with pytest.raises(DatasetError, match=r"image .*val\.zip:images/n0400000001\.png listed in .*val\.csv is missing"):
+        load(tiny, "val", "zip", root=tmp_path, cache_dir=tmp_path)
+    with pytest.raises(DatasetError, match=r"test\.zip not found; put the split's zip"):
+        load(tiny, "test", "zip", root=tmp_path, cache_dir=tmp_path)
+
+
+SHARED_MINI = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mini_imagenet"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_MINI / "test.zip").is_file(),
+                    reason=f"the real mini-ImageNet zips are not at {SHARED_MINI}")
+def test_real_test_split_from_the_shared_zip(tmp_path: Path) -> None:
+    """The 12,000 real test images: 20 classes x 600, 84x84 RGB, straight from test.zip."""
+    ds = metamem.load_dataset("mini_imagenet", split="test", root=SHARED_MINI, cache_dir=tmp_path)
+    assert ds.info["layout"] == "zip" and ds.info["cache_hit"] is False
+    assert (len(ds), ds.num_classes, ds.image_shape) == (12000, 20, (3, 84, 84))
+    assert ds.class_counts().tolist() == [600] * 20
+    assert ds.images.dtype == torch.uint8 and 60 < ds.images.float().mean() < 200
+    with zipfile.ZipFile(SHARED_MINI / "test.zip") as z:  # first image of the first class
+        from PIL import Image
+        import io
+        first = sorted(f for f, w in read_split_csv(bundled_dir("mini_imagenet", "test.csv"))
+                       if w == ds.class_names[0])[0]
+        ref = np.asarray(Image.open(io.BytesIO(z.read(f"images/{first}"))).convert("RGB"))
+    np.testing.assert_array_equal(ds.images[0].permute(1, 2, 0).numpy(), ref)
+    hit = metamem.load_dataset("mini_imagenet", split="test", root=SHARED_MINI, cache_dir=tmp_path)
+    assert hit.info["cache_hit"] is True and torch.equal(hit.images[::997], ds.images[::997])
 
 
 def test_cache_hit_on_second_load(tiny: dict) -> None:
@@ -135,10 +184,10 @@ def test_missing_and_corrupt_images_are_named(tiny: dict, tmp_path: Path) -> Non
 def test_errors_for_split_layout_and_missing_root(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="unknown split 'valid'; valid splits: train, val, test"):
         metamem.load_dataset("mini_imagenet", split="valid", root=tmp_path)
-    with pytest.raises(DatasetError, match="unknown layout 'lmdb'; valid: auto, images, pickle"):
+    with pytest.raises(DatasetError, match="unknown layout 'lmdb'; valid: auto, zip, images, pickle"):
         metamem.load_dataset("mini_imagenet", split="val", root=tmp_path, layout="lmdb")
-    with pytest.raises(DatasetError, match=r"no data in .*: expected mini-imagenet-cache-test\.pkl "
-                       r"or images/<filename>"):
+    with pytest.raises(DatasetError, match=r"no data in .*: expected mini-imagenet-cache-test\.pkl, "
+                       r"test\.zip or images/<filename>"):
         metamem.load_dataset("mini_imagenet", split="test", root=tmp_path)
     bad_csv = tmp_path / "train.csv"
     bad_csv.write_text("file,wnid\na.png,n01\n")
