@@ -14,6 +14,12 @@ memory is wiped at the start of every episode. The controller and memory are
 :class:`metamem.memory.MemoryCore`; the shared sequence machinery (loss over all steps, the
 set-protocol ``predict``: support as a sequence, then each query as one extra step from the
 repeated state) is :class:`~metamem.learners.lstm.SequenceLearnerBase`.
+
+Other cores (``core: ntm | dnc``, see ``metamem ls cores``) swap the slot memory for an NTM
+or DNC memory under the same controller. ``programs: P`` stores the memory's interface
+network as P programs per control head (Neural Stored-program Memory, Le et al. ICLR 2020,
+papers.md §5.2): with the ``lru`` slot core this is the paper's NUTM (LRUA); the training
+loss gains the annealed key-orthogonality term ``η_t l_p``.
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ from torch import nn
 
 from metamem.learners.base import LEARNERS
 from metamem.learners.lstm import SequenceLearnerBase
-from metamem.memory import MemoryCore
+from metamem.memory import build_core
+from metamem.memory.nsm import annealed_weight, attach_programs, program_regulariser
+from metamem.types import EpisodeBatch, LearnerOutput
 
 __all__ = ["MANN", "build_mann"]
 
@@ -54,6 +62,12 @@ class MANN(SequenceLearnerBase):
         top_k: sparse reads keeping the k best slots per head (None: dense).
         encoder: ``"flatten"`` or ``"conv"``.
         conv_channels: channels of the conv encoder.
+        core: a :data:`~metamem.memory.MEMORY_CORES` name (``lstm_slot``: the slot memory
+            with ``write_policy``; ``ntm``; ``dnc``).
+        core_options: extra options of a non-slot core (``{shifts: 1}`` for ``ntm``...).
+        programs: P > 0 attaches a program memory of P programs per control head (NUTM).
+        program_options: ``key_size`` (2), the regulariser weight ``reg`` (0.1), its
+            ``decay`` (0.9) applied every ``every`` training batches (1000).
     """
 
     def __init__(
@@ -61,15 +75,44 @@ class MANN(SequenceLearnerBase):
         memory_slots: int = 128, memory_width: int = 40, read_heads: int = 4,
         write_policy: str = "lru", policy_options: dict[str, Any] | None = None,
         key_strength: bool = True, top_k: int | None = None, encoder: str = "flatten",
-        conv_channels: int = 32,
+        conv_channels: int = 32, core: str = "lstm_slot", core_options: dict[str, Any] | None = None,
+        programs: int = 0, program_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(n_way, image_shape, encoder, conv_channels)
-        self.core = MemoryCore(
-            self.input_dim, hidden_size=controller_size, slots=memory_slots, width=memory_width,
-            read_heads=read_heads, policy=write_policy, policy_options=policy_options,
-            top_k=top_k, key_strength=key_strength,
-        )
+        sizes = dict(input_size=self.input_dim, hidden_size=controller_size, slots=memory_slots,
+                     width=memory_width, read_heads=read_heads)
+        if core == "lstm_slot":
+            sizes.update(policy=write_policy, policy_options=policy_options, top_k=top_k, key_strength=key_strength)
+        elif write_policy != "lru" or policy_options or top_k is not None:
+            raise ValueError(
+                f"MANN: write_policy/policy_options/top_k apply to core 'lstm_slot' only, not {core!r}"
+            )
+        self.core = build_core(core, **{**sizes, **dict(core_options or {})})
         self.head = nn.Linear(self.core.out_features, n_way)
+        opts = {"key_size": 2, "reg": 0.1, "decay": 0.9, "every": 1000}
+        unknown = sorted(set(program_options or {}) - set(opts))
+        if unknown:
+            raise ValueError(f"MANN: unknown program option {unknown[0]!r}; valid: {', '.join(opts)}")
+        opts.update(program_options or {})
+        self.programs, self.program_options = int(programs), opts
+        if self.programs:
+            attach_programs(self.core.memory, self.programs, key_size=int(opts["key_size"]))
+            # training batches seen (anneals η); only with programs, so plain MANN checkpoints keep their keys
+            self.register_buffer("program_step", torch.zeros((), dtype=torch.long))
+
+    def forward(self, batch: EpisodeBatch) -> LearnerOutput:
+        """The sequence loss, plus ``η_t l_p`` (annealed NSM key regulariser) when ``programs > 0``."""
+        out = super().forward(batch)
+        reg = program_regulariser(self) if self.programs else None
+        if reg is None:
+            return out
+        o = self.program_options
+        eta = annealed_weight(o["reg"], o["decay"], o["every"], int(self.program_step))
+        if self.training and torch.is_grad_enabled():
+            self.program_step += 1
+        out.extras["program_reg"] = reg.detach()
+        out.loss = out.loss + eta * reg
+        return out
 
     def run(
         self, inputs: torch.Tensor, state: Any = None, lengths: torch.Tensor | None = None,
@@ -106,12 +149,14 @@ def build_mann(
     memory_slots: int = 128, memory_width: int = 40, read_heads: int = 4,
     write_policy: str = "lru", policy_options: dict[str, Any] | None = None,
     key_strength: bool = True, top_k: int | None = None, encoder: str = "flatten",
-    conv_channels: int = 32,
+    conv_channels: int = 32, core: str = "lstm_slot", core_options: dict[str, Any] | None = None,
+    programs: int = 0, program_options: dict[str, Any] | None = None,
 ) -> MANN:
-    """MANN (Santoro et al. 2016): LSTM controller + slot memory with a chosen write policy."""
+    """MANN (Santoro et al. 2016): LSTM controller + a memory core (slot/NTM/DNC), optional NSM programs."""
     return MANN(
         n_way, image_shape, controller_size=controller_size, memory_slots=memory_slots,
         memory_width=memory_width, read_heads=read_heads, write_policy=write_policy,
         policy_options=policy_options, key_strength=key_strength, top_k=top_k,
-        encoder=encoder, conv_channels=conv_channels,
+        encoder=encoder, conv_channels=conv_channels, core=core, core_options=core_options,
+        programs=programs, program_options=program_options,
     )

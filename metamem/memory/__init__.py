@@ -17,6 +17,8 @@ Public API (stable; the MANN learner builds on it):
 * NTM addressing (:mod:`metamem.memory.ntm`: :func:`interpolate`, :func:`circular_shift`,
   :func:`sharpen`, :func:`ntm_address`, :class:`NTMMemory`) and the DNC memory
   (:mod:`metamem.memory.dnc`: temporal links, :class:`DNCMemory`).
+* Neural Stored-program Memory (:mod:`metamem.memory.nsm`): :class:`ProgramLinear`,
+  :func:`attach_programs`, :func:`record_programs`.
 * :data:`MEMORY_CORES` — ``lstm_slot``, ``ntm``, ``dnc`` (``metamem ls cores``).
 """
 
@@ -24,6 +26,7 @@ from metamem.memory.addressing import content_weights, cosine_similarity, oneplu
 from metamem.memory.core import CoreOutput, CoreState, MemoryCore, SlotMemory
 from metamem.memory.cores import MEMORY_CORES, build_core
 from metamem.memory.dnc import DNCMemory, DNCState, directional_weights, update_link, update_precedence
+from metamem.memory.nsm import ProgramLinear, attach_programs, program_regulariser, record_programs
 from metamem.memory.ntm import NTMMemory, circular_shift, interpolate, ntm_address, sharpen
 from metamem.memory.policies import (
     WRITE_POLICIES,
@@ -76,4 +79,8 @@ __all__ = [
     "update_link",
     "update_precedence",
     "directional_weights",
+    "ProgramLinear",
+    "attach_programs",
+    "program_regulariser",
+    "record_programs",
 ]
