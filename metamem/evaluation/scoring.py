@@ -45,6 +45,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from metamem.data.base import ImageDataset
+from metamem.evaluation.features import FeatureMemo, feature_memo_for, supports_feature_reuse
 from metamem.evaluation.metrics import mean_ci95, presentation_accuracy
 from metamem.evaluation.protocol import Fingerprint, Protocol, ProtocolError
 from metamem.types import EpisodeBatch, SequenceBatch
@@ -87,18 +88,22 @@ def _check_logits(learner: Any, logits: torch.Tensor, shape: tuple[int, ...], wh
         )
 
 
-def score_set(learner: Any, batch: EpisodeBatch) -> torch.Tensor:
+def score_set(learner: Any, batch: EpisodeBatch, features: FeatureMemo | None = None) -> torch.Tensor:
     """Set scoring: per-episode query accuracy.
 
     Args:
         learner: anything with ``predict`` (or a set learner's ``forward``).
         batch: B episodes with ``n_query >= 1``.
+        features: per-image features of the split to reuse (see
+            :mod:`metamem.evaluation.features`); the learner then predicts from them.
 
     Returns:
         float ``[B]`` accuracy on the N*Q queries of each episode.
     """
     b, nq = batch.query_y.shape
-    if hasattr(learner, "predict"):
+    if features is not None:
+        logits = features.predict(learner, batch)
+    elif hasattr(learner, "predict"):
         logits = learner.predict(
             batch.support_x, batch.support_y, batch.query_x, n_way=batch.n_way
         )
@@ -376,6 +381,7 @@ def evaluate(
     config: dict[str, Any] | None = None,
     source: str | None = None,
     keep_trace: bool = False,
+    reuse_features: bool = True,
 ) -> EvalResult:
     """Score a learner on a fixed protocol of episodes.
 
@@ -393,6 +399,11 @@ def evaluate(
         config, source: recorded in the result.
         keep_trace: keep the memory trace of episode 0 in ``result.trace`` (see
             :func:`memory_trace`; ``None`` for learners without memory).
+        reuse_features: for learners with per-image features (``embed`` +
+            ``predict_features``: ProtoNet, the linear probe), embed each image of the split
+            once and reuse its features in every episode and later calls while the learner
+            is unchanged (:mod:`metamem.evaluation.features`); same episodes, same scores
+            up to float rounding. ``False`` embeds every episode's images again.
 
     Returns:
         An :class:`EvalResult` (``.mean``, ``.ci95``, ``.per_episode``,
@@ -425,6 +436,9 @@ def evaluate(
         was_training = learner.training
         learner.eval()
     sampler = proto.sampler(dataset, dev)
+    memo = None
+    if reuse_features and run_set and supports_feature_reuse(learner):
+        memo = feature_memo_for(learner, dataset.images, sampler.images, sampler.dtype)
     fp = Fingerprint(proto)
     set_acc: list[torch.Tensor] = []
     seq_acc: list[torch.Tensor] = []
@@ -438,7 +452,7 @@ def evaluate(
             for batch in proto.batches(dataset, batch_size, dev, sampler=sampler):
                 fp.update_batch(batch)
                 if run_set:
-                    set_acc.append(score_set(learner, batch))
+                    set_acc.append(score_set(learner, batch, memo))
                 if run_seq:
                     seq = batch.as_sequence()
                     correct = score_sequence(learner, seq)

@@ -32,11 +32,20 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
-from metamem.learners._common import embed_support_query, query_cross_entropy
+from metamem.learners._common import (
+    class_means,
+    embed_support_query,
+    mask_absent,
+    present_classes,
+    query_cross_entropy,
+    support_onehot,
+)
 from metamem.learners.base import BACKBONES, LEARNERS
 from metamem.types import EpisodeBatch, LearnerOutput
 
-__all__ = ["LinearProbe", "build_linear_probe", "fit_logistic"]
+__all__ = ["LinearProbe", "PROBES", "build_linear_probe", "fit_logistic"]
+
+PROBES = ("logistic", "centroid")
 
 
 def fit_logistic(features: np.ndarray, labels: np.ndarray, *, c: float = 1.0, max_iter: int = 1000) -> LogisticRegression:
@@ -75,14 +84,22 @@ class LinearProbe(nn.Module):
         c: sklearn ``C`` for the per-episode logistic regression.
         normalize: L2-normalise features before the fit.
         max_iter: L-BFGS iterations of the fit.
+        probe: ``"logistic"`` (the per-episode logistic regression) or ``"centroid"``
+            (nearest class mean of the, optionally normalised, support features: logits are
+            negative squared distances; no fit, batched over episodes). Tian et al. (2020)
+            report both; the run can be re-scored with either (``learner.probe=...``).
     """
 
     episode_format: Literal["set", "sequence"] = "set"
 
     def __init__(
-        self, backbone: nn.Module, *, num_train_classes: int, c: float = 1.0, normalize: bool = True, max_iter: int = 1000
+        self, backbone: nn.Module, *, num_train_classes: int, c: float = 1.0, normalize: bool = True,
+        max_iter: int = 1000, probe: Literal["logistic", "centroid"] = "logistic",
     ) -> None:
         super().__init__()
+        if probe not in PROBES:
+            raise ValueError(f"linear_probe: unknown probe {probe!r}; valid: {', '.join(PROBES)}")
+        self.probe = probe
         if num_train_classes < 2:
             raise ValueError(f"linear_probe: num_train_classes must be >= 2, got {num_train_classes}")
         self.backbone = backbone
@@ -126,8 +143,30 @@ class LinearProbe(nn.Module):
         Arguments and shapes as in :meth:`metamem.learners.base.Learner.predict`.
         """
         support, query = embed_support_query(self.backbone, support_x, query_x)
+        return self.predict_features(support, support_y, query, n_way=n_way, support_mask=support_mask)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-image backbone features ``[*, D]`` of images ``[*, C, H, W]``."""
+        return self.backbone(x)
+
+    @torch.no_grad()
+    def predict_features(
+        self,
+        support: torch.Tensor,
+        support_y: torch.Tensor,
+        query: torch.Tensor,
+        *,
+        n_way: int,
+        support_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """:meth:`predict` from features: support ``[B, S, D]``, query ``[B, Qn, D]`` -> ``[B, Qn, N]``."""
         if self.normalize:
             support, query = F.normalize(support, dim=-1), F.normalize(query, dim=-1)
+        if self.probe == "centroid":
+            onehot = support_onehot(support_y, n_way, support_mask)
+            protos = class_means(support, onehot)  # [B, N, D]
+            sq = torch.cdist(query.float(), protos.float()).square()
+            return mask_absent(-sq, present_classes(onehot)).to(query.dtype)
         sf, qf = support.double().cpu().numpy(), query.double().cpu().numpy()
         sy = support_y.cpu().numpy()
         keep = np.ones(sy.shape, bool) if support_mask is None else support_mask.cpu().numpy()
@@ -141,7 +180,7 @@ class LinearProbe(nn.Module):
                 clf = fit_logistic(sf[b][keep[b]], labels, c=self.c, max_iter=self.max_iter)
                 scores = clf.decision_function(qf[b])
                 out[b][:, clf.classes_] = np.stack([-scores / 2, scores / 2], 1) if scores.ndim == 1 else scores
-        return torch.from_numpy(out).to(device=query_x.device, dtype=query.dtype)
+        return torch.from_numpy(out).to(device=query.device, dtype=query.dtype)
 
 
 @LEARNERS.register("linear_probe")
@@ -154,6 +193,7 @@ def build_linear_probe(
     c: float = 1.0,
     normalize: bool = True,
     max_iter: int = 1000,
+    probe: Literal["logistic", "centroid"] = "logistic",
 ) -> LinearProbe:
     """Linear probe: backbone pre-trained on all training classes + per-episode logistic regression."""
     del n_way  # any number of ways works at predict time
@@ -163,4 +203,5 @@ def build_linear_probe(
         c=c,
         normalize=normalize,
         max_iter=max_iter,
+        probe=probe,
     )

@@ -59,6 +59,23 @@ class ProtoNet(nn.Module):
         Arguments and shapes as in :meth:`metamem.learners.base.Learner.predict`.
         """
         support, query = embed_support_query(self.backbone, support_x, query_x)
+        return self.predict_features(support, support_y, query, n_way=n_way, support_mask=support_mask)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-image features ``[*, D]`` of images ``[*, C, H, W]`` (in eval mode an image's
+        feature does not depend on the other images, so evaluation may reuse them)."""
+        return self.backbone(x)
+
+    def predict_features(
+        self,
+        support: torch.Tensor,
+        support_y: torch.Tensor,
+        query: torch.Tensor,
+        *,
+        n_way: int,
+        support_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """:meth:`predict` from features: support ``[B, S, D]``, query ``[B, Qn, D]`` -> ``[B, Qn, N]``."""
         onehot = support_onehot(support_y, n_way, support_mask)
         protos = class_means(support, onehot)  # [B, N, D]
         # ||q - c||^2 = ||q||^2 - 2 q.c + ||c||^2, one batched matmul
