@@ -13,7 +13,8 @@ Public API (stable; the MANN learner builds on it):
 * :class:`MemoryCore` — LSTM controller over ``[x_t ; r_{t-1}]`` + SlotMemory;
   ``core(x [B, T, in]) -> CoreOutput(features [B, T, H + R·D], state, trace)``.
 * :class:`MemoryTrace` and :func:`plot_trace` — per-step weights and their heatmaps.
-* :func:`copy_task`, :func:`associative_recall_task`, :func:`bit_accuracy`, :class:`TaskBatch`.
+* :func:`copy_task`, :func:`associative_recall_task`, :func:`bit_accuracy`, :class:`TaskBatch`;
+  :func:`repeat_copy_task`, :func:`priority_sort_task`, :func:`ngram_task`, :func:`bit_errors`.
 * NTM addressing (:mod:`metamem.memory.ntm`: :func:`interpolate`, :func:`circular_shift`,
   :func:`sharpen`, :func:`ntm_address`, :class:`NTMMemory`) and the DNC memory
   (:mod:`metamem.memory.dnc`: temporal links, :class:`DNCMemory`).
@@ -23,6 +24,7 @@ Public API (stable; the MANN learner builds on it):
 """
 
 from metamem.memory.addressing import content_weights, cosine_similarity, oneplus, read_memory
+from metamem.memory.algorithmic import bit_errors, ngram_task, priority_sort_task, repeat_copy_task
 from metamem.memory.core import CoreOutput, CoreState, MemoryCore, SlotMemory
 from metamem.memory.cores import MEMORY_CORES, build_core
 from metamem.memory.dnc import DNCMemory, DNCState, directional_weights, update_link, update_precedence
@@ -79,6 +81,10 @@ __all__ = [
     "update_link",
     "update_precedence",
     "directional_weights",
+    "repeat_copy_task",
+    "priority_sort_task",
+    "ngram_task",
+    "bit_errors",
     "ProgramLinear",
     "attach_programs",
     "program_regulariser",

@@ -1,0 +1,183 @@
+"""The algorithmic suite: NTM, DNC, NUTM and MANN cores under one budget, scored on longer sequences.
+
+Every core is an LSTM controller + memory (``metamem ls cores``) with a linear head, trained
+with the same seed, data stream, step budget and optimiser on each task; the score is the
+average number of wrong bits per sequence on a fixed held-out batch of LONGER sequences
+(the NSM paper's figure). The NSM paper's NTM / NUTM (p = 2) numbers are printed beside for
+orientation only: they come from ~10^5 training steps at the papers' sizes, this is a small
+CPU budget at small sizes, and the test lengths differ.
+
+Cores: ``ntm`` (1 read + 1 write head, shifts ±1), ``dnc`` (1 read head), ``nutm`` (the same
+NTM with 2 programs per control head, Le et al. 2020), ``mann`` (slot memory with LRU writes,
+Santoro et al. 2016).
+
+Usage::
+
+    python scripts/bench_memory_tasks.py --steps 400                   # every task and core
+    python scripts/bench_memory_tasks.py --tasks copy,associative_recall --cores ntm,nutm --steps 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metamem.memory import (
+    TaskBatch,
+    associative_recall_task,
+    attach_programs,
+    bit_errors,
+    build_core,
+    copy_task,
+    ngram_task,
+    priority_sort_task,
+    program_regulariser,
+    repeat_copy_task,
+)
+
+BITS = 6
+
+
+@dataclass
+class Task:
+    """A task: a train batch drawn with random sizes, a fixed longer test setting, memory size."""
+
+    train: Callable[[torch.Generator, int], TaskBatch]
+    test: Callable[[torch.Generator, int], TaskBatch]
+    test_setting: str
+    slots: int
+    paper: tuple[float, float] | None  # NSM paper, bit error per sequence: NTM, NUTM (p=2)
+
+
+def _randint(gen: torch.Generator, low: int, high: int) -> int:
+    return int(torch.randint(low, high + 1, (1,), generator=gen))
+
+
+TASKS: dict[str, Task] = {
+    "copy": Task(
+        lambda g, b: copy_task(b, _randint(g, 1, 10), BITS, generator=g),
+        lambda g, b: copy_task(b, 20, BITS, generator=g),
+        "train lengths 1-10, test length 20", 32, (0.0, 0.0),
+    ),
+    "repeat_copy": Task(
+        lambda g, b: repeat_copy_task(b, _randint(g, 1, 5), _randint(g, 1, 5), BITS, generator=g),
+        lambda g, b: repeat_copy_task(b, 5, 8, BITS, generator=g),
+        "train length 1-5 x 1-5 repeats, test 5 x 8", 32, (405.10, 366.69),
+    ),
+    "associative_recall": Task(
+        lambda g, b: associative_recall_task(b, _randint(g, 2, 4), 2, BITS, generator=g),
+        lambda g, b: associative_recall_task(b, 8, 2, BITS, generator=g),
+        "train 2-4 items of 2 steps, test 8 items", 32, (7.66, 1.35),
+    ),
+    "priority_sort": Task(
+        lambda g, b: priority_sort_task(b, 8, 6, BITS, generator=g),
+        lambda g, b: priority_sort_task(b, 12, 9, BITS, generator=g),
+        "train 8 -> 6 items, test 12 -> 9", 32, (24.41, 20.00),
+    ),
+    "ngrams": Task(
+        lambda g, b: ngram_task(b, 60, n=6, generator=g),
+        lambda g, b: ngram_task(b, 120, n=6, generator=g),
+        "6-grams, train 60 bits, test 120", 32, (132.59, 127.68),
+    ),
+    "long_copy": Task(
+        lambda g, b: copy_task(b, _randint(g, 1, 20), BITS, generator=g),
+        lambda g, b: copy_task(b, 40, BITS, generator=g),
+        "train lengths 1-20, test length 40", 64, (16.04, 0.02),
+    ),
+}
+
+CORES = ("ntm", "dnc", "nutm", "mann")
+
+
+class Model(nn.Module):
+    """Memory core + linear head (``logits [B, T, out]``)."""
+
+    def __init__(self, core: str, in_dim: int, out_dim: int, *, hidden: int, slots: int, width: int) -> None:
+        super().__init__()
+        sizes = dict(input_size=in_dim, hidden_size=hidden, slots=slots, width=width, read_heads=1)
+        if core == "mann":
+            self.core = build_core("lstm_slot", policy="lru", **sizes)
+        else:
+            self.core = build_core("ntm" if core == "nutm" else core, **sizes)
+        if core == "nutm":
+            attach_programs(self.core.memory, 2, key_size=2)
+        self.head = nn.Linear(self.core.out_features, out_dim)
+
+    def forward(self, batch: TaskBatch) -> torch.Tensor:
+        return self.head(self.core(batch.inputs, write_steps=batch.write_steps).features)
+
+
+def masked_bce(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+    loss = F.binary_cross_entropy_with_logits(logits, batch.targets, reduction="none").sum(-1)
+    mask = batch.mask.float()
+    return (loss * mask).sum() / mask.sum()
+
+
+def run(task_name: str, core: str, args: argparse.Namespace) -> tuple[float, float, float]:
+    task = TASKS[task_name]
+    probe = task.train(torch.Generator().manual_seed(0), 1)
+    torch.manual_seed(args.seed)  # the script owns its RNG: same initial weights for every run
+    model = Model(core, probe.inputs.shape[-1], probe.targets.shape[-1], hidden=args.hidden,
+                  slots=task.slots, width=args.width)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    gen = torch.Generator().manual_seed(args.seed)
+    start = time.perf_counter()
+    for step in range(args.steps):
+        batch = task.train(gen, args.batch)
+        loss = masked_bce(model(batch), batch)
+        reg = program_regulariser(model)
+        if reg is not None:
+            loss = loss + 0.1 * 0.9 ** (step // 100) * reg
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+    wall = time.perf_counter() - start
+    model.eval()
+    test = task.test(torch.Generator().manual_seed(args.seed + 10_000), args.test_batch)
+    with torch.no_grad():
+        logits = model(test)
+    return float(bit_errors(logits, test).mean()), float(masked_bce(logits, test)), wall
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated: " + ", ".join(TASKS))
+    p.add_argument("--cores", default=",".join(CORES), help="comma-separated: " + ", ".join(CORES))
+    p.add_argument("--steps", type=int, default=400, help="training steps per task and core")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--test-batch", type=int, default=200)
+    p.add_argument("--hidden", type=int, default=64, help="LSTM units")
+    p.add_argument("--width", type=int, default=16, help="slot width D")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    tasks, cores = args.tasks.split(","), args.cores.split(",")
+    for name in tasks:
+        if name not in TASKS:
+            p.error(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
+    for name in cores:
+        if name not in CORES:
+            p.error(f"unknown core {name!r}; valid: {', '.join(CORES)}")
+    print(f"# {args.steps} steps x batch {args.batch}, LSTM {args.hidden}, D={args.width}, R=1, Adam lr {args.lr}, "
+          f"clip 10, seed {args.seed}, test batch {args.test_batch}, torch threads {args.threads}")
+    print(f"{'task':<19} {'core':<5} {'bit err/seq':>11} {'test bce':>9} {'wall':>7}   NSM paper NTM / NUTM")
+    for name in tasks:
+        task = TASKS[name]
+        print(f"# {name}: {task.test_setting}, S={task.slots}")
+        for core in cores:
+            err, bce, wall = run(name, core, args)
+            paper = "" if task.paper is None else f"{task.paper[0]:.2f} / {task.paper[1]:.2f}"
+            print(f"{name:<19} {core:<5} {err:>11.2f} {bce:>9.4f} {wall:>6.1f}s   {paper}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
