@@ -8,13 +8,13 @@ Public API (shapes follow the legend in :mod:`metamem.types`)::
     batch = sampler.sample()
 """
 
+from metamem._version import __version__
 from metamem.data import DATASETS, DatasetError, ImageDataset, from_pairs, load_dataset
 from metamem.episodes import EpisodeSampler, EpisodeSpecError
 from metamem.evaluation import evaluate
 from metamem.registry import Registry, UnknownNameError
 from metamem.types import NO_LABEL, EpisodeBatch, LearnerOutput, SequenceBatch
 
-__version__ = "0.1.0"
 
 __all__ = [
     "DATASETS",

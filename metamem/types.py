@@ -87,7 +87,7 @@ class EpisodeBatch:
         support_index: int64 ``[B, N*K]`` dataset sample indices of the support items.
         query_index: int64 ``[B, N*Q]`` dataset sample indices of the query items.
         episode_keys: int64 ``[B]`` the key every random choice of an episode derives from
-            (see :mod:`metamem.episodes.rng`); it also fixes the order of :meth:`as_sequence`.
+            (see :mod:`metamem.rng`); it also fixes the order of :meth:`as_sequence`.
         n_way, k_shot, n_query: N, K, Q.
     """
 
@@ -137,7 +137,7 @@ class EpisodeBatch:
             A :class:`SequenceBatch` with ``x [B, T, C, H, W]``, ``y``, ``prev_y``,
             ``presentation`` and ``index``, each ``[B, T]``.
         """
-        from metamem.episodes.rng import random_keys
+        from metamem.rng import random_keys
 
         x = torch.cat([self.support_x, self.query_x], dim=1)
         y = torch.cat([self.support_y, self.query_y], dim=1)

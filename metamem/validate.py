@@ -96,7 +96,7 @@ def validate_config(cfg: ExperimentCfg, *, source: str = "config", require_learn
         ConfigError: for the first problem, naming ``source`` and the key path.
     """
     from metamem.data import DATASETS
-    from metamem.training.optim import OPTIMIZERS, SCHEDULERS
+    from metamem.optim import OPTIMIZERS, SCHEDULERS
 
     if cfg.learner is None:
         if require_learner:

@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="metamem",
         description="Few-shot meta-learning with memory-augmented learners.",
     )
-    from metamem import __version__
+    from metamem._version import __version__
 
     parser.add_argument("--version", action="version", version=f"metamem {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from metamem.training import train
-    from metamem.training.checkpoint import load_checkpoint, restore_global_rng
+    from metamem.runs import load_checkpoint, restore_global_rng
 
     apply_threads(args.threads)
     overrides = list(args.overrides)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +22,7 @@ import torch
 
 from metamem.data.base import ImageDataset
 from metamem.data.paths import cache_root
+from metamem.files import atomic_write
 
 __all__ = ["Decoded", "cached_decode", "cache_key", "atomic_write_bytes", "to_dataset"]
 
@@ -54,19 +54,8 @@ def cache_key(material: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, then move it in place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+#: the name :func:`metamem.files.atomic_write` had here.
+atomic_write_bytes = atomic_write
 
 
 def _load_entry(folder: Path, key: str) -> Decoded | None:
@@ -82,8 +71,8 @@ def _load_entry(folder: Path, key: str) -> Decoded | None:
 
 
 def _store_entry(folder: Path, key: str, material: dict[str, Any], d: Decoded) -> None:
-    atomic_write_bytes(folder / "images.npy", lambda f: np.save(f, np.ascontiguousarray(d.images)))
-    atomic_write_bytes(folder / "labels.npy", lambda f: np.save(f, d.labels.astype(np.int64)))
+    atomic_write(folder / "images.npy", lambda f: np.save(f, np.ascontiguousarray(d.images)))
+    atomic_write(folder / "labels.npy", lambda f: np.save(f, d.labels.astype(np.int64)))
     meta = {
         "key": key,
         "material": material,
@@ -91,7 +80,7 @@ def _store_entry(folder: Path, key: str, material: dict[str, Any], d: Decoded) -
         "groups": d.groups,
         "group_names": d.group_names,
     }
-    atomic_write_bytes(folder / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    atomic_write(folder / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
 
 
 def cached_decode(

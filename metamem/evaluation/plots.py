@@ -15,8 +15,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
-from metamem.evaluation.report import atomic_write_text
 from metamem.evaluation.scoring import EvalResult
+from metamem.files import write_text
 
 __all__ = ["plot_accuracy_vs_shots", "plot_memory_trace", "plot_per_presentation"]
 
@@ -38,7 +38,7 @@ def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt)
-    return atomic_write_text(path, buf.getvalue())
+    return write_text(path, buf.getvalue())
 
 
 def _label(r: EvalResult) -> str:

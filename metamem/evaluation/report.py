@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from metamem.data.cache import atomic_write_bytes
 from metamem.evaluation.scoring import EvalResult
+from metamem.files import write_text
 
 __all__ = [
     "atomic_write_text",
@@ -29,13 +29,8 @@ __all__ = [
 _PRESENTATION_COLUMNS = 10  # the Markdown table shows presentations 1..10 at most
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str | bytes) -> Path:
-    """Write ``text`` (str as UTF-8, or bytes) to ``path`` through a temporary file in the
-    same folder and ``os.replace``, so readers never see a partial file."""
-    path = Path(path)
-    data = text.encode("utf-8") if isinstance(text, str) else text
-    atomic_write_bytes(path, lambda f: f.write(data))
-    return path
+#: the name :func:`metamem.files.write_text` had here.
+atomic_write_text = write_text
 
 
 def _pct(v: float | None) -> str:
@@ -152,9 +147,9 @@ def write_results(
     doc = {"results": [r.to_dict() for r in results]}
     text = json.dumps(doc, indent=1, default=_json_default, allow_nan=False)
     return {
-        "json": atomic_write_text(out / f"{stem}.json", text + "\n"),
-        "md": atomic_write_text(out / f"{stem}.md", to_markdown(results)),
-        "csv": atomic_write_text(out / f"{stem}.csv", to_csv(results)),
+        "json": write_text(out / f"{stem}.json", text + "\n"),
+        "md": write_text(out / f"{stem}.md", to_markdown(results)),
+        "csv": write_text(out / f"{stem}.csv", to_csv(results)),
     }
 
 

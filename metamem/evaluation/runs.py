@@ -1,8 +1,8 @@
 """Evaluating trained runs: checkpoint lookup, ``key=value`` overrides and sweeps.
 
 This is the engine of ``metamem eval``. A run directory (``config.yaml``,
-``checkpoints/last.pt``) or a checkpoint file is loaded with
-:func:`metamem.training.load_learner`; the dataset is the run's ``data:`` section with the
+``checkpoints/best.pt`` or ``last.pt``) or a checkpoint file is loaded with
+:func:`metamem.runs.load_run` (evaluation never imports training); the dataset is the run's ``data:`` section with the
 split chosen by ``eval.split`` (``train``/``val``/``test`` name the run's
 ``data.<x>_split``; anything else is a split name of the dataset). Overrides whose value is
 a list sweep: every checkpoint is evaluated on every combination.
@@ -20,8 +20,10 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import yaml
 
-from metamem.data.base import ImageDataset, load_dataset
+from metamem.data.base import ImageDataset
+from metamem.device import resolve_device
 from metamem.evaluation.scoring import SCORINGS, EvalResult, evaluate
+from metamem.runs import dataset_for, find_checkpoint, load_run
 
 __all__ = [
     "DEFAULT_EVAL",
@@ -52,7 +54,6 @@ DEFAULT_EVAL: dict[str, Any] = {
 OVERRIDE_KEYS = tuple(f"eval.{k}" for k in DEFAULT_EVAL) + ("device",)
 
 _INT_KEYS = ("n_way", "k_shot", "n_query", "episodes", "seed", "batch_size")
-_CHECKPOINT_NAMES = ("best.pt", "last.pt")  # the order of load_learner
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, list[Any]]:
@@ -98,60 +99,6 @@ def _check_value(key: str, v: Any, item: str) -> None:
         raise ValueError(f"override {item!r}: {key} must be true or false, got {v!r}")
     if name in ("split", "device") and not isinstance(v, str):
         raise ValueError(f"override {item!r}: {key} must be a string, got {v!r}")
-
-
-def find_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """The checkpoint file of a run directory (``checkpoints/best.pt``, else ``last.pt``, as
-    :func:`metamem.training.load_learner` picks) or the checkpoint file itself.
-
-    Raises:
-        FileNotFoundError: for a missing path or a run directory without a checkpoint.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"run directory or checkpoint {p} does not exist")
-    if p.is_file():
-        return p
-    for name in _CHECKPOINT_NAMES:
-        for cand in (p / "checkpoints" / name, p / name):
-            if cand.is_file():
-                return cand
-    raise FileNotFoundError(
-        f"run directory {p} has no checkpoint (looked for {p / 'checkpoints' / 'best.pt'} and "
-        f"last.pt); train it first with `metamem train` or pass a checkpoint .pt file"
-    )
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``auto`` (or ``None``) -> ``cuda`` when available, else ``cpu``."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as e:
-        raise ValueError(f"device={device!r} is not a torch device ({e}); use auto, cpu or cuda") from None
-
-
-def load_run(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> tuple[Any, dict[str, Any]]:
-    """Load a run directory or checkpoint with :func:`metamem.training.load_learner`."""
-    find_checkpoint(path)  # a clear error before the training code is involved
-    from metamem.training import load_learner
-
-    return load_learner(path, device=device)
-
-
-def dataset_for(config: dict[str, Any], split: str, *, source: str = "the run") -> ImageDataset:
-    """The split ``split`` of the run's ``data:`` section.
-
-    ``train``/``val``/``test`` map to ``data.train_split``/``val_split``/``test_split``.
-    """
-    data = config.get("data")
-    if not isinstance(data, dict) or "name" not in data:
-        raise ValueError(f"config of {source} has no data: section with a name; cannot pick a dataset")
-    real = data.get(f"{split}_split", split) if split in ("train", "val", "test") else split
-    if real is None:
-        raise ValueError(f"config of {source} has no data.{split}_split; set eval.split to a split name")
-    return load_dataset(data["name"], split=real, **(data.get("options") or {}))
 
 
 @dataclass

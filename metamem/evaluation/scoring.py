@@ -44,6 +44,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from metamem._version import __version__
 from metamem.data.base import ImageDataset
 from metamem.evaluation.features import FeatureMemo, feature_memo_for, supports_feature_reuse
 from metamem.evaluation.metrics import mean_ci95, presentation_accuracy
@@ -413,8 +414,6 @@ def evaluate(
         ProtocolError: for a protocol the split cannot provide (the message names the
             numbers) or an unknown ``protocol``.
     """
-    import metamem
-
     if protocol not in SCORINGS:
         raise ProtocolError(
             f"unknown eval.protocol {protocol!r}; valid: {', '.join(SCORINGS)}"
@@ -482,7 +481,7 @@ def evaluate(
         learner=name or learner_name(learner),
         device=str(dev),
         seconds=time.perf_counter() - start,
-        version=metamem.__version__,
+        version=__version__,
         config=config,
         source=source,
         trace=trace,

@@ -5,7 +5,7 @@ run directory) and :func:`load_learner` (a run directory or checkpoint -> the tr
 learner in eval mode and its resolved config dict).
 """
 
-from metamem.training.checkpoint import CheckpointError, load_checkpoint, load_learner
+from metamem.runs import CheckpointError, load_checkpoint, load_learner
 from metamem.training.loop import TrainingError, TrainResult, train
 
 __all__ = ["CheckpointError", "TrainResult", "TrainingError", "load_checkpoint", "load_learner", "train"]

@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from metamem.episodes.rng import episode_keys_from_seed
 
-__all__ = ["DistInfo", "init_distributed", "resolve_device", "rank_seed", "all_reduce_", "barrier", "shutdown"]
+__all__ = ["DistInfo", "init_distributed", "rank_seed", "all_reduce_", "barrier", "shutdown"]
 
 
 @dataclass(frozen=True)
@@ -35,22 +35,6 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(spec: str, info: DistInfo | None = None) -> torch.device:
-    """``auto|cpu|cuda|cuda:N`` -> a device (``cuda`` under torchrun -> ``cuda:LOCAL_RANK``).
-
-    Raises:
-        RuntimeError: ``cuda`` requested but not available.
-    """
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device={spec!r} but CUDA is not available; use device=cpu or device=auto")
-        if spec == "cuda":
-            spec = f"cuda:{info.local_rank if info else 0}"
-    return torch.device(spec)
 
 
 def init_distributed(device: torch.device) -> DistInfo:

@@ -36,16 +36,19 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from metamem import runs as ck
 from metamem.config import ExperimentCfg, config_to_dict
 from metamem.data import load_dataset
+from metamem.device import resolve_device
 from metamem.episodes import EpisodeSampler
 from metamem.episodes.rng import episode_keys_from_seed
+from metamem.evaluation import evaluate
+from metamem.files import write_text
 from metamem.learners import build_learner
-from metamem.training import checkpoint as ck
+from metamem.optim import build_optimizer, build_scheduler
 from metamem.training.distributed import (
-    DistInfo, all_reduce_, barrier, init_distributed, rank_seed, resolve_device, shutdown,
+    DistInfo, all_reduce_, barrier, init_distributed, rank_seed, shutdown,
 )
-from metamem.training.optim import build_optimizer, build_scheduler
 from metamem.validate import validate_config
 
 __all__ = ["train", "TrainResult", "TrainingError", "TIMING_KEYS", "evaluate_split"]
@@ -106,17 +109,13 @@ def train(
         ConfigError: for a config that does not fit the builders.
     """
     validate_config(cfg, source=source)
-    device = resolve_device(cfg.device, _env_info())
+    device = resolve_device(cfg.device, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
     info = init_distributed(device)
     try:
         return _train(cfg, Path(out_dir) if out_dir is not None else None, device, info,
                       resume, overwrite, progress, final_eval)
     finally:
         shutdown(info)
-
-
-def _env_info() -> DistInfo:
-    return DistInfo(local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def _train(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info: DistInfo,
@@ -429,8 +428,6 @@ def final_evaluation(learner: nn.Module, cfg: ExperimentCfg, device: torch.devic
     ``eval.split`` ``train``/``val``/``test`` means the split named in ``data``; any other
     value is a split name. The results are written to ``eval.json`` in the run directory.
     """
-    from metamem.evaluation import evaluate
-
     ev = cfg.eval
     split = {"train": cfg.data.train_split, "val": cfg.data.val_split,
              "test": cfg.data.test_split}.get(ev.split) or ev.split
@@ -445,5 +442,5 @@ def final_evaluation(learner: nn.Module, cfg: ExperimentCfg, device: torch.devic
                        config=conf, source=str(run_dir) if run_dir else None)
         results.append(res.to_dict())
     if run_dir is not None:
-        ck.write_text(run_dir / "eval.json", json.dumps(results, indent=1))
+        write_text(run_dir / "eval.json", json.dumps(results, indent=1))
     return results

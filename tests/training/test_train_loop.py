@@ -130,7 +130,7 @@ def test_files_that_are_not_checkpoints(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"checkpoint or run directory .*nowhere.* not found"):
         load_learner(tmp_path / "nowhere")
     (tmp_path / "empty_run").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"has no checkpoints/last\.pt"):
+    with pytest.raises(FileNotFoundError, match=r"empty_run has no checkpoint \(looked for .*best\.pt and last\.pt\)"):
         load_learner(tmp_path / "empty_run")
 
 
