@@ -47,6 +47,7 @@ __all__ = [
     "config_to_dict",
     "parse_overrides",
     "check_value",
+    "origin_of",
 ]
 
 
@@ -131,6 +132,8 @@ class ExperimentCfg:
     """A resolved experiment: every section typed, ``extends`` already applied.
 
     ``learner`` is None only in base files (which training and evaluation reject).
+    A loaded config also carries ``origins`` (an attribute, not a config key): where each
+    dotted key was set, read by :func:`origin_of` so errors blame the right file or override.
     """
 
     learner: NamedCfg | None = None
@@ -286,7 +289,22 @@ def config_from_dict(
     cfg = _to_dataclass(ExperimentCfg, raw, (), ctx)
     if not _DEVICE_RE.match(cfg.device):
         ctx.fail(("device",), f"expected auto, cpu, cuda or cuda:N, got {cfg.device!r}")
+    cfg.origins = dict(origins or {})  # type: ignore[attr-defined]  (not a config key)
     return cfg
+
+
+def origin_of(cfg: Any, dotted: str, default: str) -> str:
+    """Where the value at ``dotted`` (``"train.optimizer.lr"``) was set: the file, or
+    ``override 'KEY=VALUE'`` when a command-line override set it (or a section above it).
+
+    Falls back to ``default`` for a config not made by :func:`load_config`/``config_from_dict``.
+    """
+    origins: dict[tuple[str, ...], str] = getattr(cfg, "origins", None) or {}
+    parts = tuple(dotted.split("."))
+    for n in range(len(parts), 0, -1):
+        if parts[:n] in origins:
+            return origins[parts[:n]]
+    return default
 
 
 def config_to_dict(cfg: Any) -> Any:
@@ -343,8 +361,10 @@ def _convert(value: Any, tp: Any, path: tuple[str, ...], ctx: _Ctx) -> Any:
 def check_value(value: Any, tp: Any) -> tuple[bool, Any]:
     """Whether ``value`` fits the annotation ``tp``; returns ``(ok, value converted)``.
 
-    ints are accepted (and converted) where floats are expected; bools are never ints.
-    Unknown annotation kinds are accepted as is.
+    ints are accepted (and converted) where floats are expected; bools are never ints. A
+    class annotation (``torch.Tensor``) needs an instance of it, so ``float | Tensor`` refuses
+    a string. Annotation kinds that are not classes (type variables, forward references that
+    do not resolve) are accepted as is.
     """
     origin = get_origin(tp)
     if tp is Any or tp is inspect.Parameter.empty:
@@ -387,6 +407,10 @@ def check_value(value: Any, tp: Any) -> tuple[bool, Any]:
         return True, (tuple(items) if origin is tuple or tp is tuple else items)
     if origin is dict or tp is dict:
         return isinstance(value, dict), value
+    if isinstance(tp, type):  # a class (torch.Tensor, torch.dtype...): a config value must be one
+        return isinstance(value, tp), value
+    if isinstance(origin, type):  # Sequence[int], Callable[...]...: check the container kind only
+        return isinstance(value, origin), value
     return True, value
 
 

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-__all__ = ["atomic_write", "write_text"]
+__all__ = ["atomic_write", "write_text", "remove_orphan_temps"]
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
@@ -47,3 +47,22 @@ def write_text(path: str | os.PathLike[str], text: str | bytes) -> Path:
     """Atomically replace ``path`` with ``text`` (str as UTF-8, or bytes)."""
     data = text.encode("utf-8") if isinstance(text, str) else text
     return atomic_write(path, lambda f: f.write(data))
+
+
+def remove_orphan_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files :func:`atomic_write` leaves when its process is killed.
+
+    Only names of the form ``.<name>.<random>.tmp`` directly in ``folder`` are removed
+    (a killed checkpoint write leaves a ``.last.pt.<random>.tmp`` as large as the
+    checkpoint). Resuming a run calls this on the run directory and its ``checkpoints/``.
+
+    Returns:
+        The removed paths, sorted.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    for p in sorted(folder.glob(".*.tmp")) if folder.is_dir() else []:
+        if p.is_file() and p.name.count(".") >= 3:
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed

@@ -263,12 +263,49 @@ def restore_global_rng(ckpt: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(list(rng["torch_cuda"]))
 
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` file (empty list when missing)."""
+def read_metrics(path: str | Path, *, drop_partial_tail: bool = False) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` file (empty list when missing).
+
+    Args:
+        path: the file.
+        drop_partial_tail: skip a last line that is cut short (no closing newline and not
+            valid JSON): what a process killed while appending leaves behind. Resume uses
+            this; such a line always lies past the last checkpoint, which is written after
+            its step's metrics line.
+
+    Raises:
+        CheckpointError: naming the file and line of a record that is not a JSON object
+            with an integer ``step``.
+    """
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+    lines = text.split("\n")
+    out: list[dict[str, Any]] = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        partial_tail = i == len(lines) - 1  # no newline after it: the write was cut short
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            if partial_tail and drop_partial_tail:
+                continue
+            what = "cut short (the process was killed while writing it)" if partial_tail else "not valid JSON"
+            raise CheckpointError(
+                f"{path}:{i + 1}: line is {what} ({e.msg}); delete that line to continue"
+            ) from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("step"), int):
+            raise CheckpointError(
+                f"{path}:{i + 1}: expected a JSON object with an integer 'step', got {line[:80]!r}; "
+                "delete that line to continue"
+            )
+        out.append(rec)
+    return out
 
 
 def write_metrics(path: str | Path, records: list[dict[str, Any]]) -> None:

@@ -1,21 +1,33 @@
-"""Check a loaded experiment config against the registered builders, without running anything.
+"""Check an experiment config against the builders and its data, before anything is written.
 
-``metamem validate FILE...`` and the training loop call :func:`validate_config`: the learner,
-dataset, optimizer and scheduler names must be registered, their keyword arguments must
-bind to the builder's signature (``inspect.signature(builder).bind``) and match its type
-annotations, and the numeric settings must make sense. No data is loaded and no module is
-built.
+``metamem validate FILE...`` and ``metamem train`` run the same checks
+(:func:`check_experiment`), so a config that validates does not fail later for a reason that
+could be known up front:
+
+1. :func:`validate_config` (no data): the learner, dataset, optimizer and scheduler names
+   must be registered; their keyword arguments must bind to the builder's signature
+   (``inspect.signature(builder).bind``) and match its type annotations; the optimizer and
+   scheduler are built once on a dummy parameter (so ``lr=fast`` or ``betas=[2, 0]`` fail
+   here, not at step 0); the numeric settings must make sense.
+2. :func:`validate_data`: the train, val and test splits are loaded and each must provide the
+   episodes asked of it (``episodes.*`` for train and val, every ``eval.n_way`` x
+   ``eval.k_shot`` with ``eval.n_query`` for the evaluation split).
+
+Every message names the file or the ``override 'KEY=VALUE'`` that set the key at fault.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, get_type_hints
+from typing import TYPE_CHECKING, Any, Callable, get_type_hints
 
-from metamem.config import ConfigError, ExperimentCfg, check_value, type_name
+from metamem.config import ConfigError, ExperimentCfg, check_value, origin_of, type_name
 from metamem.registry import Registry, UnknownNameError
 
-__all__ = ["validate_config", "check_builder_kwargs"]
+if TYPE_CHECKING:
+    from metamem.data.base import ImageDataset
+
+__all__ = ["validate_config", "validate_data", "check_experiment", "check_builder_kwargs"]
 
 #: the scorings of :func:`metamem.evaluate`.
 EVAL_PROTOCOLS = ("set", "sequence", "both")
@@ -31,6 +43,7 @@ def check_builder_kwargs(
     source: str,
     injected: dict[str, Any] | None = None,
     skip_first: int = 0,
+    origin: Callable[[str], str] | None = None,
 ) -> None:
     """Bind ``kwargs`` (plus ``injected``) to ``builder``'s signature and check their types.
 
@@ -41,10 +54,12 @@ def check_builder_kwargs(
         source: the config file (for messages).
         injected: keyword arguments the framework adds itself.
         skip_first: leading positional parameters the framework passes (params, optimizer).
+        origin: maps a dotted key to where it was set (file or override); default ``source``.
 
     Raises:
         ConfigError: naming the key and the builder's accepted keys.
     """
+    where = origin or (lambda _key: source)
     sig = inspect.signature(builder)
     params = list(sig.parameters.values())[skip_first:]
     accepted = [
@@ -56,13 +71,13 @@ def check_builder_kwargs(
         if key not in accepted and not has_var_kw:
             name = getattr(builder, "__name__", str(builder))
             raise ConfigError(
-                f"{source}: {section}.{key}: unknown key for {name}; allowed keys: "
+                f"{where(f'{section}.{key}')}: {section}.{key}: unknown key for {name}; allowed keys: "
                 f"{', '.join(accepted) or '(none)'}"
             )
     try:
         sig.replace(parameters=params).bind(**(injected or {}), **kwargs)
     except TypeError as e:
-        raise ConfigError(f"{source}: {section}: {e}") from None
+        raise ConfigError(f"{where(f'{section}.name')}: {section}: {e}") from None
     try:
         hints = get_type_hints(builder.__init__ if isinstance(builder, type) else builder)
     except Exception:  # unresolvable annotations: the bind check above still applies
@@ -71,7 +86,7 @@ def check_builder_kwargs(
         tp = hints.get(key)
         if tp is not None and not check_value(value, tp)[0]:
             raise ConfigError(
-                f"{source}: {section}.{key}: expected {type_name(tp)}, got {value!r} "
+                f"{where(f'{section}.{key}')}: {section}.{key}: expected {type_name(tp)}, got {value!r} "
                 f"({type(value).__name__})"
             )
 
@@ -103,34 +118,168 @@ def validate_config(cfg: ExperimentCfg, *, source: str = "config", require_learn
             raise ConfigError(f"{source}: learner: missing section (needs at least learner.name)")
     else:
         _check_learner(cfg, source)
-    loader = _lookup(DATASETS, cfg.data.name, "data.name", source)
+    origin = lambda key: origin_of(cfg, key, source)  # noqa: E731
+    loader = _lookup(DATASETS, cfg.data.name, "data.name", origin("data.name"))
     check_builder_kwargs(
         loader, cfg.data.options, section="data.options", source=source,
-        injected={"split": cfg.data.train_split},
+        injected={"split": cfg.data.train_split}, origin=origin,
     )
     for section, registry, first in (
         (cfg.train.optimizer, OPTIMIZERS, 1),
         (cfg.train.scheduler, SCHEDULERS, 1),
     ):
         path = "train.optimizer" if registry is OPTIMIZERS else "train.scheduler"
-        cls = _lookup(registry, section.name, f"{path}.name", source)
-        check_builder_kwargs(cls, section.kwargs, section=path, source=source, skip_first=first)
+        cls = _lookup(registry, section.name, f"{path}.name", origin(f"{path}.name"))
+        check_builder_kwargs(cls, section.kwargs, section=path, source=source, skip_first=first,
+                             origin=origin)
     _check_numbers(cfg, source)
+    _dry_build_optimizer(cfg, origin)
+
+
+def _section_origin(cfg: ExperimentCfg, path: str, keys: list[str], source: str) -> str:
+    """The origins of a section's keys (overrides first), for a message about the section."""
+    found = [origin_of(cfg, f"{path}.{k}", source) for k in keys] or [origin_of(cfg, path, source)]
+    found.sort(key=lambda o: not o.startswith("override"))
+    return ", ".join(dict.fromkeys(found))
+
+
+def _dry_build_optimizer(cfg: ExperimentCfg, origin: Callable[[str], str]) -> None:
+    """Build the optimizer and scheduler once on a dummy parameter (what ``train`` does at
+    step 0), turning their own argument checks into :class:`ConfigError`."""
+    import torch
+
+    from metamem.optim import build_optimizer, build_scheduler
+
+    source = origin("")
+    tr = cfg.train
+    param = torch.nn.Parameter(torch.zeros(2))
+    try:
+        opt = build_optimizer([param], tr.optimizer.name, **tr.optimizer.kwargs)
+    except Exception as e:  # torch's checks raise ValueError/TypeError/KeyError...
+        where = _section_origin(cfg, "train.optimizer", list(tr.optimizer.kwargs), source)
+        raise ConfigError(
+            f"{where}: train.optimizer: {tr.optimizer.name} refuses "
+            f"{tr.optimizer.kwargs!r}: {_one_line(e)}"
+        ) from None
+    try:
+        build_scheduler(opt, tr.scheduler.name, total_steps=tr.steps, **tr.scheduler.kwargs)
+    except Exception as e:
+        where = _section_origin(cfg, "train.scheduler", list(tr.scheduler.kwargs), source)
+        raise ConfigError(
+            f"{where}: train.scheduler: {tr.scheduler.name} refuses "
+            f"{tr.scheduler.kwargs!r}: {_one_line(e)}"
+        ) from None
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:300]
+
+
+def validate_data(
+    cfg: ExperimentCfg, *, source: str = "config", final_eval: bool = True
+) -> dict[str, "ImageDataset | None"]:
+    """Load the splits ``train`` will use and check each can provide its episodes.
+
+    Args:
+        cfg: the loaded config.
+        source: the config file, for messages.
+        final_eval: also check the evaluation split against every ``eval.n_way`` x
+            ``eval.k_shot`` (as ``train`` does unless ``--no-eval``).
+
+    Returns:
+        ``{"train": ds, "val": ds or None, "test": ds or None}`` (``test`` is the split
+        ``eval.split`` names), for the caller to reuse.
+
+    Raises:
+        ConfigError: naming the file or override of the episode setting that does not fit
+            the split, and the numbers (classes, images per class).
+        DatasetError: for data that cannot be loaded (naming the file at fault).
+    """
+    from metamem.data import load_dataset
+    from metamem.episodes.sampler import EpisodeSampler, EpisodeSpecError
+
+    ep, ev = cfg.episodes, cfg.eval
+    origin = lambda key: origin_of(cfg, key, source)  # noqa: E731
+    loaded: dict[str | None, Any] = {}
+
+    def load(split: str) -> "ImageDataset":
+        if split not in loaded:
+            loaded[split] = load_dataset(cfg.data.name, split=split, **cfg.data.options)
+        return loaded[split]
+
+    def check(ds: "ImageDataset", role: str, keys: str, n_way: int, k_shot: int, n_query: int,
+              within_group: bool) -> None:
+        try:
+            EpisodeSampler(ds, n_way=n_way, k_shot=k_shot, n_query=n_query, device="cpu",
+                           within_group=within_group)
+        except EpisodeSpecError as e:
+            found = sorted((origin(k) for k in keys.split()), key=lambda o: not o.startswith("override"))
+            where = ", ".join(dict.fromkeys(found))
+            raise ConfigError(
+                f"{where}: {keys.split()[0].rsplit('.', 1)[0]}: the {role} split cannot provide "
+                f"{n_way}-way {k_shot}-shot episodes with {n_query} queries per class: {e}"
+            ) from None
+
+    out: dict[str, Any] = {"train": None, "val": None, "test": None}
+    keys = "episodes.n_way episodes.k_shot episodes.n_query"
+    out["train"] = load(cfg.data.train_split)
+    check(out["train"], f"train ({cfg.data.train_split!r})", keys, ep.n_way, ep.k_shot,
+          ep.n_query, ep.within_group)
+    if cfg.data.val_split and cfg.train.val_every > 0:
+        out["val"] = load(cfg.data.val_split)
+        check(out["val"], f"val ({cfg.data.val_split!r})", keys, ep.n_way, ep.k_shot, ep.n_query,
+              ep.within_group)
+    split = eval_split(cfg)
+    if final_eval and split:
+        out["test"] = load(split)
+        ways = ev.n_way if isinstance(ev.n_way, list) else [ev.n_way]
+        shots = ev.k_shot if isinstance(ev.k_shot, list) else [ev.k_shot]
+        for n_way in ways:
+            for k_shot in shots:
+                check(out["test"], f"evaluation ({split!r})", "eval.n_way eval.k_shot eval.n_query",
+                      n_way, k_shot, ev.n_query, ev.within_group)
+    return out
+
+
+def eval_split(cfg: ExperimentCfg) -> str | None:
+    """The split the final evaluation uses: ``eval.split`` ``train``/``val``/``test`` means the
+    split named in ``data``; any other value is a split name; None when ``data.test_split``
+    is null (no final evaluation)."""
+    if not cfg.data.test_split:
+        return None
+    ev = cfg.eval
+    return {"train": cfg.data.train_split, "val": cfg.data.val_split,
+            "test": cfg.data.test_split}.get(ev.split) or ev.split
+
+
+def check_experiment(
+    cfg: ExperimentCfg, *, source: str = "config", data: bool = True, final_eval: bool = True,
+    require_learner: bool = True,
+) -> dict[str, "ImageDataset | None"] | None:
+    """Everything ``metamem train`` checks before it writes anything (also ``metamem validate``).
+
+    Returns:
+        The loaded splits (see :func:`validate_data`), or None with ``data=False``.
+    """
+    validate_config(cfg, source=source, require_learner=require_learner)
+    return validate_data(cfg, source=source, final_eval=final_eval) if data else None
 
 
 def _check_learner(cfg: ExperimentCfg, source: str) -> None:
     from metamem.learners import LEARNERS
 
     assert cfg.learner is not None
+    origin = lambda key: origin_of(cfg, key, source)  # noqa: E731
     for key, what in INJECTED_LEARNER_KWARGS.items():
         if key in cfg.learner.kwargs:
             raise ConfigError(
-                f"{source}: learner.{key}: set by the framework from {what}; remove it"
+                f"{origin(f'learner.{key}')}: learner.{key}: set by the framework from {what}; remove it"
             )
-    builder = _lookup(LEARNERS, cfg.learner.name, "learner.name", source)
+    builder = _lookup(LEARNERS, cfg.learner.name, "learner.name", origin("learner.name"))
     check_builder_kwargs(
         builder, cfg.learner.kwargs, section="learner", source=source,
-        injected={"n_way": cfg.episodes.n_way, "image_shape": (1, 1, 1)},
+        injected={"n_way": cfg.episodes.n_way, "image_shape": (1, 1, 1)}, origin=origin,
     )
 
 
@@ -148,14 +297,15 @@ def _check_numbers(cfg: ExperimentCfg, source: str) -> None:
     for name, values in (("eval.n_way", ev.n_way), ("eval.k_shot", ev.k_shot)):
         for v in values if isinstance(values, list) else [values]:
             rules.append((name, v, 1))
+    at = lambda key: origin_of(cfg, key, source)  # noqa: E731
     for key, value, low in rules:
         if value < low:
-            raise ConfigError(f"{source}: {key}: must be >= {low}, got {value}")
+            raise ConfigError(f"{at(key)}: {key}: must be >= {low}, got {value}")
     if tr.grad_clip is not None and tr.grad_clip <= 0:
-        raise ConfigError(f"{source}: train.grad_clip: must be > 0 or null, got {tr.grad_clip}")
+        raise ConfigError(f"{at('train.grad_clip')}: train.grad_clip: must be > 0 or null, got {tr.grad_clip}")
     if ev.protocol not in EVAL_PROTOCOLS:
         raise ConfigError(
-            f"{source}: eval.protocol: unknown protocol {ev.protocol!r}; allowed: "
+            f"{at('eval.protocol')}: eval.protocol: unknown protocol {ev.protocol!r}; allowed: "
             f"{', '.join(EVAL_PROTOCOLS)}"
         )
     if isinstance(ev.n_way, list) and not ev.n_way or isinstance(ev.k_shot, list) and not ev.k_shot:

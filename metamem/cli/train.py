@@ -62,10 +62,17 @@ def run(args: argparse.Namespace) -> int:
     result = train(cfg, run_dir, resume=bool(args.resume), overwrite=args.overwrite,
                    progress=not args.no_progress, final_eval=not args.no_eval,
                    source=str(config_file))
-    if result.run_dir is not None and result.last_metrics:
-        summary = {k: result.last_metrics[k] for k in ("step", "loss", "acc") if k in result.last_metrics}
-        summary["best_val_acc"] = result.best_val
-        print(f"run directory: {result.run_dir}  {json.dumps(summary)}")
+    if result.run_dir is not None:
+        if result.last_metrics:
+            summary = {k: result.last_metrics[k] for k in ("step", "loss", "acc") if k in result.last_metrics}
+            summary["best_val_acc"] = result.best_val
+            print(f"run directory: {result.run_dir}  {json.dumps(summary)}")
+        elif result.evaluation:
+            print(f"run directory: {result.run_dir}  (at step {result.step}; the missing final "
+                  "evaluation was run)")
+        else:
+            print(f"run directory: {result.run_dir}  already complete at step {result.step}; "
+                  "raise train.steps (a KEY=VALUE override) to continue it")
         for res in result.evaluation or []:
             _print_eval(res)
     return 0

@@ -1,8 +1,10 @@
 """``metamem validate FILE... [key=value ...]``: check experiment configs without running them.
 
-Each file is loaded (``extends`` applied, overrides applied), typed, and checked against the
-registered builders (learner, dataset, optimizer and scheduler names; builder keyword
-arguments bound with ``inspect.signature``). Nothing is loaded or built.
+Each file is loaded (``extends`` applied, overrides applied), typed, and checked exactly as
+``metamem train`` checks it before writing anything (:func:`metamem.validate.check_experiment`):
+registered names, builder keyword arguments (bound with ``inspect.signature``, types checked,
+optimizer and scheduler built on a dummy parameter), and the data splits against the episode
+settings (``--no-data`` skips loading the data). Nothing is trained or written.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import sys
 from pathlib import Path
 
 from metamem.config import ConfigError, load_config
-from metamem.validate import validate_config
+from metamem.data.base import DatasetError
+from metamem.validate import check_experiment
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check experiment YAMLs against the builders (runs nothing)")
     p.add_argument("items", nargs="+", metavar="FILE_OR_OVERRIDE",
                    help="experiment YAMLs and dotted KEY=VALUE overrides applied to each")
+    p.add_argument("--no-data", action="store_true",
+                   help="skip loading the data splits (checks the config and builders only)")
     p.set_defaults(func=run)
 
 
@@ -31,11 +36,13 @@ def run(args: argparse.Namespace) -> int:
     for file in files:
         try:
             cfg = load_config(file, overrides)
-            validate_config(cfg, source=file, require_learner=False)
-        except (ConfigError, FileNotFoundError) as e:
+            check_experiment(cfg, source=file, require_learner=cfg.learner is not None,
+                             data=not args.no_data)
+        except (ConfigError, DatasetError, FileNotFoundError) as e:
             failed += 1
-            print(f"FAIL {e}", file=sys.stderr)
+            print(f"FAIL {e}", file=sys.stderr, flush=True)
             continue
         what = f"learner {cfg.learner.name}" if cfg.learner else "base file: no learner section"
-        print(f"ok   {file} ({what}, dataset {cfg.data.name})")
+        data = "" if args.no_data else ", splits fit the episodes"
+        print(f"ok   {file} ({what}, dataset {cfg.data.name}{data})", flush=True)
     return 1 if failed else 0

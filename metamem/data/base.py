@@ -53,6 +53,13 @@ class ImageDataset:
 
     def __post_init__(self) -> None:
         where = f"dataset {self.name!r} split {self.split!r}"
+        if not isinstance(self.images, torch.Tensor) or not isinstance(self.labels, torch.Tensor):
+            raise DatasetError(f"{where}: images and labels must be torch tensors")
+        if self.labels.is_floating_point() or self.labels.is_complex() or self.labels.dtype == torch.bool:
+            raise DatasetError(
+                f"{where}: labels must be an integer tensor, got {self.labels.dtype}; convert "
+                "class ids with .long() (after checking they are whole numbers)"
+            )
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
             raise DatasetError(
                 f"{where}: images must be uint8 [M, C, H, W], got {self.images.dtype} "

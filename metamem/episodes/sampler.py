@@ -15,6 +15,7 @@ a pure function of its key, so the same seed gives the same episodes on CPU and 
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -24,7 +25,9 @@ from metamem.data.base import ImageDataset
 from metamem.episodes.rng import KEY_BITS, keys_from_mix, position_mix
 from metamem.types import EpisodeBatch
 
-__all__ = ["EpisodeSampler", "EpisodeSpecError", "ClassTable", "draw_episode_indices"]
+__all__ = [
+    "EpisodeSampler", "EpisodeSpecError", "ClassTable", "draw_episode_indices", "check_count",
+]
 
 _SAMPLER_STREAM = 1
 _MAX_POSITIONS = 1 << 31  # classes and images per class must stay below 2**31
@@ -32,6 +35,26 @@ _MAX_POSITIONS = 1 << 31  # classes and images per class must stay below 2**31
 
 class EpisodeSpecError(ValueError):
     """An episode shape the dataset cannot provide (too many ways, too few images...)."""
+
+
+def check_count(name: str, value: Any, low: int) -> int:
+    """``value`` as an int ``>= low``; floats (even ``2.0``), bools and strings are refused.
+
+    Raises:
+        EpisodeSpecError: naming ``name`` and the value.
+    """
+    if isinstance(value, bool):
+        raise EpisodeSpecError(f"{name} must be an integer >= {low}, got {value!r} (a bool)")
+    try:
+        n = operator.index(value)  # ints, numpy ints, 0-dim integer tensors
+    except TypeError:
+        raise EpisodeSpecError(
+            f"{name} must be an integer >= {low}, got {value!r} ({type(value).__name__}); "
+            f"pass a whole number such as {low if low > 0 else 1}"
+        ) from None
+    if n < low:
+        raise EpisodeSpecError(f"{name} must be >= {low}, got {n}")
+    return int(n)
 
 
 @dataclass
@@ -164,9 +187,23 @@ class EpisodeSampler:
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> None:
+        if not isinstance(dataset, ImageDataset):
+            raise EpisodeSpecError(
+                f"dataset must be an ImageDataset (see metamem.data.load_dataset / from_pairs), "
+                f"got {type(dataset).__name__}"
+            )
+        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise EpisodeSpecError(f"dtype must be a floating torch dtype, got {dtype!r}")
         self.dataset = dataset
-        self.n_way, self.k_shot, self.n_query = int(n_way), int(k_shot), int(n_query)
-        self.batch_size = int(batch_size)
+        self.n_way = check_count("n_way", n_way, 1)
+        self.k_shot = check_count("k_shot", k_shot, 1)
+        self.n_query = check_count("n_query", n_query, 0)
+        self.batch_size = check_count("batch_size", batch_size, 1)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            try:
+                seed = operator.index(seed)
+            except TypeError:
+                raise EpisodeSpecError(f"seed must be an integer, got {seed!r}") from None
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.within_group = bool(within_group)
         self.dtype = dtype
@@ -192,14 +229,6 @@ class EpisodeSampler:
 
     def _check_spec(self) -> None:
         ds = self.dataset
-        if self.k_shot < 1:
-            raise EpisodeSpecError(f"k_shot must be >= 1, got {self.k_shot}")
-        if self.n_query < 0:
-            raise EpisodeSpecError(f"n_query must be >= 0, got {self.n_query}")
-        if self.n_way < 1:
-            raise EpisodeSpecError(f"n_way must be >= 1, got {self.n_way}")
-        if self.batch_size < 1:
-            raise EpisodeSpecError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.n_way > ds.num_classes:
             raise EpisodeSpecError(
                 f"n_way={self.n_way} is larger than the {ds.num_classes} classes of "
@@ -238,7 +267,7 @@ class EpisodeSampler:
     # ------------------------------------------------------------------ sampling
     def draw_keys(self, batch_size: int | None = None) -> torch.Tensor:
         """Draw ``[B]`` episode keys from the sampler's generator (advances its state)."""
-        b = self.batch_size if batch_size is None else int(batch_size)
+        b = self.batch_size if batch_size is None else check_count("batch_size", batch_size, 1)
         keys = torch.randint(0, 1 << KEY_BITS, (b,), generator=self.generator)
         return keys.to(self.device, non_blocking=True)
 

@@ -43,13 +43,13 @@ from metamem.device import resolve_device
 from metamem.episodes import EpisodeSampler
 from metamem.episodes.rng import episode_keys_from_seed
 from metamem.evaluation import evaluate
-from metamem.files import write_text
+from metamem.files import remove_orphan_temps, write_text
 from metamem.learners import build_learner
 from metamem.optim import build_optimizer, build_scheduler
 from metamem.training.distributed import (
     DistInfo, all_reduce_, barrier, init_distributed, rank_seed, shutdown,
 )
-from metamem.validate import validate_config
+from metamem.validate import check_experiment, eval_split
 
 __all__ = ["train", "TrainResult", "TrainingError", "TIMING_KEYS", "evaluate_split"]
 
@@ -106,25 +106,29 @@ def train(
         TrainingError: for an existing run directory without ``resume``/``overwrite``, a
             missing checkpoint on resume, or a non-finite loss (naming the step).
         CheckpointError: resuming from a checkpoint of another learner or config.
-        ConfigError: for a config that does not fit the builders.
+        ConfigError: for a config that does not fit the builders or its data splits
+            (checked by :func:`metamem.validate.check_experiment` before anything is
+            written, as ``metamem validate`` does).
     """
-    validate_config(cfg, source=source)
+    splits = check_experiment(cfg, source=source, final_eval=final_eval)
+    assert splits is not None
     device = resolve_device(cfg.device, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
     info = init_distributed(device)
     try:
         return _train(cfg, Path(out_dir) if out_dir is not None else None, device, info,
-                      resume, overwrite, progress, final_eval)
+                      resume, overwrite, progress, final_eval, splits)
     finally:
         shutdown(info)
 
 
 def _train(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info: DistInfo,
-           resume: bool, overwrite: bool, progress: bool, final_eval: bool) -> TrainResult:
+           resume: bool, overwrite: bool, progress: bool, final_eval: bool,
+           splits: dict[str, Any]) -> TrainResult:
     conf = config_to_dict(cfg)
     writer = run_dir if info.is_main else None
     ckpt = _prepare_run_dir(run_dir, conf, resume, overwrite, info)
     tr, ep = cfg.train, cfg.episodes
-    train_ds = load_dataset(cfg.data.name, split=cfg.data.train_split, **cfg.data.options)
+    train_ds = splits["train"]
     # the initial weights draw from the global RNG (seeded by the CLI); fork it so that
     # building consumes nothing and a resumed run continues the saved global stream
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -154,7 +158,7 @@ def _train(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info:
     if tr.compile:
         model = torch.compile(model)  # type: ignore[assignment]
     do_val = bool(cfg.data.val_split) and tr.val_every > 0
-    val = _Validator(cfg, device) if info.is_main and do_val else None
+    val = _Validator(cfg, device, splits["val"]) if info.is_main and do_val else None
     image_shape = list(train_ds.image_shape)
 
     def save(name: str, step: int) -> None:
@@ -216,8 +220,11 @@ def _train(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info:
         bar.update(1)
     bar.close()
     evaluation = None
-    if final_eval and info.is_main and cfg.data.test_split and tr.steps > start:
-        evaluation = final_evaluation(learner, cfg, device, conf, writer)
+    # a run resumed at its last step (killed during the final evaluation) evaluates when
+    # its eval.json is missing; a finished run with eval.json has nothing left to do
+    eval_missing = writer is None or not (writer / "eval.json").is_file()
+    if final_eval and info.is_main and cfg.data.test_split and (tr.steps > start or eval_missing):
+        evaluation = final_evaluation(learner, cfg, device, conf, writer, dataset=splits["test"])
     return TrainResult(learner, tr.steps, writer, best, last, evaluation, sampler.state_dict())
 
 
@@ -353,12 +360,20 @@ def _prepare_run_dir(run_dir: Path | None, conf: dict[str, Any], resume: bool,
     barrier(info)
     if not info.is_main:
         return ckpt
+    # temp files of writes cut short by a kill (a 1 MB .last.pt.*.tmp each)
+    for folder in (run_dir, run_dir / "checkpoints"):
+        remove_orphan_temps(folder)
     if ckpt is not None:
-        # drop lines past the checkpoint (a crash) and the "final" lines of a run that
-        # stopped off the log/val schedule: the resumed run goes on as if never stopped
-        kept = [r for r in ck.read_metrics(run_dir / "metrics.jsonl")
-                if r["step"] <= ckpt["step"] and not r.get("final")]
+        # drop lines past the checkpoint (a crash; a line cut short by a kill is one of
+        # them) and the "final" lines of a run that stopped off the log/val schedule: the
+        # resumed run goes on as if never stopped. A checkpoint at the last step keeps its
+        # final lines (they were written before it) since no step will write them again.
+        done = ckpt["step"] >= conf["train"]["steps"]
+        kept = [r for r in ck.read_metrics(run_dir / "metrics.jsonl", drop_partial_tail=True)
+                if r["step"] <= ckpt["step"] and (not r.get("final") or (done and r["step"] == ckpt["step"]))]
         ck.write_metrics(run_dir / "metrics.jsonl", kept)
+        if not done:  # an eval.json of an earlier, shorter run: the new end rewrites it
+            (run_dir / "eval.json").unlink(missing_ok=True)
     else:
         for name in RUN_FILES if run_dir.exists() else ():
             target = run_dir / name
@@ -371,9 +386,10 @@ def _prepare_run_dir(run_dir: Path | None, conf: dict[str, Any], resume: bool,
 class _Validator:
     """Scores fixed val-split episodes (same shape as training) with the learner's forward."""
 
-    def __init__(self, cfg: ExperimentCfg, device: torch.device) -> None:
+    def __init__(self, cfg: ExperimentCfg, device: torch.device, ds: Any = None) -> None:
         ep = cfg.episodes
-        ds = load_dataset(cfg.data.name, split=cfg.data.val_split, **cfg.data.options)
+        if ds is None:
+            ds = load_dataset(cfg.data.name, split=cfg.data.val_split, **cfg.data.options)
         self.sampler = EpisodeSampler(ds, n_way=ep.n_way, k_shot=ep.k_shot, n_query=ep.n_query,
                                       device=device, within_group=ep.within_group)
         ids = torch.arange(cfg.train.val_episodes, dtype=torch.int64) + _VAL_KEY_OFFSET
@@ -422,16 +438,18 @@ def evaluate_split(learner: nn.Module, sampler: EpisodeSampler, keys: torch.Tens
 
 
 def final_evaluation(learner: nn.Module, cfg: ExperimentCfg, device: torch.device,
-                     conf: dict[str, Any], run_dir: Path | None) -> list[dict[str, Any]]:
+                     conf: dict[str, Any], run_dir: Path | None,
+                     dataset: Any = None) -> list[dict[str, Any]]:
     """Evaluate with ``metamem.evaluate`` for every (n_way, k_shot) of ``cfg.eval``.
 
     ``eval.split`` ``train``/``val``/``test`` means the split named in ``data``; any other
-    value is a split name. The results are written to ``eval.json`` in the run directory.
+    value is a split name (:func:`metamem.validate.eval_split`); ``dataset`` is that split
+    when already loaded. The results are written to ``eval.json`` in the run directory.
     """
     ev = cfg.eval
-    split = {"train": cfg.data.train_split, "val": cfg.data.val_split,
-             "test": cfg.data.test_split}.get(ev.split) or ev.split
-    ds = load_dataset(cfg.data.name, split=split, **cfg.data.options)
+    ds = dataset
+    if ds is None:
+        ds = load_dataset(cfg.data.name, split=eval_split(cfg) or ev.split, **cfg.data.options)
     ways = ev.n_way if isinstance(ev.n_way, list) else [ev.n_way]
     shots = ev.k_shot if isinstance(ev.k_shot, list) else [ev.k_shot]
     results = []
