@@ -101,14 +101,14 @@ class MANN(SequenceLearnerBase):
             self.register_buffer("program_step", torch.zeros((), dtype=torch.long))
 
     def forward(self, batch: EpisodeBatch) -> LearnerOutput:
-        """The sequence loss, plus ``η_t l_p`` (annealed NSM key regulariser) when ``programs > 0``."""
+        """The sequence loss, plus ``η_t l_p`` (annealed NSM key regulariser) in training mode when ``programs > 0``."""
         out = super().forward(batch)
-        reg = program_regulariser(self) if self.programs else None
+        reg = program_regulariser(self) if self.programs and self.training else None
         if reg is None:
             return out
         o = self.program_options
         eta = annealed_weight(o["reg"], o["decay"], o["every"], int(self.program_step))
-        if self.training and torch.is_grad_enabled():
+        if torch.is_grad_enabled():
             self.program_step += 1
         out.extras["program_reg"] = reg.detach()
         out.loss = out.loss + eta * reg

@@ -109,7 +109,7 @@ class ProgramLinear(nn.Module):
         """``w^p_t [B, G, P]``: each head's attention over its programs for controller output ``h [B, H]``."""
         q = self.query(h).view(h.shape[0], self.heads, self.key_size + 1)
         key, strength = q[..., : self.key_size], oneplus(q[..., self.key_size])
-        cos = torch.einsum("bgk,gpk->bgp", _normalise(key), _normalise(self.keys))
+        cos = (_normalise(key).unsqueeze(2) * _normalise(self.keys).unsqueeze(0)).sum(-1)  # [B, G, P]
         return torch.softmax(strength.unsqueeze(-1) * cos, dim=-1)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -118,8 +118,8 @@ class ProgramLinear(nn.Module):
         if self.recorded is not None:
             self.recorded.append(weights.detach())
         outputs = self.values(h).view(h.shape[0], self.programs, self.out_features)  # [B, P, out]
-        per_output = weights.index_select(1, self.group_of_output)  # [B, out, P]
-        return torch.einsum("bpo,bop->bo", outputs, per_output)
+        per_output = weights.transpose(1, 2).index_select(2, self.group_of_output)  # [B, P, out]
+        return (outputs * per_output).sum(1)
 
     def orthogonality(self) -> torch.Tensor:
         """``l_p = Σ_heads Σ_{i<j} cos(key_i, key_j)`` (a scalar)."""

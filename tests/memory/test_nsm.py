@@ -171,3 +171,15 @@ def test_mann_core_switch(core: str) -> None:
     assert logits.shape == (2, 3, 3)
     with pytest.raises(ValueError, match="lstm_slot"):
         build_learner("mann", n_way=3, image_shape=(1, 12, 12), core=core, write_policy="usage")
+
+
+def test_nutm_eval_loss_is_the_plain_sequence_loss() -> None:
+    ds = load_dataset("synthetic", num_classes=8, per_class=6, image_size=12, seed=3)
+    batch = EpisodeSampler(ds, n_way=3, k_shot=2, n_query=1, batch_size=2, seed=1).sample()
+    torch.manual_seed(0)
+    model = build_learner("mann", n_way=3, image_shape=(1, 12, 12), controller_size=8, memory_slots=6,
+                          memory_width=4, read_heads=2, programs=2).eval()
+    out = model(batch)
+    ce = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), out.targets.flatten())
+    torch.testing.assert_close(out.loss, ce)
+    assert int(model.program_step) == 0
