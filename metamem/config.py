@@ -92,6 +92,13 @@ class TrainCfg:
     ``steps`` counts optimizer steps (one batch of B episodes each). ``val_every``,
     ``log_every`` and ``checkpoint_every`` are in steps; 0 disables validation/checkpoints
     before the end. ``compile`` wraps the learner in ``torch.compile``.
+
+    ``amp`` runs the forward pass under CUDA autocast in ``amp_dtype`` (``float16`` with a
+    gradient scaler, or ``bfloat16`` without one); it is a no-op on CPU. ``channels_last``
+    stores the learner's 4-d weights (and so its convolution activations) in the NHWC memory
+    format: a large gain for convolutions under AMP on recent GPUs, and on this project's
+    CPU about 20% on a Conv-4 training step at 84x84 (docs/benchmarks.md); results equal
+    the NCHW ones up to float rounding.
     """
 
     steps: int = 1000
@@ -103,6 +110,8 @@ class TrainCfg:
     log_every: int = 10
     checkpoint_every: int = 500
     amp: bool = False
+    amp_dtype: str = "float16"
+    channels_last: bool = False
     compile: bool = False
 
 

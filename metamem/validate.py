@@ -134,6 +134,11 @@ def validate_config(cfg: ExperimentCfg, *, source: str = "config", require_learn
                              origin=origin)
     _check_numbers(cfg, source)
     _dry_build_optimizer(cfg, origin)
+    if cfg.train.amp_dtype not in ("float16", "bfloat16"):
+        raise ConfigError(
+            f"{origin('train.amp_dtype')}: train.amp_dtype: unknown dtype {cfg.train.amp_dtype!r}; "
+            "valid: float16, bfloat16"
+        )
 
 
 def _section_origin(cfg: ExperimentCfg, path: str, keys: list[str], source: str) -> str:

@@ -121,6 +121,16 @@ def train(
         shutdown(info)
 
 
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def amp_dtype_of(name: str) -> torch.dtype:
+    """The autocast dtype named by ``train.amp_dtype`` (``float16`` or ``bfloat16``)."""
+    if name not in AMP_DTYPES:
+        raise ValueError(f"train.amp_dtype: unknown dtype {name!r}; valid: {', '.join(AMP_DTYPES)}")
+    return AMP_DTYPES[name]
+
+
 def _train(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info: DistInfo,
            resume: bool, overwrite: bool, progress: bool, final_eval: bool,
            splits: dict[str, Any]) -> TrainResult:
@@ -137,7 +147,10 @@ def _train(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info:
     opt = build_optimizer(learner.parameters(), tr.optimizer.name, **tr.optimizer.kwargs)
     sched = build_scheduler(opt, tr.scheduler.name, total_steps=tr.steps, **tr.scheduler.kwargs)
     use_amp = tr.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    amp_dtype = amp_dtype_of(tr.amp_dtype)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    if tr.channels_last:
+        learner.to(memory_format=torch.channels_last)  # 4-d weights only; others are unchanged
     sampler = EpisodeSampler(train_ds, n_way=ep.n_way, k_shot=ep.k_shot, n_query=ep.n_query,
                              batch_size=ep.batch_size, device=device, seed=rank_seed(cfg.seed, info.rank),
                              within_group=ep.within_group)
@@ -181,7 +194,7 @@ def _train(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info:
     append = _Sink(writer)
     good = lambda: _last_good(writer)  # noqa: E731  (read only when the loss went bad)
     t0, c0, n0 = time.perf_counter(), time.process_time(), start
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else nullcontext
+    autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else nullcontext
     model.train()
     for step in range(start + 1, tr.steps + 1):
         batch = sampler.sample()
