@@ -36,6 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "else ./metamem-eval)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plots", action="store_true", help="do not draw figures")
+    p.add_argument("--inspect", action="store_true",
+                   help="also draw episode 0's memory trace, NSM program weights and sequential-Jacobian "
+                   "saliency (sequence learners) into OUT/inspect[_i]")
     add_threads_option(p)
     p.add_argument("--traceback", action="store_true", help="show the traceback of an error")
     p.set_defaults(func=run)
@@ -87,6 +90,12 @@ def run(args: argparse.Namespace) -> int:
                 written[f"trace{i}"] = plot_memory_trace(
                     r.trace, out / f"memory_trace_{i}.png", title=f"{r.learner}, episode 0"
                 )
+    if args.inspect:
+        from metamem.evaluation.inspect_memory import inspect_run
+
+        for i, path in enumerate(paths):
+            sub = out / ("inspect" if len(paths) == 1 else f"inspect_{i}")
+            written.update({f"{k}{i}": v for k, v in inspect_run(path, sub).items()})
     sys.stdout.write(to_markdown(results))
     for path in written.values():
         if path is not None:

@@ -1,0 +1,84 @@
+"""Per-episode memory inspection of a sequence learner (``metamem eval RUN --inspect``).
+
+For episode 0 of a run's fixed evaluation protocol (the same episode the evaluation scores
+first), :func:`inspect_episode` writes:
+
+* ``memory_trace.png`` — read and write weights, steps × slots (any memory core: slot,
+  NTM, DNC), via :func:`metamem.memory.plot_trace`;
+* ``program_weights.png`` — NSM program weights, steps × programs per control head (only
+  for learners with ``programs > 0``);
+* ``saliency.png`` and ``saliency.pt`` — the sequential Jacobian of Graves (papers.md §11):
+  ``‖∂ log p_t(y_t) / ∂ x_τ‖`` over the step inputs (image encoding + previous label).
+
+Learners need ``step_inputs`` and ``run`` (every sequence learner); the trace and program
+plots also need a :class:`~metamem.memory.MemoryCore` as ``learner.core``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metamem.evaluation.protocol import Protocol
+from metamem.memory import MemoryCore, plot_trace
+from metamem.memory.inspection import plot_program_weights, plot_saliency, sequential_jacobian, trace_core
+from metamem.runs import dataset_for, load_run
+from metamem.types import EpisodeBatch
+
+__all__ = ["inspect_episode", "inspect_run"]
+
+
+def inspect_episode(learner: Any, batch: EpisodeBatch, out: str | os.PathLike[str], *, title: str = "") -> dict[str, Path]:
+    """Write the inspection plots of episode 0 of ``batch`` into ``out``.
+
+    Raises:
+        ValueError: for a learner that is not a sequence learner.
+    """
+    if getattr(learner, "episode_format", None) != "sequence" or not hasattr(learner, "step_inputs"):
+        raise ValueError(f"--inspect: {type(learner).__name__} is not a sequence learner (needs step_inputs and run)")
+    out = Path(out)
+    seq = batch.as_sequence()
+    was_training = learner.training
+    learner.eval()
+    written: dict[str, Path] = {}
+    try:
+        with torch.no_grad():
+            inputs = learner.step_inputs(seq.x[:1], seq.prev_y[:1])  # [1, T, input_dim]
+            core = getattr(learner, "core", None)
+            if isinstance(core, MemoryCore):
+                core_out, programs = trace_core(core, inputs, write_steps=seq.steps)
+                assert core_out.trace is not None
+                written["memory_trace"] = plot_trace(core_out.trace, out / "memory_trace.png",
+                                                     title=f"{title} read/write weights, episode 0")
+                for name, weights in programs.items():
+                    written["program_weights"] = plot_program_weights(
+                        weights, out / "program_weights.png", title=f"{title} NSM program weights ({name})")
+        jac = sequential_jacobian(lambda x: learner.run(x)[0], inputs, seq.y[0])
+        tmp = out / ".saliency.pt.tmp"
+        torch.save(jac, tmp)
+        os.replace(tmp, out / "saliency.pt")
+        written["saliency_tensor"] = out / "saliency.pt"
+        written["saliency"] = plot_saliency(jac, out / "saliency.png",
+                                            title=f"{title} sequential Jacobian ‖∂ log p_t(y_t) / ∂ x_τ‖")
+    finally:
+        learner.train(was_training)
+    return written
+
+
+def inspect_run(path: str | os.PathLike[str], out: str | os.PathLike[str], *, device: str = "cpu") -> dict[str, Path]:
+    """:func:`inspect_episode` on episode 0 of the run's ``eval:`` protocol (its split and seed)."""
+    learner, config = load_run(path, device)
+    ev = config.get("eval", {})
+    split = ev.get("split", "test")
+    dataset = dataset_for(config, split, source=str(path))
+    k_shot = ev.get("k_shot", 1)
+    protocol = Protocol(
+        dataset=config.get("data", {}).get("name"), split=split, n_way=int(getattr(learner, "n_way", ev.get("n_way", 5))),
+        k_shot=int(k_shot[0] if isinstance(k_shot, list) else k_shot), n_query=int(ev.get("n_query", 0)),
+        episodes=1, seed=int(ev.get("seed", 1234)), within_group=bool(ev.get("within_group", False)),
+    )
+    batch = next(iter(protocol.batches(dataset, 1, device)))
+    return inspect_episode(learner, batch, out, title=str(config.get("learner", {}).get("name", "")))
