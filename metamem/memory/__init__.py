@@ -20,6 +20,8 @@ Public API (stable; the MANN learner builds on it):
   (:mod:`metamem.memory.dnc`: temporal links, :class:`DNCMemory`).
 * Neural Stored-program Memory (:mod:`metamem.memory.nsm`): :class:`ProgramLinear`,
   :func:`attach_programs`, :func:`record_programs`.
+* Multi-controller / multi-memory cores (:mod:`metamem.memory.multi`): :class:`DualControllerCore`
+  (DCMAN), :class:`DualMemoryCore` (DMNC, late/early fusion), the :class:`TwoViewBatch` format.
 * :data:`MEMORY_CORES` — ``lstm_slot``, ``ntm``, ``dnc`` (``metamem ls cores``).
 """
 
@@ -28,6 +30,7 @@ from metamem.memory.algorithmic import bit_errors, ngram_task, priority_sort_tas
 from metamem.memory.core import CoreOutput, CoreState, MemoryCore, SlotMemory
 from metamem.memory.cores import MEMORY_CORES, build_core
 from metamem.memory.dnc import DNCMemory, DNCState, directional_weights, update_link, update_precedence
+from metamem.memory.multi import DualControllerCore, DualMemoryCore, ReadOnlyDecoder, TwoViewBatch, two_view_sum_task
 from metamem.memory.nsm import ProgramLinear, attach_programs, program_regulariser, record_programs
 from metamem.memory.ntm import NTMMemory, circular_shift, interpolate, ntm_address, sharpen
 from metamem.memory.policies import (
@@ -85,6 +88,11 @@ __all__ = [
     "priority_sort_task",
     "ngram_task",
     "bit_errors",
+    "DualControllerCore",
+    "DualMemoryCore",
+    "ReadOnlyDecoder",
+    "TwoViewBatch",
+    "two_view_sum_task",
     "ProgramLinear",
     "attach_programs",
     "program_regulariser",
