@@ -76,13 +76,20 @@ class DataCfg:
 
 @dataclass
 class EpisodesCfg:
-    """Training episodes: N-way K-shot with Q queries per class, B episodes per step."""
+    """Training episodes: N-way K-shot with Q queries per class, B episodes per step.
+
+    ``augment`` distorts every training image by a random affine map drawn from its episode
+    key (keys ``rotate`` degrees, ``translate`` fraction of the side, ``scale``, ``shear``
+    degrees; see :class:`metamem.episodes.AffineAugment`); empty: none. Validation and
+    evaluation episodes are never augmented.
+    """
 
     n_way: int = 5
     k_shot: int = 1
     n_query: int = 15
     batch_size: int = 16
     within_group: bool = False
+    augment: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -122,7 +129,10 @@ class EvalCfg:
     The keys are those of :func:`metamem.evaluate`. ``n_way`` and ``k_shot`` may be lists
     for sweeps (every combination is evaluated). ``protocol`` is ``"set"`` (support / query
     episodes), ``"sequence"`` (per-presentation accuracy of labelled-late streams) or
-    ``"both"``.
+    ``"both"``. ``data_options`` are merged over ``data.options`` to load the evaluated
+    split only: ``{rotations: false}`` scores the original Omniglot characters of a run
+    trained with rotations; with ``within_group: true`` and ``n_way: 20, k_shot: 1`` on the
+    ``evaluation`` set that is Lake et al.'s within-alphabet one-shot task.
     """
 
     split: str = "test"
@@ -134,6 +144,7 @@ class EvalCfg:
     protocol: str = "set"
     within_group: bool = False
     batch_size: int = 32
+    data_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -232,11 +232,15 @@ def load_run(path: str | os.PathLike[str], device: torch.device | str = "cpu") -
     return load_learner(path, device=device)
 
 
-def dataset_for(config: dict[str, Any], split: str, *, source: str = "the run") -> ImageDataset:
+def dataset_for(
+    config: dict[str, Any], split: str, *, source: str = "the run",
+    options: dict[str, Any] | None = None,
+) -> ImageDataset:
     """The split ``split`` of a run's ``data:`` section.
 
     ``train``/``val``/``test`` map to ``data.train_split``/``val_split``/``test_split``;
-    anything else is a split name of the dataset.
+    anything else is a split name of the dataset. ``options`` (``eval.data_options``) are
+    merged over ``data.options``.
 
     Raises:
         ValueError: for a config without a ``data:`` section or without the named split.
@@ -247,7 +251,7 @@ def dataset_for(config: dict[str, Any], split: str, *, source: str = "the run") 
     real = data.get(f"{split}_split", split) if split in ("train", "val", "test") else split
     if real is None:
         raise ValueError(f"config of {source} has no data.{split}_split; set eval.split to a split name")
-    return load_dataset(data["name"], split=real, **(data.get("options") or {}))
+    return load_dataset(data["name"], split=real, **{**(data.get("options") or {}), **(options or {})})
 
 
 def restore_global_rng(ckpt: dict[str, Any]) -> None:

@@ -194,7 +194,8 @@ def validate_data(
 
     Returns:
         ``{"train": ds, "val": ds or None, "test": ds or None}`` (``test`` is the split
-        ``eval.split`` names), for the caller to reuse.
+        ``eval.split`` names, loaded with ``eval.data_options`` over ``data.options``), for
+        the caller to reuse.
 
     Raises:
         ConfigError: naming the file or override of the episode setting that does not fit
@@ -206,12 +207,13 @@ def validate_data(
 
     ep, ev = cfg.episodes, cfg.eval
     origin = lambda key: origin_of(cfg, key, source)  # noqa: E731
-    loaded: dict[str | None, Any] = {}
+    loaded: dict[tuple[str, str], Any] = {}
 
-    def load(split: str) -> "ImageDataset":
-        if split not in loaded:
-            loaded[split] = load_dataset(cfg.data.name, split=split, **cfg.data.options)
-        return loaded[split]
+    def load(split: str, extra: dict[str, Any] | None = None) -> "ImageDataset":
+        key = (split, repr(sorted((extra or {}).items())))
+        if key not in loaded:
+            loaded[key] = load_dataset(cfg.data.name, split=split, **{**cfg.data.options, **(extra or {})})
+        return loaded[key]
 
     def check(ds: "ImageDataset", role: str, keys: str, n_way: int, k_shot: int, n_query: int,
               within_group: bool) -> None:
@@ -237,7 +239,7 @@ def validate_data(
               ep.within_group)
     split = eval_split(cfg)
     if final_eval and split:
-        out["test"] = load(split)
+        out["test"] = load(split, ev.data_options)  # eval.data_options: this split only
         ways = ev.n_way if isinstance(ev.n_way, list) else [ev.n_way]
         shots = ev.k_shot if isinstance(ev.k_shot, list) else [ev.k_shot]
         for n_way in ways:
@@ -306,6 +308,12 @@ def _check_numbers(cfg: ExperimentCfg, source: str) -> None:
     for key, value, low in rules:
         if value < low:
             raise ConfigError(f"{at(key)}: {key}: must be >= {low}, got {value}")
+    try:
+        from metamem.episodes.augment import build_augment
+
+        build_augment(ep.augment)
+    except ValueError as e:
+        raise ConfigError(f"{at('episodes.augment')}: episodes.{e}") from None
     if tr.grad_clip is not None and tr.grad_clip <= 0:
         raise ConfigError(f"{at('train.grad_clip')}: train.grad_clip: must be > 0 or null, got {tr.grad_clip}")
     if ev.protocol not in EVAL_PROTOCOLS:

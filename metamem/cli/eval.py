@@ -3,7 +3,7 @@
 Evaluates every checkpoint on the fixed protocol of its ``eval:`` section, changed by
 overrides (``eval.split=``, ``eval.n_way=``, ``eval.k_shot=``, ``eval.n_query=``,
 ``eval.episodes=``, ``eval.seed=``, ``eval.protocol=set|sequence|both``,
-``eval.batch_size=``, ``eval.within_group=``, ``device=``). A list value sweeps:
+``eval.batch_size=``, ``eval.within_group=``, ``eval.data_options=``, ``device=``). A list value sweeps:
 ``metamem eval runs/a runs/b eval.n_way=[5,20] eval.k_shot=[1,5]`` scores both runs on the
 four combinations and prints one table (one row per checkpoint x combination). Results are
 written to ``--out`` as ``results.json``/``.md``/``.csv`` plus plots.

@@ -1,5 +1,6 @@
 """Episodes: the GPU-batched sampler and the counter-based RNG behind it."""
 
+from metamem.episodes.augment import AffineAugment, build_augment
 from metamem.episodes.sampler import (
     ClassTable,
     EpisodeSampler,
@@ -7,4 +8,4 @@ from metamem.episodes.sampler import (
     draw_episode_indices,
 )
 
-__all__ = ["ClassTable", "EpisodeSampler", "EpisodeSpecError", "draw_episode_indices"]
+__all__ = ["AffineAugment", "build_augment", "ClassTable", "EpisodeSampler", "EpisodeSpecError", "draw_episode_indices"]

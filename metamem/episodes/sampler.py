@@ -9,7 +9,8 @@ The split sits on the device as one uint8 tensor ``[M, C, H, W]``. A batch of B 
    then ``topk`` picks N distinct classes and K+Q distinct samples per class;
 3. one ``index_select`` of all B·N·(K+Q) images, converted to float on the device.
 
-There is no Python loop over episodes or samples, and every random choice of an episode is
+An optional :class:`~metamem.episodes.augment.AffineAugment` then distorts every image in
+one batched ``grid_sample`` (training only). There is no Python loop over episodes or samples, and every random choice of an episode is
 a pure function of its key, so the same seed gives the same episodes on CPU and GPU.
 """
 
@@ -22,6 +23,7 @@ from typing import Any, Iterator
 import torch
 
 from metamem.data.base import ImageDataset
+from metamem.episodes.augment import AffineAugment
 from metamem.episodes.rng import KEY_BITS, keys_from_mix, position_mix
 from metamem.types import EpisodeBatch
 
@@ -161,6 +163,8 @@ class EpisodeSampler:
         within_group: draw all classes of an episode from one group (one alphabet).
         generator: a CPU ``torch.Generator`` to own instead of seeding a new one.
         dtype: floating dtype of the returned images (values in ``[0, 1]``).
+        augment: distort every image by its own random affine map drawn from the episode
+            key (:class:`~metamem.episodes.augment.AffineAugment`); None: no augmentation.
 
     Raises:
         EpisodeSpecError: for ``k_shot < 1``, ``n_query < 0``, ``n_way`` larger than the
@@ -186,6 +190,7 @@ class EpisodeSampler:
         within_group: bool = False,
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float32,
+        augment: AffineAugment | None = None,
     ) -> None:
         if not isinstance(dataset, ImageDataset):
             raise EpisodeSpecError(
@@ -195,6 +200,7 @@ class EpisodeSampler:
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise EpisodeSpecError(f"dtype must be a floating torch dtype, got {dtype!r}")
         self.dataset = dataset
+        self.augment = augment if augment is not None and augment.active else None
         self.n_way = check_count("n_way", n_way, 1)
         self.k_shot = check_count("k_shot", k_shot, 1)
         self.n_query = check_count("n_query", n_query, 0)
@@ -290,10 +296,15 @@ class EpisodeSampler:
         x = x.to(self.dtype).mul_(1.0 / 255.0)  # uint8 -> float on the device
         nk = s_idx.shape[1]
         shape = x.shape[1:]
+        support_x = x[: b * nk].view(b, nk, *shape)
+        query_x = x[b * nk :].view(b, q_idx.shape[1], *shape)
+        if self.augment is not None:
+            support_x = self.augment(support_x, keys)
+            query_x = self.augment(query_x, keys, offset=nk)
         return EpisodeBatch(
-            support_x=x[: b * nk].view(b, nk, *shape),
+            support_x=support_x,
             support_y=self._support_y.expand(b, -1),
-            query_x=x[b * nk :].view(b, q_idx.shape[1], *shape),
+            query_x=query_x,
             query_y=self._query_y.expand(b, -1),
             classes=classes,
             support_index=s_idx,
@@ -320,6 +331,6 @@ class EpisodeSampler:
         return (
             f"EpisodeSampler({self.dataset!r}, n_way={self.n_way}, k_shot={self.k_shot}, "
             f"n_query={self.n_query}, batch_size={self.batch_size}, device={self.device}, "
-            f"within_group={self.within_group})"
+            f"within_group={self.within_group}, augment={self.augment})"
         )
 

@@ -4,7 +4,9 @@
   (several learners on one figure, as in Santoro et al., 2016, Fig. 2);
 * :func:`plot_accuracy_vs_shots`: accuracy against K, one curve per (learner, N);
 * :func:`plot_memory_trace`: the read/write heatmap of one episode of a memory learner
-  (delegates to :func:`metamem.memory.trace.plot_trace`).
+  (delegates to :func:`metamem.memory.trace.plot_trace`);
+* :func:`plot_learning_curves`: training and validation accuracy against wall-clock and CPU
+  seconds of runs (from their ``metrics.jsonl``; :func:`learning_curve`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ from typing import Any, Sequence
 from metamem.evaluation.scoring import EvalResult
 from metamem.files import write_text
 
-__all__ = ["plot_accuracy_vs_shots", "plot_memory_trace", "plot_per_presentation"]
+__all__ = [
+    "learning_curve",
+    "plot_accuracy_vs_shots",
+    "plot_learning_curves",
+    "plot_memory_trace",
+    "plot_per_presentation",
+]
 
 
 def _figure(width: float = 6.0, height: float = 4.0) -> Any:
@@ -136,3 +144,74 @@ def plot_memory_trace(
             ) from None
         trace = MemoryTrace(r if r.dim() == 4 else r[:, :, None], w if w.dim() == 4 else w[:, :, None])
     return plot_trace(trace, path, episode=0, title=title)
+
+
+def learning_curve(records: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
+    """Accuracy against step, wall and CPU seconds from the records of a ``metrics.jsonl``.
+
+    Training lines carry ``acc`` and the timing keys ``elapsed_s``/``cpu_s``; validation
+    lines carry ``val_acc`` at a step and get the timing of the last training line at or
+    before that step. Lines marked ``final`` are included; a resumed run's are not repeated.
+
+    Returns:
+        ``{"step", "wall_s", "cpu_s", "acc"}`` for the training lines and ``{"val_step",
+        "val_wall_s", "val_cpu_s", "val_acc"}`` for the validation lines (lists of floats).
+    """
+    train = sorted(
+        (r for r in records if "acc" in r and "elapsed_s" in r), key=lambda r: r["step"]
+    )
+    curve: dict[str, list[float]] = {k: [] for k in (
+        "step", "wall_s", "cpu_s", "acc", "val_step", "val_wall_s", "val_cpu_s", "val_acc")}
+    for r in train:
+        curve["step"].append(float(r["step"]))
+        curve["wall_s"].append(float(r["elapsed_s"]))
+        curve["cpu_s"].append(float(r.get("cpu_s", float("nan"))))
+        curve["acc"].append(float(r["acc"]))
+    for r in sorted((r for r in records if "val_acc" in r), key=lambda r: r["step"]):
+        before = [t for t in train if t["step"] <= r["step"]]
+        if not before:
+            continue
+        t = before[-1]
+        curve["val_step"].append(float(r["step"]))
+        curve["val_wall_s"].append(float(t["elapsed_s"]))
+        curve["val_cpu_s"].append(float(t.get("cpu_s", float("nan"))))
+        curve["val_acc"].append(float(r["val_acc"]))
+    return curve
+
+
+def plot_learning_curves(
+    runs: dict[str, Sequence[dict[str, Any]]], path: str | os.PathLike[str], *,
+    title: str | None = None,
+) -> Path:
+    """Accuracy against wall-clock and CPU seconds, one colour per run (two panels).
+
+    Training accuracy (thin line, the mean over each logging interval) and validation
+    accuracy (markers) of every run, from their ``metrics.jsonl`` records.
+
+    Args:
+        runs: ``{display name: metrics records}``.
+        path: output file (``.png``, ``.pdf``...).
+        title: figure title.
+    """
+    if not runs:
+        raise ValueError("plot_learning_curves: no runs given")
+    fig = _figure(11.0, 4.2)
+    axes = fig.subplots(1, 2, sharey=True)
+    for i, (name, records) in enumerate(runs.items()):
+        c = learning_curve(records)
+        color = f"C{i % 10}"
+        for ax, key in zip(axes, ("wall_s", "cpu_s")):
+            ax.plot([v / 60 for v in c[key]], c["acc"], color=color, lw=0.8, alpha=0.6,
+                    label=f"{name} (train)")
+            if c["val_acc"]:
+                ax.plot([v / 60 for v in c[f"val_{key}"]], c["val_acc"], color=color, marker="o",
+                        ms=3.5, lw=1.2, label=f"{name} (val)")
+    axes[0].set_xlabel("wall-clock minutes")
+    axes[1].set_xlabel("CPU minutes (training process)")
+    axes[0].set_ylabel("accuracy")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

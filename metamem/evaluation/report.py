@@ -53,6 +53,7 @@ def result_rows(results: Sequence[EvalResult]) -> list[dict[str, Any]]:
             "episodes": p.episodes,
             "seed": p.seed,
             "within_group": p.within_group,
+            "data_options": json.dumps(r.data_options, sort_keys=True) if r.data_options else "",
         }
         for scoring in ("set", "sequence"):
             s = r.scores.get(scoring)
@@ -85,7 +86,7 @@ def to_markdown(results: Sequence[EvalResult]) -> str:
     for r in rows:
         pres = r["per_presentation"] or []
         cells = [
-            r["learner"], f"{r['dataset']}/{r['split']}", str(r["n_way"]), str(r["k_shot"]),
+            r["learner"], _where(r), str(r["n_way"]), str(r["k_shot"]),
             str(r["n_query"]), str(r["episodes"]),
             _pm(r["set_mean"], r["set_ci95"]), _pm(r["sequence_mean"], r["sequence_ci95"]),
             *[_pct(pres[i]) if i < len(pres) else "" for i in range(n_pres)],
@@ -93,6 +94,15 @@ def to_markdown(results: Sequence[EvalResult]) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _where(row: dict[str, Any]) -> str:
+    """``dataset/split``, plus ``within group`` and eval-only dataset options when set."""
+    extra = (["within group"] if row["within_group"] else []) + (
+        [row["data_options"]] if row["data_options"] else []
+    )
+    where = f"{row['dataset']}/{row['split']}"
+    return f"{where} ({', '.join(extra)})" if extra else where
 
 
 def _ordinal(n: int) -> str:

@@ -48,6 +48,7 @@ DEFAULT_EVAL: dict[str, Any] = {
     "protocol": "both",
     "batch_size": 32,
     "within_group": False,
+    "data_options": {},
 }
 
 #: what ``metamem eval`` accepts as ``key=value`` (lists sweep, except for ``device``)
@@ -97,6 +98,10 @@ def _check_value(key: str, v: Any, item: str) -> None:
         raise ValueError(f"override {item!r}: {key} must be one of {', '.join(SCORINGS)}, got {v!r}")
     if name == "within_group" and not isinstance(v, bool):
         raise ValueError(f"override {item!r}: {key} must be true or false, got {v!r}")
+    if name == "data_options" and not isinstance(v, dict):
+        raise ValueError(
+            f"override {item!r}: {key} must be a mapping such as {{rotations: false}}, got {v!r}"
+        )
     if name in ("split", "device") and not isinstance(v, str):
         raise ValueError(f"override {item!r}: {key} must be a string, got {v!r}")
 
@@ -178,9 +183,11 @@ def sweep(
     results: list[EvalResult] = []
     for src, name, learner, config, combos in jobs:
         for i, s in enumerate(combos):
-            dkey = json.dumps([config.get("data"), s["split"]], sort_keys=True, default=str)
+            dkey = json.dumps([config.get("data"), s["split"], s["data_options"]], sort_keys=True,
+                              default=str)
             if dkey not in datasets:
-                datasets[dkey] = dataset_for(config, s["split"], source=src)
+                datasets[dkey] = dataset_for(config, s["split"], source=src,
+                                             options=s["data_options"])
             results.append(
                 evaluate(
                     learner,
@@ -190,6 +197,7 @@ def sweep(
                     protocol=s["protocol"], batch_size=s["batch_size"],
                     device=device, progress=progress, name=name,
                     config=config, source=src, keep_trace=keep_trace and i == 0,
+                    data_options=s["data_options"] or None,
                 )
             )
     return results

@@ -291,6 +291,8 @@ class EvalResult:
         version: metamem version.
         config: the run's resolved config, when evaluating a run.
         source: the run directory or checkpoint, when evaluating a run.
+        data_options: dataset options that differ from the run's ``data.options`` for this
+            evaluation (``eval.data_options``, e.g. ``{"rotations": False}``), or None.
         trace: the memory trace of episode 0 (``keep_trace=True``, see
             :func:`memory_trace`); not serialised.
     """
@@ -304,6 +306,7 @@ class EvalResult:
     version: str
     config: dict[str, Any] | None = None
     source: str | None = None
+    data_options: dict[str, Any] | None = None
     trace: Any = field(default=None, repr=False)
 
     @property
@@ -338,6 +341,7 @@ class EvalResult:
             "seconds": self.seconds,
             "scores": {k: s.to_dict() for k, s in self.scores.items()},
             "config": self.config,
+            "data_options": self.data_options,
         }
 
     @classmethod
@@ -352,6 +356,7 @@ class EvalResult:
             version=d["version"],
             config=d.get("config"),
             source=d.get("source"),
+            data_options=d.get("data_options"),
         )
 
 
@@ -383,6 +388,7 @@ def evaluate(
     source: str | None = None,
     keep_trace: bool = False,
     reuse_features: bool = True,
+    data_options: dict[str, Any] | None = None,
 ) -> EvalResult:
     """Score a learner on a fixed protocol of episodes.
 
@@ -405,6 +411,7 @@ def evaluate(
             once and reuse its features in every episode and later calls while the learner
             is unchanged (:mod:`metamem.evaluation.features`); same episodes, same scores
             up to float rounding. ``False`` embeds every episode's images again.
+        data_options: dataset options this evaluation changed from the run's (recorded).
 
     Returns:
         An :class:`EvalResult` (``.mean``, ``.ci95``, ``.per_episode``,
@@ -484,5 +491,6 @@ def evaluate(
         version=__version__,
         config=config,
         source=source,
+        data_options=dict(data_options) if data_options else None,
         trace=trace,
     )

@@ -40,7 +40,7 @@ from metamem import runs as ck
 from metamem.config import ExperimentCfg, config_to_dict
 from metamem.data import load_dataset
 from metamem.device import resolve_device
-from metamem.episodes import EpisodeSampler
+from metamem.episodes import EpisodeSampler, build_augment
 from metamem.episodes.rng import episode_keys_from_seed
 from metamem.evaluation import evaluate
 from metamem.files import remove_orphan_temps, write_text
@@ -153,7 +153,7 @@ def _train(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info:
         learner.to(memory_format=torch.channels_last)  # 4-d weights only; others are unchanged
     sampler = EpisodeSampler(train_ds, n_way=ep.n_way, k_shot=ep.k_shot, n_query=ep.n_query,
                              batch_size=ep.batch_size, device=device, seed=rank_seed(cfg.seed, info.rank),
-                             within_group=ep.within_group)
+                             within_group=ep.within_group, augment=build_augment(ep.augment))
     acc = _Accum(device)
     start, best = 0, None
     if ckpt is not None:
@@ -462,7 +462,8 @@ def final_evaluation(learner: nn.Module, cfg: ExperimentCfg, device: torch.devic
     ev = cfg.eval
     ds = dataset
     if ds is None:
-        ds = load_dataset(cfg.data.name, split=eval_split(cfg) or ev.split, **cfg.data.options)
+        ds = load_dataset(cfg.data.name, split=eval_split(cfg) or ev.split,
+                          **{**cfg.data.options, **ev.data_options})
     ways = ev.n_way if isinstance(ev.n_way, list) else [ev.n_way]
     shots = ev.k_shot if isinstance(ev.k_shot, list) else [ev.k_shot]
     results = []
@@ -470,7 +471,8 @@ def final_evaluation(learner: nn.Module, cfg: ExperimentCfg, device: torch.devic
         res = evaluate(learner, ds, n_way=n_way, k_shot=k_shot, n_query=ev.n_query,
                        episodes=ev.episodes, seed=ev.seed, within_group=ev.within_group,
                        protocol=ev.protocol, batch_size=ev.batch_size, device=device,
-                       config=conf, source=str(run_dir) if run_dir else None)
+                       config=conf, source=str(run_dir) if run_dir else None,
+                       data_options=ev.data_options or None)
         results.append(res.to_dict())
     if run_dir is not None:
         write_text(run_dir / "eval.json", json.dumps(results, indent=1))

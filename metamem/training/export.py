@@ -1,0 +1,150 @@
+"""Exporting a run directory for sharing: config, metrics, eval files and final weights only.
+
+:func:`export_run` turns a training run directory into a small, machine-independent copy
+that anyone can re-score with ``metamem eval DEST eval.seed=...`` once the data root holds
+the dataset (``metamem prepare``): the resolved ``config.yaml``, ``metrics.jsonl``,
+``eval.json`` and one checkpoint ``checkpoints/last.pt`` that keeps the weights, the config,
+the image shape and the step, without optimizer, scheduler, sampler or RNG state. Keys that
+name folders of the machine it was trained on (``data.options.root``, ``cache_dir``,
+``splits_dir``) are dropped (the data root then comes from ``METAMEM_DATA`` or the default);
+any other absolute path left in the config is an error, as is a copy above the size limit.
+The copy is written to a temporary folder next to ``dest`` and renamed into place.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path, PureWindowsPath
+from typing import Any
+
+import yaml
+
+from metamem.runs import (
+    CheckpointError,
+    load_checkpoint,
+    read_metrics,
+    save_checkpoint,
+    write_metrics,
+)
+
+__all__ = ["export_run", "ExportError", "MACHINE_KEYS", "DEFAULT_MAX_BYTES"]
+
+#: ``data.options`` keys that name folders of the training machine (dropped on export).
+MACHINE_KEYS = ("root", "cache_dir", "splits_dir")
+#: size limit of an exported run (the project's limit for committed run directories).
+DEFAULT_MAX_BYTES = 5 * 1024 * 1024
+
+
+class ExportError(ValueError):
+    """A run that cannot be exported as is (machine path left in the config, too large...)."""
+
+
+def _is_machine_path(value: str) -> bool:
+    return value.startswith(("/", "~", "\\\\")) or PureWindowsPath(value).drive != ""
+
+
+def _machine_paths(node: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose string value is an absolute or home-relative path."""
+    if isinstance(node, dict):
+        return [k for key, v in node.items() for k in _machine_paths(v, f"{prefix}{key}.")]
+    if isinstance(node, (list, tuple)):
+        return [k for i, v in enumerate(node) for k in _machine_paths(v, f"{prefix}{i}.")]
+    return [prefix.rstrip(".")] if isinstance(node, str) and _is_machine_path(node) else []
+
+
+def portable_config(config: dict[str, Any], *, where: str = "config") -> dict[str, Any]:
+    """``config`` without the machine keys of ``data.options``.
+
+    Raises:
+        ExportError: naming the first other key that still holds an absolute path.
+    """
+    out = copy.deepcopy(config)
+    options = (out.get("data") or {}).get("options") or {}
+    for key in MACHINE_KEYS:
+        options.pop(key, None)
+    bad = _machine_paths(out)
+    if bad:
+        raise ExportError(
+            f"{where}: key {bad[0]} holds a path of this machine; a shared run must not name "
+            "one (set it through an environment variable or drop it, then export again)"
+        )
+    return out
+
+
+def export_run(
+    run_dir: str | os.PathLike[str],
+    dest: str | os.PathLike[str],
+    *,
+    which: str = "last",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    overwrite: bool = False,
+) -> Path:
+    """Write the shareable copy of ``run_dir`` to ``dest`` (see the module docstring).
+
+    Args:
+        run_dir: a training run directory (``config.yaml``, ``metrics.jsonl``,
+            ``checkpoints/``, optionally ``eval.json``).
+        dest: the new run directory (e.g. ``results/omniglot_paper/protonet``); recorded,
+            as given, as the ``source`` of the copied ``eval.json`` entries.
+        which: ``"last"`` (final weights, default) or ``"best"`` (best validation accuracy).
+        max_bytes: refuse a copy larger than this.
+        overwrite: replace an existing ``dest``.
+
+    Returns:
+        ``dest`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        FileNotFoundError: for a missing run directory or checkpoint.
+        CheckpointError: for a file that is not a metamem checkpoint.
+        ExportError: for an existing ``dest`` (without ``overwrite``), a machine path in the
+            config, or a copy above ``max_bytes`` (naming the largest file).
+    """
+    run, out = Path(run_dir), Path(dest)
+    if not run.is_dir():
+        raise FileNotFoundError(f"run directory {run} does not exist")
+    if out.exists() and not overwrite:
+        raise ExportError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
+    ckpt = load_checkpoint(run, which)
+    if "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"{ckpt['path']}: no model weights or config to export")
+    config = portable_config(ckpt["config"], where=f"{ckpt['path']} config")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (tmp / "checkpoints").mkdir()
+        save_checkpoint(tmp / "checkpoints" / "last.pt", {
+            "config": config, "learner": ckpt["learner"], "image_shape": ckpt["image_shape"],
+            "step": ckpt["step"], "best_val": ckpt.get("best_val"),
+            "model": ckpt["model"],
+            "exported": {"which": which, "step": ckpt["step"]},
+        })
+        (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        write_metrics(tmp / "metrics.jsonl", read_metrics(run / "metrics.jsonl"))
+        if (run / "eval.json").is_file():
+            results = json.loads((run / "eval.json").read_text(encoding="utf-8"))
+            for r in results:
+                r["source"] = out.as_posix()
+                if isinstance(r.get("config"), dict):
+                    r["config"] = portable_config(r["config"], where=f"{run / 'eval.json'}")
+            (tmp / "eval.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+        files = [p for p in tmp.rglob("*") if p.is_file()]
+        total = sum(p.stat().st_size for p in files)
+        if total > max_bytes:
+            big = max(files, key=lambda p: p.stat().st_size)
+            raise ExportError(
+                f"export of {run} is {total / 2**20:.2f} MiB, above the limit of "
+                f"{max_bytes / 2**20:.2f} MiB (largest: {big.relative_to(tmp)}, "
+                f"{big.stat().st_size / 2**20:.2f} MiB)"
+            )
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+

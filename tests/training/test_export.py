@@ -1,0 +1,102 @@
+"""export_run: a shareable, re-scorable copy of a run directory; learning curves from metrics."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from metamem.evaluation import parse_overrides, sweep
+from metamem.evaluation.plots import learning_curve, plot_learning_curves
+from metamem.training import load_learner, train
+from metamem.runs import load_checkpoint, read_metrics
+from metamem.training.export import ExportError, export_run
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from metamem.config import load_config
+
+    cfg = load_config(REPO / "experiments" / "smoke" / "synthetic_lstm.yaml",
+                      ["train.steps=6", "train.val_every=3", "train.log_every=3",
+                       "train.checkpoint_every=3", "eval.episodes=4"])
+    run = tmp_path_factory.mktemp("runs") / "lstm"
+    train(cfg, run, progress=False)
+    return run
+
+
+def test_export_keeps_weights_drops_state_and_paths(trained, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dest = export_run(trained, Path("results") / "row")
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == [
+        "checkpoints/last.pt", "config.yaml", "eval.json", "metrics.jsonl"]
+    ck = load_checkpoint(dest, "last")
+    orig = load_checkpoint(trained, "last")
+    assert not {"optimizer", "scheduler", "sampler", "rng", "accum"} & ck.keys()
+    assert ck["model"].keys() == orig["model"].keys()
+    assert all(torch.equal(ck["model"][k], orig["model"][k]) for k in ck["model"])
+    assert read_metrics(dest / "metrics.jsonl") == read_metrics(trained / "metrics.jsonl")
+    assert yaml.safe_load((dest / "config.yaml").read_text()) == orig["config"]
+    text = "".join(p.read_text() for p in dest.iterdir() if p.is_file())
+    assert str(tmp_path) not in text and str(trained) not in text
+    assert json.loads((dest / "eval.json").read_text())[0]["source"] == "results/row"
+    # re-scorable from the copy: the same learner scores the same episodes alike
+    learner, _ = load_learner(dest)
+    assert learner.state_dict().keys() == orig["model"].keys()
+    (a,) = sweep([dest], parse_overrides(["eval.episodes=3", "eval.seed=5", "device=cpu"]))
+    (b,) = sweep([trained / "checkpoints" / "last.pt"],
+                 parse_overrides(["eval.episodes=3", "eval.seed=5", "device=cpu"]))
+    assert a.fingerprint == b.fingerprint and a.mean == b.mean
+
+
+def test_export_refusals(trained, tmp_path):
+    dest = export_run(trained, tmp_path / "row")
+    with pytest.raises(ExportError, match="already exists; pass overwrite=True"):
+        export_run(trained, dest)
+    with pytest.raises(ExportError, match=r"above the limit of 0.00 MiB \(largest: checkpoints/last.pt"):
+        export_run(trained, tmp_path / "small", max_bytes=100)
+    assert not (tmp_path / "small").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["row"]  # no temporary folder left behind
+    # a machine path in the config: data.options.root is dropped, anything else is refused
+    ck = torch.load(trained / "checkpoints" / "last.pt", weights_only=True)
+    ck["config"]["data"]["options"]["root"] = "/home/someone/data"
+    run2 = tmp_path / "run2"
+    (run2 / "checkpoints").mkdir(parents=True)
+    torch.save(ck, run2 / "checkpoints" / "last.pt")
+    out = export_run(run2, tmp_path / "row2")
+    assert "root" not in yaml.safe_load((out / "config.yaml").read_text())["data"]["options"]
+    ck["config"]["eval"]["split"] = "/tmp/elsewhere"
+    torch.save(ck, run2 / "checkpoints" / "last.pt")
+    with pytest.raises(ExportError, match="key eval.split holds a path of this machine"):
+        export_run(run2, tmp_path / "row3")
+
+
+def test_learning_curve_and_plot(trained, tmp_path):
+    records = read_metrics(trained / "metrics.jsonl")
+    c = learning_curve(records)
+    assert c["step"] == [3.0, 6.0] and len(c["val_acc"]) == 2
+    assert c["val_wall_s"] == c["wall_s"] and all(v >= 0 for v in c["cpu_s"])
+    out = plot_learning_curves({"lstm": records}, tmp_path / "curves.png")
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="no runs given"):
+        plot_learning_curves({}, tmp_path / "x.png")
+
+
+def test_script_export_and_curves(trained, tmp_path):
+    script = REPO / "scripts" / "omniglot_paper.py"
+    env_run = [sys.executable, str(script)]
+    r = subprocess.run(env_run + ["export", str(trained), str(tmp_path / "row")],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert "MiB" in r.stdout
+    r = subprocess.run(env_run + ["curves", f"lstm={tmp_path / 'row'}", "--out",
+                                  str(tmp_path / "c.png")], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "c.png").is_file()
