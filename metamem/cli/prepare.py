@@ -1,4 +1,10 @@
-"""``metamem prepare omniglot [--root DIR]``: download, verify and extract dataset archives."""
+"""``metamem prepare omniglot [--root DIR] [--from PATH]``: fetch or install verified Omniglot sets.
+
+Without ``--from``: download the official archives, check their md5 and extract them. With
+``--from PATH``: take a local zip or folder (one set, or a folder holding both), verify its
+images against the committed content manifests (a re-zipped intact copy passes; a changed,
+missing or extra image is refused, naming the first one) and install it into ROOT.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "Download the official Omniglot archives (images_background.zip, "
             "images_evaluation.zip), check their md5, and extract them into ROOT. The base "
-            "URL can be overridden with --url or $METAMEM_OMNIGLOT_URL."
+            "URL can be overridden with --url or $METAMEM_OMNIGLOT_URL. With --from PATH, "
+            "install a local copy instead (a zip or folder of one set, or a folder holding "
+            "both), verified image by image against the official content."
         ),
     )
     p.add_argument("dataset", choices=["omniglot"], help="dataset to prepare")
@@ -27,11 +35,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--sets",
         nargs="+",
-        default=["background", "evaluation"],
+        default=None,
         choices=sorted(OMNIGLOT_FILES),
-        help="official sets to fetch (default: background evaluation)",
+        help="official sets to fetch (default: background evaluation; with --from: every "
+        "full set found)",
     )
     p.add_argument("--url", default=None, help="base URL of the archives (overrides the env var)")
+    p.add_argument("--from", dest="source", default=None, metavar="PATH",
+                   help="install a local zip/folder (verified by content) instead of downloading")
     p.add_argument("--no-extract", action="store_true", help="keep the zip archives only")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -39,6 +50,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     root = args.root if args.root is not None else data_root() / "omniglot"
+    if args.source is not None:
+        from metamem.data.verify import prepare_from
+
+        sets = tuple(args.sets) if args.sets is not None else None
+        print(f"verifying omniglot from {args.source} against the official content manifests")
+        for p in prepare_from(args.source, root, sets=sets):
+            print(f"ok  {p}")
+        return 0
+    args.sets = args.sets or ["background", "evaluation"]
     print(f"fetching omniglot {' '.join(args.sets)} from {omniglot_base_url(args.url)} into {root}")
     paths = prepare_omniglot(
         root,

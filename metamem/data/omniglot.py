@@ -32,6 +32,7 @@ from metamem.data.cache import Decoded, cached_decode, to_dataset
 from metamem.data.download import OMNIGLOT_FILES
 from metamem.data.paths import bundled_dir, data_root
 from metamem.data.sources import RESAMPLE, ImageSource, decode_images, open_source
+from metamem.data.verify import FULL_SETS, read_manifest, zip_content_digest
 
 __all__ = ["load_omniglot", "OFFICIAL_SETS", "SplitSpec", "read_split_file", "meta_splits"]
 
@@ -118,10 +119,15 @@ def _load_set(
     digest = src.digest()
     fname, md5 = OMNIGLOT_FILES[set_name]
     if src.path.name == fname and digest != md5:
-        raise DatasetError(
-            f"{src.path} has md5 {digest}, expected {md5} (corrupt or partial file); delete it "
-            "and run `metamem prepare omniglot`"
-        )
+        # a re-zipped copy of the official images passes by content (datasets/omniglot/manifests)
+        content = zip_content_digest(src.path) if set_name in FULL_SETS else None
+        if content is None or content != read_manifest(set_name).digest:
+            raise DatasetError(
+                f"{src.path} has md5 {digest}, expected {md5}, and its images are not the "
+                "official ones (corrupt, partial or modified copy); delete it and run `metamem "
+                "prepare omniglot` (or `metamem prepare omniglot --from PATH` with an intact copy)"
+            )
+        digest = content  # = the digest of the extracted folder: both share the decode cache
     files = [f for f in src.files if f.count("/") == 2]
     if not files:
         raise DatasetError(
