@@ -384,3 +384,11 @@ def test_core_registry_and_errors() -> None:
         build_core("ntn", input_size=4, hidden_size=H, slots=S, width=D, read_heads=1)
     with pytest.raises(ValueError, match="shifts"):
         NTMMemory(H, slots=3, width=D, shifts=2)
+
+
+def test_cli_lists_cores(capsys: pytest.CaptureFixture[str]) -> None:
+    from metamem.cli.main import main as cli_main
+
+    assert cli_main(["ls", "cores"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert names == ["dnc", "lstm_slot", "ntm"]
