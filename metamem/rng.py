@@ -25,6 +25,7 @@ __all__ = [
     "episode_keys_from_seed",
     "hash31",
     "keys_from_mix",
+    "keys_from_mix_into",
     "position_mix",
     "random_keys",
 ]
@@ -74,6 +75,28 @@ def keys_from_mix(key: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
     Distinct mix values give distinct outputs within an episode (both steps are bijections).
     """
     return hash31(episode_base(key)[:, None] ^ mix[None, :], inplace=True)
+
+
+def keys_from_mix_into(
+    key: torch.Tensor, mix: torch.Tensor, out: torch.Tensor, tmp: torch.Tensor
+) -> torch.Tensor:
+    """:func:`keys_from_mix` written into ``out`` with ``tmp`` as scratch (both int64 ``[B, n]``).
+
+    The same values, with no allocation: the hot path of the episode sampler. The xor of two
+    31-bit values is already below 2**31, so :func:`hash31`'s first mask is skipped.
+    """
+    torch.bitwise_xor(episode_base(key)[:, None], mix[None, :], out=out)
+    torch.bitwise_right_shift(out, 16, out=tmp)
+    out ^= tmp
+    out *= _C1
+    out &= M31
+    torch.bitwise_right_shift(out, 15, out=tmp)
+    out ^= tmp
+    out *= _C2
+    out &= M31
+    torch.bitwise_right_shift(out, 16, out=tmp)
+    out ^= tmp
+    return out
 
 
 def random_keys(key: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:

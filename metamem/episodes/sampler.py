@@ -24,11 +24,11 @@ import torch
 
 from metamem.data.base import ImageDataset
 from metamem.episodes.augment import AffineAugment
-from metamem.episodes.rng import KEY_BITS, keys_from_mix, position_mix
+from metamem.episodes.rng import KEY_BITS, keys_from_mix, keys_from_mix_into, position_mix
 from metamem.types import EpisodeBatch
 
 __all__ = [
-    "EpisodeSampler", "EpisodeSpecError", "ClassTable", "draw_episode_indices", "check_count",
+    "EpisodeSampler", "EpisodeSpecError", "ClassTable", "OutputBuffers", "draw_episode_indices", "check_count",
 ]
 
 _SAMPLER_STREAM = 1
@@ -70,6 +70,8 @@ class ClassTable:
         max_count: largest class size.
         groups: int64 ``[num_classes]`` group ids, or ``None``.
         uneven: whether class sizes differ (then slots past a class's end are masked).
+        sorted_by_class: whether ``order`` is the identity (the split is stored class by
+            class, as every bundled loader does), which saves a gather per batch.
     """
 
     order: torch.Tensor
@@ -78,6 +80,7 @@ class ClassTable:
     max_count: int
     groups: torch.Tensor | None
     uneven: bool
+    sorted_by_class: bool = False
     _mixes: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
 
     def mix(self, n_way: int) -> torch.Tensor:
@@ -103,6 +106,7 @@ class ClassTable:
             max_count=int(counts.max()) if counts.numel() else 0,
             groups=groups,
             uneven=bool(counts.numel()) and int(counts.min()) != int(counts.max()),
+            sorted_by_class=bool(torch.equal(order, torch.arange(labels.numel()))),
         )
 
 
@@ -149,6 +153,61 @@ def draw_episode_indices(
     return classes, support, query
 
 
+def _storage_use_count(t: torch.Tensor) -> int | None:
+    """References to ``t``'s storage (tensors, views, storage objects), or ``None`` if this
+    torch build does not expose the count."""
+    count = getattr(torch._C, "_storage_Use_Count", None)
+    if count is None:
+        return None
+    return int(count(t.untyped_storage()._cdata))
+
+
+class OutputBuffers:
+    """Output tensors reused from call to call, but only when nothing else refers to them.
+
+    A buffer handed out (through views: the batch's ``support_x``/``query_x``) is reused only
+    once every tensor, view, numpy array or autograd node that refers to its storage is gone,
+    checked by the storage's reference count. A loop that still holds batch t-1 while drawing
+    batch t gets the buffer of batch t-2; a loop that lets go of its batch before drawing the
+    next (metamem's training and evaluation loops) gets the same, cache-warm buffer every
+    time. A batch a caller holds is never overwritten. Without the count (an unknown torch
+    build) every call allocates.
+
+    The buffer itself counts as unreferenced: hand out views of it (as the sampler does),
+    never the tensor :meth:`get` returns.
+
+    Args:
+        capacity: buffers kept at most; when all are in use a fresh, unkept tensor is returned.
+    """
+
+    def __init__(self, capacity: int = 3) -> None:
+        self.capacity = capacity
+        self._bufs: list[tuple[torch.Tensor, int]] = []  # (buffer, use count when unreferenced)
+        self.reused = 0  # calls served by a kept buffer (for tests and figures)
+
+    def get(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """A tensor of ``shape``/``dtype`` on ``device`` (contents undefined)."""
+        shape = tuple(shape)
+        for i in range(len(self._bufs) - 1, -1, -1):  # most recently used first: still in cache
+            buf, alone = self._bufs[i]
+            if buf.shape == shape and buf.dtype == dtype and buf.device == device:
+                if _storage_use_count(buf) == alone:
+                    self.reused += 1
+                    self._bufs.append(self._bufs.pop(i))
+                    return buf
+        buf = torch.empty(shape, dtype=dtype, device=device)
+        alone = _storage_use_count(buf)
+        if alone is None:
+            return buf
+        if len(self._bufs) >= self.capacity:  # make room: forget a free buffer of another shape
+            free = [i for i, (b, a) in enumerate(self._bufs) if _storage_use_count(b) == a]
+            if not free:
+                return buf
+            self._bufs.pop(free[0])
+        self._bufs.append((buf, alone))
+        return buf
+
+
 class EpisodeSampler:
     """Draws batches of N-way K-shot episodes on a device with one gather per batch.
 
@@ -165,6 +224,11 @@ class EpisodeSampler:
         dtype: floating dtype of the returned images (values in ``[0, 1]``).
         augment: distort every image by its own random affine map drawn from the episode
             key (:class:`~metamem.episodes.augment.AffineAugment`); None: no augmentation.
+        reuse_buffers: write the images of a batch into an output buffer of an earlier
+            batch when nothing refers to that batch's images any more (see
+            :class:`OutputBuffers`); saves the allocation and page faults of a fresh
+            ``[B, N*(K+Q), C, H, W]`` float tensor per call. The training and evaluation loops
+            turn it on. Batches are the same either way.
 
     Raises:
         EpisodeSpecError: for ``k_shot < 1``, ``n_query < 0``, ``n_way`` larger than the
@@ -191,6 +255,7 @@ class EpisodeSampler:
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float32,
         augment: AffineAugment | None = None,
+        reuse_buffers: bool = False,
     ) -> None:
         if not isinstance(dataset, ImageDataset):
             raise EpisodeSpecError(
@@ -228,6 +293,9 @@ class EpisodeSampler:
             self.n_query
         )
         assert self._support_y.numel() == nk and self._query_y.numel() == nq
+        self.reuse_buffers = bool(reuse_buffers)
+        self._outputs = OutputBuffers()
+        self._scratch: dict[tuple[str, int], torch.Tensor] = {}  # internal work arrays per B
 
     # ------------------------------------------------------------------ validation
     def _where(self) -> str:
@@ -288,16 +356,19 @@ class EpisodeSampler:
         """
         keys = keys.to(self.device)
         b = keys.shape[0]
-        classes, s_idx, q_idx = draw_episode_indices(
-            keys, self.table, self.n_way, self.k_shot, self.n_query, self._group_ids
-        )
-        flat = torch.cat([s_idx.reshape(-1), q_idx.reshape(-1)])
-        x = self.images.index_select(0, flat)
-        x = x.to(self.dtype).mul_(1.0 / 255.0)  # uint8 -> float on the device
-        nk = s_idx.shape[1]
-        shape = x.shape[1:]
+        classes, flat = self._draw(keys)
+        nk, nq = self.n_way * self.k_shot, self.n_way * self.n_query
+        s_idx, q_idx = flat[: b * nk].view(b, nk), flat[b * nk :].view(b, nq)
+        shape = tuple(self.images.shape[1:])
+        total = flat.shape[0]
+        u8 = torch.index_select(self.images, 0, flat, out=self._work("images", b, (total, *shape), self.images.dtype))
+        if self.reuse_buffers:
+            x = self._outputs.get((total, *shape), self.dtype, self.device)
+        else:
+            x = torch.empty((total, *shape), dtype=self.dtype, device=self.device)
+        x.copy_(u8).mul_(1.0 / 255.0)  # uint8 -> float on the device
         support_x = x[: b * nk].view(b, nk, *shape)
-        query_x = x[b * nk :].view(b, q_idx.shape[1], *shape)
+        query_x = x[b * nk :].view(b, nq, *shape)
         if self.augment is not None:
             support_x = self.augment(support_x, keys)
             query_x = self.augment(query_x, keys, offset=nk)
@@ -314,6 +385,48 @@ class EpisodeSampler:
             k_shot=self.k_shot,
             n_query=self.n_query,
         )
+
+    def _work(self, name: str, b: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """An internal work array (never handed out), kept per batch size."""
+        t = self._scratch.get((name, b))
+        if t is None or t.shape != shape:
+            t = self._scratch[(name, b)] = torch.empty(shape, dtype=dtype, device=self.device)
+        return t
+
+    def _gather_order(self, b: int) -> torch.Tensor:
+        """int64 ``[B*N*(K+Q)]``: positions in ``[B, N, K+Q]`` of the support items (class-major,
+        episode by episode), then of the query items -- the layout of :meth:`sample_keys`."""
+        key = ("order", b)
+        if key not in self._scratch:
+            n, k, q = self.n_way, self.k_shot, self.n_query
+            pos = torch.arange(b * n * (k + q), device=self.device).view(b, n, k + q)
+            self._scratch[key] = torch.cat([pos[:, :, :k].reshape(-1), pos[:, :, k:].reshape(-1)])
+        return self._scratch[key]
+
+    def _draw(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`draw_episode_indices` as a few ops into work arrays: ``classes [B, N]`` and the
+        flat sample indices ``[B*N*K + B*N*Q]`` (support items, then query items)."""
+        b, t = keys.shape[0], self.table
+        n_cls, n, kq = t.counts.shape[0], self.n_way, self.k_shot + self.n_query
+        mix = t.mix(n)
+        rk = keys_from_mix_into(keys, mix, self._work("keys", b, (b, mix.shape[0]), torch.int64),
+                                self._work("tmp", b, (b, mix.shape[0]), torch.int64))
+        ckeys = rk[:, :n_cls]
+        if self._group_ids is not None:
+            assert t.groups is not None
+            pick = rk[:, n_cls] % self._group_ids.shape[0]
+            ckeys = ckeys.masked_fill(t.groups[None, :] != self._group_ids[pick][:, None], -1)
+        classes = ckeys.topk(n, dim=1).indices  # [B, N]; keys are distinct: no ties
+        skeys = rk[:, n_cls + 1 :].view(b, n, t.max_count)
+        if t.uneven:
+            slot = torch.arange(t.max_count, device=keys.device, dtype=torch.int64)
+            skeys = skeys.masked_fill(slot >= t.counts[classes][..., None], -1)
+        pos = skeys.topk(kq, dim=2).indices  # [B, N, K+Q]
+        pos += t.offsets[classes].unsqueeze(-1)
+        flat = torch.take(pos, self._gather_order(b))
+        if not t.sorted_by_class:
+            flat = t.order[flat]
+        return classes, flat
 
     def __iter__(self) -> Iterator[EpisodeBatch]:
         while True:

@@ -113,6 +113,7 @@ class Protocol:
                 device=device,
                 seed=0,
                 within_group=self.within_group,
+                reuse_buffers=True,  # a batch still held by the caller is never overwritten
             )
         except EpisodeSpecError as e:
             raise ProtocolError(f"evaluation protocol ({self.describe()}): {e}") from None

@@ -153,7 +153,8 @@ def _train(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info:
         learner.to(memory_format=torch.channels_last)  # 4-d weights only; others are unchanged
     sampler = EpisodeSampler(train_ds, n_way=ep.n_way, k_shot=ep.k_shot, n_query=ep.n_query,
                              batch_size=ep.batch_size, device=device, seed=rank_seed(cfg.seed, info.rank),
-                             within_group=ep.within_group, augment=build_augment(ep.augment))
+                             within_group=ep.within_group, augment=build_augment(ep.augment),
+                             reuse_buffers=True)
     acc = _Accum(device)
     start, best = 0, None
     if ckpt is not None:
@@ -231,6 +232,7 @@ def _train(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info:
             acc.check(step, info, good)
             save("last.pt", step)
         bar.update(1)
+        batch = out = None  # nothing holds this batch: the sampler reuses its buffer, cache-warm
     bar.close()
     evaluation = None
     # a run resumed at its last step (killed during the final evaluation) evaluates when
@@ -404,7 +406,7 @@ class _Validator:
         if ds is None:
             ds = load_dataset(cfg.data.name, split=cfg.data.val_split, **cfg.data.options)
         self.sampler = EpisodeSampler(ds, n_way=ep.n_way, k_shot=ep.k_shot, n_query=ep.n_query,
-                                      device=device, within_group=ep.within_group)
+                                      device=device, within_group=ep.within_group, reuse_buffers=True)
         ids = torch.arange(cfg.train.val_episodes, dtype=torch.int64) + _VAL_KEY_OFFSET
         self.keys = episode_keys_from_seed(cfg.seed, ids)
         self.batch_size = ep.batch_size

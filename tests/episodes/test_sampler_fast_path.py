@@ -1,0 +1,103 @@
+"""The sampler's fused draw against the reference ``draw_episode_indices``, and output buffers
+that are reused only when nothing holds the batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from metamem import EpisodeSampler, ImageDataset
+from metamem.episodes.rng import keys_from_mix, keys_from_mix_into, position_mix
+from metamem.episodes.sampler import OutputBuffers, draw_episode_indices
+
+
+def _uneven_grouped(shuffle: bool) -> ImageDataset:
+    counts = torch.arange(12) + 5  # class c has 5 + c images
+    labels = torch.arange(12).repeat_interleave(counts)
+    images = torch.randint(0, 256, (len(labels), 1, 3, 3), generator=torch.Generator().manual_seed(0),
+                           dtype=torch.uint8)
+    if shuffle:  # a split not stored class by class
+        perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(1))
+        labels, images = labels[perm], images[perm]
+    return ImageDataset(images=images, labels=labels, class_names=[f"c{i}" for i in range(12)],
+                        groups=torch.tensor([0, 1, 2] * 4), group_names=["g0", "g1", "g2"])
+
+
+def _reference_batch(s: EpisodeSampler, keys: torch.Tensor):
+    """What the sampler returned before the fused draw: reference indices + to(dtype) * 1/255."""
+    classes, sup, qry = draw_episode_indices(keys, s.table, s.n_way, s.k_shot, s.n_query, s._group_ids)
+    x = s.images.index_select(0, torch.cat([sup.reshape(-1), qry.reshape(-1)])).to(s.dtype).mul_(1.0 / 255.0)
+    return classes, sup, qry, x
+
+
+@pytest.mark.parametrize("case", ["synth", "uneven_grouped", "shuffled", "no_query", "float64"])
+def test_fused_draw_equals_reference(synth: ImageDataset, case: str) -> None:
+    ds = synth if case in ("synth", "no_query", "float64") else _uneven_grouped(case == "shuffled")
+    kw = dict(n_way=3, k_shot=2, n_query=0 if case == "no_query" else 3, batch_size=37, seed=4,
+              within_group=case != "synth", dtype=torch.float64 if case == "float64" else torch.float32)
+    s = EpisodeSampler(ds, reuse_buffers=True, **kw)
+    assert s.table.sorted_by_class is (case != "shuffled")
+    for b in (37, 1, 37, 5):
+        keys = s.draw_keys(b)
+        got = s.sample_keys(keys)
+        classes, sup, qry, x = _reference_batch(s, keys)
+        assert torch.equal(got.classes, classes)
+        assert torch.equal(got.support_index, sup) and torch.equal(got.query_index, qry)
+        assert torch.equal(got.support_x.reshape(-1), x[: sup.numel()].reshape(-1))
+        assert torch.equal(got.query_x.reshape(-1), x[sup.numel():].reshape(-1))
+        assert got.support_x.dtype == kw["dtype"]
+
+
+def test_keys_from_mix_into_equals_keys_from_mix() -> None:
+    keys = torch.tensor([0, 1, 2**61 + 12345, 2**62 - 1, 987654321987])
+    mix = position_mix(1, 333)
+    out, tmp = torch.empty(5, 333, dtype=torch.int64), torch.empty(5, 333, dtype=torch.int64)
+    assert torch.equal(keys_from_mix_into(keys, mix, out, tmp), keys_from_mix(keys, mix))
+
+
+def test_a_held_batch_is_never_overwritten(synth: ImageDataset) -> None:
+    s = EpisodeSampler(synth, n_way=5, k_shot=1, n_query=2, batch_size=8, seed=0, reuse_buffers=True)
+    ref = EpisodeSampler(synth, n_way=5, k_shot=1, n_query=2, batch_size=8, seed=0)
+    first = s.sample()
+    keep = first.support_x.clone()
+    for _ in range(6):  # a loop that holds the previous batch while drawing the next
+        prev, batch = first, s.sample()
+        assert torch.equal(prev.support_x, keep)
+        first, keep = batch, batch.support_x.clone()
+    assert s._outputs.reused >= 3  # buffers of released batches were reused
+    # anything derived from a batch's storage pins it: a view, a numpy array, an autograd node
+    b = s.sample()
+    view = b.query_x[0, 1]
+    arr = b.support_x.numpy()
+    saved = b.support_x.clone()
+    w = torch.ones((), requires_grad=True)
+    graph = (b.query_x * w).sum()
+    ptr = b.support_x.data_ptr()
+    view_val, arr_val = view.clone(), arr.copy()
+    del b
+    for _ in range(5):
+        nb = s.sample()
+        assert nb.support_x.data_ptr() != ptr
+        del nb
+    assert torch.equal(view, view_val) and np.array_equal(arr, arr_val)
+    assert torch.equal(torch.from_numpy(arr), saved)
+    graph.backward()
+    # and the stream of batches is the same as without reuse
+    s2 = EpisodeSampler(synth, n_way=5, k_shot=1, n_query=2, batch_size=8, seed=0, reuse_buffers=True)
+    for _ in range(5):
+        a, r = s2.sample(), ref.sample()
+        assert torch.equal(a.support_x, r.support_x) and torch.equal(a.query_x, r.query_x)
+
+
+def test_output_buffers_capacity_and_shapes() -> None:
+    pool = OutputBuffers(capacity=2)
+    a = pool.get((4, 3), torch.float32, torch.device("cpu"))
+    va = a[1:]
+    b = pool.get((4, 3), torch.float32, torch.device("cpu"))
+    assert b.data_ptr() != a.data_ptr()  # a is in use through the view va
+    del va
+    c = pool.get((2, 2), torch.float32, torch.device("cpu"))  # pool full of (4, 3): one is dropped
+    assert c.shape == (2, 2)
+    held = [pool.get((5,), torch.float64, torch.device("cpu"))[:1] for _ in range(4)]
+    assert len({h.data_ptr() for h in held}) == 4  # all in use: fresh tensors
