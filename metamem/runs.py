@@ -210,6 +210,15 @@ def load_learner(path: str | Path, *, device: str | torch.device = "cpu", which:
             fit the learner its config describes.
     """
     ckpt = load_checkpoint(path, which)
+    return learner_from_checkpoint(ckpt).to(device).eval(), ckpt["config"]
+
+
+def learner_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
+    """Build the learner a loaded checkpoint describes and load its weights (on the CPU).
+
+    Raises:
+        CheckpointError: for weights that do not fit the learner of the checkpoint's config.
+    """
     cfg = ckpt["config"]
     kwargs = {k: v for k, v in cfg["learner"].items() if k != "name"}
     model = build_learner(
@@ -223,7 +232,7 @@ def load_learner(path: str | Path, *, device: str | torch.device = "cpu", which:
             f"{ckpt['path']}: weights do not fit learner {cfg['learner']['name']!r}: "
             f"{str(e).splitlines()[0]}"
         ) from None
-    return model.to(device).eval(), cfg
+    return model
 
 
 def load_run(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:

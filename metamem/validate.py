@@ -22,6 +22,8 @@ import inspect
 from typing import TYPE_CHECKING, Any, Callable, get_type_hints
 
 from metamem.config import ConfigError, ExperimentCfg, check_value, origin_of, type_name
+from metamem.manifest import BuilderSpec
+from metamem.manifest import registry as manifest_registry
 from metamem.registry import Registry, UnknownNameError
 
 if TYPE_CHECKING:
@@ -48,7 +50,7 @@ def check_builder_kwargs(
     """Bind ``kwargs`` (plus ``injected``) to ``builder``'s signature and check their types.
 
     Args:
-        builder: the registered class or function.
+        builder: the registered class or function, or its :class:`~metamem.manifest.BuilderSpec`.
         kwargs: the config section's keyword arguments.
         section: dotted config path of the section (for messages).
         source: the config file (for messages).
@@ -60,7 +62,8 @@ def check_builder_kwargs(
         ConfigError: naming the key and the builder's accepted keys.
     """
     where = origin or (lambda _key: source)
-    sig = inspect.signature(builder)
+    spec = builder if isinstance(builder, BuilderSpec) else None
+    sig = spec.signature if spec is not None else inspect.signature(builder)
     params = list(sig.parameters.values())[skip_first:]
     accepted = [
         p.name for p in params
@@ -78,10 +81,13 @@ def check_builder_kwargs(
         sig.replace(parameters=params).bind(**(injected or {}), **kwargs)
     except TypeError as e:
         raise ConfigError(f"{where(f'{section}.name')}: {section}: {e}") from None
-    try:
-        hints = get_type_hints(builder.__init__ if isinstance(builder, type) else builder)
-    except Exception:  # unresolvable annotations: the bind check above still applies
-        hints = {}
+    if spec is not None:
+        hints = spec.hints
+    else:
+        try:
+            hints = get_type_hints(builder.__init__ if isinstance(builder, type) else builder)
+        except Exception:  # unresolvable annotations: the bind check above still applies
+            hints = {}
     for key, value in kwargs.items():
         tp = hints.get(key)
         if tp is not None and not check_value(value, tp)[0]:
@@ -110,9 +116,10 @@ def validate_config(cfg: ExperimentCfg, *, source: str = "config", require_learn
     Raises:
         ConfigError: for the first problem, naming ``source`` and the key path.
     """
-    from metamem.data import DATASETS
-    from metamem.optim import OPTIMIZERS, SCHEDULERS
-
+    # the live registries once imported, else the cached manifest (no learner imports)
+    DATASETS, OPTIMIZERS, SCHEDULERS = (
+        manifest_registry(w) for w in ("datasets", "optimizers", "schedulers")
+    )
     if cfg.learner is None:
         if require_learner:
             raise ConfigError(f"{source}: learner: missing section (needs at least learner.name)")
@@ -274,8 +281,7 @@ def check_experiment(
 
 
 def _check_learner(cfg: ExperimentCfg, source: str) -> None:
-    from metamem.learners import LEARNERS
-
+    LEARNERS = manifest_registry("learners")
     assert cfg.learner is not None
     origin = lambda key: origin_of(cfg, key, source)  # noqa: E731
     for key, what in INJECTED_LEARNER_KWARGS.items():

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 
-import torch
-
 HELP = (
     "torch intra-op CPU threads (default 1, or $OMP_NUM_THREADS when set): small episodic "
     "models run fastest on one thread, and several threads spin-wait badly on a busy CPU"
@@ -28,5 +26,7 @@ def apply_threads(n: int | None) -> int:
         n = int(env) if env.isdigit() and int(env) > 0 else 1
     if n < 1:
         raise ValueError(f"--threads must be >= 1, got {n}")
+    import torch  # lazily: the CLI starts without torch
+
     torch.set_num_threads(n)
     return n

@@ -1,39 +1,66 @@
-"""``metamem eval RUN_DIR_OR_CHECKPOINT... [key=value ...] [--out DIR]``.
+"""metamem eval RUN... [key=value ...] [--out DIR] [--overwrite]
 
-Evaluates every checkpoint on the fixed protocol of its ``eval:`` section, changed by
-overrides (``eval.split=``, ``eval.n_way=``, ``eval.k_shot=``, ``eval.n_query=``,
-``eval.episodes=``, ``eval.seed=``, ``eval.protocol=set|sequence|both``,
-``eval.batch_size=``, ``eval.within_group=``, ``eval.data_options=``, ``device=``). A list value sweeps:
-``metamem eval runs/a runs/b eval.n_way=[5,20] eval.k_shot=[1,5]`` scores both runs on the
-four combinations and prints one table (one row per checkpoint x combination). Results are
-written to ``--out`` as ``results.json``/``.md``/``.csv`` plus plots.
+Scores trained runs (run directories or checkpoint files) on one common protocol of fixed
+episodes: the first run's eval: section, changed by the overrides, and prints one table
+with the protocol above it. Overrides:
+
+  eval.split=, eval.n_way=, eval.k_shot=, eval.n_query=, eval.episodes=, eval.seed=,
+  eval.protocol=set|sequence|both, eval.batch_size=, eval.within_group=,
+  eval.data_options=                                                      the protocol
+  device=auto|cpu|cuda                                                    where to run
+  data=folder:PATH  or  data=NAME                                         other data
+  data.options.KEY=VALUE                                                  loader options
+
+A list value sweeps (quote it in the shell):
+  metamem eval runs/a runs/b 'eval.n_way=[5,20]' 'eval.k_shot=[1,5]'
+scores both runs on the four combinations (one row per run x combination).
+
+Other data gets the run's preprocessing (image size, channels, inversion), and a warning
+names any large difference in pixel statistics (polarity, mean ink):
+  metamem eval runs/mann_quick data=folder:my_shapes 'eval.k_shot=1' 'eval.n_query=5'
+
+Asking for k_shot or n_query on a run scored with the sequence protocol (MANN) switches to
+the set protocol with a note; add eval.protocol=sequence to keep it. Runs that cannot
+share a protocol (different data, a sequence learner asked for another n_way) are refused
+with the rows named.
+
+Output: results.json/.md/.csv and plots in --out (default RUN/eval for one run, else
+./metamem-eval). A folder that already holds results is never overwritten silently: the
+new results go to a timestamped sub-folder, or replace the old ones (plots included) with
+--overwrite.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+import warnings
 from pathlib import Path
 
 from metamem.cli._threads import add_threads_option, apply_threads
-from metamem.evaluation.runs import OVERRIDE_KEYS, parse_overrides, sweep
+
+#: files ``metamem eval`` writes (removed first by --overwrite, so no stale plot stays)
+OUTPUT_GLOBS = ("results.json", "results.md", "results.csv", "per_presentation.png",
+                "accuracy_vs_shots.png", "memory_trace_*.png")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
-        help="evaluate checkpoints on a fixed episode protocol (set and sequence scorings)",
+        help="score trained runs on one fixed episode protocol (any dataset), one table",
         description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "items", nargs="+", metavar="RUN_OR_OVERRIDE",
-        help="run directories / checkpoint files, then key=value overrides "
-        f"({', '.join(OVERRIDE_KEYS)}); a [list] value sweeps",
+        help="run directories / checkpoint files, then key=value overrides (see above)",
     )
     p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default: RUN_DIR/eval for one run directory, "
-                   "else ./metamem-eval)")
+                   help="output folder (default: RUN/eval for one run directory, else ./metamem-eval)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results already in the output folder (default: a new "
+                   "timestamped sub-folder)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-plots", action="store_true", help="do not draw figures")
     p.add_argument("--inspect", action="store_true",
@@ -63,6 +90,30 @@ def default_out(paths: list[str]) -> Path:
     return Path("metamem-eval")
 
 
+def _existing_outputs(out: Path) -> list[Path]:
+    return sorted({p for g in OUTPUT_GLOBS for p in out.glob(g) if p.is_file()})
+
+
+def output_folder(out: Path, overwrite: bool) -> Path:
+    """Where to write: ``out`` (emptied of earlier results with ``overwrite``), or a new
+    timestamped sub-folder of it when it already holds results."""
+    old = _existing_outputs(out) if out.is_dir() else []
+    if not old:
+        return out
+    if overwrite:
+        for p in old:
+            p.unlink()
+        return out
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    new = out / stamp
+    n = 1
+    while new.exists():
+        n += 1
+        new = out / f"{stamp}-{n}"
+    print(f"{out} already holds results; writing to {new} (--overwrite replaces them)", file=sys.stderr)
+    return new
+
+
 def run(args: argparse.Namespace) -> int:
     apply_threads(args.threads)
     from metamem.evaluation.plots import (
@@ -71,13 +122,22 @@ def run(args: argparse.Namespace) -> int:
         plot_per_presentation,
     )
     from metamem.evaluation.report import to_markdown, write_results
+    from metamem.evaluation.runs import parse_overrides, plan_sweep, sweep
 
     paths, items = split_items(args.items)
     overrides = parse_overrides(items)
     plots = not args.no_plots
-    results = sweep(paths, overrides, progress=not args.no_progress, keep_trace=plots)
-    out = args.out if args.out is not None else default_out(paths)
-    written = write_results(results, out)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = plan_sweep(paths, overrides)
+        for note in plan.notes:
+            print(f"note: {note}", file=sys.stderr)
+        results = sweep(paths, overrides, progress=not args.no_progress, keep_trace=plots, plan=plan)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    out = output_folder(args.out if args.out is not None else default_out(paths), args.overwrite)
+    header = plan.describe()
+    written = write_results(results, out, header=header)
     if plots:
         written["per_presentation"] = plot_per_presentation(results, out / "per_presentation.png")
         if len({r.protocol.k_shot for r in results}) > 1:
@@ -96,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         for i, path in enumerate(paths):
             sub = out / ("inspect" if len(paths) == 1 else f"inspect_{i}")
             written.update({f"{k}{i}": v for k, v in inspect_run(path, sub).items()})
-    sys.stdout.write(to_markdown(results))
+    sys.stdout.write(header + "\n\n" + to_markdown(results))
     for path in written.values():
         if path is not None:
             print(f"wrote {path}", file=sys.stderr)

@@ -1,30 +1,27 @@
-"""``metamem ls {datasets,learners,backbones,write-policies,cores}``: list registered components."""
+"""``metamem ls {datasets,learners,backbones,write-policies,cores,optimizers,schedulers}``.
+
+Lists what is registered, from the cached registry manifest (:mod:`metamem.manifest`), so
+it answers without importing torch.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 
-#: what can be listed -> (module that fills the registry, registry attribute)
-LISTABLE: dict[str, tuple[str, str]] = {
-    "datasets": ("metamem.data", "DATASETS"),
-    "learners": ("metamem.learners", "LEARNERS"),
-    "backbones": ("metamem.learners", "BACKBONES"),
-    "write-policies": ("metamem.memory", "WRITE_POLICIES"),
-    "cores": ("metamem.memory", "MEMORY_CORES"),
-}
+from metamem.manifest import REGISTRIES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("ls", help="list registered datasets, learners, backbones, write policies, memory cores")
-    p.add_argument("what", choices=sorted(LISTABLE), help="which registry to list")
+    p = sub.add_parser("ls", help="list registered datasets, learners, backbones, write policies, "
+                       "memory cores, optimizers, schedulers")
+    p.add_argument("what", choices=list(REGISTRIES), help="which registry to list")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    module, attr = LISTABLE[args.what]
-    registry = getattr(importlib.import_module(module), attr)
-    rows = registry.describe()
+    from metamem.manifest import registry
+
+    rows = registry(args.what).describe()
     width = max((len(n) for n, _ in rows), default=0)
     for name, doc in rows:
         print(f"{name:<{width}}  {doc}".rstrip())

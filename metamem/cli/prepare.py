@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 
-from metamem.data.download import OMNIGLOT_FILES, omniglot_base_url, prepare_omniglot
-from metamem.data.paths import data_root
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,9 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--sets",
         nargs="+",
         default=None,
-        choices=sorted(OMNIGLOT_FILES),
+        metavar="SET",
         help="official sets to fetch (default: background evaluation; with --from: every "
-        "full set found)",
+        "full set found; also background_small1, background_small2)",
     )
     p.add_argument("--url", default=None, help="base URL of the archives (overrides the env var)")
     p.add_argument("--from", dest="source", default=None, metavar="PATH",
@@ -49,6 +47,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from metamem.data.download import OMNIGLOT_FILES, omniglot_base_url, prepare_omniglot
+    from metamem.data.paths import data_root
+
+    unknown = [s for s in args.sets or () if s not in OMNIGLOT_FILES]
+    if unknown:
+        raise ValueError(f"unknown omniglot set {unknown[0]!r}; valid sets: {', '.join(sorted(OMNIGLOT_FILES))}")
     root = args.root if args.root is not None else data_root() / "omniglot"
     if args.source is not None:
         from metamem.data.verify import prepare_from

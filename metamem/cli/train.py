@@ -12,10 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from metamem.cli._threads import add_threads_option, apply_threads
-from metamem.config import load_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from metamem.config import load_config
     from metamem.training import train
     from metamem.runs import load_checkpoint, restore_global_rng
 

@@ -13,10 +13,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from metamem.config import ConfigError, load_config
-from metamem.data.base import DatasetError
-from metamem.validate import check_experiment
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check experiment YAMLs against the builders (runs nothing)")
@@ -28,6 +24,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from metamem.config import ConfigError, load_config
+    from metamem.data.base import DatasetError
+    from metamem.validate import check_experiment
+
     files = [i for i in args.items if "=" not in i or Path(i).exists()]
     overrides = [i for i in args.items if i not in files]
     if not files:

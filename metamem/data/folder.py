@@ -8,7 +8,9 @@
       dog/ 001.png ...
 
 ``card.yaml`` (read with ``yaml.safe_load``) may give ``name``, ``image_size``,
-``channels`` (1 or 3) and ``splits: {train: [class, ...], val: [...], test: [...]}``.
+``channels`` (1 or 3), ``invert`` (true for dark strokes on a light background, to match
+data stored the other way round, like Omniglot after loading) and
+``splits: {train: [class, ...], val: [...], test: [...]}``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from metamem.data.sources import FolderSource, decode_images
 
 __all__ = ["load_folder", "read_card"]
 
-_CARD_KEYS = {"name", "image_size", "channels", "splits", "description", "license", "source"}
+_CARD_KEYS = {"name", "image_size", "channels", "invert", "splits", "description", "license", "source"}
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F", "P"}
 
 
@@ -60,6 +62,7 @@ def load_folder(
     root: str | os.PathLike[str] | None = None,
     image_size: int | None = None,
     channels: int | None = None,
+    invert: bool | None = None,
     name: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     cache: bool = True,
@@ -74,6 +77,10 @@ def load_folder(
             one, every image must already have the same size).
         channels: 1 (grayscale) or 3 (RGB); default from the card, else grayscale when the
             first image is grayscale.
+        invert: store ``255 - pixel`` (default from the card, else ``False``). Omniglot is
+            loaded inverted (white strokes on black); a folder of dark shapes on a light
+            background needs ``invert=True`` to look like it. ``metamem eval RUN
+            data=folder:DIR`` sets it from the run's training data.
         name: dataset name (default from the card, else the folder name).
         cache_dir: decode cache root (default ``$METAMEM_CACHE`` or ``~/.cache/metamem``).
         cache: ``False`` decodes without using the cache.
@@ -87,6 +94,9 @@ def load_folder(
     name = name or card.get("name") or base.name
     image_size = image_size if image_size is not None else card.get("image_size")
     channels = channels if channels is not None else card.get("channels")
+    invert = invert if invert is not None else card.get("invert", False)
+    if not isinstance(invert, bool):
+        raise DatasetError(f"folder {base}: invert must be true or false, got {invert!r}")
     src = FolderSource(base)
     files = [f for f in src.files if f.count("/") == 1]
     all_classes = sorted({f.split("/")[0] for f in files})
@@ -121,13 +131,17 @@ def load_folder(
         "dataset": "folder", "source": sub.digest(), "classes": classes,
         "image_size": image_size, "channels": channels, "resample": "lanczos",
     }
+    if invert:  # only when set, so existing cache entries stay valid
+        material["invert"] = True
     cid = {c: i for i, c in enumerate(classes)}
 
     def build() -> Decoded:
-        images = decode_images(sub, sub.files, mode="L" if channels == 1 else "RGB", size=image_size)
+        images = decode_images(sub, sub.files, mode="L" if channels == 1 else "RGB", size=image_size,
+                               invert=invert)
         labels = np.array([cid[f.split("/")[0]] for f in sub.files], dtype=np.int64)
         return Decoded(images, labels, classes)
 
     decoded, cinfo = cached_decode("folder", material, build, cache_dir=cache_dir, cache=cache)
-    info = {"source": str(base), "image_size": image_size, "channels": channels, **cinfo}
+    info = {"source": str(base), "image_size": image_size, "channels": channels, **cinfo,
+            "preprocess": {"mode": "L" if channels == 1 else "RGB", "invert": invert, "resample": "lanczos"}}
     return to_dataset(decoded, name=str(name), split=split or "all", info=info)

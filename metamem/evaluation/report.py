@@ -143,22 +143,28 @@ def _json_default(o: Any) -> Any:
 
 
 def write_results(
-    results: Sequence[EvalResult], out_dir: str | os.PathLike[str], stem: str = "results"
+    results: Sequence[EvalResult], out_dir: str | os.PathLike[str], stem: str = "results",
+    *, header: str | None = None,
 ) -> dict[str, Path]:
     """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.csv`` in ``out_dir`` (atomically).
 
     The JSON holds, for every result, the config, protocol, fingerprint, metamem version,
     device, the scores with per-episode accuracies and the accuracy by presentation.
+    ``header`` (the protocol line of ``metamem eval``) goes above the Markdown table and
+    into the JSON as ``"header"``.
 
     Returns:
         ``{"json": path, "md": path, "csv": path}``.
     """
     out = Path(out_dir)
-    doc = {"results": [r.to_dict() for r in results]}
+    doc: dict[str, Any] = {"results": [r.to_dict() for r in results]}
+    if header:
+        doc = {"header": header, **doc}
     text = json.dumps(doc, indent=1, default=_json_default, allow_nan=False)
+    md = (header + "\n\n" if header else "") + to_markdown(results)
     return {
         "json": write_text(out / f"{stem}.json", text + "\n"),
-        "md": write_text(out / f"{stem}.md", to_markdown(results)),
+        "md": write_text(out / f"{stem}.md", md),
         "csv": write_text(out / f"{stem}.csv", to_csv(results)),
     }
 

@@ -20,10 +20,11 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import yaml
 
+from metamem.config import EvalCfg, config_to_dict
 from metamem.data.base import ImageDataset
 from metamem.device import resolve_device
 from metamem.evaluation.scoring import SCORINGS, EvalResult, evaluate
-from metamem.runs import dataset_for, find_checkpoint, load_run
+from metamem.runs import dataset_for, find_checkpoint
 
 __all__ = [
     "DEFAULT_EVAL",
@@ -37,22 +38,13 @@ __all__ = [
     "sweep",
 ]
 
-#: evaluation settings used where a run's ``eval:`` section does not give them
-DEFAULT_EVAL: dict[str, Any] = {
-    "split": "test",
-    "n_way": 5,
-    "k_shot": 1,
-    "n_query": 15,
-    "episodes": 1000,
-    "seed": 1234,
-    "protocol": "both",
-    "batch_size": 32,
-    "within_group": False,
-    "data_options": {},
-}
+#: evaluation settings used where a run's ``eval:`` section does not give them: the
+#: defaults of :class:`metamem.config.EvalCfg`, the one source of them
+DEFAULT_EVAL: dict[str, Any] = config_to_dict(EvalCfg())
 
-#: what ``metamem eval`` accepts as ``key=value`` (lists sweep, except for ``device``)
-OVERRIDE_KEYS = tuple(f"eval.{k}" for k in DEFAULT_EVAL) + ("device",)
+#: what ``metamem eval`` accepts as ``key=value`` (lists sweep, except for ``device`` and
+#: ``data``); ``data.options.KEY=VALUE`` sets an option of the ``data=`` loader
+OVERRIDE_KEYS = tuple(f"eval.{k}" for k in DEFAULT_EVAL) + ("device", "data")
 
 _INT_KEYS = ("n_way", "k_shot", "n_query", "episodes", "seed", "batch_size")
 
@@ -65,7 +57,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, list[Any]]:
 
     Raises:
         ValueError: for a malformed item, an unknown key (listing the valid ones), an
-            empty list, or a swept ``device``.
+            empty list, or a swept ``device`` or ``data``.
     """
     out: dict[str, list[Any]] = {}
     for item in items:
@@ -73,18 +65,24 @@ def parse_overrides(items: Sequence[str]) -> dict[str, list[Any]]:
         key = key.strip()
         if not sep or not key:
             raise ValueError(f"override {item!r} is not key=value (e.g. eval.n_way=[5,20])")
-        if key not in OVERRIDE_KEYS:
-            raise ValueError(f"unknown override key {key!r}; valid keys: {', '.join(OVERRIDE_KEYS)}")
+        if key not in OVERRIDE_KEYS and not (key.startswith("data.options.") and len(key) > 13):
+            raise ValueError(
+                f"unknown override key {key!r}; valid keys: {', '.join(OVERRIDE_KEYS)}, data.options.KEY"
+            )
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = raw.strip() if key == "data" else yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as e:
             raise ValueError(f"override {item!r}: value is not valid YAML ({e})") from None
         values = value if isinstance(value, list) else [value]
         if not values:
             raise ValueError(f"override {item!r} sweeps an empty list; give at least one value")
-        if key == "device" and len(values) > 1:
-            raise ValueError(f"override {item!r}: device cannot be swept; give one device")
-        for v in values:
+        if key.startswith("data.options."):
+            values = [value]  # a list is an option value here, not a sweep
+        elif key in ("device", "data") and len(values) > 1:
+            raise ValueError(f"override {item!r}: {key} cannot be swept; give one value")
+        if key == "data" and not isinstance(value, str):
+            raise ValueError(f"override {item!r}: expected data=NAME or data=folder:PATH")
+        for v in values if not key.startswith("data") else ():
             _check_value(key, v, item)
         out[key] = values
     return out
@@ -106,6 +104,13 @@ def _check_value(key: str, v: Any, item: str) -> None:
         raise ValueError(f"override {item!r}: {key} must be a string, got {v!r}")
 
 
+def load_run(path: str | os.PathLike[str], device: torch.device | str = "auto") -> Any:
+    """Load a run directory or checkpoint as a :class:`~metamem.evaluation.trained_run.Run`."""
+    from metamem.evaluation.trained_run import load_run as _load
+
+    return _load(path, device=device)
+
+
 @dataclass
 class EvalJob:
     """One evaluation of a sweep: a checkpoint and one combination of settings."""
@@ -114,19 +119,40 @@ class EvalJob:
     settings: dict[str, Any]
 
 
-def _combinations(config: dict[str, Any], overrides: dict[str, list[Any]]) -> Iterator[dict[str, Any]]:
-    """Every combination of settings: the run's ``eval:`` section (a list there sweeps too,
-    e.g. ``n_way: [5, 20]``), then the overrides, over :data:`DEFAULT_EVAL`."""
-    axes = {k: [v] for k, v in DEFAULT_EVAL.items()}
-    for k, v in (config.get("eval") or {}).items():
-        if k in DEFAULT_EVAL:
-            axes[k] = list(v) if isinstance(v, list) else [v]
-    for k, v in overrides.items():
-        if k.startswith("eval."):
-            axes[k.removeprefix("eval.")] = v
-    keys = list(axes)
-    for combo in itertools.product(*(axes[k] for k in keys)):
-        yield dict(zip(keys, combo))
+def parse_data_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``folder:PATH`` -> ``("folder", {"root": PATH})``; ``NAME`` -> ``(NAME, {})``."""
+    name, sep, root = spec.partition(":")
+    if not name or (sep and not root):
+        raise ValueError(f"data={spec!r}: expected data=NAME or data=folder:PATH (a folder of class sub-folders)")
+    return name, ({"root": root} if sep else {})
+
+
+def _axes(d: dict[str, Any]) -> dict[str, list[Any]]:
+    return {k: (list(v) if isinstance(v, list) else [v]) for k, v in d.items()}
+
+
+def combinations(base: dict[str, Any], overrides: dict[str, list[Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every combination of evaluation settings, each resolved with
+    :func:`~metamem.evaluation.trained_run.resolve_settings`.
+
+    Args:
+        base: the (first) run's ``eval:`` section; a list there sweeps too (``n_way: [5, 20]``).
+        overrides: ``{setting: [values]}`` (``eval.`` prefix stripped).
+
+    Returns:
+        ``(settings, notes)``: one dict per combination, and the distinct notes.
+    """
+    from metamem.evaluation.trained_run import resolve_settings
+
+    b_axes, o_axes = _axes(base), overrides
+    out, notes = [], []
+    for b in itertools.product(*b_axes.values()):
+        for o in itertools.product(*o_axes.values()):
+            s, n = resolve_settings(dict(zip(b_axes, b)), dict(zip(o_axes, o)))
+            if s not in out:
+                out.append(s)
+            notes += [x for x in n if x not in notes]
+    return out, notes
 
 
 def _display_name(path: str, config: dict[str, Any]) -> str:
@@ -138,66 +164,164 @@ def _display_name(path: str, config: dict[str, Any]) -> str:
     return f"{learner} [{run}]"
 
 
+def _data_identity(config: dict[str, Any], split: str) -> tuple[Any, ...]:
+    """What fixes the episodes of a run's own data (image size and channels do not)."""
+    data = config.get("data") or {}
+    real = data.get(f"{split}_split", split) if split in ("train", "val", "test") else split
+    opts = {k: v for k, v in (data.get("options") or {}).items()
+            if k not in ("image_size", "channels", "resample", "cache", "cache_dir")}
+    return data.get("name"), real, json.dumps(opts, sort_keys=True, default=str)
+
+
+@dataclass
+class SweepPlan:
+    """What :func:`sweep` scores: the runs, the common settings and what it noted."""
+
+    runs: list[Any]
+    names: list[str]
+    settings: list[dict[str, Any]]
+    notes: list[str]
+    data: tuple[str, dict[str, Any]] | None
+
+    def describe(self) -> str:
+        """The common protocol as one line (printed above the table)."""
+        s0 = self.settings[0]
+
+        def vals(k: str) -> str:
+            v = sorted({s[k] for s in self.settings}, key=str)
+            return str(v[0]) if len(v) == 1 else "[" + ", ".join(map(str, v)) + "]"
+
+        if self.data is not None:
+            name, opts = self.data
+            where = f"{name} {opts.get('root', '')}".strip()
+            split = s0.get("split") if "split" in s0 else "all"
+        else:
+            where = str((self.runs[0].config.get("data") or {}).get("name"))
+            split = vals("split")
+        return (
+            f"protocol (all rows, same episodes): {where} split {split}, {vals('n_way')}-way "
+            f"{vals('k_shot')}-shot, {vals('n_query')} queries per class, {vals('episodes')} episodes, "
+            f"seed {vals('seed')}, within_group {vals('within_group')}, scoring {vals('protocol')}"
+        )
+
+
+def plan_sweep(
+    paths: Sequence[str | os.PathLike[str]],
+    overrides: dict[str, list[Any]] | None = None,
+    *,
+    loader: Callable[[str, torch.device], Any] | None = None,
+) -> SweepPlan:
+    """Load the runs and fix one common protocol, or refuse with the rows at fault.
+
+    The protocol is the first run's ``eval:`` section changed by the overrides (see
+    :func:`combinations`); every run is scored on it. Refused, before anything is scored:
+    a sequence learner asked for another ``n_way`` than it was built for, and runs on
+    different data (dataset, split or class-defining options) without a ``data=`` override.
+    """
+    from metamem.evaluation.trained_run import Run
+
+    overrides = dict(overrides or {})
+    device = resolve_device(overrides.pop("device", ["auto"])[0])
+    data_spec = overrides.pop("data", [None])[0]
+    data_opts = {k.removeprefix("data.options."): v[0] for k, v in list(overrides.items())
+                 if k.startswith("data.options.")}
+    for k in list(overrides):
+        if k.startswith("data."):
+            overrides.pop(k)
+    if data_opts and data_spec is None:
+        raise ValueError("data.options.* overrides need data=NAME or data=folder:PATH")
+    data = None
+    if data_spec is not None:
+        name, opts = parse_data_spec(str(data_spec))
+        data = (name, {**opts, **data_opts})
+    loader = loader or load_run
+    runs, names = [], []
+    for path in paths:
+        src = str(path)
+        find_checkpoint(src)
+        got = loader(src, device)
+        if not isinstance(got, Run):  # a (learner, config) pair
+            learner, config = got
+            shape = dataset_for(config, "test", source=src).image_shape
+            got = Run(Path(src), learner, config, shape, device)
+        runs.append(got)
+        names.append(_display_name(src, got.config))
+    eval_over = {k.removeprefix("eval."): v for k, v in overrides.items()}
+    if data is not None and "split" not in eval_over:
+        eval_over["split"] = [None]  # a new dataset: every class unless eval.split is given
+    settings, notes = combinations(runs[0].eval_settings, eval_over)
+    for run, name in zip(runs, names):
+        built = getattr(run.learner, "n_way", None)
+        if isinstance(built, int) and getattr(run.learner, "episode_format", "set") == "sequence":
+            bad = sorted({s["n_way"] for s in settings if s["n_way"] != built})
+            if bad:
+                raise ValueError(
+                    f"row {name} ({run.path}) was built for n_way={built} and cannot score "
+                    f"n_way={bad} episodes; drop {bad} from eval.n_way or evaluate this run "
+                    "on its own"
+                )
+    if data is None and len(runs) > 1:
+        for s in settings:
+            ids = [_data_identity(r.config, s["split"]) for r in runs]
+            for run, name, ident in zip(runs[1:], names[1:], ids[1:]):
+                if ident != ids[0]:
+                    raise ValueError(
+                        f"cannot score these runs on one protocol: row {name} ({run.path}) uses "
+                        f"{ident[0]} split {ident[1]} but row {names[0]} ({runs[0].path}) uses "
+                        f"{ids[0][0]} split {ids[0][1]}; evaluate them separately or give one "
+                        "dataset with data=NAME or data=folder:PATH"
+                    )
+    return SweepPlan(runs, names, settings, notes, data)
+
+
 def sweep(
     paths: Sequence[str | os.PathLike[str]],
     overrides: dict[str, list[Any]] | None = None,
     *,
     progress: bool = False,
     keep_trace: bool = False,
-    loader: Callable[[str, torch.device], tuple[Any, dict[str, Any]]] | None = None,
+    loader: Callable[[str, torch.device], Any] | None = None,
+    plan: SweepPlan | None = None,
 ) -> list[EvalResult]:
-    """Evaluate every checkpoint on every combination of the overrides.
+    """Evaluate every run on every combination of one common protocol.
 
     Args:
         paths: run directories or checkpoint files.
-        overrides: from :func:`parse_overrides`.
+        overrides: from :func:`parse_overrides` (``eval.*``, ``device``, ``data``,
+            ``data.options.*``).
         progress: tqdm progress bars.
-        keep_trace: keep a memory trace of episode 0 of each checkpoint's first evaluation.
-        loader: ``(path, device) -> (learner, config)`` (default :func:`load_run`).
+        keep_trace: keep a memory trace of episode 0 of each run's first evaluation.
+        loader: ``(path, device) -> Run or (learner, config)`` (default :func:`load_run`).
+        plan: a plan from :func:`plan_sweep` (made from the arguments above if not given).
 
     Returns:
-        One :class:`EvalResult` per checkpoint x combination, checkpoints in the order given.
+        One :class:`EvalResult` per run x combination, runs in the order given.
     """
-    overrides = overrides or {}
-    loader = loader or load_run
-    device = resolve_device(overrides.get("device", ["auto"])[0])
-    # load and check everything first, so a bad combination fails before hours of scoring
-    jobs = []
-    for path in paths:
-        src = str(path)
-        find_checkpoint(src)
-        learner, config = loader(src, device)
-        name = _display_name(src, config)
-        combos = list(_combinations(config, overrides))
-        built = getattr(learner, "n_way", None)
-        if isinstance(built, int) and getattr(learner, "episode_format", "set") == "sequence":
-            bad = sorted({c["n_way"] for c in combos if c["n_way"] != built})
-            if bad:
-                raise ValueError(
-                    f"{name} ({src}) was built for n_way={built} and cannot score "
-                    f"n_way={bad} episodes; drop {bad} from eval.n_way or evaluate this run "
-                    "on its own"
-                )
-        jobs.append((src, name, learner, config, combos))
+    plan = plan or plan_sweep(paths, overrides, loader=loader)
     datasets: dict[str, ImageDataset] = {}
     results: list[EvalResult] = []
-    for src, name, learner, config, combos in jobs:
-        for i, s in enumerate(combos):
-            dkey = json.dumps([config.get("data"), s["split"], s["data_options"]], sort_keys=True,
-                              default=str)
-            if dkey not in datasets:
-                datasets[dkey] = dataset_for(config, s["split"], source=src,
-                                             options=s["data_options"])
+    for run, name in zip(plan.runs, plan.names):
+        for i, s in enumerate(plan.settings):
+            s = dict(s)
+            split = s.pop("split")
+            data_options = s.pop("data_options", None) or {}
+            if plan.data is not None:
+                dname, opts = plan.data
+                opts = {**opts, **data_options}
+                dkey = json.dumps([dname, opts, split, list(run.image_shape)], sort_keys=True, default=str)
+                if dkey not in datasets:
+                    datasets[dkey] = run.dataset(dname, split, **opts)
+            else:
+                dkey = json.dumps([run.config.get("data"), split, data_options], sort_keys=True, default=str)
+                if dkey not in datasets:
+                    datasets[dkey] = dataset_for(run.config, split, source=str(run.path),
+                                                 options=data_options)
             results.append(
                 evaluate(
-                    learner,
-                    datasets[dkey],
-                    n_way=s["n_way"], k_shot=s["k_shot"], n_query=s["n_query"],
-                    episodes=s["episodes"], seed=s["seed"], within_group=s["within_group"],
-                    protocol=s["protocol"], batch_size=s["batch_size"],
-                    device=device, progress=progress, name=name,
-                    config=config, source=src, keep_trace=keep_trace and i == 0,
-                    data_options=s["data_options"] or None,
+                    run.learner, datasets[dkey], **s,
+                    device=run.device, progress=progress, name=name,
+                    config=run.config, source=str(run.path), keep_trace=keep_trace and i == 0,
+                    data_options=data_options or None,
                 )
             )
     return results

@@ -56,7 +56,8 @@ __all__ = ["train", "TrainResult", "TrainingError", "TIMING_KEYS", "evaluate_spl
 #: metrics keys that hold wall-clock figures (excluded when comparing runs).
 TIMING_KEYS = ("elapsed_s", "cpu_s", "episodes_per_s")
 #: files of a run directory that ``overwrite=True`` removes.
-RUN_FILES = ("config.yaml", "metrics.jsonl", "eval.json", "checkpoints", "tensorboard")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "eval.json", "eval.md", "learning_curve.png",
+             "per_presentation.png", "checkpoints", "tensorboard")
 _NO_BAD_STEP = 1 << 62
 _VAL_KEY_OFFSET = 1 << 40  # validation episode ids, disjoint from the rank-seed ids
 
@@ -240,6 +241,8 @@ def _train(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info:
     eval_missing = writer is None or not (writer / "eval.json").is_file()
     if final_eval and info.is_main and cfg.data.test_split and (tr.steps > start or eval_missing):
         evaluation = final_evaluation(learner, cfg, device, conf, writer, dataset=splits["test"])
+    elif writer is not None:  # no test evaluation: the learning curve still
+        _report(writer, [])
     return TrainResult(learner, tr.steps, writer, best, last, evaluation, sampler.state_dict())
 
 
@@ -459,7 +462,8 @@ def final_evaluation(learner: nn.Module, cfg: ExperimentCfg, device: torch.devic
 
     ``eval.split`` ``train``/``val``/``test`` means the split named in ``data``; any other
     value is a split name (:func:`metamem.validate.eval_split`); ``dataset`` is that split
-    when already loaded. The results are written to ``eval.json`` in the run directory.
+    when already loaded. The results are written to ``eval.json`` in the run directory,
+    with ``eval.md``, ``learning_curve.png`` and ``per_presentation.png``.
     """
     ev = cfg.eval
     ds = dataset
@@ -468,7 +472,7 @@ def final_evaluation(learner: nn.Module, cfg: ExperimentCfg, device: torch.devic
                           **{**cfg.data.options, **ev.data_options})
     ways = ev.n_way if isinstance(ev.n_way, list) else [ev.n_way]
     shots = ev.k_shot if isinstance(ev.k_shot, list) else [ev.k_shot]
-    results = []
+    results, objs = [], []
     for n_way, k_shot in itertools.product(ways, shots):
         res = evaluate(learner, ds, n_way=n_way, k_shot=k_shot, n_query=ev.n_query,
                        episodes=ev.episodes, seed=ev.seed, within_group=ev.within_group,
@@ -476,6 +480,15 @@ def final_evaluation(learner: nn.Module, cfg: ExperimentCfg, device: torch.devic
                        config=conf, source=str(run_dir) if run_dir else None,
                        data_options=ev.data_options or None)
         results.append(res.to_dict())
+        objs.append(res)
     if run_dir is not None:
         write_text(run_dir / "eval.json", json.dumps(results, indent=1))
+        _report(run_dir, objs)
     return results
+
+
+def _report(run_dir: Path, results: list[Any]) -> None:
+    """``eval.md`` and the figures of a finished run (:mod:`metamem.evaluation.run_report`)."""
+    from metamem.evaluation.run_report import write_run_report
+
+    write_run_report(run_dir, results, ck.read_metrics(run_dir / "metrics.jsonl"))

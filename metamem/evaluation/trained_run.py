@@ -1,0 +1,258 @@
+"""A trained run as one object: its learner, its preprocessing, its protocol, any dataset.
+
+::
+
+    import metamem
+    run = metamem.load_run("runs/mann_quick")              # device="auto"
+    res = run.evaluate()                                   # the run's own test protocol
+    shapes = run.dataset("folder", root="my_shapes")       # the run's preprocessing applied
+    res = run.evaluate(shapes, n_way=5, k_shot=1, n_query=5)
+
+:meth:`Run.dataset` loads any registered dataset with the run's preprocessing: the image
+size and channels of the checkpoint, and the inversion of its training data (Omniglot is
+loaded as white strokes on black, so a folder of dark drawings on white is inverted too).
+Pixel values are scaled to [0, 1] by the sampler for every dataset alike. It then compares
+the new data's pixel statistics with the training data's (:mod:`metamem.data.stats`) and
+warns (:class:`DataMismatchWarning`) when they are far apart: opposite polarity, mean ink
+off by more than 3x, mean pixel value off by more than 0.25.
+
+The evaluation settings come from the run's ``eval:`` section (the protocol its training
+ended with), changed by keyword arguments, through :func:`resolve_settings`, which
+``metamem eval`` uses too.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metamem.data.base import DATASETS, DatasetError, ImageDataset, load_dataset
+from metamem.data.stats import compare_pixel_stats, pixel_stats
+from metamem.evaluation.scoring import EvalResult, evaluate
+
+__all__ = ["DataMismatchWarning", "Run", "load_run", "resolve_settings", "SET_SETTINGS"]
+
+#: settings that only mean something for the set protocol (support + queries)
+SET_SETTINGS = ("k_shot", "n_query")
+#: ``n_query`` used when a set setting switches a sequence-protocol run to the set protocol
+SWITCH_N_QUERY = 15
+
+
+class DataMismatchWarning(UserWarning):
+    """New data whose pixel statistics are far from the run's training data."""
+
+
+def resolve_settings(base: dict[str, Any], overrides: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The evaluation settings of a run: its ``eval:`` section ``base`` changed by ``overrides``.
+
+    A sequence-protocol setting (``protocol: sequence`` with ``n_query: 0``, as in MANN
+    runs) given a set setting (``k_shot`` or ``n_query``) and no ``protocol`` switches to
+    the set protocol, with ``n_query`` 15 unless given; the returned notes say so. With
+    ``protocol=sequence`` given explicitly nothing switches.
+
+    Args:
+        base: the run's ``eval:`` section (or the first run's, for several runs).
+        overrides: the settings asked for (``eval.`` prefix stripped).
+
+    Returns:
+        ``(settings, notes)``.
+    """
+    settings = {**base, **overrides}
+    notes: list[str] = []
+    asked = [k for k in SET_SETTINGS if k in overrides]
+    if asked and "protocol" not in overrides and base.get("protocol") == "sequence":
+        settings["protocol"] = "set"
+        if int(settings.get("n_query") or 0) < 1:
+            settings["n_query"] = SWITCH_N_QUERY
+        notes.append(
+            f"{', '.join('eval.' + k for k in asked)} asked on a run scored with the sequence "
+            f"protocol: scoring with the set protocol instead (eval.protocol=set, "
+            f"eval.n_query={settings['n_query']}); add eval.protocol=sequence to keep the "
+            "sequence protocol, or eval.protocol=both for both"
+        )
+    if settings.get("protocol") in ("set", "both") and int(settings.get("n_query") or 0) < 1:
+        raise ValueError(
+            f"eval.protocol={settings['protocol']} scores queries but eval.n_query="
+            f"{settings.get('n_query')}; set eval.n_query=15 (or another value >= 1) or use "
+            "eval.protocol=sequence"
+        )
+    return settings, notes
+
+
+def _accepts(name: str) -> set[str]:
+    try:
+        params = inspect.signature(DATASETS.get(name)).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return {"image_size", "channels", "invert"}
+    return {p.name for p in params}
+
+
+@dataclass
+class Run:
+    """A trained run: the learner (eval mode), the resolved config and the input shape.
+
+    Attributes:
+        path: the run directory or checkpoint file.
+        learner: the trained learner, in eval mode on ``device``.
+        config: the resolved config the run was trained with (a plain dict).
+        image_shape: ``(C, H, W)`` of the images the learner reads.
+        device: where the learner is.
+    """
+
+    path: Path
+    learner: torch.nn.Module
+    config: dict[str, Any]
+    image_shape: tuple[int, int, int]
+    device: torch.device
+    _train_data: ImageDataset | None = field(default=None, repr=False)
+    _train_stats: dict[str, Any] | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ data
+    @property
+    def data_name(self) -> str:
+        return str((self.config.get("data") or {}).get("name", ""))
+
+    def training_data(self) -> ImageDataset:
+        """The run's training split (decode cache; loaded once)."""
+        if self._train_data is None:
+            self._train_data = self._own_split("train")
+        return self._train_data
+
+    def _own_split(self, split: str, options: dict[str, Any] | None = None) -> ImageDataset:
+        from metamem.runs import dataset_for
+
+        return dataset_for(self.config, split, source=str(self.path), options=options)
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        """What :meth:`dataset` applies to other data: ``image_size``, ``channels``,
+        ``invert`` (from the training data's loader) and the [0, 1] scaling."""
+        c, h, _ = self.image_shape
+        try:
+            invert = bool((self.training_data().info.get("preprocess") or {}).get("invert", False))
+        except (DatasetError, FileNotFoundError, ValueError):
+            invert = bool((self.config.get("data", {}).get("options") or {}).get("invert", False))
+        return {"image_size": h, "channels": c, "invert": invert, "scale": "pixel / 255"}
+
+    def training_stats(self) -> dict[str, Any] | None:
+        """:func:`~metamem.data.stats.pixel_stats` of the training split (``None`` when it
+        cannot be loaded here)."""
+        if self._train_stats is None:
+            try:
+                self._train_stats = pixel_stats(self.training_data())
+            except (DatasetError, FileNotFoundError, ValueError):
+                return None
+        return self._train_stats
+
+    def dataset(self, name: str | None = None, split: str | None = None, *,
+                check: bool = True, **options: Any) -> ImageDataset:
+        """A dataset split prepared the way the run's training data was.
+
+        Args:
+            name: a registered dataset (``"folder"``, ``"omniglot"``...); ``None``: the run's
+                own dataset, whose ``train``/``val``/``test`` name its configured splits.
+            split: the split (``None``: ``test`` for the run's own data, every class of a folder).
+            check: compare pixel statistics with the training data and warn.
+            **options: loader options; they win over the run's preprocessing (for instance
+                ``invert=False`` for a folder of light drawings on dark).
+
+        Raises:
+            DatasetError: for images that do not come out at the run's image shape.
+        """
+        if name is None or (name == self.data_name and not options):
+            return self._own_split(split or "test")
+        accepted = _accepts(name)
+        prep = {k: v for k, v in self.preprocess.items() if k in accepted}
+        ds = load_dataset(name, split=split, **{**prep, **options})
+        if check:
+            self.check_data(ds, fix="invert=False" if prep.get("invert") else "invert=True")
+        return ds
+
+    def check_data(self, ds: ImageDataset, *, fix: str = "invert=True") -> list[str]:
+        """Check ``ds`` against the run: the image shape (an error), then the pixel
+        statistics (one :class:`DataMismatchWarning` per difference, also returned)."""
+        if tuple(ds.image_shape) != tuple(self.image_shape):
+            raise DatasetError(
+                f"dataset {ds.name!r} gives images of shape {tuple(ds.image_shape)} but run "
+                f"{self.path} reads {tuple(self.image_shape)}; load it with "
+                f"image_size={self.image_shape[1]} and channels={self.image_shape[0]}"
+            )
+        trained = self.training_stats()
+        if trained is None:
+            return []
+        where = str(ds.info.get("source") or f"dataset {ds.name!r}")
+        msgs = compare_pixel_stats(trained, pixel_stats(ds), what=where, fix=fix)
+        for m in msgs:
+            warnings.warn(m, DataMismatchWarning, stacklevel=3)
+        return msgs
+
+    # ------------------------------------------------------------------ scoring
+    @property
+    def eval_settings(self) -> dict[str, Any]:
+        """The run's ``eval:`` section (the protocol its training ended with)."""
+        from metamem.config import EvalCfg, config_to_dict
+
+        defaults = config_to_dict(EvalCfg())
+        return {**defaults, **{k: v for k, v in (self.config.get("eval") or {}).items() if k in defaults}}
+
+    def evaluate(self, dataset: ImageDataset | None = None, *, progress: bool = False,
+                 **settings: Any) -> EvalResult:
+        """Score the run on the fixed episodes of its ``eval:`` protocol, changed by
+        ``settings`` (``n_way``, ``k_shot``, ``n_query``, ``episodes``, ``seed``,
+        ``protocol``, ``batch_size``, ``within_group``, ``split``, ``data_options``).
+
+        Args:
+            dataset: the data (default: the run's own ``split``, ``test`` unless given);
+                one from another source is checked with :meth:`check_data`.
+        """
+        resolved, notes = resolve_settings(self.eval_settings, settings)
+        for n in notes:
+            warnings.warn(n, UserWarning, stacklevel=2)
+        sweeps = {k: v for k, v in resolved.items() if isinstance(v, list)}
+        if sweeps:
+            k, v = next(iter(sweeps.items()))
+            raise ValueError(f"the run's eval.{k} is a sweep {v}; pass one value, e.g. {k}={v[0]}")
+        split = resolved.pop("split", "test")
+        data_options = resolved.pop("data_options", None) or {}
+        if dataset is None:
+            dataset = self._own_split(split, data_options)
+        elif dataset.name != self.data_name:
+            self.check_data(dataset)
+        return evaluate(self.learner, dataset, device=self.device, progress=progress,
+                        config=self.config, source=str(self.path),
+                        data_options=data_options or None, **resolved)
+
+    def __repr__(self) -> str:
+        name = (self.config.get("learner") or {}).get("name", "?")
+        return f"Run({str(self.path)!r}, learner={name!r}, image_shape={self.image_shape}, device={self.device})"
+
+
+def load_run(path: str | os.PathLike[str], device: str | torch.device = "auto") -> Run:
+    """Load a trained run directory (its ``checkpoints/best.pt``, else ``last.pt``) or a
+    checkpoint file.
+
+    Args:
+        path: the run directory or ``.pt`` file.
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``...
+
+    Raises:
+        FileNotFoundError: for a missing run or checkpoint.
+        RuntimeError: for a CUDA device on a machine without CUDA (one line).
+    """
+    from metamem.device import resolve_device
+    from metamem.runs import find_checkpoint, learner_from_checkpoint, load_checkpoint
+
+    find_checkpoint(path)
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(path)
+    learner = learner_from_checkpoint(ckpt).to(dev).eval()
+    shape = tuple(int(v) for v in ckpt["image_shape"])
+    return Run(Path(path), learner, ckpt["config"], shape, dev)  # type: ignore[arg-type]
