@@ -60,10 +60,11 @@ class BuilderSpec:
     doc: str
     signature: inspect.Signature
     hints: dict[str, Any]
+    builder_name: str = ""
 
     def __post_init__(self) -> None:  # what Registry.describe and messages read
         self.__doc__ = self.doc
-        self.__name__ = self.name
+        self.__name__ = self.builder_name or self.name
 
 
 def _encode_type(tp: Any) -> Any:
@@ -80,8 +81,6 @@ def _encode_type(tp: Any) -> Any:
         return {"literal": list(args)} if ok else None
     if origin in (list, tuple) or tp in (list, tuple, dict) or origin is dict:
         kind = "dict" if (origin or tp) is dict else ("list" if (origin or tp) is list else "tuple")
-        if kind == "dict":
-            return {"dict": None}
         parts = ["ellipsis" if a is Ellipsis else _encode_type(a) for a in args]
         return None if any(p is None for p in parts) else {kind: parts}
     return None
@@ -96,10 +95,8 @@ def _decode_type(node: Any) -> Any:
         return Union[tuple(_decode_type(v) for v in val)]  # noqa: UP007
     if kind == "literal":
         return Literal[tuple(val)]
-    if kind == "dict":
-        return dict
     args = tuple(Ellipsis if v == "ellipsis" else _decode_type(v) for v in val)
-    base = list if kind == "list" else tuple
+    base = {"list": list, "tuple": tuple, "dict": dict}[kind]
     return base[args] if args else base
 
 
@@ -110,7 +107,8 @@ def spec_of(name: str, builder: Any) -> BuilderSpec:
         hints = get_type_hints(builder.__init__ if isinstance(builder, type) else builder)
     except Exception:  # unresolvable annotations: binding is still checked
         hints = {}
-    return BuilderSpec(name, doc.splitlines()[0] if doc else "", inspect.signature(builder), hints)
+    return BuilderSpec(name, doc.splitlines()[0] if doc else "", inspect.signature(builder), hints,
+                       getattr(builder, "__name__", name))
 
 
 def _spec_to_json(spec: BuilderSpec) -> dict[str, Any]:
@@ -120,7 +118,7 @@ def _spec_to_json(spec: BuilderSpec) -> dict[str, Any]:
         enc = _encode_type(tp)
         if enc is not None and key != "return":
             hints[key] = enc
-    return {"doc": spec.doc, "params": params, "hints": hints}
+    return {"doc": spec.doc, "params": params, "hints": hints, "builder": spec.__name__}
 
 
 def _spec_from_json(name: str, d: dict[str, Any]) -> BuilderSpec:
@@ -129,7 +127,7 @@ def _spec_from_json(name: str, d: dict[str, Any]) -> BuilderSpec:
         for n, kind, has_default in d["params"]
     ]
     hints = {k: _decode_type(v) for k, v in d["hints"].items()}
-    return BuilderSpec(name, d["doc"], inspect.Signature(params), hints)
+    return BuilderSpec(name, d["doc"], inspect.Signature(params), hints, d.get("builder", name))
 
 
 def _key() -> str:

@@ -1,0 +1,198 @@
+"""Evaluating a run on other data, the common protocol of ``metamem eval`` and its output
+folder: the folder loader's ``invert``, pixel statistics and their warnings, set settings
+on a sequence-protocol run, refused mixes, no silent overwrite."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from eval_learners import NearestNeighbourLearner, OracleSequenceLearner
+from PIL import Image
+
+import metamem
+from metamem.cli.main import main
+from metamem.data import DatasetError, ImageDataset
+from metamem.data.stats import compare_pixel_stats, pixel_stats
+from metamem.evaluation import runs as runs_mod
+from metamem.evaluation.runs import parse_overrides, plan_sweep
+from metamem.evaluation.trained_run import DataMismatchWarning, Run, resolve_settings
+
+DATA = {"name": "synthetic", "train_split": "train", "val_split": "val", "test_split": "test",
+        "options": {"num_classes": 8, "per_class": 9, "image_size": 5, "noise": 0.35}}
+
+
+def _config(learner: str, data: dict = DATA, protocol: str = "both", n_query: int = 2) -> dict:
+    return {"seed": 0, "device": "cpu", "data": data, "learner": {"name": learner},
+            "eval": {"split": "test", "n_way": 3, "k_shot": 1, "n_query": n_query, "episodes": 5,
+                     "seed": 11, "protocol": protocol}}
+
+
+def _run_dir(tmp_path: Path, name: str) -> Path:
+    d = tmp_path / name
+    (d / "checkpoints").mkdir(parents=True)
+    (d / "checkpoints" / "last.pt").write_bytes(b"")
+    return d
+
+
+def _fake_loader(monkeypatch, configs: dict[str, dict]) -> None:
+    def load(path, device):
+        cfg = configs[Path(path).name]
+        cls = OracleSequenceLearner if cfg["learner"]["name"] == "oracle" else NearestNeighbourLearner
+        return cls().to(device), cfg
+
+    monkeypatch.setattr(runs_mod, "load_run", load)
+
+
+def _strokes(dark_background: bool, n: int = 40, size: int = 12, width: int = 1) -> ImageDataset:
+    """n images of one bar each: 255 on 0 (dark background) or 0 on 255."""
+    x = np.zeros((n, 1, size, size), dtype=np.uint8)
+    for i in range(n):
+        r = 2 + i % (size - 4)
+        x[i, 0, r:r + width, 2:size - 2] = 255
+    if not dark_background:
+        x = 255 - x
+    return ImageDataset(torch.from_numpy(x), torch.arange(n) % 4, ["a", "b", "c", "d"], name="bars")
+
+
+# ----------------------------------------------------------------------- folder loader
+def test_folder_invert_option_and_card(tmp_path: Path) -> None:
+    root = tmp_path / "ink"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(2):
+            a = np.full((6, 6), 250, dtype=np.uint8)
+            a[2, :] = 10 + i
+            Image.fromarray(a).save(root / c / f"{i}.png")
+    plain = metamem.load_dataset("folder", root=root, cache_dir=tmp_path / "c")
+    inv = metamem.load_dataset("folder", root=root, invert=True, cache_dir=tmp_path / "c")
+    assert torch.equal(inv.images, 255 - plain.images)  # not the cache entry of the other
+    assert inv.info["preprocess"]["invert"] is True and plain.info["preprocess"]["invert"] is False
+    (root / "card.yaml").write_text("invert: true\nchannels: 3\n")
+    card = metamem.load_dataset("folder", root=root, cache=False)
+    assert card.image_shape == (3, 6, 6) and torch.equal(card.images[:, :1], inv.images)
+    (root / "card.yaml").write_text("invert: yes please\n")
+    with pytest.raises(DatasetError, match=r"invert must be true or false, got 'yes please'"):
+        metamem.load_dataset("folder", root=root, cache=False)
+
+
+# ----------------------------------------------------------------------- pixel statistics
+def test_pixel_stats_and_mismatch_messages() -> None:
+    dark, light = pixel_stats(_strokes(True)), pixel_stats(_strokes(False))
+    assert dark["polarity"] == "dark" and light["polarity"] == "light"
+    assert dark["ink"] == pytest.approx(8 / 144, abs=1e-6)  # one 8-pixel bar in 12x12
+    assert compare_pixel_stats(dark, pixel_stats(_strokes(True))) == []
+    msgs = compare_pixel_stats(dark, light, what="my_shapes", fix="invert=True")
+    assert len(msgs) == 1 and msgs[0].startswith("polarity: the run was trained on a dark background")
+    assert "my_shapes has a light one" in msgs[0] and "invert=True" in msgs[0]
+    thick = compare_pixel_stats(dark, pixel_stats(_strokes(True, width=5)))
+    assert len(thick) == 1 and thick[0].startswith("mean ink:")
+
+
+# ----------------------------------------------------------------------- settings
+def test_set_settings_switch_a_sequence_run_to_the_set_protocol() -> None:
+    seq = {"n_way": 5, "k_shot": 10, "n_query": 0, "protocol": "sequence"}
+    s, notes = resolve_settings(seq, {"k_shot": 5})
+    assert (s["protocol"], s["k_shot"], s["n_query"]) == ("set", 5, 15)
+    assert "eval.k_shot asked on a run scored with the sequence protocol" in notes[0]
+    s, notes = resolve_settings(seq, {"k_shot": 5, "n_query": 3})
+    assert (s["protocol"], s["n_query"]) == ("set", 3)
+    s, notes = resolve_settings(seq, {"k_shot": 5, "protocol": "sequence"})
+    assert (s["protocol"], s["n_query"], notes) == ("sequence", 0, [])
+    with pytest.raises(ValueError, match=r"eval.protocol=both scores queries but eval.n_query=0"):
+        resolve_settings(seq, {"protocol": "both"})
+    assert resolve_settings({**seq, "protocol": "set", "n_query": 15}, {"k_shot": 5})[1] == []
+
+
+def test_data_overrides_parse() -> None:
+    ov = parse_overrides(["data=folder:my shapes/x", "data.options.invert=false",
+                          "data.options.mean=[0.5]", "eval.k_shot=[1,5]"])
+    assert ov["data"] == ["folder:my shapes/x"] and ov["data.options.invert"] == [False]
+    assert ov["data.options.mean"] == [[0.5]] and ov["eval.k_shot"] == [1, 5]
+    with pytest.raises(ValueError, match=r"unknown override key 'data.root'.*data.options.KEY"):
+        parse_overrides(["data.root=x"])
+
+
+# ----------------------------------------------------------------------- metamem eval
+def test_two_runs_share_one_protocol_printed_above_the_table(tmp_path, monkeypatch, capsys) -> None:
+    _fake_loader(monkeypatch, {"a": _config("nn"), "b": _config("oracle", protocol="sequence", n_query=0)})
+    a, b = _run_dir(tmp_path, "a"), _run_dir(tmp_path, "b")
+    out = tmp_path / "res"
+    assert main(["eval", str(a), str(b), "device=cpu", "--no-progress", "--no-plots", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("protocol (all rows, same episodes): synthetic split test, 3-way 1-shot, "
+                               "2 queries per class, 5 episodes, seed 11")
+    assert lines[0].endswith("scoring both")  # the first run's protocol, for both rows
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["header"] == lines[0]
+    assert [set(r["scores"]) for r in doc["results"]] == [{"set", "sequence"}] * 2
+    assert len({r["fingerprint"] for r in doc["results"]}) == 1
+    assert (out / "results.md").read_text().startswith(lines[0])
+
+
+def test_a_mix_that_cannot_share_a_protocol_is_refused_naming_rows(tmp_path, monkeypatch, capsys) -> None:
+    other = {**DATA, "options": {**DATA["options"], "num_classes": 7}}
+    _fake_loader(monkeypatch, {"a": _config("nn"), "b": _config("nn", data=other)})
+    a, b = _run_dir(tmp_path, "a"), _run_dir(tmp_path, "b")
+    assert main(["eval", str(a), str(b), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot score these runs on one protocol: row nn [b]" in err and "row nn [a]" in err
+
+
+def test_eval_output_is_never_overwritten_silently(tmp_path, monkeypatch, capsys) -> None:
+    _fake_loader(monkeypatch, {"a": _config("oracle")})
+    a = _run_dir(tmp_path, "a")
+    args = ["eval", str(a), "device=cpu", "--no-progress"]
+    assert main(args) == 0
+    first = (a / "eval" / "results.json").read_bytes()
+    assert (a / "eval" / "memory_trace_0.png").is_file()
+    assert main([*args, "eval.seed=12"]) == 0
+    assert (a / "eval" / "results.json").read_bytes() == first  # kept
+    subs = [p for p in (a / "eval").iterdir() if p.is_dir()]
+    assert len(subs) == 1 and (subs[0] / "results.json").is_file()
+    assert f"writing to {subs[0]}" in capsys.readouterr().err
+    (a / "eval" / "memory_trace_7.png").write_bytes(b"stale")
+    assert main([*args, "eval.seed=13", "--overwrite", "--no-plots"]) == 0
+    assert not list((a / "eval").glob("*.png"))  # stale plots removed
+    assert json.loads((a / "eval" / "results.json").read_text())["results"][0]["protocol"]["seed"] == 13
+
+
+def test_run_dataset_applies_preprocessing_and_warns(tmp_path, monkeypatch) -> None:
+    """A run trained on dark-background data: a folder of dark strokes on light is inverted
+    to match (no warning); asking for no inversion warns about the polarity."""
+    root = tmp_path / "shapes"
+    for c in range(4):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(3):
+            a = np.full((9, 9), 255, dtype=np.uint8)
+            a[2 + c, 1:8] = 0
+            Image.fromarray(a).save(root / f"c{c}" / f"{i}.png")
+    train = _strokes(True, size=6)
+    train.info["preprocess"] = {"invert": True}
+    run = Run(tmp_path, NearestNeighbourLearner(), _config("nn"), (1, 6, 6), torch.device("cpu"))
+    monkeypatch.setattr(run, "training_data", lambda: train)
+    assert run.preprocess == {"image_size": 6, "channels": 1, "invert": True, "scale": "pixel / 255"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = run.dataset("folder", root=root, cache=False)
+    assert ds.image_shape == (1, 6, 6) and ds.info["preprocess"]["invert"] is True
+    with pytest.warns(DataMismatchWarning, match=r"polarity: .* Flip it with invert=False"):
+        run.dataset("folder", root=root, cache=False, invert=False)
+    with pytest.raises(DatasetError, match=r"gives images of shape \(1, 9, 9\) but run .* reads \(1, 6, 6\)"):
+        run.check_data(metamem.load_dataset("folder", root=root, cache=False))
+    res = run.evaluate(ds, n_way=3, k_shot=1, n_query=1, episodes=4, protocol="set")
+    assert res.protocol.n_way == 3 and res.source == str(tmp_path)
+
+
+def test_plan_with_data_override_uses_every_class(tmp_path, monkeypatch) -> None:
+    _fake_loader(monkeypatch, {"a": _config("nn")})
+    a = _run_dir(tmp_path, "a")
+    plan = plan_sweep([a], parse_overrides(["data=synthetic", "data.options.num_classes=5", "device=cpu"]))
+    assert plan.data == ("synthetic", {"num_classes": 5})
+    assert [s.get("split", "x") for s in plan.settings] == [None]
+    with pytest.raises(ValueError, match=r"data.options.\* overrides need data=NAME"):
+        plan_sweep([a], parse_overrides(["data.options.invert=true"]))
