@@ -36,9 +36,9 @@ def test_layers_contract_is_kept() -> None:
 
 
 def test_function_level_imports_are_in_the_graph() -> None:
-    # metamem.validate imports the learner registry only inside a function
+    # metamem.validate imports the data package only inside a function
     graph = grimp.build_graph("metamem")
-    assert graph.direct_import_exists(importer="metamem.validate", imported="metamem.learners")
+    assert graph.direct_import_exists(importer="metamem.validate", imported="metamem.data")
     assert not graph.chain_exists(importer="metamem.evaluation", imported="metamem.training", as_packages=True)
     assert not graph.chain_exists(importer="metamem.runs", imported="metamem.training", as_packages=True)
 
