@@ -78,10 +78,11 @@ class DataCfg:
 class EpisodesCfg:
     """Training episodes: N-way K-shot with Q queries per class, B episodes per step.
 
-    ``augment`` distorts every training image by a random affine map drawn from its episode
-    key (keys ``rotate`` degrees, ``translate`` fraction of the side, ``scale``, ``shear``
-    degrees; see :class:`metamem.episodes.AffineAugment`); empty: none. Validation and
-    evaluation episodes are never augmented.
+    ``augment`` distorts every training image by random maps drawn from its episode key (keys
+    ``rotate`` degrees, ``translate`` fraction of the side, ``scale``, ``shear`` degrees; the
+    random-resized crop ``crop_area``/``crop_aspect``, ``flip`` probability, colour jitter
+    ``brightness``/``contrast``/``saturation``; see :class:`metamem.episodes.AffineAugment`);
+    empty: none (the default). Validation and evaluation episodes are never augmented.
     """
 
     n_way: int = 5

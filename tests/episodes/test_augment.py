@@ -1,4 +1,5 @@
-"""AffineAugment: against a per-pixel reference, exact special cases, seeding and the sampler."""
+"""AffineAugment: affine maps, random-resized crop, flip and colour jitter against per-pixel
+references, exact special cases, seeding, the sampler, and (gpu marker) CPU/GPU equality."""
 
 from __future__ import annotations
 
@@ -127,3 +128,116 @@ def test_config_key_checked(tmp_path) -> None:
     )
     with pytest.raises(ConfigError, match=r"episodes.augment: unknown key 'shift'"):
         validate_config(load_config(path), source=str(path))
+
+
+# ---------------------------------------------------------------- crop, flip, colour jitter
+def _bilinear_reference(img: torch.Tensor, xs: float, ys: float) -> float:
+    """Bilinear sample of ``img [H, W]`` at normalised (align_corners=False) coordinates."""
+    h, w = img.shape
+    col, row = ((xs + 1) * w - 1) / 2, ((ys + 1) * h - 1) / 2
+    c0, r0 = math.floor(col), math.floor(row)
+    acc = 0.0
+    for dr, wr in ((0, 1 - (row - r0)), (1, row - r0)):
+        for dc, wc in ((0, 1 - (col - c0)), (1, col - c0)):
+            rr, cc = r0 + dr, c0 + dc
+            if 0 <= rr < h and 0 <= cc < w:
+                acc += wr * wc * float(img[rr, cc])
+    return acc
+
+
+def test_crop_and_flip_match_per_pixel_reference() -> None:
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(3, 2, 1, 6, 9, generator=g, dtype=torch.float64)
+    aug = AffineAugment(crop_area=0.2, crop_aspect=2.0, flip=0.5)
+    keys = torch.tensor([3, 44, 2**60 + 1])
+    out = aug(x, keys)
+    v = aug.crop_params(keys, 2)
+    flips = 0
+    for b in range(3):
+        for n in range(2):
+            area, lr, ux, uy, uf = v[b, n, :5].tolist()
+            a = 0.2 + 0.8 * area
+            r = math.exp((2 * lr - 1) * math.log(2.0))
+            w, h = min(math.sqrt(a * r), 1.0), min(math.sqrt(a / r), 1.0)
+            cx, cy = (2 * ux - 1) * (1 - w), (2 * uy - 1) * (1 - h)
+            sign = -1.0 if uf < 0.5 else 1.0
+            flips += sign < 0
+            img = x[b, n, 0]
+            for i in range(6):
+                for j in range(9):
+                    xo, yo = (2 * j + 1) / 9 - 1, (2 * i + 1) / 6 - 1
+                    want = _bilinear_reference(img, sign * w * xo + cx, h * yo + cy)
+                    assert float(out[b, n, 0, i, j]) == pytest.approx(want, abs=1e-9)
+    assert 0 < flips < 6  # both branches exercised with these keys
+
+
+def test_flip_alone_mirrors_exactly() -> None:
+    x = torch.rand(2, 3, 3, 5, 7, dtype=torch.float64)
+    out = AffineAugment(flip=1.0)(x, torch.tensor([1, 2]))
+    torch.testing.assert_close(out, x.flip(-1))
+
+
+def test_colour_jitter_matches_per_image_reference() -> None:
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(2, 3, 3, 4, 5, generator=g, dtype=torch.float64)
+    aug = AffineAugment(brightness=0.4, contrast=0.5, saturation=0.6)
+    keys = torch.tensor([7, 8])
+    out = aug(x, keys, offset=1)
+    v = aug.crop_params(keys, 4)[:, 1:]
+    lum = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(3, 1, 1)
+    for b in range(2):
+        for n in range(3):
+            fb, fc, fs = (1 + a * (2 * float(v[b, n, i]) - 1) for i, a in ((5, 0.4), (6, 0.5), (7, 0.6)))
+            img = (x[b, n] * fb).clamp(0, 1)
+            m = float((img * lum).sum(0).mean())
+            img = (fc * img + (1 - fc) * m).clamp(0, 1)
+            gray = (img * lum).sum(0, keepdim=True)
+            img = (fs * img + (1 - fs) * gray).clamp(0, 1)
+            torch.testing.assert_close(out[b, n], img)
+    assert AffineAugment(saturation=0.5)(x[:, :, :1], keys).shape == x[:, :, :1].shape  # gray: no-op
+
+
+def test_crop_draws_leave_affine_draws_unchanged_and_are_seeded() -> None:
+    keys = torch.tensor([5, 6, 7])
+    a = AffineAugment(rotate=10.0)
+    b = AffineAugment(rotate=10.0, crop_area=0.5, flip=0.5, brightness=0.2)
+    assert torch.equal(a.params(keys, 4), b.params(keys, 4))
+    x = torch.rand(3, 4, 3, 8, 8)
+    torch.testing.assert_close(b(x, keys), b(x, keys))
+    assert not torch.allclose(b(x, keys), a(x, keys))
+    ds = make_synthetic("train", num_classes=12, per_class=6, image_size=8)
+    kw = dict(n_way=3, k_shot=2, n_query=2, batch_size=4, seed=7, augment=b)
+    s1, s2 = EpisodeSampler(ds, **kw), EpisodeSampler(ds, **kw)
+    for _ in range(2):
+        e1, e2 = s1.sample(), s2.sample()
+        assert torch.equal(e1.support_x, e2.support_x) and torch.equal(e1.query_x, e2.query_x)
+    assert build_augment({"crop_area": 0.08, "crop_aspect": 1.333, "flip": 0.5, "brightness": 0.4,
+                          "contrast": 0.4, "saturation": 0.4}) is not None
+    assert build_augment({"crop_area": 1, "flip": 0}) is None
+    with pytest.raises(ValueError, match=r"augment.crop_area must be in \[0, 1\], got 0"):
+        AffineAugment(crop_area=0)
+
+
+def test_mini_imagenet_style_config_validates(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "learner: {name: protonet, backbone: conv4}\n"
+        "data: {name: synthetic, options: {image_size: 16}}\n"
+        "episodes: {augment: {crop_area: 0.08, crop_aspect: 1.333, flip: 0.5, brightness: 0.4}}\n"
+    )
+    validate_config(load_config(path), source=str(path))
+
+
+@pytest.mark.gpu
+def test_same_augmented_episodes_on_cpu_and_gpu() -> None:
+    ds = make_synthetic("train", num_classes=12, per_class=6, image_size=16, channels=3)
+    aug = AffineAugment(rotate=10.0, translate=0.1, crop_area=0.3, crop_aspect=1.5, flip=0.5,
+                        brightness=0.3, contrast=0.3, saturation=0.3)
+    kw = dict(n_way=3, k_shot=2, n_query=2, batch_size=16, seed=3, augment=aug)
+    cpu, gpu = EpisodeSampler(ds, **kw), EpisodeSampler(ds, device="cuda", **kw)
+    for _ in range(2):
+        a, b = cpu.sample(), gpu.sample()
+        assert torch.equal(a.support_index, b.support_index.cpu())
+        assert torch.equal(aug.crop_params(a.episode_keys, 4), aug.crop_params(b.episode_keys, 4).cpu())
+        torch.testing.assert_close(a.support_x, b.support_x.cpu(), atol=1e-4, rtol=0)
+        torch.testing.assert_close(a.query_x, b.query_x.cpu(), atol=1e-4, rtol=0)
