@@ -13,6 +13,7 @@ Usage::
     python scripts/bench_train_step.py                    # batch 16 and 128, both models
     python scripts/bench_train_step.py --batch 16 --steps 20 --threads 1
     python scripts/bench_train_step.py --compile          # also time torch.compile(metamem)
+    python scripts/bench_train_step.py --device cuda --batch 128 1024 --no-reference
 
 Prints episodes/s of each model and the ratio ``metamem / reference`` as ``N.NNx``, by wall
 time and by the process's CPU time (the fairer figure on a busy shared machine with
@@ -88,7 +89,8 @@ class ReferenceMANN(nn.Module):
         return F.cross_entropy(out.flatten(0, 1), seq.y.flatten())
 
 
-def time_steps(loss_fn, params, batches: list[EpisodeBatch], warmup: int) -> tuple[float, float]:
+def time_steps(loss_fn, params, batches: list[EpisodeBatch], warmup: int,
+               sync=lambda: None) -> tuple[float, float]:
     """(wall, process CPU) seconds per training step (forward, backward, Adam) after warm-up.
 
     The CPU time of this process is the fairer figure on a shared machine with one thread
@@ -97,30 +99,36 @@ def time_steps(loss_fn, params, batches: list[EpisodeBatch], warmup: int) -> tup
     opt = torch.optim.Adam(params, lr=1e-3)
     for i, batch in enumerate(batches):
         if i == warmup:
+            sync()
             wall, cpu = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
         loss_fn(batch).backward()
         opt.step()
+    sync()
     n = len(batches) - warmup
     return (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
 
 
-def bench(batch_size: int, steps: int, warmup: int, compile_: bool) -> dict[str, tuple[float, float]]:
+def bench(batch_size: int, steps: int, warmup: int, compile_: bool, device: str = "cpu",
+          reference: bool = True) -> dict[str, tuple[float, float]]:
     """Episodes/s of each model, by wall time and by process CPU time."""
+    dev = torch.device(device)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     ds = load_dataset("synthetic", num_classes=60, per_class=20, image_size=IMAGE, seed=0)
-    sampler = EpisodeSampler(ds, n_way=N_WAY, k_shot=K_SHOT, n_query=0, batch_size=batch_size, seed=0)
+    sampler = EpisodeSampler(ds, n_way=N_WAY, k_shot=K_SHOT, n_query=0, batch_size=batch_size, seed=0,
+                             device=dev)
     batches = [sampler.sample() for _ in range(steps + warmup)]
     torch.manual_seed(0)  # a script entry point may seed the global RNG
-    ours = build_learner("mann", n_way=N_WAY, image_shape=(1, IMAGE, IMAGE), **SIZES)
-    ref = ReferenceMANN(IMAGE * IMAGE, N_WAY)
-    timings = {
-        "metamem": time_steps(lambda b: ours(b).loss, ours.parameters(), batches, warmup),
-        "reference": time_steps(ref, ref.parameters(), batches, warmup),
-    }
+    ours = build_learner("mann", n_way=N_WAY, image_shape=(1, IMAGE, IMAGE), **SIZES).to(dev)
+    timings = {"metamem": time_steps(lambda b: ours(b).loss, ours.parameters(), batches, warmup, sync)}
+    if reference:  # the naive reference runs on the CPU only
+        ref = ReferenceMANN(IMAGE * IMAGE, N_WAY)
+        cpu_batches = [b.to("cpu") if dev.type != "cpu" else b for b in batches]
+        timings["reference"] = time_steps(ref, ref.parameters(), cpu_batches, warmup)
     if compile_:
         compiled = torch.compile(ours)
         timings["metamem+compile"] = time_steps(
-            lambda b: compiled(b).loss, ours.parameters(), batches[:2] + batches, warmup + 2)
+            lambda b: compiled(b).loss, ours.parameters(), batches[:2] + batches, warmup + 2, sync)
     return {name: (batch_size / wall, batch_size / cpu) for name, (wall, cpu) in timings.items()}
 
 
@@ -131,16 +139,18 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--compile", action="store_true", help="also time torch.compile(metamem MANN)")
+    p.add_argument("--device", default="cpu", help="where metamem's MANN runs (the reference: CPU)")
+    p.add_argument("--no-reference", action="store_true", help="time metamem's MANN only")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; T={N_WAY * K_SHOT}, "
-          f"LSTM 200, memory 128x40, 4 heads, LRU")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, metamem on {args.device}; "
+          f"T={N_WAY * K_SHOT}, LSTM 200, memory 128x40, 4 heads, LRU")
     for b in args.batch:
-        res = bench(b, args.steps, args.warmup, args.compile)
+        res = bench(b, args.steps, args.warmup, args.compile, args.device, not args.no_reference)
         for name, (wall, cpu) in res.items():
             print(f"batch {b}: {name:<16} {wall:7.1f} episodes/s (wall)  {cpu:7.1f} episodes/s (CPU time)")
-        for name in [n for n in res if n != "reference"]:
+        for name in [n for n in res if n != "reference" and "reference" in res]:
             ratio_wall = res[name][0] / res["reference"][0]
             ratio_cpu = res[name][1] / res["reference"][1]
             print(f"batch {b}: {name}/reference {ratio_wall:.2f}x (wall)  {ratio_cpu:.2f}x (CPU time)")
