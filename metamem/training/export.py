@@ -123,7 +123,9 @@ def export_run(
             "exported": {"which": which, "step": ckpt["step"]},
         })
         (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        write_metrics(tmp / "metrics.jsonl", read_metrics(run / "metrics.jsonl"))
+        # lines logged after the exported weights (a run stopped between checkpoints) go
+        write_metrics(tmp / "metrics.jsonl",
+                      [r for r in read_metrics(run / "metrics.jsonl") if r["step"] <= ckpt["step"]])
         if (run / "eval.json").is_file():
             results = json.loads((run / "eval.json").read_text(encoding="utf-8"))
             for r in results:
@@ -132,6 +134,8 @@ def export_run(
                     r["config"] = portable_config(r["config"], where=f"{run / 'eval.json'}")
             (tmp / "eval.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
         files = [p for p in tmp.rglob("*") if p.is_file()]
+        for p in [tmp, *tmp.rglob("*")]:  # shareable: not the 0600/0700 of temporary files
+            p.chmod(0o755 if p.is_dir() else 0o644)
         total = sum(p.stat().st_size for p in files)
         if total > max_bytes:
             big = max(files, key=lambda p: p.stat().st_size)
