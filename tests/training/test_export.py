@@ -100,3 +100,17 @@ def test_script_export_and_curves(trained, tmp_path):
                                   str(tmp_path / "c.png")], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "c.png").is_file()
+
+
+def test_export_drops_metrics_past_the_weights(trained, tmp_path):
+    import shutil
+
+    run = tmp_path / "stopped"
+    shutil.copytree(trained, run)
+    with open(run / "metrics.jsonl", "a") as f:  # logged after the last checkpoint, then killed
+        f.write(json.dumps({"step": 7, "loss": 1.0, "acc": 0.5}) + "\n")
+    dest = export_run(run, tmp_path / "row")
+    assert [r["step"] for r in read_metrics(dest / "metrics.jsonl")] == [
+        r["step"] for r in read_metrics(trained / "metrics.jsonl")]
+    assert oct(dest.stat().st_mode & 0o777) == "0o755"
+    assert oct((dest / "metrics.jsonl").stat().st_mode & 0o777) == "0o644"
