@@ -220,7 +220,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"config file {str(path)!r} not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+    except (yaml.YAMLError, RecursionError, ValueError, OverflowError) as e:
         raise ConfigError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from None
     if data is None:
         return {}
@@ -248,12 +250,24 @@ def _merge(base: dict[str, Any], over: dict[str, Any], prefix: tuple[str, ...]) 
     return out
 
 
-def _record_origins(data: Any, prefix: tuple[str, ...], source: str, origins: dict) -> None:
+#: most keys a config may hold (YAML aliases can make a small file describe a huge tree)
+_MAX_KEYS = 100_000
+
+
+def _record_origins(data: Any, prefix: tuple[str, ...], source: str, origins: dict,
+                    _seen: tuple[int, ...] = ()) -> None:
     if prefix:
         origins[prefix] = source
+        if len(origins) > _MAX_KEYS:
+            raise ConfigError(
+                f"{source}: more than {_MAX_KEYS} keys (YAML aliases expanding?); a config is "
+                "a few dozen keys"
+            )
     if isinstance(data, dict):
+        if id(data) in _seen:
+            raise ConfigError(f"{source}: {'.'.join(prefix)}: a YAML alias refers to itself")
         for k, v in data.items():
-            _record_origins(v, prefix + (str(k),), source, origins)
+            _record_origins(v, prefix + (str(k),), source, origins, _seen + (id(data),))
 
 
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:

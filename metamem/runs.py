@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +112,9 @@ def load_checkpoint(path: str | Path, which: str = "best") -> dict[str, Any]:
     file = checkpoint_path(path, which)
     try:
         ckpt = torch.load(file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as e:
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # UnpicklingError, RuntimeError (zip), EOFError, MemoryError, ...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
             f"{file} is not a metamem checkpoint (torch.load with weights_only=True failed: "

@@ -184,10 +184,11 @@ def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) 
     archive, dest = Path(archive), Path(dest)
     try:
         zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise DownloadError(f"{archive} is not a readable zip archive ({e})") from None
+        names = zf.namelist()
+    except Exception as e:  # BadZipFile, OSError, UnicodeDecodeError (bad UTF-8 names), ...
+        raise DownloadError(f"{archive} is not a readable zip archive ({type(e).__name__}: {e})") from None
     with zf:
-        for name in zf.namelist():
+        for name in names:
             if _unsafe_member(name):
                 raise DownloadError(
                     f"{archive}: refusing to extract member {name!r} (absolute path or '..' "
@@ -196,7 +197,13 @@ def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) 
         dest.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
         try:
-            zf.extractall(tmp)
+            try:
+                zf.extractall(tmp)
+            except Exception as e:  # CRC mismatch, zlib.error, unsupported method, ...
+                raise DownloadError(
+                    f"{archive}: cannot extract ({type(e).__name__}: {e}); the archive is corrupt: "
+                    "delete it and fetch it again (nothing was extracted)"
+                ) from None
             out = []
             for entry in sorted(tmp.iterdir()):
                 target = dest / entry.name

@@ -25,12 +25,11 @@ from PIL import Image
 
 from metamem.data.base import DATASETS, DatasetError, ImageDataset
 from metamem.data.cache import Decoded, cached_decode, to_dataset
-from metamem.data.sources import FolderSource, decode_images
+from metamem.data.sources import GRAY_MODES, FolderSource, decode_images, is_colour
 
 __all__ = ["load_folder", "read_card"]
 
 _CARD_KEYS = {"name", "image_size", "channels", "invert", "splits", "description", "license", "source"}
-_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F", "P"}
 
 
 def read_card(root: Path) -> dict[str, Any]:
@@ -39,9 +38,11 @@ def read_card(root: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        card = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise DatasetError(f"{path} is not valid YAML: {e}") from None
+        card = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except (yaml.YAMLError, RecursionError, ValueError, OverflowError) as e:
+        raise DatasetError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(card, dict):
         raise DatasetError(f"{path} must hold a mapping (name, image_size, channels, splits)")
     unknown = sorted(set(card) - _CARD_KEYS)
@@ -75,8 +76,9 @@ def load_folder(
         root: the dataset folder (required).
         image_size: resize to ``image_size x image_size`` (default from the card; without
             one, every image must already have the same size).
-        channels: 1 (grayscale) or 3 (RGB); default from the card, else grayscale when the
-            first image is grayscale.
+        channels: 1 (grayscale) or 3 (RGB); default from the card, else from the first
+            image (a palette PNG counts as colour when its palette is). When grayscale was
+            inferred, a later colour image is an error naming it (never silently grayed).
         invert: store ``255 - pixel`` (default from the card, else ``False``). Omniglot is
             loaded inverted (white strokes on black); a folder of dark shapes on a light
             background needs ``invert=True`` to look like it. ``metamem eval RUN
@@ -97,8 +99,15 @@ def load_folder(
     invert = invert if invert is not None else card.get("invert", False)
     if not isinstance(invert, bool):
         raise DatasetError(f"folder {base}: invert must be true or false, got {invert!r}")
-    src = FolderSource(base)
+    src = FolderSource(base)  # hidden files and folders (.ipynb_checkpoints/) are skipped
     files = [f for f in src.files if f.count("/") == 1]
+    stray = next((f for f in src.files if f.count("/") != 1), None)
+    if stray is not None:
+        where = "beside the class folders" if "/" not in stray else "two or more levels deep"
+        raise DatasetError(
+            f"folder {base}: image {base / stray} lies {where}, where it belongs to no class; "
+            f"the layout is {base}/<class>/<image>: move it into its class folder or remove it"
+        )
     all_classes = sorted({f.split("/")[0] for f in files})
     if not all_classes:
         raise DatasetError(
@@ -121,9 +130,15 @@ def load_folder(
         )
     wanted = set(classes)
     files = [f for f in files if f.split("/")[0] in wanted]
-    if channels is None:
-        with Image.open(base / files[0]) as first:
-            channels = 1 if first.mode in _GRAY_MODES else 3
+    colour_hint = None
+    if channels is None:  # from the first image; a later colour image is then an error
+        channels = 1 if not _first_is_colour(base / files[0]) else 3
+        if channels == 1:
+            colour_hint = (
+                f"the first image {base / files[0]} is grayscale, so channels was inferred as 1: "
+                "pass channels=3 (or set channels: 3 in card.yaml) to keep colour, or channels=1 "
+                "to convert every image to grayscale"
+            )
     if channels not in (1, 3):
         raise DatasetError(f"folder {base}: channels must be 1 or 3, got {channels!r}")
     sub = FolderSource(base, files=files)
@@ -137,7 +152,7 @@ def load_folder(
 
     def build() -> Decoded:
         images = decode_images(sub, sub.files, mode="L" if channels == 1 else "RGB", size=image_size,
-                               invert=invert)
+                               invert=invert, colour_hint=colour_hint)
         labels = np.array([cid[f.split("/")[0]] for f in sub.files], dtype=np.int64)
         return Decoded(images, labels, classes)
 
@@ -145,3 +160,25 @@ def load_folder(
     info = {"source": str(base), "image_size": image_size, "channels": channels, **cinfo,
             "preprocess": {"mode": "L" if channels == 1 else "RGB", "invert": invert, "resample": "lanczos"}}
     return to_dataset(decoded, name=str(name), split=split or "all", info=info)
+
+
+def _first_is_colour(path: Path) -> bool:
+    """Whether the first image is colour (palette PNGs by their palette), naming the file
+    when it cannot be read."""
+    try:
+        if path.stat().st_size == 0:
+            raise DatasetError(f"image {path} is empty (0 bytes); replace or remove the file")
+        with Image.open(path) as first:
+            if first.mode in GRAY_MODES:
+                return False
+            if first.mode not in ("P", "PA"):
+                return True  # a colour mode (RGB, RGBA, CMYK...): colour, as stored
+            first.load()
+            return is_colour(first)  # a palette image: colour when its palette is
+    except DatasetError:
+        raise
+    except Exception as e:  # UnidentifiedImageError, truncated files, PIL's own parse errors
+        raise DatasetError(
+            f"cannot decode image {path} ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+            "replace or remove the file"
+        ) from None

@@ -70,17 +70,34 @@ class _RestrictedUnpickler(pickle.Unpickler):
 def restricted_pickle_load(path: str | os.PathLike[str]) -> Any:
     """Unpickle ``path`` allowing only numpy arrays, dtypes and plain containers.
 
+    A corrupt file is reported as such whatever breaks inside the unpickler: a flipped
+    length byte can ask for terabytes (``MemoryError``), a flipped opcode can raise
+    ``KeyError``, ``IndexError``, ``UnicodeDecodeError``, ``OverflowError``... None of
+    them escapes as anything but :class:`DatasetError`.
+
     Raises:
         DatasetError: naming the file and the refused global, or a corrupt pickle.
     """
     p = Path(path)
-    with open(p, "rb") as f:
+    try:
+        f = open(p, "rb")
+    except OSError as e:
+        raise DatasetError(f"cannot read {p}: {e.strerror or e}") from None
+    with f:
         try:
             return _RestrictedUnpickler(f, p).load()
         except DatasetError:
             raise
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
-            raise DatasetError(f"{p} is not a readable pickle ({e}); fetch it again") from None
+        except MemoryError:
+            raise DatasetError(
+                f"{p} is not a readable pickle (a length field asks for more memory than "
+                "exists: the file is corrupt); fetch it again"
+            ) from None
+        except Exception as e:  # UnpicklingError, EOFError, KeyError, struct.error, ...
+            msg = str(e).splitlines()[0][:200] if str(e) else ""
+            raise DatasetError(
+                f"{p} is not a readable pickle ({type(e).__name__}: {msg}); fetch it again"
+            ) from None
 
 
 def read_split_csv(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
@@ -116,6 +133,10 @@ def _decode_pickle(path: Path, wnids: list[str], image_size: int) -> Decoded:
             f"{path}: image_data must be uint8 [M, H, W, 3], got "
             f"{getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')}"
         )
+    if not isinstance(class_dict, dict) or not all(
+        isinstance(k, str) and isinstance(v, (list, tuple, np.ndarray)) for k, v in class_dict.items()
+    ):
+        raise DatasetError(f"{path}: class_dict must map class ids (str) to lists of row indices")
     missing = sorted(set(wnids) - set(class_dict))
     extra = sorted(set(class_dict) - set(wnids))
     if missing or extra:
@@ -124,7 +145,10 @@ def _decode_pickle(path: Path, wnids: list[str], image_size: int) -> Decoded:
             f"{path} {what} of the split CSV ({len(class_dict)} classes vs {len(wnids)}); "
             "use the pickle of the same split or pass split_dir with matching CSVs"
         )
-    idx = [np.asarray(class_dict[w], dtype=np.int64) for w in wnids]
+    try:
+        idx = [np.asarray(class_dict[w], dtype=np.int64).reshape(-1) for w in wnids]
+    except (TypeError, ValueError, OverflowError):
+        raise DatasetError(f"{path}: class_dict values must be lists of integer row indices") from None
     flat = np.concatenate(idx)
     if flat.size and (flat.min() < 0 or flat.max() >= len(data)):
         raise DatasetError(f"{path}: class_dict indices fall outside image_data (M={len(data)})")

@@ -31,6 +31,9 @@ __all__ = [
     "file_md5",
     "decode_images",
     "image_to_array",
+    "is_colour",
+    "to_8bit",
+    "GRAY_MODES",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -59,8 +62,37 @@ def file_md5(path: str | os.PathLike[str]) -> str:
 
 
 def _is_image(name: str) -> bool:
-    base = name.rsplit("/", 1)[-1]
-    return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
+    """An image file by extension, not hidden and not under a hidden folder
+    (``.ipynb_checkpoints/``, ``.git/``, macOS ``._*`` files)."""
+    parts = name.split("/")
+    return not any(p.startswith(".") for p in parts) and parts[-1].lower().endswith(IMAGE_EXTENSIONS)
+
+
+#: PIL modes that hold no colour (``P`` depends on its palette: see :func:`is_colour`).
+GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+
+def is_colour(img: Image.Image) -> bool:
+    """Whether ``img`` holds colour: a colour mode whose pixels are not all gray (R=G=B).
+
+    A palette (``P``) image is colour when a colour of its palette that the image uses is
+    not gray: palette PNGs are common for colour drawings and must not load as grayscale.
+    """
+    if img.mode in GRAY_MODES:
+        return False
+    if img.mode in ("P", "PA"):
+        colors = img.getcolors(1 << 16)  # [(count, index)] or [(count, (index, alpha))]
+        if colors is None:
+            return True
+        pal = img.getpalette() or []
+        for _, c in colors:
+            i = c[0] if isinstance(c, tuple) else c
+            rgb = pal[3 * i: 3 * i + 3]
+            if len(rgb) == 3 and not rgb[0] == rgb[1] == rgb[2]:
+                return True
+        return False
+    arr = np.asarray(img.convert("RGB"))
+    return bool((arr[..., 0] != arr[..., 1]).any() or (arr[..., 1] != arr[..., 2]).any())
 
 
 class ImageSource:
@@ -89,11 +121,8 @@ class FolderSource(ImageSource):
         if files is not None:
             self.files = sorted(files)
             return
-        self.files = sorted(
-            p.relative_to(self.path).as_posix()
-            for p in self.path.rglob("*")
-            if p.is_file() and _is_image(p.name)
-        )
+        rel = (p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file())
+        self.files = sorted(r for r in rel if _is_image(r))
 
     def read(self, name: str) -> bytes:
         try:
@@ -122,13 +151,15 @@ class ZipSource(ImageSource):
         self.path = Path(path)
         try:
             self._zip = zipfile.ZipFile(self.path)
-        except (zipfile.BadZipFile, OSError) as e:
+            infos = self._zip.infolist()
+        except Exception as e:  # BadZipFile, OSError, UnicodeDecodeError, struct.error, ...
             raise DatasetError(
-                f"{self.path} is not a readable zip archive ({e}); delete it and fetch it again"
+                f"{self.path} is not a readable zip archive ({type(e).__name__}: {e}); delete it "
+                "and fetch it again"
             ) from None
         self._lock = threading.Lock()
         self._members: dict[str, str] = {}
-        for info in self._zip.infolist():
+        for info in infos:
             if info.is_dir() or not _is_image(info.filename):
                 continue
             parts = info.filename.split("/")
@@ -140,8 +171,11 @@ class ZipSource(ImageSource):
         try:
             with self._lock:  # one archive handle shared by the decoding threads
                 return self._zip.read(self._members[name])
-        except (zipfile.BadZipFile, OSError, KeyError, EOFError) as e:
-            raise DatasetError(f"cannot read image {self.where(name)}: {e}") from e
+        except Exception as e:  # BadZipFile (CRC), zlib.error, NotImplementedError (method), ...
+            raise DatasetError(
+                f"cannot read image {self.where(name)} ({type(e).__name__}: {e}); the archive is "
+                "corrupt: delete it and fetch it again"
+            ) from None
 
     def where(self, name: str) -> str:
         return f"{self.path}:{self._members.get(name, name)}"
@@ -171,8 +205,15 @@ def image_to_array(
     """A PIL image as uint8 ``[C, H, W]`` (C = 1 for ``"L"``, 3 for ``"RGB"``).
 
     ``invert`` flips intensities (255 - x) before resizing; ``size`` resizes to
-    ``size x size`` (skipped when already that size).
+    ``size x size`` (skipped when already that size). Wide-value images are never
+    saturated (PIL's own ``convert`` clips them): 16-bit ones (``I;16``, or ``I`` with values
+    above 255) are scaled from 0..65535 to 0..255; 32-bit float (``F``) images must hold
+    whole numbers in 0..255.
+
+    Raises:
+        ValueError: for an ``I``/``F`` image whose values no 8-bit image can hold.
     """
+    img = to_8bit(img)
     img = img.convert(mode)
     if invert:
         img = Image.eval(img, lambda v: 255 - v)
@@ -180,6 +221,30 @@ def image_to_array(
         img = img.resize((size, size), resample=resample)
     arr = np.asarray(img, dtype=np.uint8)
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def to_8bit(img: Image.Image) -> Image.Image:
+    """An ``I``/``I;16``/``F`` image as an exact or documented-scaled ``L`` image."""
+    if img.mode not in ("I", "F") and not img.mode.startswith("I;16"):
+        return img
+    a = np.asarray(img).astype(np.float64)
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{img.mode} image holds NaN or inf values")
+    if img.mode == "F":
+        if lo < 0 or hi > 255 or not (a == np.rint(a)).all():
+            raise ValueError(
+                f"32-bit float image with values in [{lo:.4g}, {hi:.4g}] is not 8-bit data; "
+                "save it as an 8-bit (or 16-bit) image"
+            )
+    elif img.mode.startswith("I;16") or (hi > 255 and lo >= 0 and hi <= 65535):
+        a = np.rint(a * (255.0 / 65535.0))  # a 16-bit image: full scale to full scale
+    elif lo < 0 or hi > 255:
+        raise ValueError(
+            f"32-bit integer image with values in [{lo:.0f}, {hi:.0f}] fits neither 8 nor 16 "
+            "bits; save it as an 8-bit or 16-bit image"
+        )
+    return Image.fromarray(a.astype(np.uint8), mode="L")
 
 
 def decode_images(
@@ -191,28 +256,44 @@ def decode_images(
     invert: bool = False,
     resample: int = RESAMPLE["lanczos"],
     workers: int | None = None,
+    colour_hint: str | None = None,
 ) -> np.ndarray:
     """Decode ``names`` of ``source`` into one uint8 array ``[M, C, H, W]``.
 
     A small thread pool reads and decodes the files (PIL releases the GIL while decoding)
     straight into one preallocated array, so peak memory is the output plus a few images.
 
+    ``colour_hint`` (with ``mode="L"``): refuse a colour image instead of converting it to
+    grayscale; the text says how to ask for colour (``"pass channels=3"``). Loaders that
+    inferred grayscale from the first image set it, so colour is never dropped silently.
+
     Raises:
         DatasetError: naming the file that cannot be read or decoded, or (with
-            ``size=None``) the first file whose size differs from the first image's.
+            ``size=None``) the first file whose size differs from the first image's, or
+            (with ``colour_hint``) the first colour image.
     """
     if not names:
         raise DatasetError(f"{source.path}: no images to decode")
 
     def one(i: int) -> np.ndarray:
         data = source.read(names[i])
+        if not data:
+            raise DatasetError(f"image {source.where(names[i])} is empty (0 bytes); replace or remove the file")
         try:
             with Image.open(io.BytesIO(data)) as img:
                 img.load()
+                if colour_hint and mode == "L" and is_colour(img):
+                    raise DatasetError(
+                        f"image {source.where(names[i])} is colour ({img.mode}) but the dataset "
+                        f"is read as grayscale; {colour_hint}"
+                    )
                 return image_to_array(img, mode=mode, size=size, invert=invert, resample=resample)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        except DatasetError:
+            raise
+        except Exception as e:  # PIL raises many types on corrupt files (OSError, SyntaxError, struct.error...)
             raise DatasetError(
-                f"cannot decode image {source.where(names[i])} ({e}); replace or remove the file"
+                f"cannot decode image {source.where(names[i])} ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200] if str(e) else ''}); replace or remove the file"
             ) from None
 
     first = one(0)

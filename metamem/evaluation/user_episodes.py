@@ -114,8 +114,13 @@ class Preprocess:
                     img, mode=self.mode, size=h, invert=self.invert,
                     resample=getattr(Image.Resampling, self.resample.upper()),
                 )
-        except (OSError, SyntaxError, Image.DecompressionBombError) as e:
-            raise EpisodeInputError(f"cannot read image {path} ({e}); replace or remove it") from None
+        except EpisodeInputError:
+            raise
+        except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error...
+            raise EpisodeInputError(
+                f"cannot read image {path} ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+                "replace or remove it"
+            ) from None
 
 
 @dataclass
@@ -240,8 +245,17 @@ def episode_from_tensors(
     return UserEpisode(batch, names, [f"query[{i}]" for i in range(qx.shape[0])], has_qy)
 
 
+def _visible(folder: Path) -> list[Path]:
+    """Entries of ``folder`` except hidden ones (``.ipynb_checkpoints/``, ``.DS_Store``)."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return [p for p in _visible(folder) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def _class_dirs(folder: Path) -> list[str]:
+    return [p.name for p in _visible(folder) if p.is_dir()]
 
 
 def load_image_folders(
@@ -269,11 +283,17 @@ def load_image_folders(
     for d, what in ((sdir, "support"), (qdir, "query")):
         if not d.is_dir():
             raise EpisodeInputError(f"{what} folder {d} does not exist or is not a folder")
-    classes = sorted(p.name for p in sdir.iterdir() if p.is_dir())
+    classes = _class_dirs(sdir)
     if not classes:
         raise EpisodeInputError(
             f"support folder {sdir} has no class sub-folders; put each class's images in "
             f"{sdir}/<class name>/"
+        )
+    loose = _images_in(sdir)
+    if loose:
+        raise EpisodeInputError(
+            f"support image {loose[0]} lies beside the class folders, where it has no class; "
+            f"move it into {sdir}/<class name>/"
         )
     sx, sy = [], []
     for label, name in enumerate(classes):
@@ -282,9 +302,16 @@ def load_image_folders(
             raise EpisodeInputError(f"support class folder {sdir / name} holds no images")
         sx += [preprocess.load(f, resize=resize) for f in files]
         sy += [label] * len(files)
-    qsub = sorted(p.name for p in qdir.iterdir() if p.is_dir())
+    qsub = _class_dirs(qdir)
     qfiles: list[Path] = []
     qy: list[int] | None = None
+    loose = _images_in(qdir)
+    if qsub and loose:
+        raise EpisodeInputError(
+            f"query folder {qdir} mixes loose images ({loose[0].name}) with class sub-folders "
+            f"({qsub[0]}/); put every query image in its class folder (labels known) or none "
+            "(labels unknown)"
+        )
     if qsub:
         unknown = sorted(set(qsub) - set(classes))
         if unknown:

@@ -148,7 +148,7 @@ def test_nutm_learner_loss_includes_annealed_regulariser() -> None:
     model.train()
     out = model(batch)
     reg = float(program_regulariser(model).detach())
-    base = float(out.loss.detach()) - reg  # η_0 = 1 at step 0
+    base = float(out.loss) - reg  # η_0 = 1 at step 0
     out.loss.backward()
     assert model.core.memory.interface.keys.grad is not None
     assert int(model.program_step) == 1
