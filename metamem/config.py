@@ -35,6 +35,9 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 __all__ = [
+    "EVAL_DEFAULTS",
+    "PROTOCOL_NAMES",
+    "ProtocolName",
     "ConfigError",
     "NamedCfg",
     "DataCfg",
@@ -49,6 +52,13 @@ __all__ = [
     "check_value",
     "origin_of",
 ]
+
+
+#: the scorings an evaluation runs: ``"set"`` (support / query accuracy), ``"sequence"``
+#: (per-presentation accuracy of labelled-late streams) or ``"both"``. Defined once, here.
+ProtocolName = Literal["set", "sequence", "both"]
+#: the values of :data:`ProtocolName`, in order.
+PROTOCOL_NAMES: tuple[str, ...] = get_args(ProtocolName)
 
 
 class ConfigError(ValueError):
@@ -125,15 +135,17 @@ class TrainCfg:
 
 @dataclass
 class EvalCfg:
-    """The final evaluation on the test split (also the defaults of ``metamem eval``).
+    """The evaluation protocol: the final evaluation of a training run, ``metamem eval``,
+    and :func:`metamem.evaluate`. These are the only evaluation defaults of metamem; the
+    others read them (:data:`EVAL_DEFAULTS`).
 
     The keys are those of :func:`metamem.evaluate`. ``n_way`` and ``k_shot`` may be lists
-    for sweeps (every combination is evaluated). ``protocol`` is ``"set"`` (support / query
-    episodes), ``"sequence"`` (per-presentation accuracy of labelled-late streams) or
-    ``"both"``. ``data_options`` are merged over ``data.options`` to load the evaluated
-    split only: ``{rotations: false}`` scores the original Omniglot characters of a run
-    trained with rotations; with ``within_group: true`` and ``n_way: 20, k_shot: 1`` on the
-    ``evaluation`` set that is Lake et al.'s within-alphabet one-shot task.
+    for sweeps (every combination is evaluated). ``protocol`` is a :data:`ProtocolName`:
+    ``"set"`` (support / query episodes), ``"sequence"`` (per-presentation accuracy of
+    labelled-late streams) or ``"both"``. ``data_options`` are merged over ``data.options`` to
+    load the evaluated split only: ``{rotations: false}`` scores the original Omniglot
+    characters of a run trained with rotations; with ``within_group: true`` and ``n_way: 20,
+    k_shot: 1`` on the ``evaluation`` set that is Lake et al.'s within-alphabet one-shot task.
     """
 
     split: str = "test"
@@ -142,10 +154,14 @@ class EvalCfg:
     n_query: int = 15
     episodes: int = 1000
     seed: int = 1234
-    protocol: str = "set"
+    protocol: ProtocolName = "both"
     within_group: bool = False
     batch_size: int = 32
     data_options: dict[str, Any] = field(default_factory=dict)
+
+
+#: the evaluation defaults (one instance of :class:`EvalCfg`; read, never modified).
+EVAL_DEFAULTS = EvalCfg()
 
 
 @dataclass
@@ -282,7 +298,8 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> list[tuple[tuple[
         parts = tuple(key.strip().split("."))
         if not sep or not all(parts):
             raise ConfigError(
-                f"override {item!r}: expected KEY.PATH=VALUE (for example train.steps=2000)"
+                f"override {item!r} is not key=value: expected KEY.PATH=VALUE (for example "
+                "train.steps=2000 or eval.n_way=[5,20])"
             )
         try:
             value = yaml.safe_load(text) if text.strip() else ""
@@ -450,7 +467,9 @@ def check_value(value: Any, tp: Any) -> tuple[bool, Any]:
 
 
 def type_name(tp: Any) -> str:
-    """A readable name for an annotation (``int | list[int]``)."""
+    """A readable name for an annotation (``int | list[int]``, ``one of set, sequence, both``)."""
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(str(a) for a in get_args(tp))
     if isinstance(tp, type) and get_origin(tp) is None:
         return tp.__name__
     return str(tp).replace("typing.", "")

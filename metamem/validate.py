@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any, Callable, get_type_hints
 
-from metamem.config import ConfigError, ExperimentCfg, check_value, origin_of, type_name
+from metamem.config import PROTOCOL_NAMES, ConfigError, ExperimentCfg, check_value, origin_of, type_name
 from metamem.manifest import BuilderSpec
 from metamem.manifest import registry as manifest_registry
 from metamem.registry import Registry, UnknownNameError
@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
 __all__ = ["validate_config", "validate_data", "check_experiment", "check_builder_kwargs"]
 
-#: the scorings of :func:`metamem.evaluate`.
-EVAL_PROTOCOLS = ("set", "sequence", "both")
+#: the scorings of :func:`metamem.evaluate` (defined once, in :mod:`metamem.config`).
+EVAL_PROTOCOLS = PROTOCOL_NAMES
 #: keyword arguments the framework passes to learner builders itself.
 INJECTED_LEARNER_KWARGS = {"n_way": "episodes.n_way", "image_shape": "the dataset's images"}
 
@@ -322,10 +322,5 @@ def _check_numbers(cfg: ExperimentCfg, source: str) -> None:
         raise ConfigError(f"{at('episodes.augment')}: episodes.{e}") from None
     if tr.grad_clip is not None and tr.grad_clip <= 0:
         raise ConfigError(f"{at('train.grad_clip')}: train.grad_clip: must be > 0 or null, got {tr.grad_clip}")
-    if ev.protocol not in EVAL_PROTOCOLS:
-        raise ConfigError(
-            f"{at('eval.protocol')}: eval.protocol: unknown protocol {ev.protocol!r}; allowed: "
-            f"{', '.join(EVAL_PROTOCOLS)}"
-        )
     if isinstance(ev.n_way, list) and not ev.n_way or isinstance(ev.k_shot, list) and not ev.k_shot:
         raise ConfigError(f"{source}: eval.n_way/eval.k_shot: a sweep list must not be empty")

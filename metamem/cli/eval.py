@@ -122,10 +122,10 @@ def run(args: argparse.Namespace) -> int:
         plot_per_presentation,
     )
     from metamem.evaluation.report import to_markdown, write_results
-    from metamem.evaluation.runs import parse_overrides, plan_sweep, sweep
+    from metamem.evaluation.runs import parse_sweep, plan_sweep, sweep
 
     paths, items = split_items(args.items)
-    overrides = parse_overrides(items)
+    overrides = parse_sweep(items)
     plots = not args.no_plots
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -11,7 +11,7 @@ Example::
 from metamem.evaluation.metrics import mean_ci95, presentation_accuracy
 from metamem.evaluation.protocol import Fingerprint, Protocol, ProtocolError
 from metamem.evaluation.report import read_results, to_csv, to_markdown, write_results
-from metamem.evaluation.runs import parse_overrides, sweep
+from metamem.evaluation.runs import parse_sweep, sweep
 from metamem.evaluation.scoring import EvalResult, Score, evaluate, score_sequence, score_set
 from metamem.evaluation.user_episodes import (
     EpisodeInputError,
@@ -37,7 +37,7 @@ __all__ = [
     "evaluate",
     "load_image_folders",
     "mean_ci95",
-    "parse_overrides",
+    "parse_sweep",
     "predict_episode",
     "presentation_accuracy",
     "read_results",
@@ -48,3 +48,13 @@ __all__ = [
     "to_markdown",
     "write_results",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "parse_overrides":  # its name before metamem.config.parse_overrides became the one parser
+        import warnings
+
+        warnings.warn("metamem.evaluation.parse_overrides is deprecated; use metamem.evaluation.parse_sweep",
+                      DeprecationWarning, stacklevel=2)
+        return parse_sweep
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

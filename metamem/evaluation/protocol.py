@@ -22,6 +22,7 @@ from typing import Any, Iterator
 
 import torch
 
+from metamem.config import EVAL_DEFAULTS as _EV
 from metamem.data.base import ImageDataset
 from metamem.episodes.rng import episode_keys_from_seed
 from metamem.episodes.sampler import EpisodeSampler, EpisodeSpecError
@@ -53,12 +54,12 @@ class Protocol:
 
     dataset: str | None
     split: str | None
-    n_way: int = 5
-    k_shot: int = 1
-    n_query: int = 15
-    episodes: int = 1000
-    seed: int = 1234
-    within_group: bool = False
+    n_way: int = _EV.n_way  # type: ignore[assignment]
+    k_shot: int = _EV.k_shot  # type: ignore[assignment]
+    n_query: int = _EV.n_query
+    episodes: int = _EV.episodes
+    seed: int = _EV.seed
+    within_group: bool = _EV.within_group
 
     def __post_init__(self) -> None:
         for name in ("n_way", "k_shot", "episodes"):

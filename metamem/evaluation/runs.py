@@ -13,17 +13,17 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, Union, get_args, get_origin, get_type_hints
 
 import torch
-import yaml
 
-from metamem.config import EvalCfg, config_to_dict
+from metamem.config import EVAL_DEFAULTS, EvalCfg, check_value, config_to_dict, parse_overrides, type_name
 from metamem.data.base import ImageDataset
 from metamem.device import resolve_device
-from metamem.evaluation.scoring import SCORINGS, EvalResult, evaluate
+from metamem.evaluation.scoring import EvalResult, evaluate
 from metamem.runs import dataset_for, find_checkpoint
 
 __all__ = [
@@ -33,46 +33,47 @@ __all__ = [
     "dataset_for",
     "find_checkpoint",
     "load_run",
-    "parse_overrides",
+    "parse_sweep",
     "resolve_device",
     "sweep",
 ]
 
 #: evaluation settings used where a run's ``eval:`` section does not give them: the
 #: defaults of :class:`metamem.config.EvalCfg`, the one source of them
-DEFAULT_EVAL: dict[str, Any] = config_to_dict(EvalCfg())
+DEFAULT_EVAL: dict[str, Any] = config_to_dict(EVAL_DEFAULTS)
 
 #: what ``metamem eval`` accepts as ``key=value`` (lists sweep, except for ``device`` and
 #: ``data``); ``data.options.KEY=VALUE`` sets an option of the ``data=`` loader
 OVERRIDE_KEYS = tuple(f"eval.{k}" for k in DEFAULT_EVAL) + ("device", "data")
 
-_INT_KEYS = ("n_way", "k_shot", "n_query", "episodes", "seed", "batch_size")
+_HINTS = {**{f"eval.{k}": v for k, v in get_type_hints(EvalCfg).items()}, "device": str}
+_WORDS = {int: "an integer", bool: "true or false", str: "a string"}
 
 
-def parse_overrides(items: Sequence[str]) -> dict[str, list[Any]]:
-    """Parse ``key=value`` overrides; each value is YAML, a list sweeps.
+def parse_sweep(items: Sequence[str]) -> dict[str, list[Any]]:
+    """Parse the ``key=value`` overrides of ``metamem eval``; a list value sweeps.
+
+    Items are split and read as YAML by :func:`metamem.config.parse_overrides` (the one
+    override parser; ``data=`` keeps its text). The keys are ``eval.<EvalCfg field>``,
+    ``device``, ``data`` and ``data.options.KEY``; an ``eval.*`` value is checked against
+    the :class:`~metamem.config.EvalCfg` annotation.
 
     Returns:
         ``{key: [values...]}`` in the order given.
 
     Raises:
         ValueError: for a malformed item, an unknown key (listing the valid ones), an
-            empty list, or a swept ``device`` or ``data``.
+            empty list, a value of the wrong type, or a swept ``device`` or ``data``.
     """
     out: dict[str, list[Any]] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"override {item!r} is not key=value (e.g. eval.n_way=[5,20])")
-        if key not in OVERRIDE_KEYS and not (key.startswith("data.options.") and len(key) > 13):
+    for item, (parts, value) in zip(items, parse_overrides(list(items))):
+        key = ".".join(parts)
+        if key not in OVERRIDE_KEYS and not (key.startswith("data.options.") and len(parts) == 3):
             raise ValueError(
                 f"unknown override key {key!r}; valid keys: {', '.join(OVERRIDE_KEYS)}, data.options.KEY"
             )
-        try:
-            value = raw.strip() if key == "data" else yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as e:
-            raise ValueError(f"override {item!r}: value is not valid YAML ({e})") from None
+        if key == "data":
+            value = item.partition("=")[2].strip()  # a name or folder:PATH, not YAML
         values = value if isinstance(value, list) else [value]
         if not values:
             raise ValueError(f"override {item!r} sweeps an empty list; give at least one value")
@@ -80,28 +81,30 @@ def parse_overrides(items: Sequence[str]) -> dict[str, list[Any]]:
             values = [value]  # a list is an option value here, not a sweep
         elif key in ("device", "data") and len(values) > 1:
             raise ValueError(f"override {item!r}: {key} cannot be swept; give one value")
-        if key == "data" and not isinstance(value, str):
-            raise ValueError(f"override {item!r}: expected data=NAME or data=folder:PATH")
-        for v in values if not key.startswith("data") else ():
+        for v in values if key in _HINTS else ():
             _check_value(key, v, item)
         out[key] = values
     return out
 
 
 def _check_value(key: str, v: Any, item: str) -> None:
-    name = key.removeprefix("eval.")
-    if name in _INT_KEYS and (isinstance(v, bool) or not isinstance(v, int)):
-        raise ValueError(f"override {item!r}: {key} must be an integer, got {v!r}")
-    if name == "protocol" and v not in SCORINGS:
-        raise ValueError(f"override {item!r}: {key} must be one of {', '.join(SCORINGS)}, got {v!r}")
-    if name == "within_group" and not isinstance(v, bool):
-        raise ValueError(f"override {item!r}: {key} must be true or false, got {v!r}")
-    if name == "data_options" and not isinstance(v, dict):
-        raise ValueError(
-            f"override {item!r}: {key} must be a mapping such as {{rotations: false}}, got {v!r}"
-        )
-    if name in ("split", "device") and not isinstance(v, str):
-        raise ValueError(f"override {item!r}: {key} must be a string, got {v!r}")
+    tp = _HINTS[key]
+    if get_origin(tp) in (Union, types.UnionType):  # int | list[int]: a list here is a sweep
+        tp = next(a for a in get_args(tp) if get_origin(a) is not list)
+    if not check_value(v, tp)[0]:
+        what = (_WORDS.get(tp) if isinstance(tp, type) else None) or (
+            "a mapping such as {rotations: false}" if get_origin(tp) is dict else type_name(tp))
+        raise ValueError(f"override {item!r}: {key} must be {what}, got {v!r}")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "parse_overrides":  # its name before metamem.config.parse_overrides became the one parser
+        import warnings
+
+        warnings.warn("metamem.evaluation.runs.parse_overrides is deprecated; use parse_sweep",
+                      DeprecationWarning, stacklevel=2)
+        return parse_sweep
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_run(path: str | os.PathLike[str], device: torch.device | str = "auto") -> Any:
@@ -287,7 +290,7 @@ def sweep(
 
     Args:
         paths: run directories or checkpoint files.
-        overrides: from :func:`parse_overrides` (``eval.*``, ``device``, ``data``,
+        overrides: from :func:`parse_sweep` (``eval.*``, ``device``, ``data``,
             ``data.options.*``).
         progress: tqdm progress bars.
         keep_trace: keep a memory trace of episode 0 of each run's first evaluation.

@@ -38,13 +38,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from metamem._version import __version__
+from metamem.config import EVAL_DEFAULTS, PROTOCOL_NAMES, ProtocolName
 from metamem.data.base import ImageDataset
 from metamem.evaluation.features import FeatureMemo, feature_memo_for, supports_feature_reuse
 from metamem.evaluation.metrics import mean_ci95, presentation_accuracy
@@ -63,8 +64,9 @@ __all__ = [
     "SCORINGS",
 ]
 
-#: what ``protocol=`` accepts
-SCORINGS = ("set", "sequence", "both")
+#: what ``protocol=`` accepts (defined once: :data:`metamem.config.PROTOCOL_NAMES`)
+SCORINGS = PROTOCOL_NAMES
+_EV = EVAL_DEFAULTS
 
 #: upper bound on support images per ``predict`` call when a set learner scores a sequence
 MAX_SUPPORT_IMAGES_PER_CALL = 65536
@@ -373,14 +375,14 @@ def evaluate(
     learner: Any,
     dataset: ImageDataset,
     *,
-    n_way: int = 5,
-    k_shot: int = 1,
-    n_query: int = 15,
-    episodes: int = 1000,
-    seed: int = 1234,
-    within_group: bool = False,
-    protocol: Literal["set", "sequence", "both"] = "both",
-    batch_size: int = 32,
+    n_way: int = _EV.n_way,  # type: ignore[assignment]
+    k_shot: int = _EV.k_shot,  # type: ignore[assignment]
+    n_query: int = _EV.n_query,
+    episodes: int = _EV.episodes,
+    seed: int = _EV.seed,
+    within_group: bool = _EV.within_group,
+    protocol: ProtocolName = _EV.protocol,
+    batch_size: int = _EV.batch_size,
     device: torch.device | str | None = None,
     progress: bool = False,
     name: str | None = None,
@@ -397,7 +399,8 @@ def evaluate(
             ``forward_sequence``; an ``nn.Module`` is put in eval mode for the call (its
             mode is restored afterwards) and moved to ``device`` if one is given.
         dataset: the split to draw episodes from.
-        n_way, k_shot, n_query, episodes, seed, within_group: the :class:`Protocol`.
+        n_way, k_shot, n_query, episodes, seed, within_group: the :class:`Protocol`
+            (defaults: :class:`metamem.config.EvalCfg`, as everywhere).
         protocol: which scorings to run: ``"set"``, ``"sequence"`` or ``"both"``.
         batch_size: episodes per batch (the episodes do not depend on it).
         device: where to run (default: where the learner's parameters are, else CPU).

@@ -3,8 +3,12 @@
 One step = one batch of B episodes from the GPU-batched sampler, ``learner(batch).loss``,
 backward, (clip), optimizer and scheduler step. Loss, accuracy and a non-finite-loss flag are
 accumulated **on the device**; the host syncs only every ``train.log_every`` steps (metrics
-line, progress bar), at validation and at checkpoints. Validation scores fixed episodes of the
-val split (keys derived from the experiment seed, so they never touch the training sampler).
+line, progress bar), at validation and at checkpoints. Validation is :func:`metamem.evaluate`
+on a fixed, fingerprinted protocol of the val split (:func:`validation_protocol`): training has
+no scorer of its own, so ``val_acc`` is what ``metamem eval`` reports on the same episodes.
+
+The loop is five named steps, each a short function: :func:`setup`, :func:`train_step`,
+:func:`log`, :func:`validate` and :func:`checkpoint` (every step), :func:`finish`.
 
 Exact resume: ``last.pt`` holds model, optimizer, scheduler, AMP scaler, step, sampler
 generator state, metric accumulators and the global RNG states, so a run of 40 steps and a
@@ -28,7 +32,7 @@ import os
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,8 +45,8 @@ from metamem.config import ExperimentCfg, config_to_dict
 from metamem.data import load_dataset
 from metamem.device import resolve_device
 from metamem.episodes import EpisodeSampler, build_augment
-from metamem.episodes.rng import episode_keys_from_seed
 from metamem.evaluation import evaluate
+from metamem.evaluation.scoring import is_sequence_learner
 from metamem.files import remove_orphan_temps, write_text
 from metamem.learners import build_learner
 from metamem.optim import build_optimizer, build_scheduler
@@ -51,7 +55,10 @@ from metamem.training.distributed import (
 )
 from metamem.validate import check_experiment, eval_split
 
-__all__ = ["train", "TrainResult", "TrainingError", "TIMING_KEYS", "evaluate_split"]
+__all__ = [
+    "train", "setup", "train_step", "log", "validate", "checkpoint", "finish", "Run",
+    "Validator", "validation_protocol", "TrainResult", "TrainingError", "TIMING_KEYS",
+]
 
 #: metrics keys that hold wall-clock figures (excluded when comparing runs).
 TIMING_KEYS = ("elapsed_s", "cpu_s", "episodes_per_s")
@@ -59,7 +66,6 @@ TIMING_KEYS = ("elapsed_s", "cpu_s", "episodes_per_s")
 RUN_FILES = ("config.yaml", "metrics.jsonl", "eval.json", "eval.md", "learning_curve.png",
              "per_presentation.png", "checkpoints", "tensorboard")
 _NO_BAD_STEP = 1 << 62
-_VAL_KEY_OFFSET = 1 << 40  # validation episode ids, disjoint from the rank-seed ids
 
 
 class TrainingError(RuntimeError):
@@ -91,6 +97,9 @@ def train(
 ) -> TrainResult:
     """Train ``cfg.learner`` on episodes of ``cfg.data`` and write a run directory.
 
+    The loop is five named steps: :func:`setup`, then for every step :func:`train_step`,
+    :func:`log`, :func:`validate` and :func:`checkpoint`, then :func:`finish`.
+
     Args:
         cfg: the resolved experiment.
         out_dir: run directory (None: write nothing, e.g. for tests or benchmarks).
@@ -116,8 +125,20 @@ def train(
     device = resolve_device(cfg.device, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
     info = init_distributed(device)
     try:
-        return _train(cfg, Path(out_dir) if out_dir is not None else None, device, info,
-                      resume, overwrite, progress, final_eval, splits)
+        run = setup(cfg, Path(out_dir) if out_dir is not None else None, device, info,
+                    splits, resume=resume, overwrite=overwrite)
+        bar = tqdm(total=cfg.train.steps, initial=run.start, unit="step", dynamic_ncols=True,
+                   disable=not (progress and info.is_main))
+        try:
+            for step in range(run.start + 1, cfg.train.steps + 1):
+                train_step(run, step)
+                log(run, step, bar)
+                validate(run, step)
+                checkpoint(run, step)
+                bar.update(1)
+        finally:
+            bar.close()
+        return finish(run, final_eval)
     finally:
         shutdown(info)
 
@@ -132,11 +153,50 @@ def amp_dtype_of(name: str) -> torch.dtype:
     return AMP_DTYPES[name]
 
 
-def _train(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info: DistInfo,
-           resume: bool, overwrite: bool, progress: bool, final_eval: bool,
-           splits: dict[str, Any]) -> TrainResult:
+@dataclass
+class Run:
+    """What one training run holds: built by :func:`setup`, advanced by the step functions.
+
+    ``learner`` is the module whose weights are saved; ``model`` is what the step calls (the
+    learner, wrapped in DDP under torchrun and in ``torch.compile`` when asked). ``writer``
+    is the run directory on rank 0 and None elsewhere.
+    """
+
+    cfg: ExperimentCfg
+    device: torch.device
+    info: DistInfo
+    conf: dict[str, Any]
+    writer: Path | None
+    learner: nn.Module
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    sched: Any
+    scaler: torch.amp.GradScaler
+    sampler: EpisodeSampler
+    acc: "_Accum"
+    validator: "Validator | None"
+    sink: "_Sink"
+    image_shape: list[int]
+    splits: dict[str, Any]
+    start: int = 0
+    best: float | None = None
+    last: dict[str, Any] = field(default_factory=dict)
+    clock: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def amp(self) -> bool:
+        return self.cfg.train.amp and self.device.type == "cuda"
+
+    def last_good(self) -> str:
+        """Where the last good checkpoint is (for the non-finite-loss message)."""
+        return _last_good(self.writer)
+
+
+def setup(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info: DistInfo,
+          splits: dict[str, Any], *, resume: bool, overwrite: bool) -> Run:
+    """Prepare the run directory and build learner, optimizer and sampler on the checked
+    ``splits`` (restored from ``last.pt`` on resume)."""
     conf = config_to_dict(cfg)
-    writer = run_dir if info.is_main else None
     ckpt = _prepare_run_dir(run_dir, conf, resume, overwrite, info)
     tr, ep = cfg.train, cfg.episodes
     train_ds = splits["train"]
@@ -145,105 +205,135 @@ def _train(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info:
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         learner = build_learner(cfg.learner.name, n_way=ep.n_way, image_shape=train_ds.image_shape,
                                 **cfg.learner.kwargs).to(device)
-    opt = build_optimizer(learner.parameters(), tr.optimizer.name, **tr.optimizer.kwargs)
-    sched = build_scheduler(opt, tr.scheduler.name, total_steps=tr.steps, **tr.scheduler.kwargs)
-    use_amp = tr.amp and device.type == "cuda"
-    amp_dtype = amp_dtype_of(tr.amp_dtype)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     if tr.channels_last:
         learner.to(memory_format=torch.channels_last)  # 4-d weights only; others are unchanged
-    sampler = EpisodeSampler(train_ds, n_way=ep.n_way, k_shot=ep.k_shot, n_query=ep.n_query,
-                             batch_size=ep.batch_size, device=device, seed=rank_seed(cfg.seed, info.rank),
-                             within_group=ep.within_group, augment=build_augment(ep.augment),
-                             reuse_buffers=True)
-    acc = _Accum(device)
-    start, best = 0, None
+    opt = build_optimizer(learner.parameters(), tr.optimizer.name, **tr.optimizer.kwargs)
+    do_val = info.is_main and bool(cfg.data.val_split) and tr.val_every > 0
+    run = Run(
+        cfg=cfg, device=device, info=info, conf=conf, writer=run_dir if info.is_main else None,
+        learner=learner, model=learner, opt=opt,
+        sched=build_scheduler(opt, tr.scheduler.name, total_steps=tr.steps, **tr.scheduler.kwargs),
+        scaler=torch.amp.GradScaler("cuda", enabled=(tr.amp and device.type == "cuda"
+                                                     and amp_dtype_of(tr.amp_dtype) == torch.float16)),
+        sampler=EpisodeSampler(train_ds, n_way=ep.n_way, k_shot=ep.k_shot, n_query=ep.n_query,
+                               batch_size=ep.batch_size, device=device,
+                               seed=rank_seed(cfg.seed, info.rank), within_group=ep.within_group,
+                               augment=build_augment(ep.augment), reuse_buffers=True),
+        acc=_Accum(device), validator=Validator(cfg, device, splits["val"]) if do_val else None,
+        sink=_Sink(run_dir if info.is_main else None), image_shape=list(train_ds.image_shape),
+        splits=splits,
+    )
     if ckpt is not None:
-        learner.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        sampler.load_state_dict(ckpt["sampler"][min(info.rank, len(ckpt["sampler"]) - 1)])
-        acc.load(ckpt["accum"], device)
-        start, best = int(ckpt["step"]), ckpt.get("best_val")
-    model: nn.Module = learner
+        run.learner.load_state_dict(ckpt["model"])
+        run.opt.load_state_dict(ckpt["optimizer"])
+        run.sched.load_state_dict(ckpt["scheduler"])
+        run.scaler.load_state_dict(ckpt["scaler"])
+        run.sampler.load_state_dict(ckpt["sampler"][min(info.rank, len(ckpt["sampler"]) - 1)])
+        run.acc.load(ckpt["accum"], device)
+        run.start, run.best = int(ckpt["step"]), ckpt.get("best_val")
     if info.enabled:
-        model = nn.parallel.DistributedDataParallel(
+        run.model = nn.parallel.DistributedDataParallel(
             learner, device_ids=[device.index] if device.type == "cuda" else None)
     if tr.compile:
-        model = torch.compile(model)  # type: ignore[assignment]
-    do_val = bool(cfg.data.val_split) and tr.val_every > 0
-    val = _Validator(cfg, device, splits["val"]) if info.is_main and do_val else None
-    image_shape = list(train_ds.image_shape)
+        run.model = torch.compile(run.model)  # type: ignore[assignment]
+    run.model.train()
+    run.clock = (time.perf_counter(), time.process_time())
+    return run
 
-    def save(name: str, step: int) -> None:
-        # last.pt holds every rank's sampler state (a collective: all ranks call it);
-        # best.pt is written by rank 0 alone and only ever loads weights.
-        states = _gather_sampler_states(sampler, info) if name == "last.pt" else [sampler.state_dict()]
-        if writer is None:
-            return
-        ck.save_checkpoint(writer / "checkpoints" / name, {
-            "config": conf, "learner": cfg.learner.name, "image_shape": image_shape,
-            "step": step, "best_val": best, "model": learner.state_dict(),
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "scaler": scaler.state_dict(), "sampler": states, "accum": acc.state(),
-            "rng": _global_rng_state(),
-        })
 
-    bar = tqdm(total=tr.steps, initial=start, disable=not (progress and info.is_main),
-               unit="step", dynamic_ncols=True)
-    last: dict[str, Any] = {}
-    append = _Sink(writer)
-    good = lambda: _last_good(writer)  # noqa: E731  (read only when the loss went bad)
-    t0, c0, n0 = time.perf_counter(), time.process_time(), start
-    autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else nullcontext
-    model.train()
-    for step in range(start + 1, tr.steps + 1):
-        batch = sampler.sample()
-        with autocast():
-            out = model(batch)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(out.loss).backward()
-        if tr.grad_clip is not None:
-            scaler.unscale_(opt)
-            nn.utils.clip_grad_norm_(learner.parameters(), tr.grad_clip)
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
-        acc.add(out, step)
-        is_last = step == tr.steps
-        on_log = step % tr.log_every == 0
-        if on_log or is_last:  # off schedule at the end: a "final" line, accumulators kept
-            last = acc.flush(step, info, good, reset=on_log)
-            last.update(lr=opt.param_groups[0]["lr"],
-                        **_timing(t0, c0, n0, step, ep.batch_size * info.world_size))
-            append(last if on_log else {**last, "final": True})
-            bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['acc']:.3f}")
-        on_val = do_val and step % tr.val_every == 0
-        if on_val or (do_val and is_last):
-            acc.check(step, info, good)  # every rank: a collective under torchrun
-            if val is not None:  # rank 0 validates; the others wait in the next all-reduce
-                rec = val.run(learner, step)
-                rec = rec if on_val else {**rec, "final": True}
-                append(rec)
-                if best is None or rec["val_acc"] > best:
-                    best = rec["val_acc"]
-                    save("best.pt", step)
-        if (tr.checkpoint_every and step % tr.checkpoint_every == 0) or is_last:
-            acc.check(step, info, good)
-            save("last.pt", step)
-        bar.update(1)
-        batch = out = None  # nothing holds this batch: the sampler reuses its buffer, cache-warm
-    bar.close()
-    evaluation = None
+def train_step(run: Run, step: int) -> None:
+    """One optimizer step on one batch of B episodes; loss and accuracy stay on the device.
+
+    Nothing outlives the call that holds the batch, so the sampler reuses its buffers."""
+    batch = run.sampler.sample()
+    amp = torch.autocast("cuda", dtype=amp_dtype_of(run.cfg.train.amp_dtype)) if run.amp else nullcontext()
+    with amp:
+        out = run.model(batch)
+    run.opt.zero_grad(set_to_none=True)
+    run.scaler.scale(out.loss).backward()
+    if run.cfg.train.grad_clip is not None:
+        run.scaler.unscale_(run.opt)
+        nn.utils.clip_grad_norm_(run.learner.parameters(), run.cfg.train.grad_clip)
+    run.scaler.step(run.opt)
+    run.scaler.update()
+    run.sched.step()
+    run.acc.add(out, step)
+
+
+def log(run: Run, step: int, bar: tqdm) -> None:
+    """Every ``log_every`` steps (and at the last): a metrics line (one host sync)."""
+    on_log, is_last = step % run.cfg.train.log_every == 0, step == run.cfg.train.steps
+    if not (on_log or is_last):
+        return
+    # off schedule at the end: a "final" line that leaves the accumulators alone
+    rec = run.acc.flush(step, run.info, run.last_good, reset=on_log)
+    t0, c0 = run.clock
+    rec.update(lr=run.opt.param_groups[0]["lr"],
+               **_timing(t0, c0, run.start, step, run.cfg.episodes.batch_size * run.info.world_size))
+    run.sink(rec if on_log else {**rec, "final": True})
+    run.last = rec
+    bar.set_postfix(loss=f"{rec['loss']:.4f}", acc=f"{rec['acc']:.3f}")
+
+
+def validate(run: Run, step: int) -> None:
+    """Every ``val_every`` steps (and at the last): score the validation protocol with
+    :func:`metamem.evaluate`; a new best accuracy writes ``best.pt``."""
+    tr = run.cfg.train
+    if not (run.cfg.data.val_split and tr.val_every > 0):
+        return
+    on_val = step % tr.val_every == 0
+    if not (on_val or step == tr.steps):
+        return
+    run.acc.check(step, run.info, run.last_good)  # every rank: a collective under torchrun
+    if run.validator is None:  # rank 0 validates; the others wait in the next all-reduce
+        return
+    rec = run.validator(run.learner, step)
+    run.sink(rec if on_val else {**rec, "final": True})
+    if run.best is None or rec["val_acc"] > run.best:
+        run.best = rec["val_acc"]
+        save(run, "best.pt", step)
+
+
+def checkpoint(run: Run, step: int) -> None:
+    """Every ``checkpoint_every`` steps (and at the last): write ``last.pt``."""
+    every = run.cfg.train.checkpoint_every
+    if (every and step % every == 0) or step == run.cfg.train.steps:
+        run.acc.check(step, run.info, run.last_good)
+        save(run, "last.pt", step)
+
+
+def finish(run: Run, final_eval: bool) -> TrainResult:
+    """The final test-split evaluation (rank 0, when the run trained any step or its
+    ``eval.json`` is missing) and the result."""
+    cfg, evaluation = run.cfg, None
     # a run resumed at its last step (killed during the final evaluation) evaluates when
     # its eval.json is missing; a finished run with eval.json has nothing left to do
-    eval_missing = writer is None or not (writer / "eval.json").is_file()
-    if final_eval and info.is_main and cfg.data.test_split and (tr.steps > start or eval_missing):
-        evaluation = final_evaluation(learner, cfg, device, conf, writer, dataset=splits["test"])
-    elif writer is not None:  # no test evaluation: the learning curve still
-        _report(writer, [])
-    return TrainResult(learner, tr.steps, writer, best, last, evaluation, sampler.state_dict())
+    eval_missing = run.writer is None or not (run.writer / "eval.json").is_file()
+    if (final_eval and run.info.is_main and cfg.data.test_split
+            and (cfg.train.steps > run.start or eval_missing)):
+        evaluation = final_evaluation(run.learner, cfg, run.device, run.conf, run.writer,
+                                      dataset=run.splits["test"])
+    elif run.writer is not None:  # no test evaluation: the learning curve still
+        _report(run.writer, [])
+    return TrainResult(run.learner, cfg.train.steps, run.writer, run.best, run.last, evaluation,
+                       run.sampler.state_dict())
+
+
+def save(run: Run, name: str, step: int) -> None:
+    """Write ``checkpoints/<name>``. ``last.pt`` holds every rank's sampler state (a
+    collective: all ranks call it); ``best.pt`` is written by rank 0 alone and only ever
+    loads weights."""
+    states = (_gather_sampler_states(run.sampler, run.info) if name == "last.pt"
+              else [run.sampler.state_dict()])
+    if run.writer is None:
+        return
+    ck.save_checkpoint(run.writer / "checkpoints" / name, {
+        "config": run.conf, "learner": run.cfg.learner.name, "image_shape": run.image_shape,
+        "step": step, "best_val": run.best, "model": run.learner.state_dict(),
+        "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
+        "scaler": run.scaler.state_dict(), "sampler": states, "accum": run.acc.state(),
+        "rng": _global_rng_state(),
+    })
 
 
 # ------------------------------------------------------------------------- helpers
@@ -401,58 +491,45 @@ def _prepare_run_dir(run_dir: Path | None, conf: dict[str, Any], resume: bool,
     return ckpt
 
 
-class _Validator:
-    """Scores fixed val-split episodes (same shape as training) with the learner's forward."""
+def validation_protocol(cfg: ExperimentCfg) -> dict[str, Any]:
+    """The fixed validation protocol of a run, as :func:`metamem.evaluate` keywords.
 
-    def __init__(self, cfg: ExperimentCfg, device: torch.device, ds: Any = None) -> None:
-        ep = cfg.episodes
-        if ds is None:
-            ds = load_dataset(cfg.data.name, split=cfg.data.val_split, **cfg.data.options)
-        self.sampler = EpisodeSampler(ds, n_way=ep.n_way, k_shot=ep.k_shot, n_query=ep.n_query,
-                                      device=device, within_group=ep.within_group, reuse_buffers=True)
-        ids = torch.arange(cfg.train.val_episodes, dtype=torch.int64) + _VAL_KEY_OFFSET
-        self.keys = episode_keys_from_seed(cfg.seed, ids)
-        self.batch_size = ep.batch_size
-        self.max_pres = ep.k_shot + ep.n_query
-
-    def run(self, learner: nn.Module, step: int) -> dict[str, Any]:
-        scores = evaluate_split(learner, self.sampler, self.keys, self.batch_size, self.max_pres)
-        learner.train()
-        return {"step": step, "val_loss": scores["loss"], "val_acc": scores["acc"],
-                "val_acc_by_presentation": scores["by_presentation"]}
-
-
-def evaluate_split(learner: nn.Module, sampler: EpisodeSampler, keys: torch.Tensor,
-                   batch_size: int, max_presentation: int) -> dict[str, Any]:
-    """Mean loss/accuracy of ``learner(batch)`` over the episodes ``keys`` (eval mode, no grad).
-
-    Sequence learners (whose output carries ``extras["presentation"]``) also get the
-    accuracy by presentation (1st, 2nd, ... time a class is shown).
-
-    Returns:
-        ``{"loss", "acc", "by_presentation": list or None}`` as Python floats.
+    Episodes shaped like the training episodes on ``data.val_split``, ``train.val_episodes``
+    of them, protocol seed = the experiment ``seed``; the set scoring for set learners, the
+    sequence scoring for sequence learners (chosen by :class:`Validator`). The same numbers
+    come from ``metamem eval RUN eval.split=val eval.seed=SEED eval.n_way=N eval.k_shot=K
+    eval.n_query=Q eval.episodes=E eval.protocol=set`` (or ``sequence``).
     """
-    learner.eval()
-    loss = torch.zeros((), dtype=torch.float64, device=sampler.device)
-    acc = torch.zeros_like(loss)
-    pres_hit = torch.zeros(max_presentation, dtype=torch.float64, device=sampler.device)
-    pres_n = torch.zeros_like(pres_hit)
-    with torch.no_grad():
-        for chunk in keys.split(batch_size):
-            out = learner(sampler.sample_keys(chunk))
-            loss += out.loss.double() * chunk.numel()
-            acc += out.accuracy().double().sum()
-            pres = out.extras.get("presentation")
-            if pres is not None:
-                hit = (out.logits.argmax(-1) == out.targets).double().flatten()
-                idx = (pres.flatten() - 1).clamp(0, max_presentation - 1)
-                pres_hit.index_add_(0, idx, hit)
-                pres_n.index_add_(0, idx, torch.ones_like(hit))
-    n = keys.numel()
-    by_pres = None
-    if bool(pres_n.sum() > 0):
-        by_pres = [float(v) if not math.isnan(v) else None for v in (pres_hit / pres_n).tolist()]
-    return {"loss": float(loss) / n, "acc": float(acc) / n, "by_presentation": by_pres}
+    ep = cfg.episodes
+    return {"n_way": ep.n_way, "k_shot": ep.k_shot, "n_query": ep.n_query,
+            "episodes": cfg.train.val_episodes, "seed": cfg.seed, "within_group": ep.within_group,
+            "batch_size": ep.batch_size}
+
+
+class Validator:
+    """Scores the fixed validation protocol with :func:`metamem.evaluate`: training has no
+    scorer of its own, so ``val_acc`` is the number ``metamem eval`` reports on the same
+    episodes (the record carries their fingerprint)."""
+
+    def __init__(self, cfg: ExperimentCfg, device: torch.device, dataset: Any = None) -> None:
+        if dataset is None:
+            dataset = load_dataset(cfg.data.name, split=cfg.data.val_split, **cfg.data.options)
+        self.dataset = dataset
+        self.settings = validation_protocol(cfg)
+        self.device = device
+
+    def __call__(self, learner: nn.Module, step: int) -> dict[str, Any]:
+        scoring = "sequence" if is_sequence_learner(learner) else "set"
+        res = evaluate(learner, self.dataset, protocol=scoring, device=self.device, **self.settings)
+        rec: dict[str, Any] = {"step": step, "val_acc": res.mean, "val_ci95": _finite(res.ci95),
+                               "val_scoring": scoring, "val_fingerprint": res.fingerprint}
+        if res.per_presentation is not None:
+            rec["val_acc_by_presentation"] = [_finite(v) for v in res.per_presentation]
+        return rec
+
+
+def _finite(v: float) -> float | None:
+    return None if math.isnan(v) else v
 
 
 def final_evaluation(learner: nn.Module, cfg: ExperimentCfg, device: torch.device,

@@ -11,7 +11,7 @@ from eval_learners import NearestNeighbourLearner, OracleSequenceLearner, Unifor
 
 import metamem
 from metamem.cli.main import main
-from metamem.evaluation import evaluate, parse_overrides, read_results, sweep, write_results
+from metamem.evaluation import evaluate, parse_sweep, read_results, sweep, write_results
 from metamem.evaluation import runs as runs_mod
 from metamem.evaluation.plots import (
     plot_accuracy_vs_shots,
@@ -88,7 +88,7 @@ def test_plots(tmp_path, noisy):
 
 
 def test_sweep_one_row_per_combination(fake_runs):
-    ov = parse_overrides(["eval.n_way=[2,3]", "eval.k_shot=[1,2]", "eval.episodes=3"])
+    ov = parse_sweep(["eval.n_way=[2,3]", "eval.k_shot=[1,2]", "eval.episodes=3"])
     rs = sweep(fake_runs, ov)
     combos = [(r.source, r.protocol.n_way, r.protocol.k_shot) for r in rs]
     assert len(combos) == 8 and len(set(combos)) == 8
@@ -136,15 +136,15 @@ def test_cli_errors(tmp_path, fake_runs, capsys):
 
 
 def test_override_parsing():
-    ov = parse_overrides(["eval.n_way=[5,20]", "eval.protocol=sequence", "device=cpu"])
+    ov = parse_sweep(["eval.n_way=[5,20]", "eval.protocol=sequence", "device=cpu"])
     assert ov == {"eval.n_way": [5, 20], "eval.protocol": ["sequence"], "device": ["cpu"]}
     with pytest.raises(ValueError, match="unknown override key 'eval.ways'; valid keys: eval.split"):
-        parse_overrides(["eval.ways=5"])
+        parse_sweep(["eval.ways=5"])
     with pytest.raises(ValueError, match="eval.k_shot must be an integer, got 'one'"):
-        parse_overrides(["eval.k_shot=one"])
+        parse_sweep(["eval.k_shot=one"])
     with pytest.raises(ValueError, match="eval.protocol must be one of set, sequence, both"):
-        parse_overrides(["eval.protocol=[set,seq]"])
+        parse_sweep(["eval.protocol=[set,seq]"])
     with pytest.raises(ValueError, match="device cannot be swept"):
-        parse_overrides(["device=[cpu,cuda]"])
+        parse_sweep(["device=[cpu,cuda]"])
     with pytest.raises(ValueError, match="is not key=value"):
-        parse_overrides(["eval.n_way"])
+        parse_sweep(["eval.n_way"])

@@ -108,12 +108,19 @@ def test_two_extends_levels_are_rejected(files: Path) -> None:
     ("train.optimizer.momentun=0.9", r"train\.optimizer\.momentun: unknown key for Adam; allowed keys: lr"),
     ("train.scheduler={name: step}", r"train\.scheduler: missing a required argument: 'step_size'"),
     ("episodes.k_shot=0", r"episodes\.k_shot: must be >= 1, got 0"),
-    ("eval.protocol=seq", r"eval\.protocol: unknown protocol 'seq'; allowed: set, sequence, both"),
 ])
 def test_validate_against_builders(files: Path, override: str, match: str) -> None:
     cfg = load_config(files, [override])
     with pytest.raises(ConfigError, match=match):
         validate_config(cfg, source=str(files))
+
+
+def test_protocol_names_are_checked_when_loading(files: Path) -> None:
+    # the protocol names are one Literal (metamem.config.ProtocolName): typed at load time
+    with pytest.raises(ConfigError, match=r"override 'eval.protocol=seq': eval\.protocol: expected "
+                                          r"one of set, sequence, both, got 'seq'"):
+        load_config(files, ["eval.protocol=seq"])
+    assert load_config(files, ["eval.protocol=sequence"]).eval.protocol == "sequence"
 
 
 def test_resolved_config_round_trips(files: Path) -> None:
