@@ -25,7 +25,7 @@ def test_evaluation_defaults_are_the_eval_config() -> None:
              if f.name in want and f.default is not dataclasses.MISSING}
     assert proto == {k: want[k] for k in proto} and len(proto) == 6
     assert DEFAULT_EVAL == want
-    assert OVERRIDE_KEYS == tuple(f"eval.{k}" for k in want) + ("device",)
+    assert OVERRIDE_KEYS == tuple(f"eval.{k}" for k in want) + ("device", "data")
 
 
 def test_protocol_names_are_defined_once() -> None:

@@ -19,7 +19,7 @@ from metamem.cli.main import main
 from metamem.data import DatasetError, ImageDataset
 from metamem.data.stats import compare_pixel_stats, pixel_stats
 from metamem.evaluation import runs as runs_mod
-from metamem.evaluation.runs import parse_overrides, plan_sweep
+from metamem.evaluation.runs import parse_sweep, plan_sweep
 from metamem.evaluation.trained_run import DataMismatchWarning, Run, resolve_settings
 
 DATA = {"name": "synthetic", "train_split": "train", "val_split": "val", "test_split": "test",
@@ -109,12 +109,12 @@ def test_set_settings_switch_a_sequence_run_to_the_set_protocol() -> None:
 
 
 def test_data_overrides_parse() -> None:
-    ov = parse_overrides(["data=folder:my shapes/x", "data.options.invert=false",
+    ov = parse_sweep(["data=folder:my shapes/x", "data.options.invert=false",
                           "data.options.mean=[0.5]", "eval.k_shot=[1,5]"])
     assert ov["data"] == ["folder:my shapes/x"] and ov["data.options.invert"] == [False]
     assert ov["data.options.mean"] == [[0.5]] and ov["eval.k_shot"] == [1, 5]
     with pytest.raises(ValueError, match=r"unknown override key 'data.root'.*data.options.KEY"):
-        parse_overrides(["data.root=x"])
+        parse_sweep(["data.root=x"])
 
 
 # ----------------------------------------------------------------------- metamem eval
@@ -191,8 +191,8 @@ def test_run_dataset_applies_preprocessing_and_warns(tmp_path, monkeypatch) -> N
 def test_plan_with_data_override_uses_every_class(tmp_path, monkeypatch) -> None:
     _fake_loader(monkeypatch, {"a": _config("nn")})
     a = _run_dir(tmp_path, "a")
-    plan = plan_sweep([a], parse_overrides(["data=synthetic", "data.options.num_classes=5", "device=cpu"]))
+    plan = plan_sweep([a], parse_sweep(["data=synthetic", "data.options.num_classes=5", "device=cpu"]))
     assert plan.data == ("synthetic", {"num_classes": 5})
     assert [s.get("split", "x") for s in plan.settings] == [None]
     with pytest.raises(ValueError, match=r"data.options.\* overrides need data=NAME"):
-        plan_sweep([a], parse_overrides(["data.options.invert=true"]))
+        plan_sweep([a], parse_sweep(["data.options.invert=true"]))

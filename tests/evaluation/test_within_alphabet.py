@@ -11,7 +11,7 @@ import pytest
 from eval_learners import NearestNeighbourLearner
 
 from metamem.cli.main import main
-from metamem.evaluation import parse_overrides, sweep
+from metamem.evaluation import parse_sweep, sweep
 from metamem.evaluation import runs as runs_mod
 from metamem.evaluation.protocol import Protocol
 
@@ -32,7 +32,7 @@ def run_dir(tmp_path, monkeypatch):
 
 
 def test_episodes_from_one_alphabet_original_characters_only(run_dir):
-    ov = parse_overrides(["eval.n_way=20", "eval.within_group=true",
+    ov = parse_sweep(["eval.n_way=20", "eval.within_group=true",
                           "eval.data_options={rotations: false}", "eval.episodes=6"])
     (res,) = sweep([run_dir], ov)
     assert res.data_options == {"rotations": False}
@@ -46,7 +46,7 @@ def test_episodes_from_one_alphabet_original_characters_only(run_dir):
             alphabets = {ds.class_names[c].split("/")[0] for c in classes}
             assert len(alphabets) == 1 and len(set(classes)) == 20
     # without the option the same run draws rotated copies too
-    (rot,) = sweep([run_dir], parse_overrides(["eval.n_way=20", "eval.within_group=true",
+    (rot,) = sweep([run_dir], parse_sweep(["eval.n_way=20", "eval.within_group=true",
                                                "eval.episodes=6"]))
     assert rot.data_options is None and rot.fingerprint != res.fingerprint
 
@@ -59,4 +59,4 @@ def test_cli_reports_the_options(run_dir, tmp_path, capsys):
     row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| nn")][0]
     assert 'omniglot/background_small1 (within group, {"rotations": false})' in row
     with pytest.raises(ValueError, match="eval.data_options must be a mapping"):
-        parse_overrides(["eval.data_options=false"])
+        parse_sweep(["eval.data_options=false"])

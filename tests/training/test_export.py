@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from metamem.evaluation import parse_overrides, sweep
+from metamem.evaluation import parse_sweep, sweep
 from metamem.evaluation.plots import learning_curve, plot_learning_curves
 from metamem.training import load_learner, train
 from metamem.runs import load_checkpoint, read_metrics
@@ -50,9 +50,9 @@ def test_export_keeps_weights_drops_state_and_paths(trained, tmp_path, monkeypat
     # re-scorable from the copy: the same learner scores the same episodes alike
     learner, _ = load_learner(dest)
     assert learner.state_dict().keys() == orig["model"].keys()
-    (a,) = sweep([dest], parse_overrides(["eval.episodes=3", "eval.seed=5", "device=cpu"]))
+    (a,) = sweep([dest], parse_sweep(["eval.episodes=3", "eval.seed=5", "device=cpu"]))
     (b,) = sweep([trained / "checkpoints" / "last.pt"],
-                 parse_overrides(["eval.episodes=3", "eval.seed=5", "device=cpu"]))
+                 parse_sweep(["eval.episodes=3", "eval.seed=5", "device=cpu"]))
     assert a.fingerprint == b.fingerprint and a.mean == b.mean
 
 

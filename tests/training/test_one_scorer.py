@@ -45,6 +45,6 @@ def test_val_acc_is_what_metamem_eval_reports(tmp_path: Path, learner: str, scor
         assert res["scores"][scoring]["per_presentation"] == val["val_acc_by_presentation"]
     # another protocol seed gives other episodes (the fingerprint is of the episodes)
     assert main(["eval", str(run), "eval.split=val", f"eval.protocol={scoring}", *args, "eval.seed=6",
-                 "--out", str(out), "--no-progress", "--no-plots"]) == 0
+                 "--out", str(out), "--overwrite", "--no-progress", "--no-plots"]) == 0
     (other,) = json.loads((out / "results.json").read_text())["results"]
     assert other["fingerprint"] != val["val_fingerprint"]
