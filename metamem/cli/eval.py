@@ -21,8 +21,10 @@ names any large difference in pixel statistics (polarity, mean ink):
 
 Asking for k_shot or n_query on a run scored with the sequence protocol (MANN) switches to
 the set protocol with a note; add eval.protocol=sequence to keep it. Runs that cannot
-share a protocol (different data, a sequence learner asked for another n_way) are refused
-with the rows named.
+share a protocol (different data, or more ways than a MANN/LSTM/MetaNet run's
+learner.max_way label units) are refused with the rows named. Every learner can be scored at
+any way up to that: a 5-way-trained MAML gets a zero head per episode, MetaNet fast weights
+sized per episode, MANN/LSTM their first N label units (docs/evaluation.md).
 
 Output: results.json/.md/.csv and plots in --out (default RUN/eval for one run, else
 ./metamem-eval). A folder that already holds results is never overwritten silently: the

@@ -254,14 +254,14 @@ def plan_sweep(
         eval_over["split"] = [None]  # a new dataset: every class unless eval.split is given
     settings, notes = combinations(runs[0].eval_settings, eval_over)
     for run, name in zip(runs, names):
-        built = getattr(run.learner, "n_way", None)
-        if isinstance(built, int) and getattr(run.learner, "episode_format", "set") == "sequence":
-            bad = sorted({s["n_way"] for s in settings if s["n_way"] != built})
+        limit = getattr(run.learner, "max_way", None)  # label units of MANN/LSTM/MetaNet
+        if isinstance(limit, int):
+            bad = sorted({s["n_way"] for s in settings if s["n_way"] > limit})
             if bad:
                 raise ValueError(
-                    f"row {name} ({run.path}) was built for n_way={built} and cannot score "
-                    f"n_way={bad} episodes; drop {bad} from eval.n_way or evaluate this run "
-                    "on its own"
+                    f"row {name} ({run.path}) has {limit} label units (learner.max_way) and cannot "
+                    f"score n_way={bad} episodes; train it with learner.max_way >= {bad[-1]}, or "
+                    f"drop {bad} from eval.n_way"
                 )
     if data is None and len(runs) > 1:
         for s in settings:

@@ -74,8 +74,17 @@ class SequenceLearnerBase(nn.Module):
     Subclasses implement :meth:`run` (and :meth:`repeat_state`); everything else, the
     training forward, the loss and the set protocol, lives here.
 
+    **Any way up to ``max_way``.** The label input (one-hot of the previous label) and the
+    output layer have ``max_way`` units (the builders' ``max_way``, default the training
+    ``n_way``; :attr:`n_way` here is that width). An episode of N <= ``max_way`` ways uses the
+    first N units; the others are masked (their logits dropped before the softmax, their
+    inputs never set). So a learner built with ``max_way=20`` and trained on 5-way episodes
+    can be scored on 20-way episodes: units 5..19 were never trained (their weights are the
+    initial ones) and the score shows it -- a documented choice, not a refusal. Training
+    at the largest way of interest, or on a mix of ways, trains every unit.
+
     Args:
-        n_way: N.
+        n_way: N, the label units (``max_way``).
         image_shape: ``(C, H, W)``.
         encoder: ``"flatten"`` or ``"conv"`` (see :class:`ImageEncoder`).
         conv_channels: channels of the conv encoder.
@@ -121,10 +130,25 @@ class SequenceLearnerBase(nn.Module):
         onehot = onehot * (prev_y != NO_LABEL).unsqueeze(-1).to(feats.dtype)
         return torch.cat([feats, onehot], dim=-1)
 
+    @property
+    def max_way(self) -> int:
+        """The most ways an episode may have (the label units)."""
+        return self.n_way
+
+    def check_way(self, n_way: int) -> None:
+        """Raise a ValueError naming ``max_way`` unless ``1 <= n_way <= max_way``."""
+        if not 1 <= n_way <= self.n_way:
+            raise ValueError(
+                f"{type(self).__name__} has {self.n_way} label units (max_way), got an episode with "
+                f"n_way={n_way}; build it with learner.max_way >= {n_way}"
+            )
+
     def forward_sequence(self, seq: SequenceBatch) -> torch.Tensor:
-        """Per-step logits ``[B, T, N]`` of a sequence batch (memory wiped per episode)."""
+        """Per-step logits ``[B, T, N]`` of a sequence batch (memory wiped per episode); the
+        label units past the episode's N are dropped."""
+        self.check_way(seq.n_way)
         logits, _ = self.run(self.step_inputs(seq.x, seq.prev_y))
-        return logits
+        return logits[..., : seq.n_way]
 
     def forward(self, batch: EpisodeBatch) -> LearnerOutput:
         """Run ``batch.as_sequence()``; loss = cross-entropy averaged over all B*T steps."""
@@ -147,8 +171,7 @@ class SequenceLearnerBase(nn.Module):
 
         See the module docstring for the protocol. ``support_mask [B, S]`` drops absent items.
         """
-        if n_way != self.n_way:
-            raise ValueError(f"{type(self).__name__} was built for n_way={self.n_way}, got n_way={n_way}")
+        self.check_way(n_way)
         b, s = support_y.shape
         dev = support_y.device
         mask = torch.ones_like(support_y, dtype=torch.bool) if support_mask is None else support_mask.bool()
@@ -170,8 +193,8 @@ class SequenceLearnerBase(nn.Module):
         q_prev = last.repeat_interleave(qn)[:, None]
         q_in = self.step_inputs(query_x.reshape(b * qn, 1, *query_x.shape[2:]), q_prev)
         logits, _ = self.run(q_in, self.repeat_state(state, qn), total_steps=s + 1)
-        logits = logits.view(b, qn, self.n_way)
-        present = F.one_hot(support_y.clamp(min=0), self.n_way).mul(mask[..., None]).sum(1) > 0
+        logits = logits.view(b, qn, self.n_way)[..., :n_way]
+        present = F.one_hot(support_y.clamp(min=0), n_way).mul(mask[..., None]).sum(1) > 0
         return logits.masked_fill(~present[:, None, :], float("-inf"))
 
 
@@ -215,10 +238,22 @@ class LSTMLearner(SequenceLearnerBase):
         return h.repeat_interleave(repeats, dim=1), c.repeat_interleave(repeats, dim=1)
 
 
+def label_units(owner: str, n_way: int, max_way: int | None) -> int:
+    """The label units of a sequence learner: ``max_way`` (>= ``n_way``), default ``n_way``."""
+    if max_way is None:
+        return int(n_way)
+    if isinstance(max_way, bool) or not isinstance(max_way, int) or max_way < n_way:
+        raise ValueError(f"{owner}: max_way must be an int >= n_way={n_way}, got {max_way!r}")
+    return max_way
+
+
 @LEARNERS.register("lstm")
 def build_lstm(
     *, n_way: int, image_shape: tuple[int, int, int], controller_size: int = 200,
-    encoder: str = "flatten", conv_channels: int = 32,
+    encoder: str = "flatten", conv_channels: int = 32, max_way: int | None = None,
 ) -> LSTMLearner:
-    """LSTM sequence baseline (Santoro et al. 2016): the MANN controller with no memory."""
-    return LSTMLearner(n_way, image_shape, controller_size, encoder, conv_channels)
+    """LSTM sequence baseline (Santoro et al. 2016): the MANN controller with no memory.
+
+    ``max_way``: label units (default ``n_way``); episodes of any N <= ``max_way`` ways.
+    """
+    return LSTMLearner(label_units("lstm", n_way, max_way), image_shape, controller_size, encoder, conv_channels)

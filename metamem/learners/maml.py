@@ -20,6 +20,17 @@ independent of the others in the batch (``batch_independent_train``), but a quer
 logits depend on the other queries of its episode. BatchNorm's affine parameters are
 adapted in the inner loop like every other parameter.
 
+Any way (``head_init``): the head is the last ``nn.Linear`` of the network. With
+``head_init="learned"`` (the original MAML) its meta-learned weights start the inner loop of
+an episode with the training N ways; an episode with another number of ways N' starts from
+a zero head of N' outputs instead, adapted by the inner loop like the rest (the
+zero-initialised head of later MAML work, e.g. Triantafillou et al. 2020's analysis and Kao et
+al. 2022, "MAML is a noisy contrastive learner"). With ``head_init="zero"`` every episode,
+in training too, starts from a zero head, so the meta-trained body is the same whatever the
+way. A zero head gives equal logits before the first step, and its first inner step updates
+only the head (the body's gradient passes through the zero weights), so evaluate with
+``eval_inner_steps >= 2``.
+
 Masked support (``predict(..., support_mask=...)``): absent items must not enter the
 support BatchNorm statistics, so this eval-only path loops over episodes and adapts on each
 episode's present items (documented exception to the no-loop rule); a class with no
@@ -55,6 +66,8 @@ class MAML(nn.Module):
         inner_lr: alpha, the inner-loop step size.
         eval_inner_steps: inner steps in eval mode (``None``: same as ``inner_steps``).
         first_order: drop second-order terms (first-order MAML).
+        head_init: ``"learned"`` (meta-learned head for N-way episodes, zero head for other
+            ways) or ``"zero"`` (every episode starts from a zero head).
     """
 
     episode_format: Literal["set", "sequence"] = "set"
@@ -69,8 +82,16 @@ class MAML(nn.Module):
         inner_lr: float = 0.4,
         eval_inner_steps: int | None = None,
         first_order: bool = False,
+        head_init: Literal["learned", "zero"] = "learned",
     ) -> None:
         super().__init__()
+        if head_init not in ("learned", "zero"):
+            raise ValueError(f"maml: head_init must be 'learned' or 'zero', got {head_init!r}")
+        linears = [name for name, m in net.named_modules() if isinstance(m, nn.Linear)]
+        self.head_name = linears[-1] if linears else None
+        if head_init == "zero" and self.head_name is None:
+            raise ValueError("maml: head_init='zero' needs a network whose last layer is nn.Linear")
+        self.head_init = head_init
         if inner_steps < 0 or (eval_inner_steps is not None and eval_inner_steps < 0):
             raise ValueError(
                 f"maml: inner_steps and eval_inner_steps must be >= 0, got {inner_steps}, {eval_inner_steps}"
@@ -102,9 +123,7 @@ class MAML(nn.Module):
         Raises:
             ValueError: if ``n_way`` differs from the head's N.
         """
-        if n_way != self.n_way:
-            raise ValueError(f"maml: this learner was built with n_way={self.n_way}, got an episode with n_way={n_way}")
-        params = dict(self.net.named_parameters())
+        params = self.episode_params(n_way)
         episode = self._episode_fn()
         if support_mask is None:
             return vmap(episode, in_dims=(None, 0, 0, 0))(params, support_x, support_y, query_x)
@@ -114,6 +133,29 @@ class MAML(nn.Module):
             rows.append(episode(params, support_x[b, keep], support_y[b, keep], query_x[b]))
         present = present_classes(support_onehot(support_y, n_way, support_mask))
         return mask_absent(torch.stack(rows), present)
+
+    def episode_params(self, n_way: int) -> Params:
+        """The parameters an N-way episode's inner loop starts from: the meta-parameters, with
+        a zero head of ``n_way`` outputs when ``head_init="zero"`` or ``n_way`` differs from
+        the head's width.
+
+        Raises:
+            ValueError: for another ``n_way`` when the network has no ``nn.Linear`` head.
+        """
+        params = dict(self.net.named_parameters())
+        if self.head_init == "learned" and n_way == self.n_way:
+            return params
+        if self.head_name is None:
+            raise ValueError(
+                f"maml: this learner was built with n_way={self.n_way} and its network has no "
+                f"nn.Linear head to re-initialise for n_way={n_way}"
+            )
+        w = params[f"{self.head_name}.weight"]
+        params[f"{self.head_name}.weight"] = w.new_zeros(n_way, w.shape[1])
+        bias = f"{self.head_name}.bias"
+        if bias in params:
+            params[bias] = params[bias].new_zeros(n_way)
+        return params
 
     def adapt(self, params: Params, support_x: torch.Tensor, support_y: torch.Tensor, steps: int) -> Params:
         """Inner loop for ONE episode: ``steps`` SGD steps on the support cross-entropy.
@@ -159,6 +201,7 @@ def build_maml(
     inner_lr: float = 0.4,
     eval_inner_steps: int | None = None,
     first_order: bool = False,
+    head_init: Literal["learned", "zero"] = "learned",
 ) -> MAML:
     """MAML (Finn et al. 2017): backbone + linear head adapted per episode by inner SGD steps."""
     body = BACKBONES.build(backbone, image_shape=image_shape, track_running_stats=False)
@@ -170,4 +213,5 @@ def build_maml(
         inner_lr=inner_lr,
         eval_inner_steps=eval_inner_steps,
         first_order=first_order,
+        head_init=head_init,
     )

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from metamem.learners.base import LEARNERS
-from metamem.learners.lstm import SequenceLearnerBase
+from metamem.learners.lstm import SequenceLearnerBase, label_units
 from metamem.memory import build_core
 from metamem.memory.nsm import annealed_weight, attach_programs, program_regulariser
 from metamem.types import EpisodeBatch, LearnerOutput
@@ -150,11 +150,15 @@ def build_mann(
     write_policy: str = "lru", policy_options: dict[str, Any] | None = None,
     key_strength: bool = True, top_k: int | None = None, encoder: str = "flatten",
     conv_channels: int = 32, core: str = "lstm_slot", core_options: dict[str, Any] | None = None,
-    programs: int = 0, program_options: dict[str, Any] | None = None,
+    programs: int = 0, program_options: dict[str, Any] | None = None, max_way: int | None = None,
 ) -> MANN:
-    """MANN (Santoro et al. 2016): LSTM controller + a memory core (slot/NTM/DNC), optional NSM programs."""
+    """MANN (Santoro et al. 2016): LSTM controller + a memory core (slot/NTM/DNC), optional NSM programs.
+
+    ``max_way``: label units (default ``n_way``); episodes of any N <= ``max_way`` ways
+    (see :class:`~metamem.learners.lstm.SequenceLearnerBase`).
+    """
     return MANN(
-        n_way, image_shape, controller_size=controller_size, memory_slots=memory_slots,
+        label_units("mann", n_way, max_way), image_shape, controller_size=controller_size, memory_slots=memory_slots,
         memory_width=memory_width, read_heads=read_heads, write_policy=write_policy,
         policy_options=policy_options, key_strength=key_strength, top_k=top_k,
         encoder=encoder, conv_channels=conv_channels, core=core, core_options=core_options,

@@ -288,6 +288,11 @@ class MetaNet(nn.Module):
             r = r + torch.relu(torch.einsum("bpf,bsf->bsp", q_star, g))
         return r
 
+    @property
+    def max_way(self) -> int:
+        """The most ways an episode may have (the width of the slow softmax layers)."""
+        return self.n_way
+
     def predict(
         self,
         support_x: torch.Tensor,
@@ -315,7 +320,7 @@ class MetaNet(nn.Module):
         if n_way < 1 or n_way > self.n_way:
             raise ValueError(
                 f"MetaNet: n_way={n_way} is outside 1..{self.n_way} (the softmax width the model "
-                f"was built with); build the learner with n_way >= {n_way}"
+                f"was built with); build the learner with learner.max_way >= {n_way}"
             )
         check_set_inputs("MetaNet", support_x, support_y, query_x, support_mask)
         n = n_way
@@ -406,11 +411,18 @@ def build_metanet(
     generator_hidden: int = 20,
     grad_p: float = 7.0,
     read_sharpness: float = 10.0,
+    max_way: int | None = None,
 ) -> MetaNet:
     """Meta Networks (Munkhdalai & Yu 2017): gradient-generated fast weights in a memory.
 
+    Any way up to ``max_way``: the fast weights of an episode are generated per support item
+    and sized by the episode's N (the softmax-layer fast weights have N rows); the slow
+    softmax layers have ``max_way`` rows, of which an N-way episode uses the first N. A run
+    trained on 5-way episodes with ``max_way=20`` can be scored at 20 ways (rows 5..19 of the
+    slow layers keep their initial values).
+
     Args:
-        n_way: N, width of the softmax layers (episodes may use fewer ways).
+        n_way: N, the training episodes' ways.
         image_shape: (C, H, W) of the data.
         backbone: BACKBONES key of the base (and representation) trunks.
         backbone_channels: filters per block of ``conv4`` (None: the backbone default, 64).
@@ -422,6 +434,8 @@ def build_metanet(
         generator_hidden: units of the generators m and d (20 in the paper).
         grad_p: p of the log/sign gradient preprocessing (7).
         read_sharpness: initial sharpness of the cosine memory read.
+        max_way: width of the softmax layers (default ``n_way``); episodes may use any
+            N <= ``max_way``.
 
     Raises:
         ValueError: for a non-positive size or ``fast_layers`` not in {1, 2}.
@@ -431,6 +445,10 @@ def build_metanet(
         raise ValueError(f"metanet: fast_layers must be 1 or 2, got {fast_layers}")
     if grad_p <= 0 or read_sharpness <= 0:
         raise ValueError(f"metanet: grad_p and read_sharpness must be > 0, got {grad_p}, {read_sharpness}")
+    if max_way is not None:
+        if isinstance(max_way, bool) or not isinstance(max_way, int) or max_way < n_way:
+            raise ValueError(f"metanet: max_way must be an int >= n_way={n_way}, got {max_way!r}")
+        n_way = max_way
     base = build_trunk(backbone, image_shape, backbone_channels, owner="metanet")
     rep = None if shared_trunk else build_trunk(backbone, image_shape, backbone_channels, owner="metanet")
     return MetaNet(

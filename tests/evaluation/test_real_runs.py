@@ -40,11 +40,11 @@ def test_metamem_eval_on_a_trained_mann(mann_run, tmp_path, capsys):
     assert doc[0]["protocol"]["split"] == "test" and doc[0]["device"] == "cpu"
     assert set(doc[0]["scores"]) == {"set", "sequence"}
     assert (out / "memory_trace_0.png").is_file()  # MANN exposes its memory trace
-    # a 5-way MANN cannot score 3-way episodes: said before anything runs
-    assert main(["eval", str(mann_run), "eval.n_way=[3,5]", "--no-progress", "--no-plots",
+    # a MANN with 5 label units cannot score 6-way episodes: said before anything runs
+    assert main(["eval", str(mann_run), "eval.n_way=[3,6]", "--no-progress", "--no-plots",
                  "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert "was built for n_way=5 and cannot score n_way=[3] episodes" in err
+    assert "has 5 label units (learner.max_way) and cannot score n_way=[6] episodes" in err
 
 
 def test_real_set_learner_both_scorings_are_reproducible():

@@ -91,8 +91,8 @@ def test_predict_with_no_support_at_all(batch) -> None:
     assert torch.isinf(got).all()
 
 
-def test_predict_rejects_other_n_way(batch) -> None:
-    with pytest.raises(ValueError, match=r"MANN was built for n_way=3, got n_way=5"):
+def test_predict_rejects_more_ways_than_label_units(batch) -> None:
+    with pytest.raises(ValueError, match=r"MANN has 3 label units \(max_way\), got an episode with n_way=5"):
         build("mann").predict(batch.support_x, batch.support_y, batch.query_x, n_way=5)
 
 

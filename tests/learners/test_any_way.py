@@ -1,0 +1,113 @@
+"""Any way for every learner: a learner trained at N ways is scored at N' (MAML: zero head per
+episode; MetaNet: fast weights sized per episode; MANN/LSTM: label units up to max_way), and
+one ``metamem eval`` sweep fills every (way, shot) cell for small trained runs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import metamem
+from metamem.cli.main import main
+from metamem.learners import build_learner
+
+SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "smoke"
+SMALL = {
+    "maml": dict(inner_steps=1, eval_inner_steps=2, inner_lr=0.1),
+    "metanet": dict(hidden=8, repr_dim=8, generator_hidden=4, max_way=7),
+    "lstm": dict(controller_size=16, max_way=7),
+    "mann": dict(controller_size=16, memory_slots=8, memory_width=4, read_heads=1, max_way=7),
+}
+
+
+@pytest.fixture(scope="module")
+def ds16():
+    return metamem.load_dataset("synthetic", num_classes=20, per_class=8, image_size=16, seed=1)
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_scored_at_other_ways(ds16, name: str) -> None:
+    torch.manual_seed(0)
+    learner = build_learner(name, n_way=3, image_shape=ds16.image_shape, **SMALL[name]).eval()
+    for n in (2, 3, 7):
+        s = ds16.images[:2 * n].float().view(1, 2 * n, *ds16.image_shape) / 255
+        y = torch.arange(n).repeat(2)[None]
+        with torch.no_grad():
+            logits = learner.predict(s, y, s[:, :3], n_way=n)
+        assert logits.shape == (1, 3, n) and torch.isfinite(logits).all()
+    res = metamem.evaluate(learner, ds16, n_way=7, k_shot=1, n_query=1, episodes=4, protocol="set")
+    assert math.isfinite(res.mean)
+    if name != "maml":  # the declared width is the limit, named in the message
+        with pytest.raises(ValueError, match=r"max_way >= 8"):
+            s = ds16.images[:8].float().view(1, 8, *ds16.image_shape) / 255
+            learner.predict(s, torch.arange(8)[None], s, n_way=8)
+
+
+def test_sequence_learners_mask_unused_label_units(ds16) -> None:
+    """A 3-way episode on a 7-unit MANN equals the first 3 logits; units 3..6 play no part."""
+    torch.manual_seed(0)
+    mann = build_learner("mann", n_way=3, image_shape=ds16.image_shape, **SMALL["mann"]).eval()
+    batch = metamem.EpisodeSampler(ds16, n_way=3, k_shot=2, n_query=0, batch_size=2, seed=0).sample()
+    seq = batch.as_sequence()
+    with torch.no_grad():
+        got = mann.forward_sequence(seq)
+        full, _ = mann.run(mann.step_inputs(seq.x, seq.prev_y))
+        assert got.shape[-1] == 3 and torch.equal(got, full[..., :3])
+        mann.head.weight[3:].normal_()  # the unused units' weights do not matter
+        torch.testing.assert_close(mann.forward_sequence(seq), got)
+    out = mann.train()(batch)
+    out.loss.backward()
+    assert mann.head.weight.grad[3:].abs().sum() == 0  # masked units get no gradient
+
+
+def test_maml_zero_head_per_episode(ds16) -> None:
+    torch.manual_seed(0)
+    maml = build_learner("maml", n_way=3, image_shape=ds16.image_shape, **SMALL["maml"])
+    learned = maml.episode_params(3)
+    assert learned["1.weight"] is dict(maml.net.named_parameters())["1.weight"]
+    other = maml.episode_params(5)
+    assert other["1.weight"].shape == (5, maml.net[1].in_features) and not other["1.weight"].any()
+    assert other["1.bias"].shape == (5,) and not other["1.bias"].any()
+    zero = build_learner("maml", n_way=3, image_shape=ds16.image_shape, head_init="zero", **SMALL["maml"])
+    assert not zero.episode_params(3)["1.weight"].any()
+    batch = metamem.EpisodeSampler(ds16, n_way=3, k_shot=1, n_query=2, batch_size=2, seed=0).sample()
+    zero(batch).loss.backward()  # trains through the zero head's inner loop
+    assert zero.net[0].blocks[0][0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="head_init must be 'learned' or 'zero'"):
+        build_learner("maml", n_way=3, image_shape=ds16.image_shape, head_init="random")
+
+
+@pytest.mark.slow
+def test_eval_sweep_fills_every_cell_for_small_trained_runs(tmp_path: Path) -> None:
+    """5-way-trained MAML, MetaNet, MANN and LSTM (and ProtoNet) each get 20-way rows."""
+    base = SMOKE.parent / "base" / "synthetic.yaml"
+    learners = {
+        "maml": "{name: maml, backbone: conv4, inner_steps: 1, eval_inner_steps: 2, inner_lr: 0.1}",
+        "metanet": "{name: metanet, hidden: 8, repr_dim: 8, generator_hidden: 4, max_way: 20}",
+        "lstm": "{name: lstm, controller_size: 16, max_way: 20}",
+        "mann": "{name: mann, controller_size: 16, memory_slots: 8, memory_width: 4, read_heads: 1, max_way: 20}",
+        "protonet": "{name: protonet, backbone: conv4}",
+    }
+    runs = []
+    for name, learner in learners.items():
+        cfg = tmp_path / f"{name}.yaml"
+        cfg.write_text(f"extends: {base}\nlearner: {learner}\n"
+                       "data: {options: {num_classes: 40, per_class: 20, image_size: 16}}\n")
+        run = tmp_path / name
+        assert main(["train", str(cfg), "train.steps=2", "train.val_every=0", "train.checkpoint_every=0",
+                     "--no-eval", "--no-progress", "--out", str(run)]) == 0, name
+        runs.append(str(run))
+    out = tmp_path / "sweep"
+    assert main(["eval", *runs, "eval.n_way=[5,20]", "eval.k_shot=[1,5]", "eval.n_query=2",
+                 "eval.episodes=4", "eval.protocol=set", "--out", str(out), "--no-progress"]) == 0
+    rows = json.loads((out / "results.json").read_text())["results"]
+    assert len(rows) == 5 * 4
+    ways = {}
+    for r in rows:
+        ways.setdefault(r["learner"], set()).add((r["protocol"]["n_way"], r["protocol"]["k_shot"]))
+        assert math.isfinite(r["scores"]["set"]["mean"])
+    assert all(v == {(5, 1), (5, 5), (20, 1), (20, 5)} for v in ways.values()) and len(ways) == 5
