@@ -180,7 +180,7 @@ def test_run_dataset_applies_preprocessing_and_warns(tmp_path, monkeypatch) -> N
         warnings.simplefilter("error")
         ds = run.dataset("folder", root=root, cache=False)
     assert ds.image_shape == (1, 6, 6) and ds.info["preprocess"]["invert"] is True
-    with pytest.warns(DataMismatchWarning, match=r"polarity: .* Flip it with invert=False"):
+    with pytest.warns(DataMismatchWarning, match=r"polarity: .* Flip it with invert=True \(CLI: data.options.invert=true\)"):
         run.dataset("folder", root=root, cache=False, invert=False)
     with pytest.raises(DatasetError, match=r"gives images of shape \(1, 9, 9\) but run .* reads \(1, 6, 6\)"):
         run.check_data(metamem.load_dataset("folder", root=root, cache=False))
