@@ -10,22 +10,16 @@ file is untouched.
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-__all__ = ["atomic_write", "write_text", "make_readable", "remove_orphan_temps"]
+#: crash-test hook: ``METAMEM_KILL_AT=<point>:<n>`` (see :func:`kill_point`); read once.
+_KILL_AT = os.environ.get("METAMEM_KILL_AT")
+_KILL_COUNTS: dict[str, int] = {}
 
-
-def make_readable(fd_or_path: int | str | os.PathLike[str]) -> None:
-    """Give a new file the mode an ordinary ``open()`` would (``0o666`` less the umask,
-    so 0644 under the usual umask 022) instead of ``mkstemp``'s 0600."""
-    mask = os.umask(0o022)  # read the umask (there is no other portable way), put it back
-    os.umask(mask)
-    if isinstance(fd_or_path, int):
-        os.fchmod(fd_or_path, 0o666 & ~mask)
-    else:
-        os.chmod(fd_or_path, 0o666 & ~mask)
+__all__ = ["atomic_write", "write_text", "remove_orphan_temps", "kill_point"]
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
@@ -43,10 +37,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        make_readable(fd)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            kill_point(f"write:{path.name}")  # crash tests: killed mid-write, temp file left
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -78,3 +72,27 @@ def remove_orphan_temps(folder: str | os.PathLike[str]) -> list[Path]:
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+def kill_point(name: str, before: Callable[[], object] | None = None) -> None:
+    """A named point where the crash-safety tests kill the process with SIGKILL.
+
+    With ``METAMEM_KILL_AT=<name>:<n>`` in the environment, the ``n``-th time (1-based) the
+    process reaches the point ``name`` it calls ``before()`` (e.g. to write half a line)
+    and then sends itself ``SIGKILL``: no ``finally`` block, ``atexit`` hook or buffered
+    write runs, exactly as with ``kill -9``. Without the variable this is one ``is None``
+    test. Points: ``step`` (after an optimizer step), ``metrics_line`` (a metrics line
+    written, its checkpoint not yet), ``metrics_partial`` (half a metrics line written),
+    ``eval`` (during the final evaluation) and ``write:<file name>`` (inside
+    :func:`atomic_write`, the temp file written but not yet moved in place).
+    """
+    if _KILL_AT is None:
+        return
+    target, _, count = _KILL_AT.rpartition(":")
+    if target != name:
+        return
+    _KILL_COUNTS[name] = _KILL_COUNTS.get(name, 0) + 1
+    if _KILL_COUNTS[name] == int(count):
+        if before is not None:
+            before()
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -27,12 +27,12 @@ import inspect
 import json
 import os
 import sys
+import tempfile
 import types
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from metamem.files import write_text
 from metamem.registry import Registry
 
 __all__ = ["REGISTRIES", "BuilderSpec", "registry", "manifest_path", "build_manifest"]
@@ -180,10 +180,21 @@ def _read_or_build() -> dict[str, dict[str, Any]]:
         pass  # missing or unreadable: rebuild it
     regs = build_manifest()
     try:
-        write_text(path, json.dumps({"format": _FORMAT, "registries": regs}))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"format": _FORMAT, "registries": regs}, f)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
     except OSError:
         pass  # a read-only cache only costs speed
     return regs
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def registry(what: str) -> Registry[Any]:

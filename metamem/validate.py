@@ -140,6 +140,7 @@ def validate_config(cfg: ExperimentCfg, *, source: str = "config", require_learn
         check_builder_kwargs(cls, section.kwargs, section=path, source=source, skip_first=first,
                              origin=origin)
     _check_numbers(cfg, source)
+    _check_fixed_ways(cfg, source)
     _dry_build_optimizer(cfg, origin)
     if cfg.train.amp_dtype not in ("float16", "bfloat16"):
         raise ConfigError(
@@ -294,6 +295,34 @@ def _check_learner(cfg: ExperimentCfg, source: str) -> None:
         builder, cfg.learner.kwargs, section="learner", source=source,
         injected={"n_way": cfg.episodes.n_way, "image_shape": (1, 1, 1)}, origin=origin,
     )
+
+
+def _check_fixed_ways(cfg: ExperimentCfg, source: str) -> None:
+    """Sequence learners (MANN, LSTM) and MAML (``fixed_n_way``) have an output head of
+    n_way classes: the final evaluation cannot score other ways with them."""
+    from metamem.learners import LEARNERS
+
+    if cfg.learner is None:
+        return
+    origin = lambda key: origin_of(cfg, key, source)  # noqa: E731
+    builder = LEARNERS.get(cfg.learner.name)
+    cls = builder if isinstance(builder, type) else _return_type(builder)
+    if getattr(cls, "fixed_n_way", getattr(cls, "episode_format", "set") == "sequence"):
+        ways = cfg.eval.n_way if isinstance(cfg.eval.n_way, list) else [cfg.eval.n_way]
+        bad = sorted({w for w in ways if w != cfg.episodes.n_way})
+        if bad:
+            raise ConfigError(
+                f"{origin('eval.n_way')}: eval.n_way: learner {cfg.learner.name} is built for "
+                f"episodes.n_way={cfg.episodes.n_way} and cannot score {bad}-way episodes; drop "
+                f"{bad} from eval.n_way"
+            )
+
+
+def _return_type(builder: Callable[..., Any]) -> Any:
+    try:
+        return get_type_hints(builder).get("return")
+    except Exception:  # unresolvable annotations: no check
+        return None
 
 
 def _check_numbers(cfg: ExperimentCfg, source: str) -> None:

@@ -47,7 +47,6 @@ from tqdm.auto import tqdm
 from metamem._version import __version__
 from metamem.config import EVAL_DEFAULTS, PROTOCOL_NAMES, ProtocolName
 from metamem.data.base import ImageDataset
-from metamem.device import resolve_device
 from metamem.evaluation.features import FeatureMemo, feature_memo_for, supports_feature_reuse
 from metamem.evaluation.metrics import mean_ci95, presentation_accuracy
 from metamem.evaluation.protocol import Fingerprint, Protocol, ProtocolError
@@ -404,9 +403,7 @@ def evaluate(
             (defaults: :class:`metamem.config.EvalCfg`, as everywhere).
         protocol: which scorings to run: ``"set"``, ``"sequence"`` or ``"both"``.
         batch_size: episodes per batch (the episodes do not depend on it).
-        device: where to run: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``,
-            ``"cuda"``...; default: where the learner's parameters are, else CPU. A CUDA
-            device on a machine without CUDA is a one-line error.
+        device: where to run (default: where the learner's parameters are, else CPU).
         progress: show a tqdm progress bar.
         name: display name of the learner (default: its ``name`` attribute or class name).
         config, source: recorded in the result.
@@ -442,7 +439,7 @@ def evaluate(
             f"the set scoring needs n_query >= 1 (got {n_query}); raise eval.n_query or use "
             "eval.protocol=sequence"
         )
-    dev = resolve_device(device) if device is not None else _learner_device(learner)
+    dev = torch.device(device) if device is not None else _learner_device(learner)
     if isinstance(learner, nn.Module):
         learner.to(dev)
         was_training = learner.training

@@ -47,7 +47,7 @@ from metamem.device import resolve_device
 from metamem.episodes import EpisodeSampler, build_augment
 from metamem.evaluation import evaluate
 from metamem.evaluation.scoring import is_sequence_learner
-from metamem.files import remove_orphan_temps, write_text
+from metamem.files import kill_point, remove_orphan_temps, write_text
 from metamem.learners import build_learner
 from metamem.optim import build_optimizer, build_scheduler
 from metamem.training.distributed import (
@@ -258,6 +258,7 @@ def train_step(run: Run, step: int) -> None:
     run.scaler.update()
     run.sched.step()
     run.acc.add(out, step)
+    kill_point("step")  # crash-safety tests (tests/training/test_kill_resume.py)
 
 
 def log(run: Run, step: int, bar: tqdm) -> None:
@@ -415,8 +416,12 @@ class _Sink:
     def __call__(self, record: dict[str, Any]) -> None:
         if self.run_dir is None:
             return
+        line = json.dumps(record) + "\n"
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            # one write per line; a kill mid-line leaves a cut-short last line that resume drops
+            kill_point("metrics_partial", before=lambda: (f.write(line[: len(line) // 2]), f.flush()))
+            f.write(line)
+        kill_point("metrics_line")  # the line is written, its checkpoint not yet
         if self.tb is not None:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -558,9 +563,11 @@ def final_evaluation(learner: nn.Module, cfg: ExperimentCfg, device: torch.devic
                        data_options=ev.data_options or None)
         results.append(res.to_dict())
         objs.append(res)
+        kill_point("eval")  # crash-safety tests: killed during the final evaluation
     if run_dir is not None:
-        write_text(run_dir / "eval.json", json.dumps(results, indent=1))
+        # eval.json last: its presence marks a finished run (resume re-evaluates without it)
         _report(run_dir, objs)
+        write_text(run_dir / "eval.json", json.dumps(results, indent=1))
     return results
 
 

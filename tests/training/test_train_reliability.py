@@ -134,6 +134,7 @@ def test_a_corrupt_metrics_line_is_named(tmp_path: Path, capsys: pytest.CaptureF
     ("train.optimizer.lr=fast", r"^override 'train.optimizer.lr=fast': train.optimizer.lr: expected float"),
     ("train.optimizer.betas=[2,0]", r"^override 'train.optimizer.betas=\[2,0\]'.*train.optimizer: adam refuses .*Invalid beta"),
     ("train.optimizer.lr=-1", r"^override 'train.optimizer.lr=-1'.*Invalid learning rate"),
+    ("eval.n_way=[5,3]", r"^override 'eval.n_way=\[5,3\]': eval.n_way: learner lstm is built for episodes.n_way=5 and cannot score \[3\]-way"),
     ("train.scheduler.name=step", r"^override 'train.scheduler.name=step': train.scheduler: missing a required argument: 'step_size'"),
     ("learner.controller_sise=3", r"^override 'learner.controller_sise=3': learner.controller_sise: unknown key"),
     ("episodes.n_way=0", r"^override 'episodes.n_way=0': episodes.n_way: must be >= 1"),
@@ -161,11 +162,12 @@ def test_split_sizes_are_checked_before_the_run_directory_exists(
     override: str, role: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "run"
-    assert cli_train(LSTM, override, "--out", str(run)) == 1
+    proto = "learner.name=protonet"  # a set learner: any eval.n_way can be scored
+    assert cli_train(LSTM, proto, override, "--out", str(run)) == 1
     err = capsys.readouterr().err
     assert f"override '{override}'" in err and f"the {role} ('" in err and "split cannot provide" in err
     assert not run.exists()  # a rerun needs no --overwrite
-    assert main(["validate", LSTM, override]) == 1
+    assert main(["validate", LSTM, proto, override]) == 1
     assert "split cannot provide" in capsys.readouterr().err
 
 
