@@ -75,6 +75,17 @@ def portable_config(config: dict[str, Any], *, where: str = "config") -> dict[st
     return out
 
 
+def _shown(dest: Path) -> str:
+    """How ``dest`` is recorded as a result's source: as given when relative, else relative to
+    the working directory when inside it, else its name (never a path of this machine)."""
+    if not dest.is_absolute():
+        return dest.as_posix()
+    try:
+        return dest.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return dest.name
+
+
 def export_run(
     run_dir: str | os.PathLike[str],
     dest: str | os.PathLike[str],
@@ -88,8 +99,9 @@ def export_run(
     Args:
         run_dir: a training run directory (``config.yaml``, ``metrics.jsonl``,
             ``checkpoints/``, optionally ``eval.json``).
-        dest: the new run directory (e.g. ``results/omniglot_paper/protonet``); recorded,
-            as given, as the ``source`` of the copied ``eval.json`` entries.
+        dest: the new run directory (e.g. ``results/omniglot_paper/protonet``); recorded as
+            the ``source`` of the copied ``eval.json`` entries (as given when relative, else
+            relative to the working directory, else its name: never an absolute path).
         which: ``"last"`` (final weights, default) or ``"best"`` (best validation accuracy).
         max_bytes: refuse a copy larger than this.
         overwrite: replace an existing ``dest``.
@@ -129,7 +141,7 @@ def export_run(
         if (run / "eval.json").is_file():
             results = json.loads((run / "eval.json").read_text(encoding="utf-8"))
             for r in results:
-                r["source"] = out.as_posix()
+                r["source"] = _shown(out)
                 if isinstance(r.get("config"), dict):
                     r["config"] = portable_config(r["config"], where=f"{run / 'eval.json'}")
             (tmp / "eval.json").write_text(json.dumps(results, indent=1), encoding="utf-8")

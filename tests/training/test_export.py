@@ -114,3 +114,17 @@ def test_export_drops_metrics_past_the_weights(trained, tmp_path):
         r["step"] for r in read_metrics(trained / "metrics.jsonl")]
     assert oct(dest.stat().st_mode & 0o777) == "0o755"
     assert oct((dest / "metrics.jsonl").stat().st_mode & 0o777) == "0o644"
+
+
+def test_export_never_records_an_absolute_source(trained, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    inside = export_run(trained, tmp_path / "results" / "row")  # absolute, under the cwd
+    assert json.loads((inside / "eval.json").read_text())[0]["source"] == "results/row"
+    elsewhere = tmp_path.parent / f"{tmp_path.name}_out" / "row2"
+    try:
+        out = export_run(trained, elsewhere)
+        assert json.loads((out / "eval.json").read_text())[0]["source"] == "row2"
+    finally:
+        import shutil
+
+        shutil.rmtree(elsewhere.parent, ignore_errors=True)
