@@ -211,7 +211,7 @@ def plot_learning_curves(
     axes[0].set_ylabel("accuracy")
     for ax in axes:
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="lower right")
+    axes[1].legend(fontsize=7, loc="best")
     if title:
         fig.suptitle(title)
     return _save(fig, path)
