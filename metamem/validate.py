@@ -298,8 +298,9 @@ def _check_learner(cfg: ExperimentCfg, source: str) -> None:
 
 
 def _check_fixed_ways(cfg: ExperimentCfg, source: str) -> None:
-    """Sequence learners (MANN, LSTM) and MAML (``fixed_n_way``) have an output head of
-    n_way classes: the final evaluation cannot score other ways with them."""
+    """MANN, LSTM and MetaNet (``label_units``) have ``learner.max_way`` label units (default
+    ``episodes.n_way``): the final evaluation cannot score more ways with them. Every other
+    learner scores any way (MAML re-initialises its head per episode)."""
     from metamem.learners import LEARNERS
 
     if cfg.learner is None:
@@ -307,14 +308,15 @@ def _check_fixed_ways(cfg: ExperimentCfg, source: str) -> None:
     origin = lambda key: origin_of(cfg, key, source)  # noqa: E731
     builder = LEARNERS.get(cfg.learner.name)
     cls = builder if isinstance(builder, type) else _return_type(builder)
-    if getattr(cls, "fixed_n_way", getattr(cls, "episode_format", "set") == "sequence"):
+    if getattr(cls, "label_units", getattr(cls, "episode_format", "set") == "sequence"):
+        limit = cfg.learner.kwargs.get("max_way") or cfg.episodes.n_way
         ways = cfg.eval.n_way if isinstance(cfg.eval.n_way, list) else [cfg.eval.n_way]
-        bad = sorted({w for w in ways if w != cfg.episodes.n_way})
+        bad = sorted({w for w in ways if w > limit})
         if bad:
             raise ConfigError(
-                f"{origin('eval.n_way')}: eval.n_way: learner {cfg.learner.name} is built for "
-                f"episodes.n_way={cfg.episodes.n_way} and cannot score {bad}-way episodes; drop "
-                f"{bad} from eval.n_way"
+                f"{origin('eval.n_way')}: eval.n_way: learner {cfg.learner.name} has {limit} label "
+                f"units (learner.max_way, default episodes.n_way) and cannot score {bad}-way "
+                f"episodes; set learner.max_way >= {bad[-1]} or drop {bad} from eval.n_way"
             )
 
 

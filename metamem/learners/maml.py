@@ -72,8 +72,6 @@ class MAML(nn.Module):
 
     episode_format: Literal["set", "sequence"] = "set"
     batch_independent_train = True
-    #: the output head has n_way logits: episodes of other ways cannot be scored
-    fixed_n_way = True
 
     def __init__(
         self,

@@ -239,6 +239,9 @@ class MetaNet(nn.Module):
 
     episode_format: Literal["set"] = "set"
 
+    #: the slow softmax layers have ``max_way`` rows: more ways cannot be scored
+    label_units = True
+
     def __init__(
         self,
         base_trunk: nn.Module,

@@ -134,7 +134,7 @@ def test_a_corrupt_metrics_line_is_named(tmp_path: Path, capsys: pytest.CaptureF
     ("train.optimizer.lr=fast", r"^override 'train.optimizer.lr=fast': train.optimizer.lr: expected float"),
     ("train.optimizer.betas=[2,0]", r"^override 'train.optimizer.betas=\[2,0\]'.*train.optimizer: adam refuses .*Invalid beta"),
     ("train.optimizer.lr=-1", r"^override 'train.optimizer.lr=-1'.*Invalid learning rate"),
-    ("eval.n_way=[5,3]", r"^override 'eval.n_way=\[5,3\]': eval.n_way: learner lstm is built for episodes.n_way=5 and cannot score \[3\]-way"),
+    ("eval.n_way=[5,7]", r"^override 'eval.n_way=\[5,7\]': eval.n_way: learner lstm has 5 label units \(learner.max_way, default episodes.n_way\) and cannot score \[7\]-way"),
     ("train.scheduler.name=step", r"^override 'train.scheduler.name=step': train.scheduler: missing a required argument: 'step_size'"),
     ("learner.controller_sise=3", r"^override 'learner.controller_sise=3': learner.controller_sise: unknown key"),
     ("episodes.n_way=0", r"^override 'episodes.n_way=0': episodes.n_way: must be >= 1"),
