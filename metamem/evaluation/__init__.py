@@ -50,11 +50,8 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    if name == "parse_overrides":  # its name before metamem.config.parse_overrides became the one parser
-        import warnings
 
-        warnings.warn("metamem.evaluation.parse_overrides is deprecated; use metamem.evaluation.parse_sweep",
-                      DeprecationWarning, stacklevel=2)
-        return parse_sweep
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def __getattr__(name: str) -> object:  # deprecated names, resolved (with a warning) by .runs
+    from metamem.evaluation import runs
+
+    return runs.__getattr__(name)

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from metamem.learners.capabilities import FeaturePrediction
 from metamem.types import EpisodeBatch
 
 __all__ = ["FeatureMemo", "supports_feature_reuse", "feature_memo_for"]
@@ -36,7 +37,7 @@ CHUNK = 256
 def supports_feature_reuse(learner: Any) -> bool:
     """Whether ``learner`` offers ``embed`` + ``predict_features`` and its eval-mode features
     are per-image (no BatchNorm that normalises with the statistics of the batch it sees)."""
-    if not (callable(getattr(learner, "embed", None)) and callable(getattr(learner, "predict_features", None))):
+    if not isinstance(learner, FeaturePrediction):
         return False
     if isinstance(learner, nn.Module):
         for m in learner.modules():

@@ -101,7 +101,7 @@ def __getattr__(name: str) -> Any:
     if name == "parse_overrides":  # its name before metamem.config.parse_overrides became the one parser
         import warnings
 
-        warnings.warn("metamem.evaluation.runs.parse_overrides is deprecated; use parse_sweep",
+        warnings.warn("parse_overrides of metamem.evaluation is deprecated; use parse_sweep",
                       DeprecationWarning, stacklevel=2)
         return parse_sweep
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

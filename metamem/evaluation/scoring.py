@@ -1,23 +1,24 @@
 """Two scorings of the same episodes, for every learner, and :func:`evaluate`.
 
 **Set scoring.** Accuracy on the query set given the support set:
-``learner.predict(support_x, support_y, query_x, n_way=N)`` (or, for a set learner without
-``predict``, ``learner(batch).logits``); the prediction is the arg-max label.
+``learner.predict(support_x, support_y, query_x, n_way=N)``; the prediction is the arg-max
+label. What a learner can do is declared by it (:mod:`metamem.learners.capabilities`):
+evaluation asks ``isinstance(learner, SetPrediction)`` and never probes attributes.
 
 **Sequence scoring** (Santoro et al., 2016). The episode is read as the sequence
 ``batch.as_sequence()`` of ``T = N*(K+Q)`` steps whose labels arrive one step late;
 accuracy is reported per step and by *presentation* (the 1st, 2nd, ... time a class is
 shown).
 
-* Sequence learners (``episode_format == "sequence"`` with ``forward_sequence``) give
+* Sequence learners (:class:`~metamem.learners.capabilities.SequencePrediction`) give
   per-step logits ``[B, T, N]``; the prediction at step t is their arg-max.
 * Set learners are scored on the same sequence with the items already labelled as their
   support: at step t the support is steps ``0..t-1`` (``support_mask[s] = s < t``) and the
   query is step t, all steps of all episodes batched into ``predict`` calls (the support is
-  the steps before, masked). A set learner may instead provide the optional fast path
-  ``predict_sequence(x [B, T, C, H, W], y [B, T], *, n_way) -> logits [B, T, N]`` whose row
-  t uses steps ``0..t-1`` as the support (ProtoNet: running prototypes), which costs one
-  pass instead of ~T/2. A class with no labelled item gets logit ``-inf``, so a set
+  the steps before, masked). A set learner with
+  :class:`~metamem.learners.capabilities.RunningSetPrediction` instead gives all T rows in
+  one pass (row t uses steps ``0..t-1`` as the support). A class with no labelled item gets
+  logit ``-inf``, so a set
   learner can only answer with a label it has seen. When the true label of step t has **not
   been presented yet** (presentation 1) no learner can know it; a set learner is then
   credited with the **expected accuracy of a uniform guess among the labels not presented
@@ -47,6 +48,9 @@ from tqdm.auto import tqdm
 from metamem._version import __version__
 from metamem.config import EVAL_DEFAULTS, PROTOCOL_NAMES, ProtocolName
 from metamem.data.base import ImageDataset
+from metamem.learners.capabilities import (
+    MemoryInspection, RunningSetPrediction, SequencePrediction, SetPrediction,
+)
 from metamem.evaluation.features import FeatureMemo, feature_memo_for, supports_feature_reuse
 from metamem.evaluation.metrics import mean_ci95, presentation_accuracy
 from metamem.evaluation.protocol import Fingerprint, Protocol, ProtocolError
@@ -73,10 +77,8 @@ MAX_SUPPORT_IMAGES_PER_CALL = 65536
 
 
 def is_sequence_learner(learner: Any) -> bool:
-    """True for learners that read sequences natively (``forward_sequence``)."""
-    return getattr(learner, "episode_format", "set") == "sequence" and hasattr(
-        learner, "forward_sequence"
-    )
+    """True for learners that read sequences natively (:class:`SequencePrediction`)."""
+    return isinstance(learner, SequencePrediction)
 
 
 def learner_name(learner: Any) -> str:
@@ -95,7 +97,7 @@ def score_set(learner: Any, batch: EpisodeBatch, features: FeatureMemo | None = 
     """Set scoring: per-episode query accuracy.
 
     Args:
-        learner: anything with ``predict`` (or a set learner's ``forward``).
+        learner: a :class:`~metamem.learners.capabilities.SetPrediction` learner.
         batch: B episodes with ``n_query >= 1``.
         features: per-image features of the split to reuse (see
             :mod:`metamem.evaluation.features`); the learner then predicts from them.
@@ -106,16 +108,14 @@ def score_set(learner: Any, batch: EpisodeBatch, features: FeatureMemo | None = 
     b, nq = batch.query_y.shape
     if features is not None:
         logits = features.predict(learner, batch)
-    elif hasattr(learner, "predict"):
+    elif isinstance(learner, SetPrediction):
         logits = learner.predict(
             batch.support_x, batch.support_y, batch.query_x, n_way=batch.n_way
         )
-    elif getattr(learner, "episode_format", "set") == "set":
-        logits = learner(batch).logits
     else:
         raise TypeError(
-            f"learner {learner_name(learner)} has no predict(); the set scoring needs one "
-            "(use eval.protocol=sequence)"
+            f"learner {learner_name(learner)} has no set prediction (predict()); the set scoring "
+            "needs one (use eval.protocol=sequence)"
         )
     _check_logits(learner, logits, (b, nq, batch.n_way), "query")
     return (logits.argmax(-1) == batch.query_y).to(torch.float64).mean(-1)
@@ -141,10 +141,10 @@ def score_sequence(
         logits = learner.forward_sequence(seq)
         _check_logits(learner, logits, (b, t, seq.n_way), "sequence")
         return (logits.argmax(-1) == seq.y).to(torch.float64)
-    if not hasattr(learner, "predict"):
+    if not isinstance(learner, SetPrediction):
         raise TypeError(
-            f"learner {learner_name(learner)} has neither forward_sequence() nor predict(); "
-            "it cannot be scored on sequences"
+            f"learner {learner_name(learner)} has neither sequence nor set prediction "
+            "(forward_sequence() or predict()); it cannot be scored on sequences"
         )
     return _score_set_learner_on_sequence(learner, seq, max_support_images)
 
@@ -163,7 +163,7 @@ def _score_set_learner_on_sequence(
     b, t = seq.y.shape
     first = seq.presentation == 1
     correct = torch.where(first, first_presentation_guess(seq), 0.0)
-    if hasattr(learner, "predict_sequence"):  # optional fast path (see the module docstring)
+    if isinstance(learner, RunningSetPrediction):  # the fast path (see the module docstring)
         logits = learner.predict_sequence(seq.x, seq.y, n_way=seq.n_way)
         _check_logits(learner, logits, (b, t, seq.n_way), "sequence")
         return torch.where(first, correct, (logits.argmax(-1) == seq.y).to(torch.float64))
@@ -189,25 +189,10 @@ def _score_set_learner_on_sequence(
 
 
 def memory_trace(learner: Any, batch: EpisodeBatch) -> Any:
-    """The memory trace of ``batch`` read as a sequence, or ``None`` for a learner without one.
-
-    Looked up in this order: a learner method ``memory_trace(seq)``; a learner whose
-    ``forward`` returns ``extras["trace"]``; a sequence learner built on
-    :class:`metamem.memory.MemoryCore` (attribute ``core`` and ``step_inputs``, like MANN),
-    whose core is re-run on the sequence with ``trace=True``.
-    """
-    seq = batch.as_sequence()
-    if hasattr(learner, "memory_trace"):
-        return learner.memory_trace(seq)
-    core = getattr(learner, "core", None)
-    if is_sequence_learner(learner) and hasattr(learner, "step_inputs") and core is not None:
-        from metamem.memory import MemoryCore
-
-        if isinstance(core, MemoryCore):
-            out = core(learner.step_inputs(seq.x, seq.prev_y), write_steps=seq.steps, trace=True)
-            return out.trace
-    if isinstance(learner, nn.Module):
-        return learner(batch).extras.get("trace")
+    """The memory trace of ``batch`` read as a sequence (a learner with
+    :class:`~metamem.learners.capabilities.MemoryInspection`), else ``None``."""
+    if isinstance(learner, MemoryInspection):
+        return learner.memory_trace(batch.as_sequence())
     return None
 
 

@@ -27,6 +27,7 @@ from PIL import Image
 
 from metamem.data.base import ImageDataset
 from metamem.data.sources import image_to_array
+from metamem.learners.capabilities import SetPrediction
 from metamem.evaluation.scoring import _learner_device, learner_name
 from metamem.types import EpisodeBatch
 
@@ -375,11 +376,11 @@ def predict_episode(
 
     Runs under ``torch.no_grad()`` with the learner in eval mode (its mode is restored).
     """
-    if not hasattr(learner, "predict"):
-        raise TypeError(f"learner {learner_name(learner)} has no predict(); it cannot score an episode")
+    if not isinstance(learner, SetPrediction):
+        raise TypeError(f"learner {learner_name(learner)} has no set prediction (predict()); it cannot score an episode")
     dev = torch.device(device) if device is not None else _learner_device(learner)
     batch = episode.batch.to(dev)
-    training = getattr(learner, "training", False)
+    training = isinstance(learner, torch.nn.Module) and learner.training
     if isinstance(learner, torch.nn.Module):
         learner.eval()
     try:

@@ -18,8 +18,9 @@ from typing import Any, Callable, Literal, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from metamem.learners.capabilities import SequencePrediction, SetPrediction
 from metamem.registry import Registry
-from metamem.types import EpisodeBatch, LearnerOutput, SequenceBatch
+from metamem.types import EpisodeBatch, LearnerOutput
 
 __all__ = ["Learner", "SequenceLearner", "LEARNERS", "BACKBONES", "build_learner"]
 
@@ -31,8 +32,10 @@ BACKBONES: Registry[Callable[..., nn.Module]] = Registry("backbone")
 
 
 @runtime_checkable
-class Learner(Protocol):
-    """What every learner provides.
+class Learner(SetPrediction, Protocol):
+    """What every learner provides: a training/eval ``forward`` and, as every learner of
+    metamem can score a support/query episode, :class:`SetPrediction`. Further capabilities
+    are declared by inheriting them (:mod:`metamem.learners.capabilities`).
 
     Attributes:
         episode_format: ``"set"`` (support/query learners) or ``"sequence"`` (learners that
@@ -49,39 +52,10 @@ class Learner(Protocol):
         """
         ...
 
-    def predict(
-        self,
-        support_x: torch.Tensor,
-        support_y: torch.Tensor,
-        query_x: torch.Tensor,
-        *,
-        n_way: int,
-        support_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Query logits given a labelled support set.
-
-        Args:
-            support_x: ``[B, S, C, H, W]`` (S support items, any order).
-            support_y: int64 ``[B, S]`` labels in 0..N-1.
-            query_x: ``[B, Qn, C, H, W]``.
-            n_way: N.
-            support_mask: bool ``[B, S]``; False items are absent (used to score a set
-                learner on a sequence: the support is what has been labelled so far).
-                A class with no present support item gets logit ``-inf``.
-
-        Returns:
-            float ``[B, Qn, N]`` logits.
-        """
-        ...
-
 
 @runtime_checkable
-class SequenceLearner(Learner, Protocol):
+class SequenceLearner(Learner, SequencePrediction, Protocol):
     """A learner that reads sequences natively (MANN, LSTM)."""
-
-    def forward_sequence(self, seq: SequenceBatch) -> torch.Tensor:
-        """Per-step logits ``[B, T, N]`` for a sequence batch (labels one step late)."""
-        ...
 
 
 def build_learner(name: str, *, n_way: int, image_shape: tuple[int, int, int], **kwargs: Any) -> nn.Module:

@@ -24,7 +24,6 @@ only see training-split batches (ids ``< num_train_classes``).
 from __future__ import annotations
 
 import warnings
-from typing import Literal
 
 import numpy as np
 import torch
@@ -41,6 +40,7 @@ from metamem.learners._common import (
     support_onehot,
 )
 from metamem.learners.base import BACKBONES, LEARNERS
+from metamem.learners.capabilities import AnyWay, EmbeddingLearner
 from metamem.types import EpisodeBatch, LearnerOutput
 
 __all__ = ["LinearProbe", "PROBES", "build_linear_probe", "fit_logistic"]
@@ -75,7 +75,7 @@ def fit_logistic(features: np.ndarray, labels: np.ndarray, *, c: float = 1.0, ma
         return LogisticRegression(C=c, max_iter=max_iter).fit(features, labels)
 
 
-class LinearProbe(nn.Module):
+class LinearProbe(EmbeddingLearner, AnyWay):
     """Backbone pre-trained over all training classes, logistic regression per episode.
 
     Args:
@@ -89,8 +89,6 @@ class LinearProbe(nn.Module):
             negative squared distances; no fit, batched over episodes). Tian et al. (2020)
             report both; the run can be re-scored with either (``learner.probe=...``).
     """
-
-    episode_format: Literal["set", "sequence"] = "set"
 
     def __init__(
         self, backbone: nn.Module, *, num_train_classes: int, c: float = 1.0, normalize: bool = True,
@@ -129,37 +127,9 @@ class LinearProbe(nn.Module):
         return LearnerOutput(logits=logits, targets=batch.query_y, loss=loss)
 
     @torch.no_grad()
-    def predict(
-        self,
-        support_x: torch.Tensor,
-        support_y: torch.Tensor,
-        query_x: torch.Tensor,
-        *,
-        n_way: int,
-        support_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Logistic-regression scores ``[B, Qn, N]`` fitted on each episode's present support.
-
-        Arguments and shapes as in :meth:`metamem.learners.base.Learner.predict`.
-        """
-        support, query = embed_support_query(self.backbone, support_x, query_x)
-        return self.predict_features(support, support_y, query, n_way=n_way, support_mask=support_mask)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-image backbone features ``[*, D]`` of images ``[*, C, H, W]``."""
-        return self.backbone(x)
-
-    @torch.no_grad()
-    def predict_features(
-        self,
-        support: torch.Tensor,
-        support_y: torch.Tensor,
-        query: torch.Tensor,
-        *,
-        n_way: int,
-        support_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """:meth:`predict` from features: support ``[B, S, D]``, query ``[B, Qn, D]`` -> ``[B, Qn, N]``."""
+    def predict_features(self, support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor, *,
+                         n_way: int, support_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores ``[B, Qn, N]`` of the probe fitted on each episode's present support features."""
         if self.normalize:
             support, query = F.normalize(support, dim=-1), F.normalize(query, dim=-1)
         if self.probe == "centroid":

@@ -19,16 +19,17 @@ queries never see each other. Classes with no present support item get logit ``-
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Literal, NamedTuple, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from metamem.learners.base import LEARNERS
+from metamem.learners.capabilities import SequencePrediction, SetPrediction
 from metamem.types import NO_LABEL, EpisodeBatch, LearnerOutput, SequenceBatch
 
-__all__ = ["ImageEncoder", "SequenceLearnerBase", "support_order", "LSTMLearner", "build_lstm"]
+__all__ = ["ImageEncoder", "LSTMState", "RecurrentState", "SequenceLearnerBase", "support_order", "LSTMLearner", "build_lstm"]
 
 
 class ImageEncoder(nn.Module):
@@ -68,7 +69,20 @@ def support_order(size: int, device: torch.device | str | None = None) -> torch.
     return torch.randperm(size, generator=torch.Generator().manual_seed(0)).to(device)
 
 
-class SequenceLearnerBase(nn.Module):
+class LSTMState(NamedTuple):
+    """The recurrent state of :class:`LSTMLearner`: ``h`` and ``c``, float ``[1, B, H]`` (one
+    layer, H = ``controller_size``)."""
+
+    h: torch.Tensor
+    c: torch.Tensor
+
+
+#: the recurrent state of a sequence learner: a NamedTuple of tensors (and counters) with its
+#: shapes in its docstring (:class:`LSTMState`, :class:`metamem.learners.mann.MANNState`).
+RecurrentState = TypeVar("RecurrentState", bound=tuple)
+
+
+class SequenceLearnerBase(nn.Module, SetPrediction, SequencePrediction):
     """Shared machinery of sequence learners (``episode_format = "sequence"``).
 
     Subclasses implement :meth:`run` (and :meth:`repeat_state`); everything else, the
@@ -100,9 +114,9 @@ class SequenceLearnerBase(nn.Module):
 
     # -------------------------------------------------------------- to implement
     def run(
-        self, inputs: torch.Tensor, state: Any = None, lengths: torch.Tensor | None = None,
+        self, inputs: torch.Tensor, state: RecurrentState | None = None, lengths: torch.Tensor | None = None,
         total_steps: int | None = None,
-    ) -> tuple[torch.Tensor, Any]:
+    ) -> tuple[torch.Tensor, RecurrentState]:
         """Run ``inputs [B, T, input_dim]`` from ``state`` (None: fresh episode, memory wiped).
 
         Args:
@@ -118,7 +132,7 @@ class SequenceLearnerBase(nn.Module):
         """
         raise NotImplementedError
 
-    def repeat_state(self, state: Any, repeats: int) -> Any:
+    def repeat_state(self, state: RecurrentState, repeats: int) -> RecurrentState:
         """Repeat each episode's state ``repeats`` times along B (``repeat_interleave``)."""
         raise NotImplementedError
 
@@ -158,19 +172,10 @@ class SequenceLearnerBase(nn.Module):
         loss = F.cross_entropy(wide.flatten(0, 1), seq.y.flatten())
         return LearnerOutput(logits, seq.y, loss, {"presentation": seq.presentation})
 
-    def predict(
-        self,
-        support_x: torch.Tensor,
-        support_y: torch.Tensor,
-        query_x: torch.Tensor,
-        *,
-        n_way: int,
-        support_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Query logits ``[B, Qn, N]`` after reading the support as a labelled-late sequence.
-
-        See the module docstring for the protocol. ``support_mask [B, S]`` drops absent items.
-        """
+    def predict(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, *,
+                n_way: int, support_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Query logits ``[B, Qn, N]`` after reading the support as a labelled-late sequence
+        (see the module docstring)."""
         self.check_way(n_way)
         b, s = support_y.shape
         dev = support_y.device
@@ -218,12 +223,12 @@ class LSTMLearner(SequenceLearnerBase):
         self.head = nn.Linear(controller_size, n_way)
 
     def run(
-        self, inputs: torch.Tensor, state: Any = None, lengths: torch.Tensor | None = None,
+        self, inputs: torch.Tensor, state: LSTMState | None = None, lengths: torch.Tensor | None = None,
         total_steps: int | None = None,
-    ) -> tuple[torch.Tensor, Any]:
+    ) -> tuple[torch.Tensor, LSTMState]:
         if lengths is None:
-            out, state = self.lstm(inputs, state)
-            return self.head(out), state
+            out, (h, c) = self.lstm(inputs, state)
+            return self.head(out), LSTMState(h, c)
         packed = nn.utils.rnn.pack_padded_sequence(
             inputs, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
         )
@@ -231,11 +236,10 @@ class LSTMLearner(SequenceLearnerBase):
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=inputs.shape[1])
         empty = (lengths == 0).view(1, -1, 1)  # no support at all: the fresh state
         h, c = h.masked_fill(empty, 0.0), c.masked_fill(empty, 0.0)
-        return self.head(out), (h, c)
+        return self.head(out), LSTMState(h, c)
 
-    def repeat_state(self, state: Any, repeats: int) -> Any:
-        h, c = state
-        return h.repeat_interleave(repeats, dim=1), c.repeat_interleave(repeats, dim=1)
+    def repeat_state(self, state: LSTMState, repeats: int) -> LSTMState:
+        return LSTMState(state.h.repeat_interleave(repeats, dim=1), state.c.repeat_interleave(repeats, dim=1))
 
 
 def label_units(owner: str, n_way: int, max_way: int | None) -> int:

@@ -46,16 +46,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from metamem.learners._common import forward_via_predict, mask_absent, present_classes, support_onehot
+from metamem.learners._common import mask_absent, present_classes, support_onehot
 from metamem.learners.base import BACKBONES, LEARNERS
-from metamem.types import EpisodeBatch, LearnerOutput
+from metamem.learners.capabilities import SetLearner
 
 __all__ = ["MAML", "build_maml"]
 
 Params = dict[str, torch.Tensor]
 
 
-class MAML(nn.Module):
+class MAML(SetLearner):
     """MAML around any network whose output has ``n_way`` logits.
 
     Args:
@@ -70,7 +70,6 @@ class MAML(nn.Module):
             ways) or ``"zero"`` (every episode starts from a zero head).
     """
 
-    episode_format: Literal["set", "sequence"] = "set"
     batch_independent_train = True
 
     def __init__(
@@ -103,26 +102,9 @@ class MAML(nn.Module):
         self.eval_inner_steps = inner_steps if eval_inner_steps is None else eval_inner_steps
         self.first_order = first_order
 
-    def forward(self, batch: EpisodeBatch) -> LearnerOutput:
-        """Adapt on each support set, score its queries: logits ``[B, N*Q, N]``, mean query CE."""
-        return forward_via_predict(self, batch)
-
-    def predict(
-        self,
-        support_x: torch.Tensor,
-        support_y: torch.Tensor,
-        query_x: torch.Tensor,
-        *,
-        n_way: int,
-        support_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Query logits ``[B, Qn, N]`` of the per-episode adapted networks.
-
-        Arguments and shapes as in :meth:`metamem.learners.base.Learner.predict`.
-
-        Raises:
-            ValueError: if ``n_way`` differs from the head's N.
-        """
+    def predict(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, *,
+                n_way: int, support_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Query logits ``[B, Qn, N]`` of the per-episode adapted networks."""
         params = self.episode_params(n_way)
         episode = self._episode_fn()
         if support_mask is None:

@@ -24,18 +24,19 @@ loss gains the annealed key-orthogonality term ``η_t l_p``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from metamem.learners.base import LEARNERS
+from metamem.learners.capabilities import MemoryInspection
 from metamem.learners.lstm import SequenceLearnerBase, label_units
 from metamem.memory import build_core
 from metamem.memory.nsm import annealed_weight, attach_programs, program_regulariser
-from metamem.types import EpisodeBatch, LearnerOutput
+from metamem.types import EpisodeBatch, LearnerOutput, SequenceBatch
 
-__all__ = ["MANN", "build_mann"]
+__all__ = ["MANN", "MANNState", "build_mann"]
 
 
 def _tree_map(fn: Any, *trees: Any) -> Any:
@@ -46,7 +47,21 @@ def _tree_map(fn: Any, *trees: Any) -> Any:
     return fn(*trees)
 
 
-class MANN(SequenceLearnerBase):
+class MANNState(NamedTuple):
+    """The recurrent state of :class:`MANN`.
+
+    Attributes:
+        core: the controller and memory state of the core (:class:`metamem.memory.CoreState`
+            for the slot core: LSTM ``h``/``c`` ``[B, H]``, memory ``[B, S, D]``, read vectors
+            ``[B, R, D]``, the write policy's usage/weights ``[B, S]``/``[B, R, S]``).
+        start: steps already run (the write schedules of uniform writing count from it).
+    """
+
+    core: Any
+    start: int
+
+
+class MANN(SequenceLearnerBase, MemoryInspection):
     """Memory-augmented LSTM of Santoro et al. (2016) (see the module docstring).
 
     Args:
@@ -115,15 +130,15 @@ class MANN(SequenceLearnerBase):
         return out
 
     def run(
-        self, inputs: torch.Tensor, state: Any = None, lengths: torch.Tensor | None = None,
+        self, inputs: torch.Tensor, state: MANNState | None = None, lengths: torch.Tensor | None = None,
         total_steps: int | None = None,
-    ) -> tuple[torch.Tensor, Any]:
+    ) -> tuple[torch.Tensor, MANNState]:
         core_state, start = (None, 0) if state is None else state
         t = inputs.shape[1]
         horizon = total_steps if total_steps is not None else start + t
         if lengths is None:
             out = self.core(inputs, core_state, start=start, write_steps=horizon)
-            return self.head(out.features), (out.state, start + t)
+            return self.head(out.features), MANNState(out.state, start + t)
         # ragged support (predict with a mask): step by step, freezing finished episodes
         if core_state is None:
             core_state = self.core.init_state(inputs.shape[0], inputs.device, inputs.dtype)
@@ -136,11 +151,14 @@ class MANN(SequenceLearnerBase):
                 out.state, core_state,
             )
             feats.append(out.features)
-        return self.head(torch.cat(feats, 1)), (core_state, start + t)
+        return self.head(torch.cat(feats, 1)), MANNState(core_state, start + t)
 
-    def repeat_state(self, state: Any, repeats: int) -> Any:
-        core_state, start = state
-        return _tree_map(lambda x: x.repeat_interleave(repeats, dim=0), core_state), start
+    def repeat_state(self, state: MANNState, repeats: int) -> MANNState:
+        return MANNState(_tree_map(lambda x: x.repeat_interleave(repeats, dim=0), state.core), state.start)
+
+    def memory_trace(self, seq: SequenceBatch) -> Any:
+        """The read/write weights of every step of ``seq`` (the core re-run with ``trace=True``)."""
+        return self.core(self.step_inputs(seq.x, seq.prev_y), write_steps=seq.steps, trace=True).trace
 
 
 @LEARNERS.register("mann")

@@ -20,21 +20,20 @@ f' and g' share one backbone. The paper found FCE helps on mini-ImageNet, not Om
 
 from __future__ import annotations
 
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from metamem.learners._common import attention_class_logits, embed_support_query, forward_via_predict, support_onehot
+from metamem.learners._common import attention_class_logits, embed_support_query, support_onehot
 from metamem.learners.base import BACKBONES, LEARNERS
-from metamem.types import EpisodeBatch, LearnerOutput
+from metamem.learners.capabilities import AnyWay, SetLearner
 
 __all__ = ["MatchingNet", "build_matching"]
 
 
-class MatchingNet(nn.Module):
+class MatchingNet(SetLearner, AnyWay):
     """Matching Networks with cosine attention and optional full context embeddings.
 
     Args:
@@ -43,8 +42,6 @@ class MatchingNet(nn.Module):
         fce_steps: K, processing steps of the query attention LSTM.
         scale: multiplies the cosine similarities before the softmax (1.0 = the paper).
     """
-
-    episode_format: Literal["set", "sequence"] = "set"
 
     def __init__(self, backbone: nn.Module, *, fce: bool = False, fce_steps: int = 5, scale: float = 1.0) -> None:
         super().__init__()
@@ -59,23 +56,9 @@ class MatchingNet(nn.Module):
             self.support_lstm = nn.LSTM(d, d, batch_first=True, bidirectional=True)
             self.query_cell = nn.LSTMCell(2 * d, d)
 
-    def forward(self, batch: EpisodeBatch) -> LearnerOutput:
-        """Query log-probabilities ``[B, N*Q, N]`` and the mean query cross-entropy."""
-        return forward_via_predict(self, batch)
-
-    def predict(
-        self,
-        support_x: torch.Tensor,
-        support_y: torch.Tensor,
-        query_x: torch.Tensor,
-        *,
-        n_way: int,
-        support_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Log attention mass per class ``[B, Qn, N]``; ``-inf`` for classes with no present support.
-
-        Arguments and shapes as in :meth:`metamem.learners.base.Learner.predict`.
-        """
+    def predict(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, *,
+                n_way: int, support_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Log attention mass per class ``[B, Qn, N]``; ``-inf`` for classes with no present support."""
         support, query = embed_support_query(self.backbone, support_x, query_x)
         if self.fce:
             support = self._context_support(support, support_mask)

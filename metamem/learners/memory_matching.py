@@ -39,7 +39,7 @@ ways and shots.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,16 +47,15 @@ from torch import nn
 
 from metamem.learners._common import (
     embed_support_query,
-    forward_via_predict,
     mask_absent,
     present_classes,
     support_onehot,
 )
 from metamem.learners.base import LEARNERS
+from metamem.learners.capabilities import AnyWay, SetLearner
 from metamem.learners.metanet import build_trunk, check_set_inputs
 from metamem.memory import WRITE_POLICIES, CachedUniformWrite, MemoryState, SlotMemory
 from metamem.memory.state import check_positive
-from metamem.types import EpisodeBatch, LearnerOutput
 
 __all__ = ["MemoryMatchingNet", "build_memory_matching", "write_key_value_memory", "memory_class_logits"]
 
@@ -138,7 +137,7 @@ def memory_class_logits(
     return ((e @ mem_values) / total).clamp_min(tiny).log()
 
 
-class MemoryMatchingNet(nn.Module):
+class MemoryMatchingNet(SetLearner, AnyWay):
     """Memory Matching Networks (Cai et al., CVPR 2018); see the module docstring.
 
     Args:
@@ -150,8 +149,6 @@ class MemoryMatchingNet(nn.Module):
         context_hidden: units per direction of the contextual bi-LSTM.
         read_sharpness: initial sharpness of the cosine matching.
     """
-
-    episode_format: Literal["set"] = "set"
 
     def __init__(
         self,
@@ -186,30 +183,9 @@ class MemoryMatchingNet(nn.Module):
         gamma, beta = self.film(pooled).chunk(2, dim=-1)
         return gamma, beta
 
-    def predict(
-        self,
-        support_x: torch.Tensor,
-        support_y: torch.Tensor,
-        query_x: torch.Tensor,
-        *,
-        n_way: int,
-        support_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Query logits given a labelled support set (any N, any number of shots).
-
-        Args:
-            support_x: ``[B, Sp, C, H, W]``.
-            support_y: int64 ``[B, Sp]`` labels in 0..N-1.
-            query_x: ``[B, Qn, C, H, W]``.
-            n_way: N.
-            support_mask: bool ``[B, Sp]``; False items are absent.
-
-        Returns:
-            float ``[B, Qn, N]``; ``-inf`` for classes with no present support item.
-
-        Raises:
-            ValueError: on mismatched shapes.
-        """
+    def predict(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, *,
+                n_way: int, support_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Query logits ``[B, Qn, N]`` from the memory the support is written to (any N, any K)."""
         check_set_inputs("MemoryMatchingNet", support_x, support_y, query_x, support_mask)
         e_s, e_q = embed_support_query(self.trunk, support_x, query_x)
         onehot = support_onehot(support_y, n_way, support_mask).to(e_s.dtype)
@@ -219,9 +195,6 @@ class MemoryMatchingNet(nn.Module):
         logits = memory_class_logits(q_keys, mem_k, mem_v, self.log_sharpness.exp())
         return mask_absent(logits, present_classes(onehot))
 
-    def forward(self, batch: EpisodeBatch) -> LearnerOutput:
-        """Query logits ``[B, N*Q, N]`` and the mean query cross-entropy."""
-        return forward_via_predict(self, batch)
 
 
 @LEARNERS.register("memory_matching")

@@ -47,7 +47,6 @@ skipped by d, and classes left without a present item get logit ``-inf``.
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -55,14 +54,13 @@ from torch import nn
 
 from metamem.learners._common import (
     embed_support_query,
-    forward_via_predict,
     mask_absent,
     present_classes,
     support_onehot,
 )
 from metamem.learners.base import BACKBONES, LEARNERS
+from metamem.learners.capabilities import SetLearner
 from metamem.memory.state import check_positive
-from metamem.types import EpisodeBatch, LearnerOutput
 
 __all__ = [
     "MetaNet",
@@ -219,7 +217,7 @@ class _CoordLSTM(nn.Module):
         return self.out(h).reshape(b, *coords)
 
 
-class MetaNet(nn.Module):
+class MetaNet(SetLearner):
     """Meta Networks (Munkhdalai & Yu, ICML 2017); MetaNet− with ``task_fast_weights=False``.
 
     See the module docstring for the exact architecture and what is fast-weighted.
@@ -236,8 +234,6 @@ class MetaNet(nn.Module):
         grad_p: p of the gradient preprocessing.
         read_sharpness: initial value of the learned memory-read sharpness.
     """
-
-    episode_format: Literal["set"] = "set"
 
     #: the slow softmax layers have ``max_way`` rows: more ways cannot be scored
     label_units = True
@@ -296,30 +292,10 @@ class MetaNet(nn.Module):
         """The most ways an episode may have (the width of the slow softmax layers)."""
         return self.n_way
 
-    def predict(
-        self,
-        support_x: torch.Tensor,
-        support_y: torch.Tensor,
-        query_x: torch.Tensor,
-        *,
-        n_way: int,
-        support_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Query logits given a labelled support set.
-
-        Args:
-            support_x: ``[B, S, C, H, W]``.
-            support_y: int64 ``[B, S]`` labels in 0..N-1.
-            query_x: ``[B, Qn, C, H, W]``.
-            n_way: N (at most the ``n_way`` the model was built with).
-            support_mask: bool ``[B, S]``; False items are absent.
-
-        Returns:
-            float ``[B, Qn, N]``; ``-inf`` for classes with no present support item.
-
-        Raises:
-            ValueError: for ``n_way`` larger than the built softmax layer or mismatched shapes.
-        """
+    def predict(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, *,
+                n_way: int, support_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Query logits ``[B, Qn, N]`` of the fast-weighted base learner; ``n_way`` at most the
+        softmax width the model was built with."""
         if n_way < 1 or n_way > self.n_way:
             raise ValueError(
                 f"MetaNet: n_way={n_way} is outside 1..{self.n_way} (the softmax width the model "
@@ -347,10 +323,6 @@ class MetaNet(nn.Module):
         fast2 = self.m[-1](preprocess_gradients(g2, self.grad_p))  # [B, S, N, H]
         logits = h @ w2.t() + b2 + apply_read_fast_linear(attn, fast2, h)
         return mask_absent(logits, present_classes(support_onehot(support_y, n, support_mask)))
-
-    def forward(self, batch: EpisodeBatch) -> LearnerOutput:
-        """Query logits ``[B, N*Q, N]`` and the mean query cross-entropy."""
-        return forward_via_predict(self, batch)
 
 
 def check_set_inputs(

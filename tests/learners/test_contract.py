@@ -20,6 +20,7 @@ from torch import nn
 from metamem.data import load_dataset
 from metamem.episodes.sampler import EpisodeSampler
 from metamem.learners import BACKBONES, LEARNERS, Learner, build_learner
+from metamem.learners import capabilities as caps
 from metamem.registry import UnknownNameError
 from metamem.types import EpisodeBatch, LearnerOutput
 
@@ -150,6 +151,55 @@ def test_class_without_present_support_gets_minus_inf(name: str, batches: tuple[
     assert torch.isneginf(logits[0, :, 1]).all() and torch.isfinite(logits[0][:, [0, 2]]).all()
     assert torch.isneginf(logits[1, :, 1:]).all() and (logits[1].argmax(-1) == 0).all()
     assert torch.isfinite(logits[2:]).all()
+
+
+#: capability -> the methods it obliges a learner to implement
+CAPABILITY_METHODS = {
+    caps.SetPrediction: ("predict",),
+    caps.SequencePrediction: ("forward_sequence",),
+    caps.MemoryInspection: ("memory_trace",),
+    caps.FeaturePrediction: ("embed", "predict_features"),
+    caps.RunningSetPrediction: ("predict_sequence",),
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_capabilities_are_declared_and_implemented(name: str) -> None:
+    """Every capability a learner has is declared (a base class, not found by probing), and
+    every declared capability is implemented (not the Protocol's empty stub)."""
+    cls = type(build(name))
+    assert issubclass(cls, caps.SetPrediction) and caps.SetPrediction in cls.__mro__, name
+    for cap, methods in CAPABILITY_METHODS.items():
+        declared = cap in cls.__mro__
+        has = all(callable(getattr(cls, m, None)) for m in methods)
+        assert declared == has, f"{name}: {cap.__name__} declared={declared} but methods present={has}"
+        for m in methods if declared else ():
+            assert getattr(cls, m) is not getattr(cap, m), f"{name} declares {cap.__name__} but not {m}()"
+    assert (cls.episode_format == "sequence") == (caps.SequencePrediction in cls.__mro__), name
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if issubclass(type(build(n)), caps.AnyWay)])
+def test_any_way_learners_serve_other_ways(name: str, batches: tuple[EpisodeBatch, EpisodeBatch]) -> None:
+    model = build(name).eval()
+    b = batches[0]
+    keep = b.support_y < 2  # a 2-way episode out of the 3-way one (the model was built for 3)
+    sx = b.support_x[:, keep[0]]
+    sy = b.support_y[:, keep[0]]
+    with torch.no_grad():
+        two = model.predict(sx, sy, b.query_x, n_way=2)
+        five = model.predict(b.support_x, b.support_y, b.query_x, n_way=5)
+    assert two.shape == (BATCH, b.query_x.shape[1], 2) and torch.isfinite(two).all()
+    assert torch.isneginf(five[..., 3:]).all() and torch.isfinite(five[..., :3]).all()
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if issubclass(type(build(n)), caps.MemoryInspection)])
+def test_memory_inspection_traces_every_step(name: str, batches: tuple[EpisodeBatch, EpisodeBatch]) -> None:
+    seq = batches[0].as_sequence()
+    with torch.no_grad():
+        trace = build(name).eval().memory_trace(seq)
+    assert trace.read_weights.shape[:2] == (BATCH, seq.steps)
+    assert trace.write_weights.shape[:2] == (BATCH, seq.steps)
+    assert torch.isfinite(trace.read_weights).all()
 
 
 def test_unknown_names_list_the_valid_ones() -> None:

@@ -80,6 +80,9 @@ def test_cached_uniform_writes_the_mean_label_of_its_cache() -> None:
     # every write stores a mixture of two labels, so no slot holds more than half of one label
     # unless the two items share it (items 2, 3 have label 2)
     assert big_v.amax() <= 1.0 and big_v[..., 1].amax() <= 0.5 + 1e-9
+    # ...and it did write: every slot holds label mass and every label reached the memory
+    # (a policy that never writes leaves zeros and fails here)
+    assert (big_v.sum(-1) > 0.1).all() and (big_v.sum(1) > 0.1).all()
 
 
 def test_memory_class_logits_equal_naive_reference_and_gradcheck() -> None:
@@ -142,6 +145,11 @@ def test_more_items_than_slots_stays_finite() -> None:
     out = model(batch)
     assert torch.isfinite(out.logits).all() and torch.isfinite(out.loss)
     out.loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values()), [
+        n for n, g in grads.items() if g is None or not torch.isfinite(g).all()]
+    assert all(float(g.abs().sum()) > 0 for n, g in grads.items() if n.startswith(("key.", "film."))), (
+        "no gradient reaches the key projection / FiLM through the overfull memory")
 
 
 def test_bad_input_errors() -> None:

@@ -1,0 +1,164 @@
+"""What a learner can do, declared by the learner: one small Protocol per capability.
+
+A learner class inherits the capabilities it provides (``class ProtoNet(SetLearner,
+FeaturePrediction, AnyWay)``); evaluation asks ``isinstance(learner, SetPrediction)`` and
+never probes for attributes; the registry contract test (``tests/learners/test_contract.py``)
+checks that every registered learner declares what it implements and implements what it
+declares. The Protocols are ``runtime_checkable``, so an object written elsewhere that has
+the method (a test double, a third-party learner) is recognised too.
+
+==================  ==========================================================  ==========================
+capability          what it provides                                            used by
+==================  ==========================================================  ==========================
+SetPrediction       ``predict(support_x, support_y, query_x, *, n_way,          set scoring; sequence
+                    support_mask=None) -> [B, Qn, N]``                          scoring of set learners
+SequencePrediction  ``forward_sequence(seq) -> [B, T, N]``                      sequence scoring
+MemoryInspection    ``memory_trace(seq) -> MemoryTrace``                        ``evaluate(keep_trace=)``,
+                                                                                plots
+FeaturePrediction   ``embed(x) -> [*, D]`` and ``predict_features(...)``         per-image feature reuse
+RunningSetPrediction ``predict_sequence(x, y, *, n_way) -> [B, T, N]``           sequence scoring fast path
+AnyWay              marker: ``predict`` serves any N (no per-way parameters)    ``eval.n_way`` sweeps
+==================  ==========================================================  ==========================
+
+Shapes follow the legend of :mod:`metamem.types` (``S`` support items, ``Qn`` query items).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from metamem.learners._common import embed_support_query, forward_via_predict
+from metamem.types import EpisodeBatch, LearnerOutput, SequenceBatch
+
+if TYPE_CHECKING:
+    from metamem.memory.trace import MemoryTrace
+
+__all__ = [
+    "AnyWay",
+    "EmbeddingLearner",
+    "FeaturePrediction",
+    "MemoryInspection",
+    "RunningSetPrediction",
+    "SequencePrediction",
+    "SetLearner",
+    "SetPrediction",
+    "capabilities_of",
+]
+
+
+@runtime_checkable
+class SetPrediction(Protocol):
+    """Scores queries given a labelled support set (every learner of metamem has it)."""
+
+    def predict(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, *,
+                n_way: int, support_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Query logits given a labelled support set.
+
+        Args:
+            support_x: ``[B, S, C, H, W]`` (S support items, any order).
+            support_y: int64 ``[B, S]`` labels in 0..N-1.
+            query_x: ``[B, Qn, C, H, W]``.
+            n_way: N.
+            support_mask: bool ``[B, S]``; False items are absent (used to score a set
+                learner on a sequence: the support is what has been labelled so far).
+                A class with no present support item gets logit ``-inf``.
+
+        Returns:
+            float ``[B, Qn, N]`` logits.
+
+        Raises:
+            ValueError: for an ``n_way`` the learner cannot serve (see :class:`AnyWay`) or
+                inputs of mismatched shapes.
+        """
+        ...
+
+
+@runtime_checkable
+class SequencePrediction(Protocol):
+    """Reads an episode natively as a sequence whose labels arrive one step late (MANN, LSTM)."""
+
+    def forward_sequence(self, seq: SequenceBatch) -> torch.Tensor:
+        """Per-step logits ``[B, T, N]`` of ``seq`` (memory wiped at the start of each episode)."""
+        ...
+
+
+@runtime_checkable
+class MemoryInspection(Protocol):
+    """Shows what its memory did: read and write weights of every step."""
+
+    def memory_trace(self, seq: SequenceBatch) -> "MemoryTrace":
+        """The memory trace of ``seq`` (read/write weights ``[B, T, R, S]``), no gradients needed."""
+        ...
+
+
+@runtime_checkable
+class FeaturePrediction(Protocol):
+    """``predict`` is ``predict_features(embed(support_x), support_y, embed(query_x))`` with a
+    per-image ``embed``, so evaluation may embed each image of a split once."""
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-image features ``[*, D]`` of images ``[*, C, H, W]``."""
+        ...
+
+    def predict_features(self, support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor, *,
+                         n_way: int, support_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Query logits ``[B, Qn, N]`` from support features ``[B, S, D]`` and query features
+        ``[B, Qn, D]`` (arguments otherwise as in :meth:`SetPrediction.predict`)."""
+        ...
+
+
+@runtime_checkable
+class RunningSetPrediction(Protocol):
+    """A set learner's fast path for the sequence scoring: one pass over a sequence instead
+    of ~T/2 masked ``predict`` calls."""
+
+    def predict_sequence(self, x: torch.Tensor, y: torch.Tensor, *, n_way: int) -> torch.Tensor:
+        """Logits ``[B, T, N]`` for ``x [B, T, C, H, W]`` with labels ``y [B, T]``; row t uses
+        steps ``0..t-1`` as the support (``-inf`` for labels not seen before t)."""
+        ...
+
+
+class AnyWay:
+    """Marker: the learner has no parameter sized by the number of ways, so ``predict``
+    serves episodes of any N, whatever ``n_way`` it was trained with."""
+
+
+class SetLearner(nn.Module, SetPrediction):
+    """Base of support/query learners whose training pass is their ``predict`` on the full
+    episode: subclasses implement :meth:`~SetPrediction.predict` only."""
+
+    episode_format: Literal["set", "sequence"] = "set"
+
+    def forward(self, batch: EpisodeBatch) -> LearnerOutput:
+        """Query logits ``[B, N*Q, N]`` of ``predict`` on the episode, and the mean query
+        cross-entropy."""
+        return forward_via_predict(self, batch)
+
+
+def capabilities_of(learner: Any) -> list[str]:
+    """Names of the capabilities ``learner`` has (declared or structural), for messages."""
+    caps = (SetPrediction, SequencePrediction, MemoryInspection, FeaturePrediction,
+            RunningSetPrediction, AnyWay)
+    return [c.__name__ for c in caps if isinstance(learner, c)]
+
+
+class EmbeddingLearner(SetLearner, FeaturePrediction):
+    """Base of learners that score from per-image embeddings of ``self.backbone`` (ProtoNet,
+    the linear probe): subclasses implement :meth:`~FeaturePrediction.predict_features` only.
+
+    In eval mode an image's feature does not depend on the other images, so evaluation may
+    embed each image of a split once (:mod:`metamem.evaluation.features`).
+    """
+
+    backbone: nn.Module
+
+    def predict(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, *,
+                n_way: int, support_mask: torch.Tensor | None = None) -> torch.Tensor:
+        support, query = embed_support_query(self.backbone, support_x, query_x)
+        return self.predict_features(support, support_y, query, n_way=n_way, support_mask=support_mask)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
