@@ -195,7 +195,7 @@ def plot_learning_curves(
     """
     if not runs:
         raise ValueError("plot_learning_curves: no runs given")
-    fig = _figure(11.0, 4.2)
+    fig = _figure(14.0, 4.2)
     axes = fig.subplots(1, 2, sharey=True)
     for i, (name, records) in enumerate(runs.items()):
         c = learning_curve(records)
@@ -211,7 +211,7 @@ def plot_learning_curves(
     axes[0].set_ylabel("accuracy")
     for ax in axes:
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="best")
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     if title:
         fig.suptitle(title)
     return _save(fig, path)
