@@ -20,3 +20,14 @@ def test_library_never_seeds_global_rngs(repo_root: Path) -> None:
         text = path.read_text()
         hits += [f"{path.name}: {f}" for f in forbidden if f in text]
     assert hits == []
+
+
+def test_no_machine_local_paths_in_the_package() -> None:
+    """Docstrings cite papers, not files on a developer's machine."""
+    import re
+
+    root = Path(__file__).resolve().parents[1] / "metamem"
+    bad = [f"{p.relative_to(root)}:{i}" for p in root.rglob("*.py")
+           for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+           if re.search(r"/work/|/home/|/root/|shared/notes", line)]
+    assert not bad, bad

@@ -2,7 +2,7 @@
 
 Reference:
     Tsendsuren Munkhdalai and Hong Yu. "Meta Networks". ICML 2017 (PMLR 70),
-    arXiv:1703.00837. Equations and settings: ``/work/shared/notes/papers.md`` §2.
+    arXiv:1703.00837. The equations and settings implemented here are the paper's.
 
 What this implementation does (shapes use the legend of :mod:`metamem.types`; S is the
 number of support items here, F the trunk width, H ``hidden``, P ``repr_dim``):
