@@ -51,6 +51,7 @@ __all__ = [
     "parse_overrides",
     "check_value",
     "origin_of",
+    "parse_memory_budget",
 ]
 
 
@@ -158,6 +159,9 @@ class EvalCfg:
     within_group: bool = False
     batch_size: int = 32
     data_options: dict[str, Any] = field(default_factory=dict)
+    #: working memory of one learner call (bytes, or "512MiB"/"2GiB"): caps the images per
+    #: call, shrinking batch_size and chunking sequence scoring (docs/reliability.md)
+    memory_budget: int | str = "1GiB"
 
 
 #: the evaluation defaults (one instance of :class:`EvalCfg`; read, never modified).
@@ -473,3 +477,29 @@ def type_name(tp: Any) -> str:
     if isinstance(tp, type) and get_origin(tp) is None:
         return tp.__name__
     return str(tp).replace("typing.", "")
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 10**3, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6,
+          "mib": 1 << 20, "g": 1 << 30, "gb": 10**9, "gib": 1 << 30, "t": 1 << 40, "tb": 10**12,
+          "tib": 1 << 40}
+
+
+def parse_memory_budget(value: int | str) -> int:
+    """Bytes of ``eval.memory_budget``: an int, or a size such as ``"512MiB"``, ``"2GB"``, ``"1g"``.
+
+    Raises:
+        ConfigError: for anything else, or a budget below 1 MiB.
+    """
+    n: float | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    elif isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", value)
+        if m and m.group(2).lower() in _UNITS:
+            n = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if n is None or n < (1 << 20):
+        raise ConfigError(
+            f"eval.memory_budget must be bytes (an int) or a size like '512MiB' or '2GiB', at "
+            f"least 1MiB; got {value!r}"
+        )
+    return int(n)

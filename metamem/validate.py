@@ -21,7 +21,9 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any, Callable, get_type_hints
 
-from metamem.config import PROTOCOL_NAMES, ConfigError, ExperimentCfg, check_value, origin_of, type_name
+from metamem.config import (
+    PROTOCOL_NAMES, ConfigError, ExperimentCfg, check_value, origin_of, parse_memory_budget, type_name,
+)
 from metamem.manifest import BuilderSpec
 from metamem.manifest import registry as manifest_registry
 from metamem.registry import Registry, UnknownNameError
@@ -355,3 +357,7 @@ def _check_numbers(cfg: ExperimentCfg, source: str) -> None:
         raise ConfigError(f"{at('train.grad_clip')}: train.grad_clip: must be > 0 or null, got {tr.grad_clip}")
     if isinstance(ev.n_way, list) and not ev.n_way or isinstance(ev.k_shot, list) and not ev.k_shot:
         raise ConfigError(f"{source}: eval.n_way/eval.k_shot: a sweep list must not be empty")
+    try:
+        parse_memory_budget(ev.memory_budget)
+    except ConfigError as e:
+        raise ConfigError(f"{at('eval.memory_budget')}: {e}") from None

@@ -159,6 +159,9 @@ def run(args: argparse.Namespace) -> int:
             sub = out / ("inspect" if len(paths) == 1 else f"inspect_{i}")
             written.update({f"{k}{i}": v for k, v in inspect_run(path, sub).items()})
     sys.stdout.write(header + "\n\n" + to_markdown(results))
+    for r in results:  # scorings a learner cannot do in bounded, linear-in-T cost
+        for scoring, why in (r.declined or {}).items():
+            print(f"note: {r.learner}: {scoring} scoring declined: {why}", file=sys.stderr)
     for path in written.values():
         if path is not None:
             print(f"wrote {path}", file=sys.stderr)

@@ -89,3 +89,5 @@ def _print_eval(res: dict) -> None:
                 f"{100 * p:.1f}" if p is not None else "-" for p in pres[:10]
             )
         print(line)
+    for name, why in (res.get("declined") or {}).items():
+        print(f"{head} [{name}]: declined: {why}")

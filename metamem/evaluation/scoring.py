@@ -46,7 +46,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from metamem._version import __version__
-from metamem.config import EVAL_DEFAULTS, PROTOCOL_NAMES, ProtocolName
+from metamem.config import EVAL_DEFAULTS, PROTOCOL_NAMES, ConfigError, ProtocolName
+from metamem.config import parse_memory_budget as _parse_budget
 from metamem.data.base import ImageDataset
 from metamem.learners.capabilities import (
     MemoryInspection, RunningSetPrediction, SequencePrediction, SetPrediction,
@@ -65,6 +66,9 @@ __all__ = [
     "memory_trace",
     "score_sequence",
     "score_set",
+    "images_per_call",
+    "parse_memory_budget",
+    "sequence_path",
     "SCORINGS",
 ]
 
@@ -74,6 +78,53 @@ _EV = EVAL_DEFAULTS
 
 #: upper bound on support images per ``predict`` call when a set learner scores a sequence
 MAX_SUPPORT_IMAGES_PER_CALL = 65536
+#: channels of the largest feature map a learner is assumed to hold per input image (the
+#: first 64-channel full-resolution layer of the conv backbones): the memory model of
+#: :func:`images_per_call`
+ACTIVATION_CHANNELS = 64
+
+
+def parse_memory_budget(value: int | str) -> int:
+    """Bytes of a memory budget (see :func:`metamem.config.parse_memory_budget`).
+
+    Raises:
+        ProtocolError: for a value that is not a size of at least 1 MiB.
+    """
+    try:
+        return _parse_budget(value)
+    except ConfigError as e:
+        raise ProtocolError(str(e)) from None
+
+
+def images_per_call(image_shape: tuple[int, ...], memory_budget: int | str) -> int:
+    """How many images one learner call may take within ``memory_budget``.
+
+    Each image is counted as its float32 pixels plus one full-resolution feature map of
+    :data:`ACTIVATION_CHANNELS` channels: ``4 * H * W * (C + 64)`` bytes (Omniglot 28x28:
+    200 KiB; mini-ImageNet 84x84x3: 1.9 MiB). At least 1.
+    """
+    c, h, w = image_shape[-3:]
+    per_image = 4 * int(h) * int(w) * (int(c) + ACTIVATION_CHANNELS)
+    return max(1, parse_memory_budget(memory_budget) // per_image)
+
+
+def sequence_path(learner: Any) -> str | None:
+    """How ``learner`` is scored on sequences at a cost linear in T, or None (no such path).
+
+    ``"native"``: a sequence learner (``forward_sequence``); ``"predict_sequence"``: a set
+    learner's own fast path; ``"features"``: a set learner with per-image ``embed`` +
+    ``predict_features`` (ProtoNet, the linear probe): each step's image is embedded once,
+    and step t is predicted from the features of steps ``0..t-1``. Other set learners
+    (MAML, Matching and Memory Matching Networks, Meta Networks) would need one ``predict``
+    on ~T/2 support images per step, T²/2 image passes per episode.
+    """
+    if is_sequence_learner(learner):
+        return "native"
+    if hasattr(learner, "predict_sequence"):
+        return "predict_sequence"
+    if supports_feature_reuse(learner):
+        return "features"
+    return None
 
 
 def is_sequence_learner(learner: Any) -> bool:
@@ -130,7 +181,8 @@ def score_sequence(
         learner: a sequence learner (``forward_sequence``) or a set learner (``predict``
             with ``support_mask``).
         seq: B sequences of T steps.
-        max_support_images: cap on B'·T support images per ``predict`` call (set learners).
+        max_support_images: cap on the images per learner call (set learners: B'·T support
+            images per ``predict``, or images per ``embed`` on the features path).
 
     Returns:
         float ``[B, T]``: 1/0 per step, or the expected uniform-guess accuracy for a set
@@ -167,22 +219,37 @@ def _score_set_learner_on_sequence(
         logits = learner.predict_sequence(seq.x, seq.y, n_way=seq.n_way)
         _check_logits(learner, logits, (b, t, seq.n_way), "sequence")
         return torch.where(first, correct, (logits.argmax(-1) == seq.y).to(torch.float64))
+    feats = None
+    if supports_feature_reuse(learner):  # linear in T: every step's image embedded once
+        flat = seq.x.reshape(b * t, *seq.x.shape[2:])
+        feats = torch.cat([learner.embed(flat[i : i + max_support_images])
+                           for i in range(0, b * t, max_support_images)]).view(b, t, -1)
     rows = (~first).nonzero()  # [R, 2] (episode, step) pairs scored by the learner
     # sorted by step: a chunk's support is only the steps before its largest step (~T/2 items)
     rows = rows[torch.argsort(rows[:, 1], stable=True)]
     last_step = rows[:, 1].cpu()  # one host copy per batch, to size the support slices
     steps = torch.arange(t, device=seq.y.device)
     chunk = max(1, max_support_images // t)
+    if feats is not None:  # rows of t support features [t, D] in the same memory budget
+        c, h, w = seq.x.shape[-3:]
+        chunk = max(1, max_support_images * h * w * (c + ACTIVATION_CHANNELS) // (t * feats.shape[-1]))
     for lo in range(0, rows.shape[0], chunk):  # chunks of rows, not a loop over samples
         bi, ti = rows[lo : lo + chunk].unbind(1)
         span = int(last_step[min(lo + chunk, rows.shape[0]) - 1])  # steps 0..span-1 suffice
-        logits = learner.predict(
-            seq.x[bi, :span],
-            seq.y[bi, :span],
-            seq.x[bi, ti].unsqueeze(1),
-            n_way=seq.n_way,
-            support_mask=steps[None, :span] < ti[:, None],
-        )
+        mask = steps[None, :span] < ti[:, None]
+        if feats is not None:
+            logits = learner.predict_features(
+                feats[bi, :span], seq.y[bi, :span], feats[bi, ti].unsqueeze(1),
+                n_way=seq.n_way, support_mask=mask,
+            )
+        else:
+            logits = learner.predict(
+                seq.x[bi, :span],
+                seq.y[bi, :span],
+                seq.x[bi, ti].unsqueeze(1),
+                n_way=seq.n_way,
+                support_mask=mask,
+            )
         _check_logits(learner, logits, (bi.shape[0], 1, seq.n_way), "step")
         correct[bi, ti] = (logits[:, 0].argmax(-1) == seq.y[bi, ti]).to(torch.float64)
     return correct
@@ -295,6 +362,7 @@ class EvalResult:
     source: str | None = None
     data_options: dict[str, Any] | None = None
     trace: Any = field(default=None, repr=False)
+    declined: dict[str, str] | None = None
 
     @property
     def primary(self) -> Score:
@@ -329,6 +397,7 @@ class EvalResult:
             "scores": {k: s.to_dict() for k, s in self.scores.items()},
             "config": self.config,
             "data_options": self.data_options,
+            **({"declined": self.declined} if self.declined else {}),
         }
 
     @classmethod
@@ -344,6 +413,7 @@ class EvalResult:
             config=d.get("config"),
             source=d.get("source"),
             data_options=d.get("data_options"),
+            declined=d.get("declined"),
         )
 
 
@@ -375,6 +445,7 @@ def evaluate(
     source: str | None = None,
     keep_trace: bool = False,
     reuse_features: bool = True,
+    memory_budget: int | str = _EV.memory_budget,
     data_options: dict[str, Any] | None = None,
 ) -> EvalResult:
     """Score a learner on a fixed protocol of episodes.
@@ -400,6 +471,17 @@ def evaluate(
             is unchanged (:mod:`metamem.evaluation.features`); same episodes, same scores
             up to float rounding. ``False`` embeds every episode's images again.
         data_options: dataset options this evaluation changed from the run's (recorded).
+        memory_budget: working memory of one learner call, bytes or ``"1GiB"``-style
+            (default :class:`metamem.config.EvalCfg`). It caps the images per call
+            (:func:`images_per_call`): the batch of episodes shrinks to fit (the episodes
+            and scores do not depend on it) and the sequence scoring of set learners is
+            chunked to it, whatever the learner and protocol.
+
+    Sequence scoring is linear in T for every learner :func:`sequence_path` finds a path
+    for. Other set learners (MAML, Matching, Memory Matching, Meta Networks) are declined
+    with ``protocol="both"``: the set scoring runs and ``result.declined["sequence"]`` says
+    why. Asked for explicitly (``protocol="sequence"``) they are scored, one ``predict`` per
+    step, in memory-bounded chunks.
 
     Returns:
         An :class:`EvalResult` (``.mean``, ``.ci95``, ``.per_episode``,
@@ -419,6 +501,19 @@ def evaluate(
     )
     run_set = protocol in ("set", "both")
     run_seq = protocol in ("sequence", "both")
+    declined: dict[str, str] = {}
+    if protocol == "both" and sequence_path(learner) is None:
+        run_seq = False
+        declined["sequence"] = (
+            f"learner {name or learner_name(learner)} has no linear-in-T sequence path "
+            "(forward_sequence, predict_sequence, or embed + predict_features): scoring "
+            "sequences would take one predict per step (T^2/2 image passes per episode); "
+            "use protocol='sequence' to score it anyway"
+        )
+    per_call = images_per_call(dataset.image_shape, memory_budget)
+    # the episodes do not depend on the batch size: shrink it to fit the memory budget
+    if isinstance(batch_size, int) and batch_size >= 1:  # (a bad one is refused below)
+        batch_size = min(batch_size, max(1, per_call // max(1, n_way * (k_shot + n_query))))
     if run_set and n_query < 1:
         raise ProtocolError(
             f"the set scoring needs n_query >= 1 (got {n_query}); raise eval.n_query or use "
@@ -449,7 +544,7 @@ def evaluate(
                     set_acc.append(score_set(learner, batch, memo))
                 if run_seq:
                     seq = batch.as_sequence()
-                    correct = score_sequence(learner, seq)
+                    correct = score_sequence(learner, seq, max_support_images=per_call)
                     seq_acc.append(correct.mean(-1))
                     seq_pres.append(presentation_accuracy(correct, seq.presentation, p_max))
                 if keep_trace:  # episode 0 only
@@ -481,4 +576,5 @@ def evaluate(
         source=source,
         data_options=dict(data_options) if data_options else None,
         trace=trace,
+        declined=declined or None,
     )

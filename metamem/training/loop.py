@@ -522,10 +522,12 @@ class Validator:
         self.dataset = dataset
         self.settings = validation_protocol(cfg)
         self.device = device
+        self.memory_budget = cfg.eval.memory_budget
 
     def __call__(self, learner: nn.Module, step: int) -> dict[str, Any]:
         scoring = "sequence" if is_sequence_learner(learner) else "set"
-        res = evaluate(learner, self.dataset, protocol=scoring, device=self.device, **self.settings)
+        res = evaluate(learner, self.dataset, protocol=scoring, device=self.device,
+                       memory_budget=self.memory_budget, **self.settings)
         rec: dict[str, Any] = {"step": step, "val_acc": res.mean, "val_ci95": _finite(res.ci95),
                                "val_scoring": scoring, "val_fingerprint": res.fingerprint}
         if res.per_presentation is not None:
@@ -560,7 +562,7 @@ def final_evaluation(learner: nn.Module, cfg: ExperimentCfg, device: torch.devic
                        episodes=ev.episodes, seed=ev.seed, within_group=ev.within_group,
                        protocol=ev.protocol, batch_size=ev.batch_size, device=device,
                        config=conf, source=str(run_dir) if run_dir else None,
-                       data_options=ev.data_options or None)
+                       data_options=ev.data_options or None, memory_budget=ev.memory_budget)
         results.append(res.to_dict())
         objs.append(res)
         kill_point("eval")  # crash-safety tests: killed during the final evaluation

@@ -61,6 +61,25 @@ class _SetBase(nn.Module):
         logits = self.predict(batch.support_x, batch.support_y, batch.query_x, n_way=batch.n_way)
         return LearnerOutput(logits, batch.query_y, logits.sum() * 0)
 
+    # per-image features = the flattened pixels, so these learners take the evaluator's
+    # feature paths (memo for the set scoring, linear-in-T sequence scoring) and decide
+    # exactly as ``predict`` does: features viewed as [..., 1, 1, D] images keep pixel
+    # (0,0,k) at index k, which is all the codes read
+    def embed(self, x):
+        return x.flatten(1)
+
+    def predict_features(self, support, support_y, query, *, n_way, support_mask=None):
+        return self.predict(support[..., None, None, :], support_y, query[..., None, None, :],
+                            n_way=n_way, support_mask=support_mask)
+
+
+class PredictOnly:
+    """Mixin: hide ``embed``/``predict_features`` (a learner with ``predict`` alone, like
+    MAML: no linear-in-T sequence path, no feature memo)."""
+
+    embed = None
+    predict_features = None
+
 
 class OracleSetLearner(_SetBase):
     """Perfect whenever the query's class is in the (present) support."""

@@ -11,6 +11,7 @@ from eval_learners import (
     NearestNeighbourLearner,
     OracleSequenceLearner,
     OracleSetLearner,
+    PredictOnly,
     UniformLearner,
     UniformSequenceLearner,
     coded_dataset,
@@ -101,11 +102,16 @@ def _naive_sequence_score(learner, seq):
     return out
 
 
-@pytest.mark.parametrize("cap", [10_000, 40])  # 40 support images: chunks of 2 rows
-def test_set_learner_sequence_scoring_matches_naive(noisy, cap):
+class _PredictOnlyNN(PredictOnly, NearestNeighbourLearner):
+    pass
+
+
+@pytest.mark.parametrize("cap", [10_000, 40, 1])  # 40 support images: chunks of 2 rows
+@pytest.mark.parametrize("learner_cls", [NearestNeighbourLearner, _PredictOnlyNN])  # features / predict paths
+def test_set_learner_sequence_scoring_matches_naive(noisy, cap, learner_cls):
     proto = Protocol.for_dataset(noisy, n_way=3, k_shot=2, n_query=3, episodes=4, seed=5)
     seq = next(proto.batches(noisy, batch_size=4)).as_sequence()
-    learner = NearestNeighbourLearner()
+    learner = learner_cls()
     got = score_sequence(learner, seq, max_support_images=cap)
     ref = _naive_sequence_score(learner, seq)
     assert torch.allclose(got.double(), ref, atol=1e-6)
