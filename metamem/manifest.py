@@ -20,20 +20,19 @@ Other annotations are left out, and their values are then only checked by bindin
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import importlib
-import inspect
 import json
 import os
 import sys
 import tempfile
 import types
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from metamem.registry import Registry
+
+if TYPE_CHECKING:
+    import inspect
 
 __all__ = ["REGISTRIES", "BuilderSpec", "registry", "manifest_path", "build_manifest"]
 
@@ -51,20 +50,21 @@ _FORMAT = 1
 _PKG = Path(__file__).resolve().parent
 
 
-@dataclasses.dataclass
 class BuilderSpec:
     """A registered builder as data: its name, first docstring line, signature and the
-    annotations that a config value can be checked against."""
+    annotations that a config value can be checked against.
 
-    name: str
-    doc: str
-    signature: inspect.Signature
-    hints: dict[str, Any]
-    builder_name: str = ""
+    (A plain class, not a dataclass: this module is imported by every ``metamem`` start.)
+    """
 
-    def __post_init__(self) -> None:  # what Registry.describe and messages read
-        self.__doc__ = self.doc
-        self.__name__ = self.builder_name or self.name
+    def __init__(self, name: str, doc: str, signature: "inspect.Signature", hints: dict[str, Any],
+                 builder_name: str = "") -> None:
+        self.name, self.doc, self.signature, self.hints = name, doc, signature, hints
+        self.__doc__ = doc  # what Registry.describe and messages read
+        self.__name__ = builder_name or name
+
+    def __repr__(self) -> str:
+        return f"BuilderSpec({self.name!r}, {self.signature})"
 
 
 def _encode_type(tp: Any) -> Any:
@@ -102,6 +102,8 @@ def _decode_type(node: Any) -> Any:
 
 def spec_of(name: str, builder: Any) -> BuilderSpec:
     """The :class:`BuilderSpec` of a live builder (a function or a class)."""
+    import inspect
+
     doc = inspect.getdoc(builder) or ""
     try:
         hints = get_type_hints(builder.__init__ if isinstance(builder, type) else builder)
@@ -122,6 +124,8 @@ def _spec_to_json(spec: BuilderSpec) -> dict[str, Any]:
 
 
 def _spec_from_json(name: str, d: dict[str, Any]) -> BuilderSpec:
+    import inspect
+
     params = [
         inspect.Parameter(n, inspect._ParameterKind(kind), default=None if has_default else inspect.Parameter.empty)
         for n, kind, has_default in d["params"]
@@ -131,6 +135,9 @@ def _spec_from_json(name: str, d: dict[str, Any]) -> BuilderSpec:
 
 
 def _key() -> str:
+    import hashlib
+    from importlib import metadata  # here, not at import: it is slow to import
+
     h = hashlib.sha256(f"metamem-manifest-{_FORMAT}|{sys.version}|{_PKG}".encode())
     for dist in ("metamem", "torch"):
         try:
@@ -178,6 +185,8 @@ def _read_or_build() -> dict[str, dict[str, Any]]:
             return doc["registries"]
     except (OSError, ValueError, KeyError, AttributeError):
         pass  # missing or unreadable: rebuild it
+    from metamem.files import write_text
+
     regs = build_manifest()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -43,9 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
-    from metamem.registry import load_plugins
-
-    load_plugins()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # KEY=VALUE overrides may follow options (`metamem train cfg.yaml --out x train.steps=5`);
@@ -59,6 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    from metamem.registry import load_plugins
+
+    load_plugins()  # after parsing: --help and usage errors answer without scanning packages
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
