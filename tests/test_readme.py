@@ -21,6 +21,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def _check_install_line(line: str) -> None:
     """An install line must parse, and what it installs must be installed here."""
     assert subprocess.run(["bash", "-n", "-c", line]).returncode == 0, line
     for part in line.split("&&"):
-        words = shlex.split(part)
+        words = shlex.split(part, comments=True)
         if words[:2] != ["pip", "install"]:
             continue
         for req in words[2:]:
@@ -94,6 +95,7 @@ def _prepare_shell(code: str, steps: str | None) -> str:
     return "\n".join(lines)
 
 
+@pytest.mark.timeout(7200)  # the main job as written runs for minutes
 def test_every_readme_block_runs(tmp_path: Path) -> None:
     text = README.read_text(encoding="utf-8")
     blocks = readme_blocks(text)
@@ -112,7 +114,9 @@ def test_every_readme_block_runs(tmp_path: Path) -> None:
             cmd = ["bash", "-euo", "pipefail", "-c", script]
         else:
             cmd = [sys.executable, "-c", code]
+        t = time.perf_counter()
         res = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=3600)
+        print(f"README block {i} ({lang}): {time.perf_counter() - t:.0f} s", file=sys.stderr)
         assert res.returncode == 0, f"README block {i} ({lang}) failed:\n{code}\n--- stderr:\n{res.stderr[-3000:]}"
     run = work / "runs" / "mann_quick"
     for name in ("config.yaml", "metrics.jsonl", "eval.json", "eval.md", "learning_curve.png",
