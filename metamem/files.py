@@ -19,7 +19,18 @@ from typing import BinaryIO, Callable
 _KILL_AT = os.environ.get("METAMEM_KILL_AT")
 _KILL_COUNTS: dict[str, int] = {}
 
-__all__ = ["atomic_write", "write_text", "remove_orphan_temps", "kill_point"]
+__all__ = ["atomic_write", "write_text", "make_readable", "remove_orphan_temps", "kill_point"]
+
+
+def make_readable(fd_or_path: int | str | os.PathLike[str]) -> None:
+    """Give a new file the mode an ordinary ``open()`` would (``0o666`` less the umask,
+    so 0644 under the usual umask 022) instead of ``mkstemp``'s 0600."""
+    mask = os.umask(0o022)  # read the umask (there is no other portable way), put it back
+    os.umask(mask)
+    if isinstance(fd_or_path, int):
+        os.fchmod(fd_or_path, 0o666 & ~mask)
+    else:
+        os.chmod(fd_or_path, 0o666 & ~mask)
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
@@ -37,6 +48,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        make_readable(fd)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from metamem.data.base import DatasetError
+from metamem.files import make_readable
 from metamem.data.paths import data_root
 from metamem.data.sources import file_md5
 
@@ -91,6 +92,7 @@ def download(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    make_readable(fd)
     try:
         resp = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - user-chosen URL
     except (urllib.error.URLError, OSError) as e:  # HTTPError is a URLError

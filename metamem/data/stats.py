@@ -68,8 +68,8 @@ def compare_pixel_stats(
     if {tp, np_} == {"dark", "light"}:
         out.append(
             f"polarity: the run was trained on a {tp} background (border mean {trained['background']:.2f}) "
-            f"but {what} has a {np_} one ({new['background']:.2f}); the run will score near chance. "
-            f"Flip it with {fix}"
+            f"but {what} has a {np_} one ({new['background']:.2f}); accuracy usually drops, often to "
+            f"chance. Flip it with {fix}"
         )
     elif tp in ("dark", "light") and np_ == tp:
         a, b = trained["ink"], new["ink"]

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metamem.data.base import DatasetError
+from metamem.files import make_readable
 from metamem.data.paths import bundled_dir, data_root
 from metamem.data.sources import _is_image
 
@@ -252,6 +253,7 @@ def find_sets(
 
 def _install_zip(src: Path, dest: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    make_readable(fd)
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)

@@ -23,6 +23,7 @@ from typing import Any, Iterator
 import torch
 
 from metamem.data.base import ImageDataset
+from metamem.device import resolve_device
 from metamem.episodes.augment import AffineAugment
 from metamem.episodes.rng import KEY_BITS, keys_from_mix, keys_from_mix_into, position_mix
 from metamem.types import EpisodeBatch
@@ -217,7 +218,10 @@ class EpisodeSampler:
         k_shot: K, support examples per class (>= 1).
         n_query: Q, query examples per class (>= 0).
         batch_size: B, episodes per call of :meth:`sample`.
-        device: where images live and batches are produced (default CPU).
+        device: where images live and batches are produced: ``"auto"`` (CUDA when
+            available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a device; default CPU,
+            where a freshly built learner lives. A CUDA device on a machine without CUDA is a
+            one-line error.
         seed: seed of the sampler's own ``torch.Generator`` (or pass ``generator``).
         within_group: draw all classes of an episode from one group (one alphabet).
         generator: a CPU ``torch.Generator`` to own instead of seeding a new one.
@@ -275,7 +279,7 @@ class EpisodeSampler:
                 seed = operator.index(seed)
             except TypeError:
                 raise EpisodeSpecError(f"seed must be an integer, got {seed!r}") from None
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.device = resolve_device(device) if device is not None else torch.device("cpu")
         self.within_group = bool(within_group)
         self.dtype = dtype
         self._check_spec()

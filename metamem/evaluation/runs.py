@@ -197,7 +197,7 @@ class SweepPlan:
         if self.data is not None:
             name, opts = self.data
             where = f"{name} {opts.get('root', '')}".strip()
-            split = s0.get("split") if "split" in s0 else "all"
+            split = s0.get("split") or "all"
         else:
             where = str((self.runs[0].config.get("data") or {}).get("name"))
             split = vals("split")

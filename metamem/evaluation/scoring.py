@@ -49,6 +49,7 @@ from metamem._version import __version__
 from metamem.config import EVAL_DEFAULTS, PROTOCOL_NAMES, ConfigError, ProtocolName
 from metamem.config import parse_memory_budget as _parse_budget
 from metamem.data.base import ImageDataset
+from metamem.device import resolve_device
 from metamem.learners.capabilities import (
     MemoryInspection, RunningSetPrediction, SequencePrediction, SetPrediction,
 )
@@ -459,7 +460,9 @@ def evaluate(
             (defaults: :class:`metamem.config.EvalCfg`, as everywhere).
         protocol: which scorings to run: ``"set"``, ``"sequence"`` or ``"both"``.
         batch_size: episodes per batch (the episodes do not depend on it).
-        device: where to run (default: where the learner's parameters are, else CPU).
+        device: where to run: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``,
+            ``"cuda"``...; default: where the learner's parameters are, else CPU. A CUDA
+            device on a machine without CUDA is a one-line error.
         progress: show a tqdm progress bar.
         name: display name of the learner (default: its ``name`` attribute or class name).
         config, source: recorded in the result.
@@ -519,7 +522,7 @@ def evaluate(
             f"the set scoring needs n_query >= 1 (got {n_query}); raise eval.n_query or use "
             "eval.protocol=sequence"
         )
-    dev = torch.device(device) if device is not None else _learner_device(learner)
+    dev = resolve_device(device) if device is not None else _learner_device(learner)
     if isinstance(learner, nn.Module):
         learner.to(dev)
         was_training = learner.training

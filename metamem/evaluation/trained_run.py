@@ -173,10 +173,12 @@ class Run:
         prep = {k: v for k, v in self.preprocess.items() if k in accepted}
         ds = load_dataset(name, split=split, **{**prep, **options})
         if check:
-            self.check_data(ds, fix="invert=False" if prep.get("invert") else "invert=True")
+            flip = not bool({**prep, **options}.get("invert", False))
+            self.check_data(ds, fix=f"invert={flip} (CLI: data.options.invert={str(flip).lower()})")
         return ds
 
-    def check_data(self, ds: ImageDataset, *, fix: str = "invert=True") -> list[str]:
+    def check_data(self, ds: ImageDataset, *,
+                   fix: str = "invert=True (CLI: data.options.invert=true)") -> list[str]:
         """Check ``ds`` against the run: the image shape (an error), then the pixel
         statistics (one :class:`DataMismatchWarning` per difference, also returned)."""
         if tuple(ds.image_shape) != tuple(self.image_shape):

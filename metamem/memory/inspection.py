@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import torch
 
+from metamem.files import make_readable
 from metamem.memory.core import CoreOutput
 from metamem.memory.nsm import record_programs
 
@@ -84,6 +85,7 @@ def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
         raise ValueError(f"{path} has no suffix; use e.g. .png or .pdf")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    make_readable(fd)
     try:
         with os.fdopen(fd, "wb") as fh:
             fig.savefig(fh, format=fmt)

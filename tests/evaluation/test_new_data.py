@@ -180,7 +180,7 @@ def test_run_dataset_applies_preprocessing_and_warns(tmp_path, monkeypatch) -> N
         warnings.simplefilter("error")
         ds = run.dataset("folder", root=root, cache=False)
     assert ds.image_shape == (1, 6, 6) and ds.info["preprocess"]["invert"] is True
-    with pytest.warns(DataMismatchWarning, match=r"polarity: .* Flip it with invert=False"):
+    with pytest.warns(DataMismatchWarning, match=r"polarity: .* Flip it with invert=True \(CLI: data.options.invert=true\)"):
         run.dataset("folder", root=root, cache=False, invert=False)
     with pytest.raises(DatasetError, match=r"gives images of shape \(1, 9, 9\) but run .* reads \(1, 6, 6\)"):
         run.check_data(metamem.load_dataset("folder", root=root, cache=False))
@@ -196,3 +196,30 @@ def test_plan_with_data_override_uses_every_class(tmp_path, monkeypatch) -> None
     assert [s.get("split", "x") for s in plan.settings] == [None]
     with pytest.raises(ValueError, match=r"data.options.\* overrides need data=NAME"):
         plan_sweep([a], parse_sweep(["data.options.invert=true"]))
+
+
+# ----------------------------------------------------------------------- defaults, devices
+def test_python_evaluate_defaults_are_the_cli_defaults() -> None:
+    import inspect
+
+    from metamem.config import EvalCfg, config_to_dict
+    from metamem.evaluation import evaluate
+
+    cli = config_to_dict(EvalCfg())
+    params = inspect.signature(evaluate).parameters
+    shared = [k for k in params if k in cli]
+    assert set(shared) >= {"n_way", "k_shot", "n_query", "episodes", "seed", "protocol", "batch_size"}
+    shared.remove("data_options")  # None (nothing changed) there, {} here: the same
+    assert {k: params[k].default for k in shared} == {k: cli[k] for k in shared}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_unavailable_device_is_one_line_in_the_api(tmp_path) -> None:
+    ds = _strokes(True)
+    for call in (lambda: metamem.EpisodeSampler(ds, n_way=2, k_shot=1, device="cuda"),
+                 lambda: metamem.evaluate(NearestNeighbourLearner(), ds, n_way=2, n_query=1, device="cuda")):
+        with pytest.raises(RuntimeError) as e:
+            call()
+        assert str(e.value) == "device='cuda' but CUDA is not available; use device=cpu or device=auto"
+    sampler = metamem.EpisodeSampler(ds, n_way=2, k_shot=1, device="auto")
+    assert sampler.device == torch.device("cpu")

@@ -21,8 +21,8 @@ KW = dict(n_way=5, k_shot=2, n_query=3, episodes=23, seed=7)
 
 
 def test_same_protocol_same_fingerprint_and_accuracies(synth):
-    a = evaluate(NearestNeighbourLearner(), synth, batch_size=8, **KW)
-    b = evaluate(NearestNeighbourLearner(), synth, batch_size=8, **KW)
+    a = evaluate(NearestNeighbourLearner(), synth, batch_size=8, protocol="both", **KW)
+    b = evaluate(NearestNeighbourLearner(), synth, batch_size=8, protocol="both", **KW)
     assert a.fingerprint == b.fingerprint
     assert torch.equal(a.per_episode, b.per_episode)
     assert torch.equal(a.scores["sequence"].per_episode, b.scores["sequence"].per_episode)
@@ -32,8 +32,8 @@ def test_same_protocol_same_fingerprint_and_accuracies(synth):
 
 
 def test_episodes_do_not_depend_on_batch_size(synth):
-    a = evaluate(NearestNeighbourLearner(), synth, batch_size=23, **KW)
-    b = evaluate(NearestNeighbourLearner(), synth, batch_size=4, **KW)
+    a = evaluate(NearestNeighbourLearner(), synth, batch_size=23, protocol="both", **KW)
+    b = evaluate(NearestNeighbourLearner(), synth, batch_size=4, protocol="both", **KW)
     assert a.fingerprint == b.fingerprint
     assert torch.equal(a.per_episode, b.per_episode)
     assert a.per_presentation == b.per_presentation

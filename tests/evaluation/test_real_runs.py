@@ -50,7 +50,7 @@ def test_metamem_eval_on_a_trained_mann(mann_run, tmp_path, capsys):
 def test_real_set_learner_both_scorings_are_reproducible():
     ds = load_dataset("synthetic", split="test", num_classes=6, per_class=6, image_size=16)
     net = build_learner("protonet", n_way=3, image_shape=(1, 16, 16))
-    kw = dict(n_way=3, k_shot=1, n_query=2, episodes=3, seed=9, batch_size=2)
+    kw = dict(n_way=3, k_shot=1, n_query=2, episodes=3, seed=9, batch_size=2, protocol="both")
     a, b = evaluate(net, ds, **kw), evaluate(net, ds, **dict(kw, batch_size=3))
     assert a.fingerprint == b.fingerprint
     assert torch.allclose(a.per_episode, b.per_episode)

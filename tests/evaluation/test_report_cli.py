@@ -52,7 +52,7 @@ def fake_runs(tmp_path, monkeypatch):
 
 
 def test_write_results_json_md_csv(tmp_path, noisy):
-    rs = [evaluate(NearestNeighbourLearner(), noisy, n_way=3, k_shot=k, n_query=2, episodes=4,
+    rs = [evaluate(NearestNeighbourLearner(), noisy, n_way=3, k_shot=k, n_query=2, episodes=4, protocol="both",
                    config={"x": 1}) for k in (1, 2)]
     paths = write_results(rs, tmp_path / "out")
     doc = json.loads(paths["json"].read_text())
@@ -74,14 +74,15 @@ def test_write_results_json_md_csv(tmp_path, noisy):
 
 
 def test_plots(tmp_path, noisy):
-    rs = [evaluate(lr, noisy, n_way=3, k_shot=k, n_query=2, episodes=3)
+    rs = [evaluate(lr, noisy, n_way=3, k_shot=k, n_query=2, episodes=3, protocol="both")
           for lr in (NearestNeighbourLearner(), UniformLearner()) for k in (1, 2)]
     for path in (plot_per_presentation(rs, tmp_path / "pp.png"),
                  plot_accuracy_vs_shots(rs, tmp_path / "shots.png")):
         assert path.read_bytes()[:4] == PNG
     seq_only = [evaluate(UniformLearner(), noisy, n_way=3, n_query=1, episodes=2, protocol="set")]
     assert plot_per_presentation(seq_only, tmp_path / "none.png") is None
-    r = evaluate(OracleSequenceLearner(), noisy, n_way=3, n_query=2, episodes=2, keep_trace=True)
+    r = evaluate(OracleSequenceLearner(), noisy, n_way=3, n_query=2, episodes=2, keep_trace=True,
+                 protocol="both")
     assert plot_memory_trace(r.trace, tmp_path / "trace.png").read_bytes()[:4] == PNG
     with pytest.raises(ValueError, match="cannot plot a memory trace of type int"):
         plot_memory_trace(3, tmp_path / "bad.png")

@@ -24,7 +24,7 @@ N, K, Q = 5, 1, 4
 
 
 def _run(learner, ds=None, **kw):
-    args = dict(n_way=N, k_shot=K, n_query=Q, episodes=12, seed=3, batch_size=5)
+    args = dict(n_way=N, k_shot=K, n_query=Q, episodes=12, seed=3, batch_size=5, protocol="both")
     args.update(kw)
     return evaluate(learner, ds if ds is not None else coded_dataset(), **args)
 
@@ -39,7 +39,8 @@ def test_ci95_by_hand():
 
 
 def test_ci95_of_an_evaluation_by_hand(noisy):
-    r = evaluate(NearestNeighbourLearner(), noisy, n_way=5, k_shot=1, n_query=2, episodes=6, seed=0)
+    r = evaluate(NearestNeighbourLearner(), noisy, n_way=5, k_shot=1, n_query=2, episodes=6, seed=0,
+                 protocol="both")
     vals = [float(v) for v in r.per_episode]
     assert r.mean == pytest.approx(sum(vals) / 6, abs=1e-12)
     assert r.ci95 == pytest.approx(1.96 * statistics.stdev(vals) / math.sqrt(6), abs=1e-12)
