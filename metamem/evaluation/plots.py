@@ -152,6 +152,9 @@ def learning_curve(records: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
     Training lines carry ``acc`` and the timing keys ``elapsed_s``/``cpu_s``; validation
     lines carry ``val_acc`` at a step and get the timing of the last training line at or
     before that step. Lines marked ``final`` are included; a resumed run's are not repeated.
+    The timing keys count from the start of each training process, so the segments of a
+    resumed run (where they drop back) are laid end to end: each segment's times are offset
+    by the last logged times of the segments before it.
 
     Returns:
         ``{"step", "wall_s", "cpu_s", "acc"}`` for the training lines and ``{"val_step",
@@ -162,19 +165,26 @@ def learning_curve(records: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
     )
     curve: dict[str, list[float]] = {k: [] for k in (
         "step", "wall_s", "cpu_s", "acc", "val_step", "val_wall_s", "val_cpu_s", "val_acc")}
+    wall_off = cpu_off = prev_wall = prev_cpu = 0.0
+    timed: list[tuple[float, float, float]] = []  # (step, wall, cpu) on the joined clock
     for r in train:
+        wall, cpu = float(r["elapsed_s"]), float(r.get("cpu_s", float("nan")))
+        if wall < prev_wall:  # a resumed process: its clock starts again from zero
+            wall_off, cpu_off = wall_off + prev_wall, cpu_off + prev_cpu
+        prev_wall, prev_cpu = wall, cpu
+        timed.append((float(r["step"]), wall + wall_off, cpu + cpu_off))
         curve["step"].append(float(r["step"]))
-        curve["wall_s"].append(float(r["elapsed_s"]))
-        curve["cpu_s"].append(float(r.get("cpu_s", float("nan"))))
+        curve["wall_s"].append(wall + wall_off)
+        curve["cpu_s"].append(cpu + cpu_off)
         curve["acc"].append(float(r["acc"]))
     for r in sorted((r for r in records if "val_acc" in r), key=lambda r: r["step"]):
-        before = [t for t in train if t["step"] <= r["step"]]
+        before = [t for t in timed if t[0] <= r["step"]]
         if not before:
             continue
-        t = before[-1]
+        _, wall, cpu = before[-1]
         curve["val_step"].append(float(r["step"]))
-        curve["val_wall_s"].append(float(t["elapsed_s"]))
-        curve["val_cpu_s"].append(float(t.get("cpu_s", float("nan"))))
+        curve["val_wall_s"].append(wall)
+        curve["val_cpu_s"].append(cpu)
         curve["val_acc"].append(float(r["val_acc"]))
     return curve
 

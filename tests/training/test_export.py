@@ -89,6 +89,21 @@ def test_learning_curve_and_plot(trained, tmp_path):
         plot_learning_curves({}, tmp_path / "x.png")
 
 
+def test_learning_curve_joins_resumed_segments():
+    """A resumed process logs times from zero again: the curve lays segments end to end."""
+    recs = [
+        {"step": 10, "acc": 0.5, "elapsed_s": 5.0, "cpu_s": 4.0},
+        {"step": 20, "acc": 0.6, "elapsed_s": 9.0, "cpu_s": 8.0},
+        {"step": 20, "val_acc": 0.55},
+        {"step": 30, "acc": 0.7, "elapsed_s": 3.0, "cpu_s": 2.5},  # resumed after step 20
+        {"step": 40, "acc": 0.8, "elapsed_s": 6.0, "cpu_s": 5.0},
+        {"step": 40, "val_acc": 0.75},
+    ]
+    c = learning_curve(recs)
+    assert c["wall_s"] == [5.0, 9.0, 12.0, 15.0] and c["cpu_s"] == [4.0, 8.0, 10.5, 13.0]
+    assert c["val_wall_s"] == [9.0, 15.0] and c["val_cpu_s"] == [8.0, 13.0]
+
+
 def test_script_export_and_curves(trained, tmp_path):
     script = REPO / "scripts" / "omniglot_paper.py"
     env_run = [sys.executable, str(script)]
