@@ -3,7 +3,7 @@
 An experiment file is a small delta over at most one base file::
 
     extends: ../base/omniglot.yaml        # optional, ONE level, path relative to this file
-    learner: {name: mann, write_policy: lru}
+    learner: {name: mann, policy: lru}
     train: {steps: 2000}
 
 Loading (:func:`load_config`) goes: read the file with ``yaml.safe_load``; merge it over
@@ -196,7 +196,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
     Args:
         path: the experiment file.
-        overrides: ``["train.steps=2000", "learner.memory_slots=64", ...]``.
+        overrides: ``["train.steps=2000", "learner.slots=64", ...]``.
 
     Returns:
         The typed :class:`ExperimentCfg`.

@@ -29,7 +29,7 @@ import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from metamem.registry import Registry
+from metamem.registry import Registry, renames_of
 
 if TYPE_CHECKING:
     import inspect
@@ -46,7 +46,7 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "optimizers": ("metamem.optim", "OPTIMIZERS"),
     "schedulers": ("metamem.optim", "SCHEDULERS"),
 }
-_FORMAT = 1
+_FORMAT = 2  # 2: builders record their renamed keywords
 _PKG = Path(__file__).resolve().parent
 
 
@@ -58,8 +58,9 @@ class BuilderSpec:
     """
 
     def __init__(self, name: str, doc: str, signature: "inspect.Signature", hints: dict[str, Any],
-                 builder_name: str = "") -> None:
+                 builder_name: str = "", renamed: dict[str, str] | None = None) -> None:
         self.name, self.doc, self.signature, self.hints = name, doc, signature, hints
+        self.__renamed__ = dict(renamed or {})  # old -> new keyword names (registry.renames_of)
         self.__doc__ = doc  # what Registry.describe and messages read
         self.__name__ = builder_name or name
 
@@ -110,7 +111,7 @@ def spec_of(name: str, builder: Any) -> BuilderSpec:
     except Exception:  # unresolvable annotations: binding is still checked
         hints = {}
     return BuilderSpec(name, doc.splitlines()[0] if doc else "", inspect.signature(builder), hints,
-                       getattr(builder, "__name__", name))
+                       getattr(builder, "__name__", name), renames_of(builder))
 
 
 def _spec_to_json(spec: BuilderSpec) -> dict[str, Any]:
@@ -120,7 +121,8 @@ def _spec_to_json(spec: BuilderSpec) -> dict[str, Any]:
         enc = _encode_type(tp)
         if enc is not None and key != "return":
             hints[key] = enc
-    return {"doc": spec.doc, "params": params, "hints": hints, "builder": spec.__name__}
+    return {"doc": spec.doc, "params": params, "hints": hints, "builder": spec.__name__,
+            "renamed": renames_of(spec)}
 
 
 def _spec_from_json(name: str, d: dict[str, Any]) -> BuilderSpec:
@@ -131,7 +133,8 @@ def _spec_from_json(name: str, d: dict[str, Any]) -> BuilderSpec:
         for n, kind, has_default in d["params"]
     ]
     hints = {k: _decode_type(v) for k, v in d["hints"].items()}
-    return BuilderSpec(name, d["doc"], inspect.Signature(params), hints, d.get("builder", name))
+    return BuilderSpec(name, d["doc"], inspect.Signature(params), hints, d.get("builder", name),
+                       d.get("renamed"))
 
 
 def _key() -> str:

@@ -20,12 +20,17 @@ Example::
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
-from typing import Any, Callable, Generic, Iterator, TypeVar
+import warnings
+from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
 
 T = TypeVar("T", bound=Callable[..., Any])
 
-__all__ = ["Registry", "UnknownNameError", "load_plugins"]
+__all__ = [
+    "Registry", "UnknownNameError", "load_plugins", "renamed_keys", "renames_of", "rename_keys",
+    "RenamedKeyWarning", "RenamedKeyError",
+]
 
 
 class UnknownNameError(KeyError, ValueError):
@@ -113,6 +118,95 @@ class Registry(Generic[T]):
 
 def _qualname(obj: object) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+class RenamedKeyWarning(FutureWarning):
+    """A builder keyword given by its old name (it still works; the config should say the new one).
+
+    A :class:`FutureWarning` (Python's category for deprecations aimed at end users), so it
+    is shown by default, unlike a plain ``DeprecationWarning`` raised in library code.
+    """
+
+
+class RenamedKeyError(ValueError):
+    """A keyword given under both its old and its new name."""
+
+
+def rename_keys(
+    kwargs: Mapping[str, Any], renames: Mapping[str, str], *, owner: str, prefix: str = "",
+    where: Callable[[str], str] | None = None,
+) -> dict[str, Any]:
+    """``kwargs`` with each deprecated key of ``renames`` (old -> new) under its new name.
+
+    Each old key warns once per call (:class:`RenamedKeyWarning`, one line naming both).
+
+    Args:
+        kwargs: keyword arguments, maybe with old names.
+        renames: old name -> new name.
+        owner: the builder or section named in messages (``"learner mann"``).
+        prefix: dotted config path put before each key in messages (``"learner."``).
+        where: maps a dotted key to where it was set (a file or override), for messages.
+
+    Raises:
+        RenamedKeyError: when a key is given under both names (one line, naming both).
+    """
+    out = dict(kwargs)
+    for old, new in renames.items():
+        if old not in out:
+            continue
+        at = f"{where(prefix + old)}: " if where is not None else ""
+        if new in out:
+            raise RenamedKeyError(
+                f"{at}{owner}: {prefix}{old} is the old name of {prefix}{new} and both are given; "
+                f"keep {prefix}{new} only"
+            )
+        warnings.warn(
+            f"{at}{owner}: {prefix}{old} is deprecated, renamed {prefix}{new} (the old name still loads)",
+            RenamedKeyWarning, stacklevel=3,
+        )
+        out[new] = out.pop(old)
+    return out
+
+
+def renamed_keys(**renames: str) -> Callable[[T], T]:
+    """Decorator for a builder whose keyword arguments were renamed: ``old=new`` pairs.
+
+    The wrapped builder keeps the new signature (``inspect.signature`` follows it, so
+    ``metamem validate`` and ``metamem ls`` show the new names) and still accepts each old
+    name, with a :class:`RenamedKeyWarning`; both names at once raise :class:`RenamedKeyError`.
+    :func:`renames_of` reads the table back (the manifest stores it for ``metamem validate``).
+
+    Example::
+
+        @LEARNERS.register("mann")
+        @renamed_keys(memory_slots="slots")
+        def build_mann(*, n_way: int, image_shape: tuple[int, int, int], slots: int = 128): ...
+    """
+
+    def deco(builder: T) -> T:
+        params = inspect.signature(builder).parameters
+        for old, new in renames.items():
+            if new not in params or old in params:
+                raise ValueError(
+                    f"renamed_keys on {_qualname(builder)}: {old!r} -> {new!r} needs {new!r} and not "
+                    f"{old!r} among its parameters"
+                )
+        owner = getattr(builder, "__name__", "builder")
+
+        @functools.wraps(builder)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return builder(*args, **rename_keys(kwargs, renames, owner=owner))
+
+        wrapper.__renamed__ = dict(renames)  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return deco
+
+
+def renames_of(builder: object) -> dict[str, str]:
+    """The ``old -> new`` keyword renames a builder declared with :func:`renamed_keys` (or
+    a manifest :class:`~metamem.manifest.BuilderSpec` recorded); ``{}`` for none."""
+    return dict(getattr(builder, "__renamed__", None) or {})
 
 
 _PLUGINS_LOADED = False

@@ -25,7 +25,8 @@ import yaml
 
 from metamem.data import ImageDataset, load_dataset
 from metamem.files import atomic_write, write_text
-from metamem.learners import build_learner
+from metamem.learners import LEARNERS, build_learner
+from metamem.registry import renames_of
 
 __all__ = [
     "CheckpointError",
@@ -168,6 +169,19 @@ def config_differences(a: dict[str, Any], b: dict[str, Any], keys: tuple[str, ..
     return out
 
 
+def current_names(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with its learner keys under their current names (a run written before a
+    learner keyword was renamed, ``memory_slots`` -> ``slots``, compares equal to its new
+    spelling); silent: building the learner warns about old names."""
+    learner = config.get("learner")
+    if not isinstance(learner, dict) or learner.get("name") not in LEARNERS:
+        return config
+    renames = renames_of(LEARNERS.get(learner["name"]))
+    if not renames.keys() & learner.keys():
+        return config
+    return {**config, "learner": {renames.get(k, k): v for k, v in learner.items()}}
+
+
 def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], *, resume: bool = False) -> None:
     """Raise if the checkpoint was written for another learner/config.
 
@@ -181,7 +195,7 @@ def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], *, resume: bo
         CheckpointError: listing each differing key as ``checkpoint value vs config value``.
     """
     diffs = config_differences(
-        ckpt["config"], config,
+        current_names(ckpt["config"]), current_names(config),
         keys=None if resume else ARCH_KEYS,
         ignore=RESUMABLE_KEYS if resume else (),
     )

@@ -26,7 +26,7 @@ from metamem.config import (
 )
 from metamem.manifest import BuilderSpec
 from metamem.manifest import registry as manifest_registry
-from metamem.registry import Registry, UnknownNameError
+from metamem.registry import Registry, RenamedKeyError, UnknownNameError, rename_keys, renames_of
 
 if TYPE_CHECKING:
     from metamem.data.base import ImageDataset
@@ -64,6 +64,11 @@ def check_builder_kwargs(
         ConfigError: naming the key and the builder's accepted keys.
     """
     where = origin or (lambda _key: source)
+    name = getattr(builder, "__name__", str(builder))
+    try:  # old names of renamed keys still load, with a warning naming the new one
+        kwargs = rename_keys(kwargs, renames_of(builder), owner=name, prefix=f"{section}.", where=where)
+    except RenamedKeyError as e:
+        raise ConfigError(str(e)) from None
     spec = builder if isinstance(builder, BuilderSpec) else None
     sig = spec.signature if spec is not None else inspect.signature(builder)
     params = list(sig.parameters.values())[skip_first:]
@@ -74,7 +79,6 @@ def check_builder_kwargs(
     has_var_kw = any(p.kind == p.VAR_KEYWORD for p in params)
     for key in kwargs:
         if key not in accepted and not has_var_kw:
-            name = getattr(builder, "__name__", str(builder))
             raise ConfigError(
                 f"{where(f'{section}.{key}')}: {section}.{key}: unknown key for {name}; allowed keys: "
                 f"{', '.join(accepted) or '(none)'}"

@@ -41,7 +41,7 @@ def main() -> None:
     ds = metamem.load_dataset("omniglot", split="minimal/test", image_size=20, rotations=True)
     torch.manual_seed(0)  # the untrained weights (entry point: allowed to seed)
     mann = build_learner("mann", n_way=5, image_shape=ds.image_shape, controller_size=200,
-                         memory_slots=128, memory_width=40, read_heads=4)
+                         slots=128, width=40, read_heads=4)
     wall, cpu = time.perf_counter(), cpu_seconds()
     res = metamem.evaluate(mann, ds, n_way=5, k_shot=1, n_query=9, episodes=args.episodes,
                            seed=1234, protocol=args.protocol, batch_size=args.batch_size,

@@ -35,7 +35,7 @@ from metamem.learners import build_learner
 from metamem.types import NO_LABEL, EpisodeBatch
 
 N_WAY, K_SHOT, IMAGE = 5, 10, 20
-SIZES = dict(controller_size=200, memory_slots=128, memory_width=40, read_heads=4)
+SIZES = dict(controller_size=200, slots=128, width=40, read_heads=4)
 
 
 class ReferenceMANN(nn.Module):

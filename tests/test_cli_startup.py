@@ -51,8 +51,8 @@ def test_help_ls_validate_do_not_import_torch(tmp_path: Path) -> None:
     ok = _cli(["validate", "--no-data", "experiments/omniglot/mann_lru.yaml"], tmp_path)
     assert ok.returncode == 0, ok.stderr
     bad = _cli(["validate", "--no-data", "experiments/omniglot/mann_lru.yaml",
-                "learner.memory_slots=x", "train.optimizer.lrr=1"], tmp_path)
-    assert bad.returncode == 1 and "learner.memory_slots: expected int, got 'x'" in bad.stderr
+                "learner.slots=x", "train.optimizer.lrr=1"], tmp_path)
+    assert bad.returncode == 1 and "learner.slots: expected int, got 'x'" in bad.stderr
 
 
 @pytest.mark.parametrize("what", list(REGISTRIES))
@@ -75,7 +75,7 @@ def test_manifest_specs_match_the_live_builders(what: str) -> None:
 def test_manifest_spec_and_live_builder_give_the_same_errors() -> None:
     live = importlib.import_module("metamem.learners").LEARNERS.get("mann")
     spec = _spec_from_json("mann", _spec_to_json(spec_of("mann", live)))
-    for kwargs in ({"memory_slots": "x"}, {"bogus": 1}, {"write_policy": 3}, {"top_k": None}):
+    for kwargs in ({"slots": "x"}, {"bogus": 1}, {"policy": 3}, {"top_k": None}):
         errors = []
         for builder in (live, spec):
             try:

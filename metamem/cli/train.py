@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a learner from an experiment YAML",
         description="Train a learner. Overrides are dotted KEY=VALUE pairs, e.g. "
-        "train.steps=2000 learner.memory_slots=64 device=cpu (values parsed as YAML).",
+        "train.steps=2000 learner.slots=64 device=cpu (values parsed as YAML).",
     )
     p.add_argument("config", nargs="?", help="experiment YAML (omit with --resume)")
     p.add_argument("overrides", nargs="*", help="dotted KEY=VALUE overrides")

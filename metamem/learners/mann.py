@@ -34,6 +34,7 @@ from metamem.learners.capabilities import MemoryInspection
 from metamem.learners.lstm import SequenceLearnerBase, label_units
 from metamem.memory import build_core
 from metamem.memory.nsm import annealed_weight, attach_programs, program_regulariser
+from metamem.registry import renamed_keys
 from metamem.types import EpisodeBatch, LearnerOutput, SequenceBatch
 
 __all__ = ["MANN", "MANNState", "build_mann"]
@@ -68,17 +69,17 @@ class MANN(SequenceLearnerBase, MemoryInspection):
         n_way: N.
         image_shape: ``(C, H, W)``.
         controller_size: LSTM units H.
-        memory_slots: S.
-        memory_width: D.
+        slots: S.
+        width: D.
         read_heads: R.
-        write_policy: a :data:`~metamem.memory.WRITE_POLICIES` name.
+        policy: a :data:`~metamem.memory.WRITE_POLICIES` name.
         policy_options: options of the write policy (``{gamma: 0.95}`` for ``lru``...).
         key_strength: learn a read-key strength β ≥ 1 (False: the paper's plain softmax).
         top_k: sparse reads keeping the k best slots per head (None: dense).
         encoder: ``"flatten"`` or ``"conv"``.
         conv_channels: channels of the conv encoder.
         core: a :data:`~metamem.memory.MEMORY_CORES` name (``lstm_slot``: the slot memory
-            with ``write_policy``; ``ntm``; ``dnc``).
+            with ``policy``; ``ntm``; ``dnc``).
         core_options: extra options of a non-slot core (``{shifts: 1}`` for ``ntm``...).
         programs: P > 0 attaches a program memory of P programs per control head (NUTM).
         program_options: ``key_size`` (2), the regulariser weight ``reg`` (0.1), its
@@ -87,20 +88,20 @@ class MANN(SequenceLearnerBase, MemoryInspection):
 
     def __init__(
         self, n_way: int, image_shape: tuple[int, int, int], *, controller_size: int = 200,
-        memory_slots: int = 128, memory_width: int = 40, read_heads: int = 4,
-        write_policy: str = "lru", policy_options: dict[str, Any] | None = None,
+        slots: int = 128, width: int = 40, read_heads: int = 4,
+        policy: str = "lru", policy_options: dict[str, Any] | None = None,
         key_strength: bool = True, top_k: int | None = None, encoder: str = "flatten",
         conv_channels: int = 32, core: str = "lstm_slot", core_options: dict[str, Any] | None = None,
         programs: int = 0, program_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(n_way, image_shape, encoder, conv_channels)
-        sizes = dict(input_size=self.input_dim, hidden_size=controller_size, slots=memory_slots,
-                     width=memory_width, read_heads=read_heads)
+        sizes = dict(input_size=self.input_dim, hidden_size=controller_size, slots=slots,
+                     width=width, read_heads=read_heads)
         if core == "lstm_slot":
-            sizes.update(policy=write_policy, policy_options=policy_options, top_k=top_k, key_strength=key_strength)
-        elif write_policy != "lru" or policy_options or top_k is not None:
+            sizes.update(policy=policy, policy_options=policy_options, top_k=top_k, key_strength=key_strength)
+        elif policy != "lru" or policy_options or top_k is not None:
             raise ValueError(
-                f"MANN: write_policy/policy_options/top_k apply to core 'lstm_slot' only, not {core!r}"
+                f"MANN: policy/policy_options/top_k apply to core 'lstm_slot' only, not {core!r}"
             )
         self.core = build_core(core, **{**sizes, **dict(core_options or {})})
         self.head = nn.Linear(self.core.out_features, n_way)
@@ -162,10 +163,11 @@ class MANN(SequenceLearnerBase, MemoryInspection):
 
 
 @LEARNERS.register("mann")
+@renamed_keys(memory_slots="slots", memory_width="width", write_policy="policy")
 def build_mann(
     *, n_way: int, image_shape: tuple[int, int, int], controller_size: int = 200,
-    memory_slots: int = 128, memory_width: int = 40, read_heads: int = 4,
-    write_policy: str = "lru", policy_options: dict[str, Any] | None = None,
+    slots: int = 128, width: int = 40, read_heads: int = 4,
+    policy: str = "lru", policy_options: dict[str, Any] | None = None,
     key_strength: bool = True, top_k: int | None = None, encoder: str = "flatten",
     conv_channels: int = 32, core: str = "lstm_slot", core_options: dict[str, Any] | None = None,
     programs: int = 0, program_options: dict[str, Any] | None = None, max_way: int | None = None,
@@ -173,11 +175,13 @@ def build_mann(
     """MANN (Santoro et al. 2016): LSTM controller + a memory core (slot/NTM/DNC), optional NSM programs.
 
     ``max_way``: label units (default ``n_way``); episodes of any N <= ``max_way`` ways
-    (see :class:`~metamem.learners.lstm.SequenceLearnerBase`).
+    (see :class:`~metamem.learners.lstm.SequenceLearnerBase`). ``slots``, ``width``,
+    ``policy`` are the memory's words; the old ``memory_slots``, ``memory_width``,
+    ``write_policy`` still load, with a warning.
     """
     return MANN(
-        label_units("mann", n_way, max_way), image_shape, controller_size=controller_size, memory_slots=memory_slots,
-        memory_width=memory_width, read_heads=read_heads, write_policy=write_policy,
+        label_units("mann", n_way, max_way), image_shape, controller_size=controller_size, slots=slots,
+        width=width, read_heads=read_heads, policy=policy,
         policy_options=policy_options, key_strength=key_strength, top_k=top_k,
         encoder=encoder, conv_channels=conv_channels, core=core, core_options=core_options,
         programs=programs, program_options=program_options,

@@ -10,7 +10,7 @@ memory slots, F trunk width, D ``key_dim``):
 1. **Embedding**: a CNN trunk ``e = f(x)`` ``[F]`` and a linear key ``k = A e`` ``[D]``.
 2. **Memory writing**: the support items are presented in order, t = 0..Sp-1, to a
    :class:`~metamem.memory.SlotMemory` driven by ``h_t = k_t`` whose write policy (config
-   ``write_policy``: ``lru``, ``usage``, ``uniform``, ``cached_uniform``) decides *where* to
+   ``policy``: ``lru``, ``usage``, ``uniform``, ``cached_uniform``) decides *where* to
    write: its write weights ``w_t [B, S]`` (summed over write heads, capped at 1). The
    key-value memory is written with them,
    ``K ← K ⊙ (1 − w_t) + w_t k_t`` and ``V ← V ⊙ (1 − w_t) + w_t onehot(y_t)``,
@@ -56,6 +56,7 @@ from metamem.learners.capabilities import AnyWay, SetLearner
 from metamem.learners.metanet import build_trunk, check_set_inputs
 from metamem.memory import WRITE_POLICIES, CachedUniformWrite, MemoryState, SlotMemory
 from metamem.memory.state import check_positive
+from metamem.registry import renamed_keys
 
 __all__ = ["MemoryMatchingNet", "build_memory_matching", "write_key_value_memory", "memory_class_logits"]
 
@@ -143,8 +144,8 @@ class MemoryMatchingNet(SetLearner, AnyWay):
     Args:
         trunk: CNN ``[*, C, H, W] -> [*, F]`` exposing ``out_dim``.
         key_dim: D, width of keys and of the policy's slots.
-        memory_slots: S.
-        write_policy: a :data:`~metamem.memory.WRITE_POLICIES` name.
+        slots: S.
+        policy: a :data:`~metamem.memory.WRITE_POLICIES` name.
         policy_options: keyword options of the write policy.
         context_hidden: units per direction of the contextual bi-LSTM.
         read_sharpness: initial sharpness of the cosine matching.
@@ -155,8 +156,8 @@ class MemoryMatchingNet(SetLearner, AnyWay):
         trunk: nn.Module,
         *,
         key_dim: int = 64,
-        memory_slots: int = 32,
-        write_policy: str = "lru",
+        slots: int = 32,
+        policy: str = "lru",
         policy_options: dict[str, Any] | None = None,
         context_hidden: int = 64,
         read_sharpness: float = 10.0,
@@ -166,7 +167,7 @@ class MemoryMatchingNet(SetLearner, AnyWay):
         self.trunk = trunk
         self.key = nn.Linear(feat, key_dim)
         self.memory = SlotMemory(
-            key_dim, slots=memory_slots, width=key_dim, read_heads=1, policy=write_policy,
+            key_dim, slots=slots, width=key_dim, read_heads=1, policy=policy,
             policy_options=policy_options,
         )
         self.context = nn.LSTM(key_dim + 1, context_hidden, batch_first=True, bidirectional=True)
@@ -198,6 +199,7 @@ class MemoryMatchingNet(SetLearner, AnyWay):
 
 
 @LEARNERS.register("memory_matching")
+@renamed_keys(memory_slots="slots", write_policy="policy")
 def build_memory_matching(
     *,
     n_way: int,
@@ -205,8 +207,8 @@ def build_memory_matching(
     backbone: str = "conv4",
     backbone_channels: int | None = None,
     key_dim: int = 64,
-    memory_slots: int = 32,
-    write_policy: str = "lru",
+    slots: int = 32,
+    policy: str = "lru",
     policy_options: dict[str, Any] | None = None,
     context_hidden: int = 64,
     read_sharpness: float = 10.0,
@@ -219,25 +221,27 @@ def build_memory_matching(
         backbone: BACKBONES key of the embedding CNN.
         backbone_channels: filters per block of ``conv4`` (None: the backbone default).
         key_dim: D, width of the keys and the slots.
-        memory_slots: S (episodes with more support items than slots must forget some).
-        write_policy: ``lru``, ``usage``, ``uniform`` or ``cached_uniform``
+        slots: S (episodes with more support items than slots must forget some).
+        policy: ``lru``, ``usage``, ``uniform`` or ``cached_uniform``
             (:data:`metamem.memory.WRITE_POLICIES`).
         policy_options: keyword options of the write policy (e.g. ``{"gamma": 0.95}``).
         context_hidden: units per direction of the contextual bi-LSTM.
         read_sharpness: initial sharpness of the cosine matching.
 
+    The old names ``memory_slots`` and ``write_policy`` still load, with a warning.
+
     Raises:
         ValueError: on a non-positive size or an unknown write policy (listing the valid ones).
     """
     check_positive(
-        "memory_matching", n_way=n_way, key_dim=key_dim, memory_slots=memory_slots, context_hidden=context_hidden
+        "memory_matching", n_way=n_way, key_dim=key_dim, slots=slots, context_hidden=context_hidden
     )
     if read_sharpness <= 0:
         raise ValueError(f"memory_matching: read_sharpness must be > 0, got {read_sharpness!r}")
-    if write_policy not in WRITE_POLICIES:
-        raise ValueError(f"memory_matching: {WRITE_POLICIES.unknown_message(write_policy)}")
+    if policy not in WRITE_POLICIES:
+        raise ValueError(f"memory_matching: {WRITE_POLICIES.unknown_message(policy)}")
     trunk = build_trunk(backbone, image_shape, backbone_channels, owner="memory_matching")
     return MemoryMatchingNet(
-        trunk, key_dim=key_dim, memory_slots=memory_slots, write_policy=write_policy,
+        trunk, key_dim=key_dim, slots=slots, policy=policy,
         policy_options=policy_options, context_hidden=context_hidden, read_sharpness=read_sharpness,
     )

@@ -20,7 +20,7 @@ SMALL = {
     "maml": dict(inner_steps=1, eval_inner_steps=2, inner_lr=0.1),
     "metanet": dict(hidden=8, repr_dim=8, generator_hidden=4, max_way=7),
     "lstm": dict(controller_size=16, max_way=7),
-    "mann": dict(controller_size=16, memory_slots=8, memory_width=4, read_heads=1, max_way=7),
+    "mann": dict(controller_size=16, slots=8, width=4, read_heads=1, max_way=7),
 }
 
 
@@ -89,7 +89,7 @@ def test_eval_sweep_fills_every_cell_for_small_trained_runs(tmp_path: Path) -> N
         "maml": "{name: maml, backbone: conv4, inner_steps: 1, eval_inner_steps: 2, inner_lr: 0.1}",
         "metanet": "{name: metanet, hidden: 8, repr_dim: 8, generator_hidden: 4, max_way: 20}",
         "lstm": "{name: lstm, controller_size: 16, max_way: 20}",
-        "mann": "{name: mann, controller_size: 16, memory_slots: 8, memory_width: 4, read_heads: 1, max_way: 20}",
+        "mann": "{name: mann, controller_size: 16, slots: 8, width: 4, read_heads: 1, max_way: 20}",
         "protonet": "{name: protonet, backbone: conv4}",
     }
     runs = []

@@ -14,7 +14,7 @@ from metamem.learners.memory_matching import memory_class_logits, write_key_valu
 from metamem.memory import WRITE_POLICIES, CachedUniformWrite, SlotMemory
 
 POLICIES = ["lru", "usage", "uniform", "cached_uniform"]
-SMALL = dict(backbone_channels=8, key_dim=16, context_hidden=16, memory_slots=8)
+SMALL = dict(backbone_channels=8, key_dim=16, context_hidden=16, slots=8)
 STEPS = 60
 
 
@@ -111,12 +111,12 @@ def test_memory_class_logits_equal_naive_reference_and_gradcheck() -> None:
 
 def _tiny(policy: str = "lru", **kw: object) -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_learner("memory_matching", n_way=5, image_shape=(1, 16, 16), write_policy=policy, **{**SMALL, **kw})
+    return build_learner("memory_matching", n_way=5, image_shape=(1, 16, 16), policy=policy, **{**SMALL, **kw})
 
 
 @pytest.mark.parametrize("policy", POLICIES)
 def test_masked_predict_ignores_masked_items(policy: str) -> None:
-    model = _tiny(policy, memory_slots=4).eval()
+    model = _tiny(policy, slots=4).eval()
     with torch.no_grad():  # FiLM starts near the identity: make the contextual learner matter
         model.film.weight.normal_(0, 0.3)
     gen = torch.Generator().manual_seed(2)
@@ -139,7 +139,7 @@ def test_masked_predict_ignores_masked_items(policy: str) -> None:
 
 
 def test_more_items_than_slots_stays_finite() -> None:
-    model = _tiny("lru", memory_slots=2).train()
+    model = _tiny("lru", slots=2).train()
     ds = load_dataset("synthetic", num_classes=10, per_class=6, image_size=16, seed=1)
     batch = EpisodeSampler(ds, n_way=5, k_shot=2, n_query=2, batch_size=3, seed=0).sample()
     out = model(batch)
@@ -156,8 +156,8 @@ def test_bad_input_errors() -> None:
     valid = "cached_uniform, lru, uniform, usage"
     with pytest.raises(ValueError, match=f"memory_matching: unknown write policy 'fifo'.*{valid}"):
         _tiny("fifo")
-    with pytest.raises(ValueError, match="memory_matching: memory_slots must be a positive int, got 0"):
-        _tiny(memory_slots=0)
+    with pytest.raises(ValueError, match="memory_matching: slots must be a positive int, got 0"):
+        _tiny(slots=0)
     with pytest.raises(ValueError, match="read_sharpness must be > 0"):
         _tiny(read_sharpness=0.0)
     with pytest.raises(ValueError, match="backbone_channels=8 applies to backbone 'conv4' only"):
@@ -211,7 +211,7 @@ def test_trains_on_bundled_omniglot() -> None:
     except (KeyError, ValueError, FileNotFoundError) as exc:
         pytest.skip(f"bundled Omniglot not available: {exc}")
     torch.manual_seed(0)
-    model = build_learner("memory_matching", n_way=5, image_shape=(1, 28, 28), backbone_channels=32, memory_slots=32)
+    model = build_learner("memory_matching", n_way=5, image_shape=(1, 28, 28), backbone_channels=32, slots=32)
     _train(model, train, steps=300, lr=1e-3)
     acc = _score(model, test, n_way=5, k_shot=1, episodes=100)
     acc_20w = _score(model, test, n_way=20, k_shot=1, episodes=50)

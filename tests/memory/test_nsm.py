@@ -142,8 +142,8 @@ def test_nutm_learner_loss_includes_annealed_regulariser() -> None:
     ds = load_dataset("synthetic", num_classes=8, per_class=6, image_size=12, seed=3)
     batch = EpisodeSampler(ds, n_way=3, k_shot=2, n_query=1, batch_size=2, seed=1).sample()
     torch.manual_seed(0)
-    model = build_learner("mann", n_way=3, image_shape=(1, 12, 12), controller_size=8, memory_slots=6,
-                          memory_width=4, read_heads=2, programs=2,
+    model = build_learner("mann", n_way=3, image_shape=(1, 12, 12), controller_size=8, slots=6,
+                          width=4, read_heads=2, programs=2,
                           program_options={"reg": 1.0, "decay": 0.5, "every": 1})
     model.train()
     out = model(batch)
@@ -162,23 +162,23 @@ def test_nutm_learner_loss_includes_annealed_regulariser() -> None:
 def test_mann_core_switch(core: str) -> None:
     ds = load_dataset("synthetic", num_classes=8, per_class=6, image_size=12, seed=3)
     batch = EpisodeSampler(ds, n_way=3, k_shot=2, n_query=1, batch_size=2, seed=1).sample()
-    model = build_learner("mann", n_way=3, image_shape=(1, 12, 12), controller_size=8, memory_slots=6,
-                          memory_width=4, read_heads=1, core=core)
+    model = build_learner("mann", n_way=3, image_shape=(1, 12, 12), controller_size=8, slots=6,
+                          width=4, read_heads=1, core=core)
     assert type(model.core.memory).__name__ == {"ntm": "NTMMemory", "dnc": "DNCMemory"}[core]
     out = model(batch)
     assert torch.isfinite(out.loss)
     logits = model.predict(batch.support_x, batch.support_y, batch.query_x, n_way=3)
     assert logits.shape == (2, 3, 3)
     with pytest.raises(ValueError, match="lstm_slot"):
-        build_learner("mann", n_way=3, image_shape=(1, 12, 12), core=core, write_policy="usage")
+        build_learner("mann", n_way=3, image_shape=(1, 12, 12), core=core, policy="usage")
 
 
 def test_nutm_eval_loss_is_the_plain_sequence_loss() -> None:
     ds = load_dataset("synthetic", num_classes=8, per_class=6, image_size=12, seed=3)
     batch = EpisodeSampler(ds, n_way=3, k_shot=2, n_query=1, batch_size=2, seed=1).sample()
     torch.manual_seed(0)
-    model = build_learner("mann", n_way=3, image_shape=(1, 12, 12), controller_size=8, memory_slots=6,
-                          memory_width=4, read_heads=2, programs=2).eval()
+    model = build_learner("mann", n_way=3, image_shape=(1, 12, 12), controller_size=8, slots=6,
+                          width=4, read_heads=2, programs=2).eval()
     out = model(batch)
     ce = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), out.targets.flatten())
     torch.testing.assert_close(out.loss, ce)

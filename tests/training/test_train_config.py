@@ -23,7 +23,7 @@ def files(tmp_path: Path) -> Path:
     write(tmp_path / "base" / "b.yaml", {
         "seed": 3,
         "data": {"name": "synthetic", "options": {"image_size": 8}},
-        "learner": {"name": "mann", "memory_slots": 16, "policy_options": {"gamma": 0.9}},
+        "learner": {"name": "mann", "slots": 16, "policy_options": {"gamma": 0.9}},
         "train": {"steps": 10, "optimizer": {"name": "adam", "lr": 0.01}},
     })
     return write(tmp_path / "exp" / "e.yaml", {
@@ -37,7 +37,7 @@ def test_extends_merges_one_level(files: Path) -> None:
     cfg = load_config(files)
     assert cfg.seed == 3 and cfg.train.steps == 20
     assert cfg.learner.name == "mann"
-    assert cfg.learner.kwargs == {"memory_slots": 16, "policy_options": {"gamma": 0.9}, "read_heads": 2}
+    assert cfg.learner.kwargs == {"slots": 16, "policy_options": {"gamma": 0.9}, "read_heads": 2}
     assert cfg.train.optimizer.kwargs == {"lr": 0.01}
     assert cfg.data.options == {"image_size": 8}
     validate_config(cfg, source=str(files))
@@ -97,9 +97,9 @@ def test_two_extends_levels_are_rejected(files: Path) -> None:
 
 
 @pytest.mark.parametrize("override, match", [
-    ("learner.memory_slotz=3", r"learner\.memory_slotz: unknown key for build_mann; allowed keys: "
-                               r"controller_size, memory_slots"),
-    ("learner.memory_slots=big", r"learner\.memory_slots: expected int, got 'big'"),
+    ("learner.slotz=3", r"learner\.slotz: unknown key for build_mann; allowed keys: "
+                               r"controller_size, slots"),
+    ("learner.slots=big", r"learner\.slots: expected int, got 'big'"),
     ("learner.n_way=3", r"learner\.n_way: set by the framework from episodes\.n_way; remove it"),
     ("learner.name=manm", r"learner\.name: unknown learner 'manm' \(did you mean 'mann'\?\)"),
     ("data.name=omniglott", r"data\.name: unknown dataset 'omniglott'"),
@@ -144,5 +144,5 @@ def test_every_shipped_experiment_validates(repo_root: Path) -> None:
 def test_validate_cli(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(files), "train.steps=5"]) == 0
     assert "ok" in capsys.readouterr().out
-    assert main(["validate", str(files), "learner.memory_slotz=3"]) == 1
-    assert "learner.memory_slotz: unknown key" in capsys.readouterr().err
+    assert main(["validate", str(files), "learner.slotz=3"]) == 1
+    assert "learner.slotz: unknown key" in capsys.readouterr().err

@@ -16,7 +16,7 @@ N, K, Q, B = 3, 2, 2, 3
 SHAPE = (1, 5, 5)
 TINY = {
     "lstm": {"controller_size": 7},
-    "mann": {"controller_size": 7, "memory_slots": 5, "memory_width": 3, "read_heads": 2},
+    "mann": {"controller_size": 7, "slots": 5, "width": 3, "read_heads": 2},
 }
 
 
@@ -108,7 +108,7 @@ def test_memory_is_wiped_per_episode(name: str, batch) -> None:
 
 
 @pytest.mark.parametrize("name, kw", [
-    ("lstm", {}), ("mann", {}), ("mann", {"write_policy": "usage"}),
+    ("lstm", {}), ("mann", {}), ("mann", {"policy": "usage"}),
     ("mann", {"encoder": "conv", "conv_channels": 2}),
 ])
 def test_gradcheck_float64(name: str, kw: dict, batch) -> None:
@@ -122,7 +122,7 @@ def test_gradcheck_float64(name: str, kw: dict, batch) -> None:
 
 @pytest.mark.parametrize("policy", ["lru", "usage", "uniform", "cached_uniform"])
 def test_every_write_policy_trains(policy: str, batch) -> None:
-    model = build("mann", write_policy=policy).train()
+    model = build("mann", policy=policy).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     before = model(batch).loss
     before.backward()
