@@ -304,17 +304,19 @@ def _check_learner(cfg: ExperimentCfg, source: str) -> None:
 
 
 def _check_fixed_ways(cfg: ExperimentCfg, source: str) -> None:
-    """MANN, LSTM and MetaNet (``label_units``) have ``learner.max_way`` label units (default
-    ``episodes.n_way``): the final evaluation cannot score more ways with them. Every other
-    learner scores any way (MAML re-initialises its head per episode)."""
+    """Learners that declare :class:`~metamem.learners.capabilities.LimitedWays` (MANN, LSTM,
+    MetaNet) have ``learner.max_way`` label units (default ``episodes.n_way``): the final
+    evaluation cannot score more ways with them. Every other learner scores any way (MAML
+    re-initialises its head per episode)."""
     from metamem.learners import LEARNERS
+    from metamem.learners.capabilities import LimitedWays
 
     if cfg.learner is None:
         return
     origin = lambda key: origin_of(cfg, key, source)  # noqa: E731
     builder = LEARNERS.get(cfg.learner.name)
     cls = builder if isinstance(builder, type) else _return_type(builder)
-    if getattr(cls, "label_units", getattr(cls, "episode_format", "set") == "sequence"):
+    if isinstance(cls, type) and issubclass(cls, LimitedWays):
         limit = cfg.learner.kwargs.get("max_way") or cfg.episodes.n_way
         ways = cfg.eval.n_way if isinstance(cfg.eval.n_way, list) else [cfg.eval.n_way]
         bad = sorted({w for w in ways if w > limit})

@@ -10,8 +10,10 @@ first), :func:`inspect_episode` writes:
 * ``saliency.png`` and ``saliency.pt`` — the sequential Jacobian of Graves (papers.md §11):
   ``‖∂ log p_t(y_t) / ∂ x_τ‖`` over the step inputs (image encoding + previous label).
 
-Learners need ``step_inputs`` and ``run`` (every sequence learner); the trace and program
-plots also need a :class:`~metamem.memory.MemoryCore` as ``learner.core``.
+Learners declare what can be inspected (:mod:`metamem.learners.capabilities`): the saliency
+needs :class:`~metamem.learners.capabilities.StepwiseSequence` (every sequence learner); the
+trace and program plots need :class:`~metamem.learners.capabilities.MemoryInspection` (MANN,
+any core).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from typing import Any
 import torch
 
 from metamem.evaluation.protocol import Protocol
-from metamem.memory import MemoryCore, plot_trace
-from metamem.memory.inspection import plot_program_weights, plot_saliency, sequential_jacobian, trace_core
+from metamem.learners.capabilities import MemoryInspection, ProgramInspection, StepwiseSequence
+from metamem.memory import plot_trace
+from metamem.memory.inspection import plot_program_weights, plot_saliency, sequential_jacobian
 from metamem.runs import dataset_for, load_run
 from metamem.types import EpisodeBatch
 
@@ -37,23 +40,24 @@ def inspect_episode(learner: Any, batch: EpisodeBatch, out: str | os.PathLike[st
     Raises:
         ValueError: for a learner that is not a sequence learner.
     """
-    if getattr(learner, "episode_format", None) != "sequence" or not hasattr(learner, "step_inputs"):
-        raise ValueError(f"--inspect: {type(learner).__name__} is not a sequence learner (needs step_inputs and run)")
+    if not isinstance(learner, StepwiseSequence):
+        raise ValueError(
+            f"--inspect: {type(learner).__name__} is not a sequence learner (it does not declare "
+            "StepwiseSequence: step_inputs and run)"
+        )
     out = Path(out)
-    seq = batch.as_sequence()
+    seq = batch.select(slice(0, 1)).as_sequence()  # episode 0
     was_training = learner.training
     learner.eval()
     written: dict[str, Path] = {}
     try:
         with torch.no_grad():
-            inputs = learner.step_inputs(seq.x[:1], seq.prev_y[:1])  # [1, T, input_dim]
-            core = getattr(learner, "core", None)
-            if isinstance(core, MemoryCore):
-                core_out, programs = trace_core(core, inputs, write_steps=seq.steps)
-                assert core_out.trace is not None
-                written["memory_trace"] = plot_trace(core_out.trace, out / "memory_trace.png",
+            inputs = learner.step_inputs(seq.x, seq.prev_y)  # [1, T, input_dim]
+            if isinstance(learner, MemoryInspection):
+                written["memory_trace"] = plot_trace(learner.memory_trace(seq), out / "memory_trace.png",
                                                      title=f"{title} read/write weights, episode 0")
-                for name, weights in programs.items():
+            if isinstance(learner, ProgramInspection):
+                for name, weights in learner.program_weights(seq).items():
                     written["program_weights"] = plot_program_weights(
                         weights, out / "program_weights.png", title=f"{title} NSM program weights ({name})")
         jac = sequential_jacobian(lambda x: learner.run(x)[0], inputs, seq.y[0])
@@ -76,7 +80,7 @@ def inspect_run(path: str | os.PathLike[str], out: str | os.PathLike[str], *, de
     dataset = dataset_for(config, split, source=str(path))
     k_shot = ev.get("k_shot", 1)
     protocol = Protocol(
-        dataset=config.get("data", {}).get("name"), split=split, n_way=int(getattr(learner, "n_way", ev.get("n_way", 5))),
+        dataset=config.get("data", {}).get("name"), split=split, n_way=int(config["episodes"]["n_way"]),
         k_shot=int(k_shot[0] if isinstance(k_shot, list) else k_shot), n_query=int(ev.get("n_query", 0)),
         episodes=1, seed=int(ev.get("seed", 1234)), within_group=bool(ev.get("within_group", False)),
     )

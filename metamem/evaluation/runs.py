@@ -24,6 +24,7 @@ from metamem.config import EVAL_DEFAULTS, EvalCfg, check_value, config_to_dict, 
 from metamem.data.base import ImageDataset
 from metamem.device import resolve_device
 from metamem.evaluation.scoring import EvalResult, evaluate
+from metamem.learners.capabilities import LimitedWays
 from metamem.runs import dataset_for, find_checkpoint
 
 __all__ = [
@@ -254,8 +255,8 @@ def plan_sweep(
         eval_over["split"] = [None]  # a new dataset: every class unless eval.split is given
     settings, notes = combinations(runs[0].eval_settings, eval_over)
     for run, name in zip(runs, names):
-        limit = getattr(run.learner, "max_way", None)  # label units of MANN/LSTM/MetaNet
-        if isinstance(limit, int):
+        if isinstance(run.learner, LimitedWays):  # label units of MANN/LSTM/MetaNet
+            limit = run.learner.max_way
             bad = sorted({s["n_way"] for s in settings if s["n_way"] > limit})
             if bad:
                 raise ValueError(

@@ -121,7 +121,7 @@ def sequence_path(learner: Any) -> str | None:
     """
     if is_sequence_learner(learner):
         return "native"
-    if hasattr(learner, "predict_sequence"):
+    if isinstance(learner, RunningSetPrediction):
         return "predict_sequence"
     if supports_feature_reuse(learner):
         return "features"
@@ -134,7 +134,8 @@ def is_sequence_learner(learner: Any) -> bool:
 
 
 def learner_name(learner: Any) -> str:
-    return str(getattr(learner, "name", None) or type(learner).__name__)
+    """The learner's class name, for messages and progress bars."""
+    return type(learner).__name__
 
 
 def _check_logits(learner: Any, logits: torch.Tensor, shape: tuple[int, ...], what: str) -> None:

@@ -14,10 +14,15 @@ SetPrediction       ``predict(support_x, support_y, query_x, *, n_way,          
                     support_mask=None) -> [B, Qn, N]``                          scoring of set learners
 SequencePrediction  ``forward_sequence(seq) -> [B, T, N]``                      sequence scoring
 MemoryInspection    ``memory_trace(seq) -> MemoryTrace``                        ``evaluate(keep_trace=)``,
-                                                                                plots
+                                                                                plots, ``--inspect``
+ProgramInspection   ``program_weights(seq) -> {name: [B, T, G, P]}``            ``--inspect``
+StepwiseSequence    ``step_inputs(x, prev_y) -> [B, T, I]`` and                 ``--inspect`` (saliency)
+                    ``run(inputs) -> ([B, T, N], state)``
 FeaturePrediction   ``embed(x) -> [*, D]`` and ``predict_features(...)``         per-image feature reuse
 RunningSetPrediction ``predict_sequence(x, y, *, n_way) -> [B, T, N]``           sequence scoring fast path
 AnyWay              marker: ``predict`` serves any N (no per-way parameters)    ``eval.n_way`` sweeps
+LimitedWays         ``max_way``: N label units, episodes of N <= ``max_way``    ``validate``, ``eval``
+                    only (a one-hot label input or softmax rows sized by N)     sweep planning
 ==================  ==========================================================  ==========================
 
 Shapes follow the legend of :mod:`metamem.types` (``S`` support items, ``Qn`` query items).
@@ -41,10 +46,13 @@ __all__ = [
     "EmbeddingLearner",
     "FeaturePrediction",
     "MemoryInspection",
+    "ProgramInspection",
     "RunningSetPrediction",
     "SequencePrediction",
     "SetLearner",
     "SetPrediction",
+    "LimitedWays",
+    "StepwiseSequence",
     "capabilities_of",
 ]
 
@@ -95,6 +103,33 @@ class MemoryInspection(Protocol):
 
 
 @runtime_checkable
+class ProgramInspection(Protocol):
+    """Shows which stored programs (Neural Stored-program Memory) its memory ran at each step."""
+
+    def program_weights(self, seq: SequenceBatch) -> dict[str, torch.Tensor]:
+        """Program weights of every step of ``seq``: ``{program memory name: [B, T, G, P]}``
+        (G control heads, P programs); ``{}`` without programs."""
+        ...
+
+
+@runtime_checkable
+class StepwiseSequence(Protocol):
+    """Exposes its recurrence: the per-step inputs and the run over them, so a tool can
+    differentiate the outputs with respect to each step's input (the sequential Jacobian)."""
+
+    def step_inputs(self, x: torch.Tensor, prev_y: torch.Tensor) -> torch.Tensor:
+        """Step inputs ``[B, T, I]`` of images ``x [B, T, C, H, W]`` and the labels shown
+        one step late ``prev_y [B, T]``."""
+        ...
+
+    def run(self, inputs: torch.Tensor, state: Any = None, lengths: torch.Tensor | None = None,
+            total_steps: int | None = None) -> tuple[torch.Tensor, Any]:
+        """Logits ``[B, T, N]`` of step inputs ``[B, T, I]`` from ``state`` (None: a fresh
+        episode), and the state after them."""
+        ...
+
+
+@runtime_checkable
 class FeaturePrediction(Protocol):
     """``predict`` is ``predict_features(embed(support_x), support_y, embed(query_x))`` with a
     per-image ``embed``, so evaluation may embed each image of a split once."""
@@ -126,6 +161,18 @@ class AnyWay:
     serves episodes of any N, whatever ``n_way`` it was trained with."""
 
 
+class LimitedWays:
+    """Declared by a learner with a fixed number of label units (:attr:`max_way`): a one-hot
+    label input or softmax rows sized by N. It scores episodes of ``N <= max_way`` ways only
+    (MANN, LSTM, Meta Networks); ``metamem validate`` and ``metamem eval`` check sweeps
+    against it before scoring."""
+
+    @property
+    def max_way(self) -> int:
+        """The most ways an episode may have."""
+        raise NotImplementedError
+
+
 class SetLearner(nn.Module, SetPrediction):
     """Base of support/query learners whose training pass is their ``predict`` on the full
     episode: subclasses implement :meth:`~SetPrediction.predict` only."""
@@ -140,8 +187,8 @@ class SetLearner(nn.Module, SetPrediction):
 
 def capabilities_of(learner: Any) -> list[str]:
     """Names of the capabilities ``learner`` has (declared or structural), for messages."""
-    caps = (SetPrediction, SequencePrediction, MemoryInspection, FeaturePrediction,
-            RunningSetPrediction, AnyWay)
+    caps = (SetPrediction, SequencePrediction, MemoryInspection, ProgramInspection, StepwiseSequence, FeaturePrediction,
+            RunningSetPrediction, AnyWay, LimitedWays)
     return [c.__name__ for c in caps if isinstance(learner, c)]
 
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metamem.learners.base import LEARNERS
-from metamem.learners.capabilities import SequencePrediction, SetPrediction
+from metamem.learners.capabilities import LimitedWays, SequencePrediction, SetPrediction, StepwiseSequence
 from metamem.types import NO_LABEL, EpisodeBatch, LearnerOutput, SequenceBatch
 
 __all__ = ["ImageEncoder", "LSTMState", "RecurrentState", "SequenceLearnerBase", "support_order", "LSTMLearner", "build_lstm"]
@@ -82,7 +82,7 @@ class LSTMState(NamedTuple):
 RecurrentState = TypeVar("RecurrentState", bound=tuple)
 
 
-class SequenceLearnerBase(nn.Module, SetPrediction, SequencePrediction):
+class SequenceLearnerBase(nn.Module, SetPrediction, SequencePrediction, StepwiseSequence, LimitedWays):
     """Shared machinery of sequence learners (``episode_format = "sequence"``).
 
     Subclasses implement :meth:`run` (and :meth:`repeat_state`); everything else, the
@@ -145,7 +145,7 @@ class SequenceLearnerBase(nn.Module, SetPrediction, SequencePrediction):
         return torch.cat([feats, onehot], dim=-1)
 
     @property
-    def max_way(self) -> int:
+    def max_way(self) -> int:  # LimitedWays
         """The most ways an episode may have (the label units)."""
         return self.n_way
 

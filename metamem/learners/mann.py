@@ -30,9 +30,10 @@ import torch
 from torch import nn
 
 from metamem.learners.base import LEARNERS
-from metamem.learners.capabilities import MemoryInspection
+from metamem.learners.capabilities import MemoryInspection, ProgramInspection
 from metamem.learners.lstm import SequenceLearnerBase, label_units
 from metamem.memory import build_core
+from metamem.memory.inspection import trace_core
 from metamem.memory.nsm import annealed_weight, attach_programs, program_regulariser
 from metamem.registry import renamed_keys
 from metamem.types import EpisodeBatch, LearnerOutput, SequenceBatch
@@ -62,7 +63,7 @@ class MANNState(NamedTuple):
     start: int
 
 
-class MANN(SequenceLearnerBase, MemoryInspection):
+class MANN(SequenceLearnerBase, MemoryInspection, ProgramInspection):
     """Memory-augmented LSTM of Santoro et al. (2016) (see the module docstring).
 
     Args:
@@ -160,6 +161,10 @@ class MANN(SequenceLearnerBase, MemoryInspection):
     def memory_trace(self, seq: SequenceBatch) -> Any:
         """The read/write weights of every step of ``seq`` (the core re-run with ``trace=True``)."""
         return self.core(self.step_inputs(seq.x, seq.prev_y), write_steps=seq.steps, trace=True).trace
+
+    def program_weights(self, seq: SequenceBatch) -> dict[str, torch.Tensor]:
+        """NSM program weights ``{name: [B, T, G, P]}`` of every step of ``seq`` (``{}`` when ``programs == 0``)."""
+        return trace_core(self.core, self.step_inputs(seq.x, seq.prev_y), write_steps=seq.steps)[1]
 
 
 @LEARNERS.register("mann")

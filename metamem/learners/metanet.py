@@ -59,7 +59,7 @@ from metamem.learners._common import (
     support_onehot,
 )
 from metamem.learners.base import BACKBONES, LEARNERS
-from metamem.learners.capabilities import SetLearner
+from metamem.learners.capabilities import LimitedWays, SetLearner
 from metamem.memory.state import check_positive
 
 __all__ = [
@@ -217,7 +217,7 @@ class _CoordLSTM(nn.Module):
         return self.out(h).reshape(b, *coords)
 
 
-class MetaNet(SetLearner):
+class MetaNet(SetLearner, LimitedWays):
     """Meta Networks (Munkhdalai & Yu, ICML 2017); MetaNet− with ``task_fast_weights=False``.
 
     See the module docstring for the exact architecture and what is fast-weighted.
@@ -235,8 +235,7 @@ class MetaNet(SetLearner):
         read_sharpness: initial value of the learned memory-read sharpness.
     """
 
-    #: the slow softmax layers have ``max_way`` rows: more ways cannot be scored
-    label_units = True
+    # LimitedWays: the slow softmax layers have ``max_way`` rows, more ways cannot be scored
 
     def __init__(
         self,

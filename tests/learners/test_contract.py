@@ -158,6 +158,8 @@ CAPABILITY_METHODS = {
     caps.SetPrediction: ("predict",),
     caps.SequencePrediction: ("forward_sequence",),
     caps.MemoryInspection: ("memory_trace",),
+    caps.ProgramInspection: ("program_weights",),
+    caps.StepwiseSequence: ("step_inputs", "run"),
     caps.FeaturePrediction: ("embed", "predict_features"),
     caps.RunningSetPrediction: ("predict_sequence",),
 }
@@ -176,6 +178,20 @@ def test_capabilities_are_declared_and_implemented(name: str) -> None:
         for m in methods if declared else ():
             assert getattr(cls, m) is not getattr(cap, m), f"{name} declares {cap.__name__} but not {m}()"
     assert (cls.episode_format == "sequence") == (caps.SequencePrediction in cls.__mro__), name
+    # LimitedWays (with max_way) is declared by exactly the learners that refuse more ways
+    limited = caps.LimitedWays in cls.__mro__
+    assert not (limited and issubclass(cls, caps.AnyWay)), name
+    model = build(name).eval()
+    support_y = torch.arange(N_WAY + 1).repeat_interleave(2)[None]  # one way more than built for
+    args = (torch.rand(1, support_y.shape[1], *IMAGE_SHAPE), support_y, torch.rand(1, 2, *IMAGE_SHAPE))
+    if limited:
+        assert cls.max_way is not caps.LimitedWays.max_way, f"{name} declares LimitedWays but not max_way"
+        assert model.max_way == N_WAY
+        with pytest.raises(ValueError, match="max_way"), torch.no_grad():
+            model.predict(*args, n_way=N_WAY + 1)
+    else:
+        with torch.no_grad():
+            assert model.predict(*args, n_way=N_WAY + 1).shape == (1, 2, N_WAY + 1), name
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if issubclass(type(build(n)), caps.AnyWay)])
@@ -195,11 +211,14 @@ def test_any_way_learners_serve_other_ways(name: str, batches: tuple[EpisodeBatc
 @pytest.mark.parametrize("name", [n for n in NAMES if issubclass(type(build(n)), caps.MemoryInspection)])
 def test_memory_inspection_traces_every_step(name: str, batches: tuple[EpisodeBatch, EpisodeBatch]) -> None:
     seq = batches[0].as_sequence()
+    model = build(name).eval()
     with torch.no_grad():
-        trace = build(name).eval().memory_trace(seq)
+        trace = model.memory_trace(seq)
+        programs = model.program_weights(seq) if isinstance(model, caps.ProgramInspection) else {}
     assert trace.read_weights.shape[:2] == (BATCH, seq.steps)
     assert trace.write_weights.shape[:2] == (BATCH, seq.steps)
     assert torch.isfinite(trace.read_weights).all()
+    assert all(w.shape[:2] == (BATCH, seq.steps) for w in programs.values())
 
 
 def test_unknown_names_list_the_valid_ones() -> None:
