@@ -30,7 +30,7 @@ import re
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Mapping, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -503,3 +503,42 @@ def parse_memory_budget(value: int | str) -> int:
             f"least 1MiB; got {value!r}"
         )
     return int(n)
+
+
+#: ``episodes.augment`` keys (the fields of :class:`metamem.episodes.AffineAugment`, in order)
+#: and the closed range of each value.
+AUGMENT_LIMITS: dict[str, tuple[float, float]] = {
+    "rotate": (0.0, 180.0), "translate": (0.0, 1.0), "scale": (0.0, 1.0), "shear": (0.0, 60.0),
+    "crop_area": (1e-6, 1.0), "crop_aspect": (1.0, 10.0), "flip": (0.0, 1.0),
+    "brightness": (0.0, 1.0), "contrast": (0.0, 1.0), "saturation": (0.0, 1.0),
+}
+
+
+def check_augment_value(key: str, value: Any) -> None:
+    """Raise a ValueError (``augment.KEY must be ...``) unless ``value`` is a finite number in
+    the range of ``AUGMENT_LIMITS[key]``."""
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"augment.{key} must be a number, got {value!r}")
+    lo, hi = AUGMENT_LIMITS[key]
+    if not lo <= float(value) <= hi:
+        raise ValueError(f"augment.{key} must be in [{0 if lo < 1e-3 else lo:g}, {hi:g}], got {value!r}")
+
+
+def augment_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The checked keyword arguments of an ``episodes.augment`` mapping (ints become floats),
+    without importing torch: what :func:`metamem.episodes.build_augment` and ``metamem
+    validate`` check.
+
+    Raises:
+        ValueError: for an unknown key (listing the valid ones) or a bad value.
+    """
+    bad = [k for k in options if k not in AUGMENT_LIMITS]
+    if bad:
+        raise ValueError(f"augment: unknown key {bad[0]!r}; valid keys: {', '.join(AUGMENT_LIMITS)}")
+    out = {k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in options.items()}
+    for key in AUGMENT_LIMITS:  # in field order, as AffineAugment checks them
+        if key in out:
+            check_augment_value(key, out[key])
+    return out

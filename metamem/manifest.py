@@ -34,7 +34,7 @@ from metamem.registry import Registry, renames_of
 if TYPE_CHECKING:
     import inspect
 
-__all__ = ["REGISTRIES", "BuilderSpec", "registry", "manifest_path", "build_manifest"]
+__all__ = ["REGISTRIES", "BuilderSpec", "registry", "manifest_path", "build_manifest", "limited_ways_of"]
 
 #: listable name -> (module that fills the registry, registry attribute)
 REGISTRIES: dict[str, tuple[str, str]] = {
@@ -58,9 +58,11 @@ class BuilderSpec:
     """
 
     def __init__(self, name: str, doc: str, signature: "inspect.Signature", hints: dict[str, Any],
-                 builder_name: str = "", renamed: dict[str, str] | None = None) -> None:
+                 builder_name: str = "", renamed: dict[str, str] | None = None,
+                 limited_ways: bool = False) -> None:
         self.name, self.doc, self.signature, self.hints = name, doc, signature, hints
         self.__renamed__ = dict(renamed or {})  # old -> new keyword names (registry.renames_of)
+        self.limited_ways = limited_ways  # see limited_ways_of
         self.__doc__ = doc  # what Registry.describe and messages read
         self.__name__ = builder_name or name
 
@@ -111,7 +113,28 @@ def spec_of(name: str, builder: Any) -> BuilderSpec:
     except Exception:  # unresolvable annotations: binding is still checked
         hints = {}
     return BuilderSpec(name, doc.splitlines()[0] if doc else "", inspect.signature(builder), hints,
-                       getattr(builder, "__name__", name), renames_of(builder))
+                       getattr(builder, "__name__", name), renames_of(builder), limited_ways_of(builder))
+
+
+def limited_ways_of(builder: Any) -> bool:
+    """Whether a learner builder makes a learner that declares
+    :class:`~metamem.learners.capabilities.LimitedWays` (``learner.max_way`` label units:
+    MANN, LSTM, MetaNet), which cannot score more ways than that. Read from a
+    :class:`BuilderSpec`, or from the class (or the annotated return class of a builder
+    function)."""
+    if isinstance(builder, BuilderSpec):
+        return builder.limited_ways
+    cls = builder
+    if not isinstance(builder, type):
+        try:
+            cls = get_type_hints(builder).get("return")
+        except Exception:  # unresolvable annotations: no check
+            return False
+    if not isinstance(cls, type):
+        return False
+    from metamem.learners.capabilities import LimitedWays
+
+    return issubclass(cls, LimitedWays)
 
 
 def _spec_to_json(spec: BuilderSpec) -> dict[str, Any]:
@@ -122,7 +145,7 @@ def _spec_to_json(spec: BuilderSpec) -> dict[str, Any]:
         if enc is not None and key != "return":
             hints[key] = enc
     return {"doc": spec.doc, "params": params, "hints": hints, "builder": spec.__name__,
-            "renamed": renames_of(spec)}
+            "renamed": renames_of(spec), "limited_ways": spec.limited_ways}
 
 
 def _spec_from_json(name: str, d: dict[str, Any]) -> BuilderSpec:
@@ -134,7 +157,7 @@ def _spec_from_json(name: str, d: dict[str, Any]) -> BuilderSpec:
     ]
     hints = {k: _decode_type(v) for k, v in d["hints"].items()}
     return BuilderSpec(name, d["doc"], inspect.Signature(params), hints, d.get("builder", name),
-                       d.get("renamed"))
+                       d.get("renamed"), bool(d.get("limited_ways", False)))
 
 
 def _key() -> str:

@@ -8,7 +8,10 @@ could be known up front:
    must be registered; their keyword arguments must bind to the builder's signature
    (``inspect.signature(builder).bind``) and match its type annotations; the optimizer and
    scheduler are built once on a dummy parameter (so ``lr=fast`` or ``betas=[2, 0]`` fail
-   here, not at step 0); the numeric settings must make sense.
+   here, not at step 0) unless their values are among those torch surely accepts
+   (:func:`surely_builds`); the numeric settings must make sense. This step imports no torch
+   for the usual settings: the builders are read from the registry manifest
+   (:mod:`metamem.manifest`), so ``metamem validate --no-data`` starts in a fraction of a second.
 2. :func:`validate_data`: the train, val and test splits are loaded and each must provide the
    episodes asked of it (``episodes.*`` for train and val, every ``eval.n_way`` x
    ``eval.k_shot`` with ``eval.n_query`` for the evaluation split).
@@ -19,12 +22,14 @@ Every message names the file or the ``override 'KEY=VALUE'`` that set the key at
 from __future__ import annotations
 
 import inspect
+import math
 from typing import TYPE_CHECKING, Any, Callable, get_type_hints
 
 from metamem.config import (
-    PROTOCOL_NAMES, ConfigError, ExperimentCfg, check_value, origin_of, parse_memory_budget, type_name,
+    PROTOCOL_NAMES, ConfigError, ExperimentCfg, augment_kwargs, check_value, origin_of, parse_memory_budget,
+    type_name,
 )
-from metamem.manifest import BuilderSpec
+from metamem.manifest import BuilderSpec, limited_ways_of
 from metamem.manifest import registry as manifest_registry
 from metamem.registry import Registry, RenamedKeyError, UnknownNameError, rename_keys, renames_of
 
@@ -162,9 +167,88 @@ def _section_origin(cfg: ExperimentCfg, path: str, keys: list[str], source: str)
     return ", ".join(dict.fromkeys(found))
 
 
+def _finite(lo: float = -math.inf) -> Callable[[Any], bool]:
+    return lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                      and v >= lo)
+
+
+def _whole(lo: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _flag(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _betas(v: Any) -> bool:
+    return (isinstance(v, (list, tuple)) and len(v) == 2
+            and all(isinstance(b, float) and 0.0 <= b < 1.0 for b in v))
+
+
+_ADAM = {"lr": _finite(0), "betas": _betas, "eps": _finite(0), "weight_decay": _finite(0),
+         "amsgrad": _flag, "maximize": _flag, "foreach": lambda v: v is None or _flag(v),
+         "capturable": _flag, "differentiable": _flag}
+#: Values the built-in optimizers and schedulers surely accept, per registered name: the
+#: builder's ``__name__`` and a test per keyword argument (a subset of what the torch
+#: constructors accept; ``tests/test_cli_startup.py`` checks each accepted draw against the
+#: real constructor). A config within them needs no dry build, so ``metamem validate``
+#: does not import torch; anything else (other values or keys, ``fused``, plugins' builders)
+#: is dry-built and reported in torch's own words.
+SURE_OPTIMIZERS: dict[str, tuple[str, dict[str, Callable[[Any], bool]]]] = {
+    "adam": ("Adam", {**_ADAM, "decoupled_weight_decay": _flag}),
+    "adamw": ("AdamW", _ADAM),
+    "sgd": ("SGD", {"lr": _finite(0), "momentum": _finite(0), "dampening": _finite(),
+                    "weight_decay": _finite(0), "nesterov": _flag, "maximize": _flag,
+                    "foreach": _ADAM["foreach"], "differentiable": _flag}),
+    "rmsprop": ("RMSprop", {"lr": _finite(0), "alpha": _finite(0), "eps": _finite(0),
+                            "weight_decay": _finite(0), "momentum": _finite(0), "centered": _flag,
+                            "capturable": _flag, "foreach": _ADAM["foreach"], "maximize": _flag,
+                            "differentiable": _flag}),
+}
+_LAST_EPOCH = {"last_epoch": lambda v: v == -1 and not isinstance(v, bool)}
+SURE_SCHEDULERS: dict[str, tuple[str, dict[str, Callable[[Any], bool]]]] = {
+    "step": ("StepLR", {"step_size": _whole(1), "gamma": _finite(), **_LAST_EPOCH}),
+    "cosine": ("CosineAnnealingLR", {"T_max": _whole(1), "eta_min": _finite(), **_LAST_EPOCH}),
+    "exponential": ("ExponentialLR", {"gamma": _finite(), **_LAST_EPOCH}),
+    "none": ("constant_lr", {}),
+}
+
+
+def surely_builds(cfg: ExperimentCfg) -> bool:
+    """Whether the optimizer and scheduler of ``cfg`` surely build (see :data:`SURE_OPTIMIZERS`),
+    so that the dry build can be skipped. False means "not known": build them to find out."""
+    tr = cfg.train
+    for section, table, what in ((tr.optimizer, SURE_OPTIMIZERS, "optimizers"),
+                                 (tr.scheduler, SURE_SCHEDULERS, "schedulers")):
+        if section.name not in table:
+            return False
+        builder_name, tests = table[section.name]
+        builder = manifest_registry(what).get(section.name)
+        if getattr(builder, "__name__", None) != builder_name:  # another builder by that name
+            return False
+        if not all(k in tests and tests[k](v) for k, v in section.kwargs.items()):
+            return False
+        try:  # every required argument given (validate_config has checked this already)
+            check_builder_kwargs(builder, section.kwargs, section=what, source="", skip_first=1,
+                                 injected={"T_max": tr.steps} if section.name == "cosine"
+                                 and "T_max" not in section.kwargs else None)
+        except ConfigError:
+            return False
+    kw = tr.optimizer.kwargs
+    if tr.optimizer.name == "sgd" and kw.get("nesterov") and (
+        kw.get("momentum", 0) <= 0 or kw.get("dampening", 0) != 0
+    ):
+        return False
+    return True
+
+
 def _dry_build_optimizer(cfg: ExperimentCfg, origin: Callable[[str], str]) -> None:
     """Build the optimizer and scheduler once on a dummy parameter (what ``train`` does at
-    step 0), turning their own argument checks into :class:`ConfigError`."""
+    step 0), turning their own argument checks into :class:`ConfigError`. Skipped when the
+    settings surely build (:func:`surely_builds`): the first optimizer built in a process
+    imports ``torch._dynamo``, seconds of start-up."""
+    if surely_builds(cfg):
+        return
     import torch
 
     from metamem.optim import build_optimizer, build_scheduler
@@ -307,16 +391,11 @@ def _check_fixed_ways(cfg: ExperimentCfg, source: str) -> None:
     """Learners that declare :class:`~metamem.learners.capabilities.LimitedWays` (MANN, LSTM,
     MetaNet) have ``learner.max_way`` label units (default ``episodes.n_way``): the final
     evaluation cannot score more ways with them. Every other learner scores any way (MAML
-    re-initialises its head per episode)."""
-    from metamem.learners import LEARNERS
-    from metamem.learners.capabilities import LimitedWays
-
+    re-initialises its head per episode). Read from the registry manifest (no torch import)."""
     if cfg.learner is None:
         return
     origin = lambda key: origin_of(cfg, key, source)  # noqa: E731
-    builder = LEARNERS.get(cfg.learner.name)
-    cls = builder if isinstance(builder, type) else _return_type(builder)
-    if isinstance(cls, type) and issubclass(cls, LimitedWays):
+    if limited_ways_of(manifest_registry("learners").get(cfg.learner.name)):
         limit = cfg.learner.kwargs.get("max_way") or cfg.episodes.n_way
         ways = cfg.eval.n_way if isinstance(cfg.eval.n_way, list) else [cfg.eval.n_way]
         bad = sorted({w for w in ways if w > limit})
@@ -326,13 +405,6 @@ def _check_fixed_ways(cfg: ExperimentCfg, source: str) -> None:
                 f"units (learner.max_way, default episodes.n_way) and cannot score {bad}-way "
                 f"episodes; set learner.max_way >= {bad[-1]} or drop {bad} from eval.n_way"
             )
-
-
-def _return_type(builder: Callable[..., Any]) -> Any:
-    try:
-        return get_type_hints(builder).get("return")
-    except Exception:  # unresolvable annotations: no check
-        return None
 
 
 def _check_numbers(cfg: ExperimentCfg, source: str) -> None:
@@ -354,9 +426,7 @@ def _check_numbers(cfg: ExperimentCfg, source: str) -> None:
         if value < low:
             raise ConfigError(f"{at(key)}: {key}: must be >= {low}, got {value}")
     try:
-        from metamem.episodes.augment import build_augment
-
-        build_augment(ep.augment)
+        augment_kwargs(ep.augment)  # what build_augment checks, without importing torch
     except ValueError as e:
         raise ConfigError(f"{at('episodes.augment')}: episodes.{e}") from None
     if tr.grad_clip is not None and tr.grad_clip <= 0:

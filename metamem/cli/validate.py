@@ -3,8 +3,9 @@
 Each file is loaded (``extends`` applied, overrides applied), typed, and checked exactly as
 ``metamem train`` checks it before writing anything (:func:`metamem.validate.check_experiment`):
 registered names, builder keyword arguments (bound with ``inspect.signature``, types checked,
-optimizer and scheduler built on a dummy parameter), and the data splits against the episode
-settings (``--no-data`` skips loading the data). Nothing is trained or written.
+optimizer and scheduler built on a dummy parameter unless their values surely build), and the
+data splits against the episode settings (``--no-data`` skips loading the data, and with it
+the torch import). Nothing is trained or written.
 """
 
 from __future__ import annotations
@@ -25,8 +26,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from metamem.config import ConfigError, load_config
-    from metamem.data.base import DatasetError
     from metamem.validate import check_experiment
+
+    errors: tuple[type[Exception], ...] = (ConfigError, FileNotFoundError)
+    if not args.no_data:  # only loading the data raises DatasetError (and imports torch)
+        from metamem.data.base import DatasetError
+
+        errors += (DatasetError,)
 
     files = [i for i in args.items if "=" not in i or Path(i).exists()]
     overrides = [i for i in args.items if i not in files]
@@ -38,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
             cfg = load_config(file, overrides)
             check_experiment(cfg, source=file, require_learner=cfg.learner is not None,
                              data=not args.no_data)
-        except (ConfigError, DatasetError, FileNotFoundError) as e:
+        except errors as e:
             failed += 1
             print(f"FAIL {e}", file=sys.stderr, flush=True)
             continue

@@ -37,6 +37,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
+from metamem.config import augment_kwargs, check_augment_value
 from metamem.rng import M31, random_keys
 
 __all__ = ["AffineAugment", "build_augment", "affine_matrices"]
@@ -88,19 +89,8 @@ class AffineAugment:
     saturation: float = 0.0
 
     def __post_init__(self) -> None:
-        limits = {"rotate": (0.0, 180.0), "translate": (0.0, 1.0), "scale": (0.0, 1.0),
-                  "shear": (0.0, 60.0), "crop_area": (1e-6, 1.0), "crop_aspect": (1.0, 10.0),
-                  "flip": (0.0, 1.0), "brightness": (0.0, 1.0), "contrast": (0.0, 1.0),
-                  "saturation": (0.0, 1.0)}
         for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"augment.{f.name} must be a number, got {v!r}")
-            lo, hi = limits[f.name]
-            if not lo <= float(v) <= hi:
-                raise ValueError(
-                    f"augment.{f.name} must be in [{0 if lo < 1e-3 else lo:g}, {hi:g}], got {v!r}"
-                )
+            check_augment_value(f.name, getattr(self, f.name))
 
     @property
     def affine_active(self) -> bool:
@@ -261,10 +251,5 @@ def build_augment(options: Mapping[str, Any] | None) -> AffineAugment | None:
     """
     if not options:
         return None
-    valid = [f.name for f in fields(AffineAugment)]
-    bad = [k for k in options if k not in valid]
-    if bad:
-        raise ValueError(f"augment: unknown key {bad[0]!r}; valid keys: {', '.join(valid)}")
-    aug = AffineAugment(**{k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v
-                           for k, v in options.items()})
+    aug = AffineAugment(**augment_kwargs(options))
     return aug if aug.active else None
