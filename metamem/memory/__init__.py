@@ -33,6 +33,7 @@ from metamem.memory.dnc import DNCMemory, DNCState, directional_weights, update_
 from metamem.memory.multi import DualControllerCore, DualMemoryCore, ReadOnlyDecoder, TwoViewBatch, two_view_sum_task
 from metamem.memory.nsm import ProgramLinear, attach_programs, program_regulariser, record_programs
 from metamem.memory.ntm import NTMMemory, circular_shift, interpolate, ntm_address, sharpen
+from metamem.memory import policies
 from metamem.memory.policies import (
     WRITE_POLICIES,
     CachedUniformWrite,
@@ -41,6 +42,7 @@ from metamem.memory.policies import (
     UsageWrite,
     WritePolicy,
     allocation_weights,
+    uniform_interval,
     uniform_write_steps,
 )
 from metamem.memory.state import MemoryState, init_state
@@ -48,20 +50,13 @@ from metamem.memory.tasks import TaskBatch, associative_recall_task, bit_accurac
 from metamem.memory.trace import MemoryTrace, plot_trace
 
 __all__ = [
-    "WRITE_POLICIES",
+    *policies.__all__,  # WRITE_POLICIES, the policies and their schedule helpers
     "MemoryState",
     "init_state",
     "cosine_similarity",
     "content_weights",
     "read_memory",
     "oneplus",
-    "WritePolicy",
-    "LRUWrite",
-    "UsageWrite",
-    "UniformWrite",
-    "CachedUniformWrite",
-    "allocation_weights",
-    "uniform_write_steps",
     "SlotMemory",
     "MemoryCore",
     "CoreState",

@@ -32,13 +32,13 @@ from torch import nn
 
 from metamem.memory.addressing import content_weights, oneplus, read_memory
 from metamem.memory.policies import WRITE_POLICIES, WritePolicy
-from metamem.memory.state import MemoryState, check_positive, init_state
+from metamem.memory.state import MemoryModule, MemoryState, check_positive
 from metamem.memory.trace import MemoryTrace
 
 __all__ = ["SlotMemory", "MemoryCore", "CoreState", "CoreOutput"]
 
 
-class SlotMemory(nn.Module):
+class SlotMemory(MemoryModule):
     """A content-addressed slot memory with R read heads and a named write policy.
 
     Args:
@@ -71,15 +71,11 @@ class SlotMemory(nn.Module):
         top_k: int | None = None,
         key_strength: bool = True,
     ) -> None:
-        super().__init__()
-        check_positive(
-            "SlotMemory", hidden_size=hidden_size, slots=slots, width=width, read_heads=read_heads
-        )
+        super().__init__(hidden_size, slots, width, read_heads)
         if top_k is not None and (
             isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= slots
         ):
             raise ValueError(f"SlotMemory: top_k must be None or an int in 1..slots={slots}, got {top_k!r}")
-        self.hidden_size, self.slots, self.width, self.read_heads = hidden_size, slots, width, read_heads
         self.top_k = top_k
         self.key_strength = bool(key_strength)
         self.policy_name = policy
@@ -106,18 +102,8 @@ class SlotMemory(nn.Module):
 
         ``device``/``dtype`` default to those of the module's parameters.
         """
-        weight = self.interface.weight
-        return init_state(
-            batch_size,
-            slots=self.slots,
-            width=self.width,
-            read_heads=self.read_heads,
-            write_heads=self.policy.write_heads,
-            cache_size=self.policy.cache_size,
-            hidden_size=self.hidden_size,
-            device=weight.device if device is None else device,
-            dtype=weight.dtype if dtype is None else dtype,
-        )
+        return self.fresh_state(batch_size, device, dtype, write_heads=self.policy.write_heads,
+                                cache_size=self.policy.cache_size, hidden_size=self.hidden_size)
 
     def step(
         self, h: torch.Tensor, state: MemoryState, t: int, T: int
@@ -138,13 +124,8 @@ class SlotMemory(nn.Module):
         Raises:
             ValueError: if ``h`` is not ``[B, H]`` for this memory's H and the state's B.
         """
-        if h.dim() != 2 or h.shape[1] != self.hidden_size or h.shape[0] != state.memory.shape[0]:
-            raise ValueError(
-                f"SlotMemory.step: controller output has shape {tuple(h.shape)}, expected "
-                f"[B={state.memory.shape[0]}, H={self.hidden_size}]"
-            )
+        key_raw, strength_raw, write_raw = self.controls(h, state, self._split)
         B, R, D = h.shape[0], self.read_heads, self.width
-        key_raw, strength_raw, write_raw = self.interface(h).split(self._split, dim=1)
         keys = torch.tanh(key_raw).view(B, R, D)
         strength = oneplus(strength_raw) if self.key_strength else None
         policy = self.policy
@@ -212,12 +193,13 @@ class MemoryCore(nn.Module):
     Args:
         input_size: width of ``x_t``.
         hidden_size: H, LSTM units.
-        slots, width, read_heads, policy, policy_options, top_k, key_strength: as
-            :class:`SlotMemory`.
         memory: a ready memory module with SlotMemory's contract (``hidden_size``,
             ``read_heads``, ``width``, ``init_state``, ``step``), e.g.
             :class:`~metamem.memory.ntm.NTMMemory` or :class:`~metamem.memory.dnc.DNCMemory`;
-            when given, the slot arguments above are ignored.
+            None: a :class:`SlotMemory` driven by the H units.
+        **slot_options: keyword arguments of that :class:`SlotMemory` (``slots``, ``width``,
+            ``read_heads``, ``policy``, ``policy_options``, ``top_k``, ``key_strength``; its
+            defaults otherwise); refused together with ``memory``.
 
     Attributes:
         memory: the :class:`SlotMemory`.
@@ -229,21 +211,17 @@ class MemoryCore(nn.Module):
         input_size: int,
         *,
         hidden_size: int = 200,
-        slots: int = 128,
-        width: int = 40,
-        read_heads: int = 4,
-        policy: str = "lru",
-        policy_options: Mapping[str, Any] | None = None,
-        top_k: int | None = None,
-        key_strength: bool = True,
         memory: nn.Module | None = None,
+        **slot_options: Any,
     ) -> None:
         super().__init__()
         check_positive("MemoryCore", input_size=input_size, hidden_size=hidden_size)
         if memory is None:
-            memory = SlotMemory(
-                hidden_size, slots=slots, width=width, read_heads=read_heads, policy=policy,
-                policy_options=policy_options, top_k=top_k, key_strength=key_strength,
+            memory = SlotMemory(hidden_size, **slot_options)
+        elif slot_options:
+            raise ValueError(
+                f"MemoryCore: {', '.join(sorted(slot_options))} configure the slot memory; a given "
+                "memory= module is built with its own options"
             )
         elif memory.hidden_size != hidden_size:
             raise ValueError(

@@ -32,7 +32,7 @@ from torch import nn
 
 from metamem.memory.addressing import content_weights, oneplus, read_memory
 from metamem.memory.policies import UsageWrite
-from metamem.memory.state import MemoryState, check_controller_output, check_positive, init_state
+from metamem.memory.state import MemoryModule, MemoryState
 
 __all__ = ["DNCState", "update_precedence", "update_link", "directional_weights", "DNCMemory"]
 
@@ -113,7 +113,7 @@ def directional_weights(link: torch.Tensor, read_weights: torch.Tensor) -> tuple
     return forward, backward
 
 
-class DNCMemory(nn.Module):
+class DNCMemory(MemoryModule):
     """DNC memory: usage-based allocation writes, temporal links, three read modes.
 
     Same contract as :class:`~metamem.memory.SlotMemory` (``init_state``,
@@ -142,14 +142,12 @@ class DNCMemory(nn.Module):
         read_heads: int = 1,
         max_link_slots: int = MAX_LINK_SLOTS,
     ) -> None:
-        super().__init__()
-        check_positive("DNCMemory", hidden_size=hidden_size, slots=slots, width=width, read_heads=read_heads)
+        super().__init__(hidden_size, slots, width, read_heads)
         if slots > max_link_slots:
             raise ValueError(
                 f"DNCMemory: slots={slots} exceeds max_link_slots={max_link_slots}; the dense temporal "
                 f"link matrix costs B*S^2 numbers and O(S^2) per step (use fewer slots or raise max_link_slots)"
             )
-        self.hidden_size, self.slots, self.width, self.read_heads = hidden_size, slots, width, read_heads
         self.writer = UsageWrite(slots=slots, width=width, read_heads=read_heads, hidden_size=hidden_size)
         self.head_size = width + 1 + 3
         self.interface = nn.Linear(hidden_size, read_heads * self.head_size + self.writer.interface_size)
@@ -160,20 +158,13 @@ class DNCMemory(nn.Module):
 
     def interface_groups(self) -> list[int]:
         """Head index of every interface output: R read heads, then the write head (index R)."""
-        groups: list[int] = []
-        for r in range(self.read_heads):
-            groups += [r] * self.head_size
-        return groups + [self.read_heads] * self.writer.interface_size
+        return self.head_groups([self.head_size] * self.read_heads + [self.writer.interface_size])
 
     def init_state(
         self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> DNCState:
         """Memory ``1e-6``, usage/link/precedence/write weights zero, read weights one-hot on slot 0."""
-        weight = self.interface.weight
-        base = init_state(
-            batch_size, slots=self.slots, width=self.width, read_heads=self.read_heads,
-            device=weight.device if device is None else device, dtype=weight.dtype if dtype is None else dtype,
-        )
+        base = self.fresh_state(batch_size, device, dtype)
         zeros = base.usage.new_zeros
         return DNCState(
             base.memory, zeros(batch_size, self.slots), base.read_weights, base.write_weights,
@@ -181,20 +172,10 @@ class DNCMemory(nn.Module):
         )
 
     def step(self, h: torch.Tensor, state: DNCState, t: int, T: int) -> tuple[torch.Tensor, DNCState]:
-        """Write, update the links, read (``t``/``T`` unused: the DNC writes every step).
-
-        Args:
-            h: ``[B, H]``.
-            state: the memory before the step.
-
-        Returns:
-            ``(reads [B, R, D], new_state)``.
-        """
-        check_controller_output("DNCMemory.step", h, self.hidden_size, state.memory.shape[0])
+        """Write, update the links, read (:meth:`MemoryModule.step`; ``t``/``T`` unused: the DNC
+        writes every step)."""
         B, R, D = h.shape[0], self.read_heads, self.width
-        read_raw, write_raw = self.interface(h).split(
-            [R * self.head_size, self.writer.interface_size], dim=1
-        )
+        read_raw, write_raw = self.controls(h, state, [R * self.head_size, self.writer.interface_size])
         view = MemoryState(state.memory, state.usage, state.read_weights, state.write_weights, state.usage[:, :0])
         memory, usage, write_weights = self.writer.write(write_raw, view, state.read_weights)
         ww = write_weights[:, 0]

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metamem.memory.addressing import content_weights, oneplus, read_memory
-from metamem.memory.state import MemoryState, check_controller_output, check_positive, init_state
+from metamem.memory.state import MemoryModule, MemoryState
 
 __all__ = ["interpolate", "circular_shift", "sharpen", "ntm_address", "NTMMemory"]
 
@@ -111,7 +111,7 @@ def ntm_address(
     return sharpen(circular_shift(interpolate(content, previous, gate), shift), gamma)
 
 
-class NTMMemory(nn.Module):
+class NTMMemory(MemoryModule):
     """A slot memory with NTM heads: R read heads and Wh write heads (Graves et al. 2014).
 
     Drop-in for :class:`~metamem.memory.SlotMemory` inside
@@ -146,15 +146,10 @@ class NTMMemory(nn.Module):
         write_heads: int = 1,
         shifts: int = 1,
     ) -> None:
-        super().__init__()
-        check_positive(
-            "NTMMemory", hidden_size=hidden_size, slots=slots, width=width,
-            read_heads=read_heads, write_heads=write_heads,
-        )
+        super().__init__(hidden_size, slots, width, read_heads, write_heads=write_heads)
         if isinstance(shifts, bool) or not isinstance(shifts, int) or shifts < 0 or 2 * shifts + 1 > slots:
             raise ValueError(f"NTMMemory: shifts must be an int n >= 0 with 2n+1 <= slots={slots}, got {shifts!r}")
-        self.hidden_size, self.slots, self.width = hidden_size, slots, width
-        self.read_heads, self.n_write_heads, self.shifts = read_heads, write_heads, shifts
+        self.n_write_heads, self.shifts = write_heads, shifts
         self.address_size = width + 3 + (2 * shifts + 1)
         self.write_size = self.address_size + 2 * width
         self.interface = nn.Linear(hidden_size, read_heads * self.address_size + write_heads * self.write_size)
@@ -165,23 +160,13 @@ class NTMMemory(nn.Module):
 
     def interface_groups(self) -> list[int]:
         """Head index (0..R+Wh-1) of every interface output: read heads, then write heads."""
-        groups: list[int] = []
-        for r in range(self.read_heads):
-            groups += [r] * self.address_size
-        for w in range(self.n_write_heads):
-            groups += [self.read_heads + w] * self.write_size
-        return groups
+        return self.head_groups([self.address_size] * self.read_heads + [self.write_size] * self.n_write_heads)
 
     def init_state(
         self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> MemoryState:
         """Memory ``1e-6``, every head's weights one-hot on slot 0."""
-        weight = self.interface.weight
-        state = init_state(
-            batch_size, slots=self.slots, width=self.width, read_heads=self.read_heads,
-            write_heads=self.n_write_heads, device=weight.device if device is None else device,
-            dtype=weight.dtype if dtype is None else dtype,
-        )
+        state = self.fresh_state(batch_size, device, dtype, write_heads=self.n_write_heads)
         write_weights = torch.zeros_like(state.write_weights)
         write_weights[..., 0] = 1.0
         return state._replace(usage=torch.zeros_like(state.usage), write_weights=write_weights)
@@ -195,18 +180,10 @@ class NTMMemory(nn.Module):
         )
 
     def step(self, h: torch.Tensor, state: MemoryState, t: int, T: int) -> tuple[torch.Tensor, MemoryState]:
-        """Write with the write heads, then read (``t`` and ``T`` are unused: NTM writes every step).
-
-        Args:
-            h: ``[B, H]``.
-            state: the memory before the step.
-
-        Returns:
-            ``(reads [B, R, D], new_state)``.
-        """
-        check_controller_output("NTMMemory.step", h, self.hidden_size, state.memory.shape[0])
+        """Write with the write heads, then read (:meth:`MemoryModule.step`; ``t`` and ``T`` are
+        unused: NTM writes every step)."""
         B, R, Wh, D = h.shape[0], self.read_heads, self.n_write_heads, self.width
-        read_raw, write_raw = self.interface(h).split([R * self.address_size, Wh * self.write_size], dim=1)
+        read_raw, write_raw = self.controls(h, state, [R * self.address_size, Wh * self.write_size])
         write_raw = write_raw.view(B, Wh, self.write_size)
         address, erase, add = write_raw.split([self.address_size, D, D], dim=-1)
         write_weights = self._address(address, state.memory, state.write_weights)  # [B, Wh, S]

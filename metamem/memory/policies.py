@@ -49,7 +49,12 @@ WRITE_POLICIES: Registry[Callable[..., "WritePolicy"]] = Registry("write policy"
 
 
 class WritePolicy(nn.Module):
-    """Base class of the write rules (dense: writes at every step; see the module docstring)."""
+    """Base class of the write rules (dense: writes at every step; see the module docstring).
+
+    Every rule is built with the memory's sizes (``slots`` S, ``width`` D, ``read_heads`` R,
+    ``hidden_size`` H, checked here) plus its own options; subclasses take their options as
+    keywords and hand the sizes on (``def __init__(self, *, gamma=0.95, **sizes)``).
+    """
 
     #: policy name in :data:`WRITE_POLICIES` (used in error messages)
     name = "?"
@@ -119,17 +124,10 @@ class LRUWrite(WritePolicy):
     name = "lru"
 
     def __init__(
-        self,
-        *,
-        slots: int,
-        width: int,
-        read_heads: int,
-        hidden_size: int,
-        gamma: float = 0.95,
-        write_key: bool = False,
-        zero_before_write: bool = True,
+        self, *, gamma: float = 0.95, write_key: bool = False, zero_before_write: bool = True, **sizes: int
     ) -> None:
-        super().__init__(slots=slots, width=width, read_heads=read_heads, hidden_size=hidden_size)
+        super().__init__(**sizes)
+        slots, width, read_heads = self.slots, self.width, self.read_heads
         if read_heads > slots:
             raise self._error(
                 f"read_heads={read_heads} exceeds slots={slots}; the least-used indicator needs "
@@ -203,9 +201,9 @@ class UsageWrite(WritePolicy):
 
     name = "usage"
 
-    def __init__(self, *, slots: int, width: int, read_heads: int, hidden_size: int) -> None:
-        super().__init__(slots=slots, width=width, read_heads=read_heads, hidden_size=hidden_size)
-        self.interface_size = 3 * width + read_heads + 3
+    def __init__(self, **sizes: int) -> None:
+        super().__init__(**sizes)
+        self.interface_size = 3 * self.width + self.read_heads + 3
 
     def write(
         self, raw: torch.Tensor, state: MemoryState, read_keys: torch.Tensor
@@ -241,23 +239,11 @@ def uniform_write_steps(T: int, slots: int) -> list[int]:
 class _Scheduled(WritePolicy):
     """Shared part of the sparse writers: a dense ``base`` rule applied at scheduled steps."""
 
-    def __init__(
-        self,
-        *,
-        slots: int,
-        width: int,
-        read_heads: int,
-        hidden_size: int,
-        base: str = "usage",
-        base_options: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(slots=slots, width=width, read_heads=read_heads, hidden_size=hidden_size)
+    def __init__(self, *, base: str = "usage", base_options: Mapping[str, Any] | None = None, **sizes: int) -> None:
+        super().__init__(**sizes)
         if base in ("uniform", "cached_uniform"):
             raise self._error(f"base must be a dense write policy such as 'usage' or 'lru', got {base!r}")
-        self.base = WRITE_POLICIES.build(
-            base, slots=slots, width=width, read_heads=read_heads, hidden_size=hidden_size,
-            **dict(base_options or {}),
-        )
+        self.base = WRITE_POLICIES.build(base, **sizes, **dict(base_options or {}))
         self.write_heads = self.base.write_heads
         self.interface_size = self.base.interface_size
 
@@ -324,28 +310,17 @@ class CachedUniformWrite(_Scheduled):
     name = "cached_uniform"
 
     def __init__(
-        self,
-        *,
-        slots: int,
-        width: int,
-        read_heads: int,
-        hidden_size: int,
-        cache_size: int = 5,
-        attention_size: int = 16,
-        base: str = "usage",
-        base_options: Mapping[str, Any] | None = None,
+        self, *, cache_size: int = 5, attention_size: int = 16, base: str = "usage",
+        base_options: Mapping[str, Any] | None = None, **sizes: int,
     ) -> None:
-        super().__init__(
-            slots=slots, width=width, read_heads=read_heads, hidden_size=hidden_size,
-            base=base, base_options=base_options,
-        )
+        super().__init__(base=base, base_options=base_options, **sizes)
         check_positive(
             f"write policy {self.name!r}", cache_size=cache_size, attention_size=attention_size
         )
         self.cache_size = cache_size
-        self.query = nn.Linear(hidden_size, attention_size)  # W
-        self.item = nn.Linear(hidden_size, attention_size, bias=False)  # U
-        self.context = nn.Linear(read_heads * width, attention_size, bias=False)  # V
+        self.query = nn.Linear(self.hidden_size, attention_size)  # W
+        self.item = nn.Linear(self.hidden_size, attention_size, bias=False)  # U
+        self.context = nn.Linear(self.read_heads * self.width, attention_size, bias=False)  # V
         self.score = nn.Linear(attention_size, 1, bias=False)  # v
 
     def interval(self, T: int) -> int:

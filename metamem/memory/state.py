@@ -12,11 +12,12 @@ the usage are one-hot on slot 0, and the last write weights are zero.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
+from torch import nn
 
-__all__ = ["MemoryState", "init_state", "check_positive", "check_controller_output"]
+__all__ = ["MemoryState", "MemoryModule", "init_state", "check_positive", "check_controller_output"]
 
 #: Constant initial value of every memory cell (ntm-one-shot).
 MEMORY_INIT = 1e-6
@@ -131,3 +132,71 @@ def init_state(
     write_weights = torch.zeros(batch_size, write_heads, slots, **kw)
     cache = torch.zeros(batch_size, cache_size, hidden_size if cache_size else 0, **kw)
     return MemoryState(memory, usage, read_weights, write_weights, cache)
+
+
+class MemoryModule(nn.Module):
+    """What every memory a :class:`~metamem.memory.MemoryCore` drives shares (:class:`SlotMemory
+    <metamem.memory.SlotMemory>`, :class:`~metamem.memory.ntm.NTMMemory`,
+    :class:`~metamem.memory.dnc.DNCMemory`): the sizes H, S, D, R (checked, kept as attributes),
+    a learned ``interface`` (an ``nn.Linear`` from the controller output ``h [B, H]``, made by
+    the subclass), a fresh state on the interface's device, and the checked split of the
+    interface output. Subclasses implement ``init_state`` and ``step(h, state, t, T)``.
+    """
+
+    interface: nn.Linear
+
+    def __init__(self, hidden_size: int, slots: int, width: int, read_heads: int, **more_sizes: int) -> None:
+        super().__init__()
+        check_positive(type(self).__name__, hidden_size=hidden_size, slots=slots, width=width,
+                       read_heads=read_heads, **more_sizes)
+        self.hidden_size, self.slots, self.width, self.read_heads = hidden_size, slots, width, read_heads
+
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Any:
+        """A wiped memory for ``batch_size`` episodes; ``device``/``dtype`` default to the module's."""
+        raise NotImplementedError
+
+    def step(self, h: torch.Tensor, state: Any, t: int, T: int) -> tuple[torch.Tensor, Any]:
+        """One memory step: write, then read.
+
+        Args:
+            h: ``[B, H]`` controller output at step t.
+            state: the memory before step t (the subclass's state type).
+            t: 0-based step index.
+            T: the write horizon (leading steps whose data the memory should store); only
+                scheduled writers (``uniform``, ``cached_uniform``) use ``t`` and ``T``.
+
+        Returns:
+            ``(reads [B, R, D], new_state)``.
+
+        Raises:
+            ValueError: if ``h`` is not ``[B, H]`` for this memory's H and the state's B.
+        """
+        raise NotImplementedError
+
+    def fresh_state(
+        self, batch_size: int, device: torch.device | str | None, dtype: torch.dtype | None, **options: Any
+    ) -> MemoryState:
+        """:func:`init_state` at this memory's sizes; ``device``/``dtype`` None: the interface's."""
+        weight = self.interface.weight
+        return init_state(
+            batch_size, slots=self.slots, width=self.width, read_heads=self.read_heads,
+            device=weight.device if device is None else device,
+            dtype=weight.dtype if dtype is None else dtype, **options,
+        )
+
+    def controls(self, h: torch.Tensor, state: Any, sizes: list[int]) -> tuple[torch.Tensor, ...]:
+        """The interface output of ``h [B, H]`` split into parts of ``sizes`` (``[B, size]`` each).
+
+        Raises:
+            ValueError: if ``h`` is not ``[B, H]`` for this memory's H and the state's B.
+        """
+        check_controller_output(f"{type(self).__name__}.step", h, self.hidden_size, state.memory.shape[0])
+        return self.interface(h).split(sizes, dim=1)
+
+    @staticmethod
+    def head_groups(sizes: list[int]) -> list[int]:
+        """Head index of every interface output, for heads whose blocks have ``sizes`` outputs
+        in order (what :func:`metamem.memory.nsm.attach_programs` splits into programs)."""
+        return [head for head, size in enumerate(sizes) for _ in range(size)]
