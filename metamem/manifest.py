@@ -21,18 +21,17 @@ Other annotations are left out, and their values are then only checked by bindin
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
-import tempfile
 import types
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from metamem.registry import Registry, renames_of
 
 if TYPE_CHECKING:
     import inspect
+    from pathlib import Path
+
+    from metamem.registry import Registry
 
 __all__ = ["REGISTRIES", "BuilderSpec", "registry", "manifest_path", "build_manifest", "limited_ways_of"]
 
@@ -47,7 +46,7 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "schedulers": ("metamem.optim", "SCHEDULERS"),
 }
 _FORMAT = 2  # 2: builders record their renamed keywords
-_PKG = Path(__file__).resolve().parent
+_PKG = os.path.dirname(os.path.realpath(__file__))  # (pathlib is imported only when needed)
 
 
 class BuilderSpec:
@@ -107,6 +106,8 @@ def spec_of(name: str, builder: Any) -> BuilderSpec:
     """The :class:`BuilderSpec` of a live builder (a function or a class)."""
     import inspect
 
+    from metamem.registry import renames_of
+
     doc = inspect.getdoc(builder) or ""
     try:
         hints = get_type_hints(builder.__init__ if isinstance(builder, type) else builder)
@@ -138,6 +139,8 @@ def limited_ways_of(builder: Any) -> bool:
 
 
 def _spec_to_json(spec: BuilderSpec) -> dict[str, Any]:
+    from metamem.registry import renames_of
+
     params = [[p.name, int(p.kind), p.default is not p.empty] for p in spec.signature.parameters.values()]
     hints = {}
     for key, tp in spec.hints.items():
@@ -172,14 +175,19 @@ def _key() -> str:
             h.update(f"|{dist}=?".encode())
     for ep in metadata.entry_points(group="metamem.plugins"):
         h.update(f"|plugin {ep.name}={ep.value}".encode())
-    for path in sorted(_PKG.rglob("*.py")):
+    from pathlib import Path
+
+    pkg = Path(_PKG)
+    for path in sorted(pkg.rglob("*.py")):
         st = path.stat()
-        h.update(f"|{path.relative_to(_PKG)}:{st.st_size}:{st.st_mtime_ns}".encode())
+        h.update(f"|{path.relative_to(pkg)}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:20]
 
 
 def manifest_path() -> Path:
     """The manifest file for the installed code (under ``$METAMEM_CACHE`` or ``~/.cache/metamem``)."""
+    from pathlib import Path
+
     env = os.environ.get("METAMEM_CACHE")
     root = Path(env).expanduser() if env else Path.home() / ".cache" / "metamem"
     return root / "manifests" / f"registries-{_key()}.json"
@@ -204,6 +212,9 @@ def _load_manifest() -> dict[str, dict[str, Any]]:
 
 
 def _read_or_build() -> dict[str, dict[str, Any]]:
+    import json
+    import tempfile
+
     path = manifest_path()
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -239,6 +250,8 @@ def registry(what: str) -> Registry[Any]:
     if module in sys.modules:
         return getattr(sys.modules[module], attr)
     if what not in _LOADED:
+        from metamem.registry import Registry
+
         entry = _load_manifest()[what]
         reg: Registry[Any] = Registry(entry["kind"])
         for name, d in entry["items"].items():
