@@ -38,6 +38,16 @@ def _figure(width: float = 6.0, height: float = 4.0) -> Any:
     return fig
 
 
+def accuracy_axes(ax: Any, xlabel: str, title: str, ylabel: str = "accuracy (%)") -> None:
+    """The look of every accuracy-in-percent plot: labels, 0..100 %, a light grid, a legend."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title(title)
+
+
 def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower()
@@ -74,12 +84,7 @@ def plot_per_presentation(
         xs = list(range(1, len(ys) + 1))
         ax.errorbar(xs, [100 * y for y in ys], yerr=[100 * c for c in ci], marker="o",
                     capsize=2, label=_label(r))
-    ax.set_xlabel("presentation of the class")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    ax.set_title(title or "sequence accuracy by presentation")
+    accuracy_axes(ax, "presentation of the class", title or "sequence accuracy by presentation")
     return _save(fig, path)
 
 
@@ -112,12 +117,7 @@ def plot_accuracy_vs_shots(
         ax.errorbar([p[0] for p in pts], [100 * p[1] for p in pts],
                     yerr=[100 * p[2] for p in pts], marker="o", capsize=2,
                     label=f"{learner} ({n_way}-way)")
-    ax.set_xlabel("shots per class (K)")
-    ax.set_ylabel(f"{scoring} accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    ax.set_title(title or f"{scoring} accuracy vs shots")
+    accuracy_axes(ax, "shots per class (K)", title or f"{scoring} accuracy vs shots", f"{scoring} accuracy (%)")
     return _save(fig, path)
 
 

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from metamem.evaluation.plots import _figure, _save, plot_per_presentation
+from metamem.evaluation.plots import _figure, _save, accuracy_axes, plot_per_presentation
 from metamem.evaluation.report import atomic_write_text, to_markdown
 from metamem.evaluation.scoring import EvalResult
 
@@ -56,12 +56,7 @@ def plot_learning_curve(records: Sequence[dict[str, Any]], path: str | os.PathLi
                 if pts and i > 0:
                     ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], "s--", ms=3,
                             label=f"validation, {name} presentation")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    ax.set_title(title or "learning curve")
+    accuracy_axes(ax, "training step", title or "learning curve")
     lx.set_xlabel("training step")
     lx.set_ylabel("training loss")
     lx.grid(alpha=0.3)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from metamem.memory.state import check_positive
-from metamem.memory.tasks import TaskBatch, _bits, _generator
+from metamem.memory.tasks import TaskBatch, _bits, _generator, _present, _scored_from
 
 __all__ = ["repeat_copy_task", "priority_sort_task", "ngram_task", "bit_errors"]
 
@@ -49,16 +49,12 @@ def repeat_copy_task(
     items = _bits((batch_size, length, bits), gen)
     out_steps = length * repeats + 1
     T = length + 1 + out_steps
-    inputs = items.new_zeros(batch_size, T, bits + 2)
-    inputs[:, :length, :bits] = items
-    inputs[:, length, bits] = 1.0
+    inputs = _present(items, T, bits + 2, delimiter=bits)
     inputs[:, length, bits + 1] = repeats / max_repeats
     targets = items.new_zeros(batch_size, T, bits + 1)
     targets[:, length + 1 : T - 1, :bits] = items.repeat(1, repeats, 1)
     targets[:, T - 1, bits] = 1.0
-    mask = torch.zeros(batch_size, T, dtype=torch.bool, device=items.device)
-    mask[:, length + 1 :] = True
-    return TaskBatch(inputs, targets, mask, length + 1)
+    return _scored_from(inputs, targets, length + 1, length + 1)
 
 
 def priority_sort_task(
@@ -86,16 +82,12 @@ def priority_sort_task(
     data = _bits((batch_size, items, bits), gen)
     priority = torch.rand(batch_size, items, generator=gen, device=gen.device) * 2 - 1
     T = items + 1 + out_items
-    inputs = data.new_zeros(batch_size, T, bits + 2)
-    inputs[:, :items, :bits] = data
+    inputs = _present(data, T, bits + 2, delimiter=bits + 1)
     inputs[:, :items, bits] = priority
-    inputs[:, items, bits + 1] = 1.0
     order = torch.argsort(priority, dim=1, descending=True, stable=True)[:, :out_items]
     targets = data.new_zeros(batch_size, T, bits)
     targets[:, items + 1 :] = torch.gather(data, 1, order.unsqueeze(-1).expand(-1, -1, bits))
-    mask = torch.zeros(batch_size, T, dtype=torch.bool, device=data.device)
-    mask[:, items + 1 :] = True
-    return TaskBatch(inputs, targets, mask, items + 1)
+    return _scored_from(inputs, targets, items + 1, items + 1)
 
 
 def ngram_task(
@@ -136,9 +128,7 @@ def ngram_task(
     T = length - 1
     inputs = seq[:, :T].unsqueeze(-1)
     targets = seq[:, 1:].unsqueeze(-1)
-    mask = torch.zeros(batch_size, T, dtype=torch.bool, device=gen.device)
-    mask[:, n - 2 :] = True
-    return TaskBatch(inputs, targets, mask, T)
+    return _scored_from(inputs, targets, n - 2, T)
 
 
 def bit_errors(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:

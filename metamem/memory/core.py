@@ -92,18 +92,10 @@ class SlotMemory(MemoryModule):
     def write_heads(self) -> int:
         return self.policy.write_heads
 
-    def init_state(
-        self,
-        batch_size: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> MemoryState:
-        """A wiped memory for ``batch_size`` episodes (see :func:`~metamem.memory.init_state`).
-
-        ``device``/``dtype`` default to those of the module's parameters.
-        """
-        return self.fresh_state(batch_size, device, dtype, write_heads=self.policy.write_heads,
-                                cache_size=self.policy.cache_size, hidden_size=self.hidden_size)
+    def state_options(self) -> dict[str, int]:
+        """The policy's write heads and cache (see :meth:`MemoryModule.init_state`)."""
+        return {"write_heads": self.policy.write_heads, "cache_size": self.policy.cache_size,
+                "hidden_size": self.hidden_size}
 
     def step(
         self, h: torch.Tensor, state: MemoryState, t: int, T: int

@@ -154,8 +154,13 @@ class MemoryModule(nn.Module):
     def init_state(
         self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> Any:
-        """A wiped memory for ``batch_size`` episodes; ``device``/``dtype`` default to the module's."""
-        raise NotImplementedError
+        """A wiped memory for ``batch_size`` episodes (:func:`init_state` with this memory's
+        sizes and :meth:`state_options`); ``device``/``dtype`` default to the module's."""
+        return self.fresh_state(batch_size, device, dtype, **self.state_options())
+
+    def state_options(self) -> dict[str, int]:
+        """Further keyword arguments of :func:`init_state` (write heads, cache...); none here."""
+        return {}
 
     def step(self, h: torch.Tensor, state: Any, t: int, T: int) -> tuple[torch.Tensor, Any]:
         """One memory step: write, then read.

@@ -60,6 +60,23 @@ def _bits(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
     return torch.randint(0, 2, shape, generator=gen, device=gen.device).float()
 
 
+def _present(data: torch.Tensor, steps: int, channels: int, delimiter: int) -> torch.Tensor:
+    """Inputs ``[B, T=steps, channels]`` showing ``data [B, L, bits]`` on steps ``0..L-1``
+    (channels ``0..bits-1``), then a 1 on channel ``delimiter`` at step L; zeros elsewhere."""
+    b, length, bits = data.shape
+    inputs = data.new_zeros(b, steps, channels)
+    inputs[:, :length, :bits] = data
+    inputs[:, length, delimiter] = 1.0
+    return inputs
+
+
+def _scored_from(inputs: torch.Tensor, targets: torch.Tensor, first: int, write_steps: int) -> TaskBatch:
+    """The :class:`TaskBatch` whose outputs are scored from step ``first`` to the end."""
+    mask = torch.zeros(inputs.shape[:2], dtype=torch.bool, device=inputs.device)
+    mask[:, first:] = True
+    return TaskBatch(inputs, targets, mask, write_steps)
+
+
 def copy_task(
     batch_size: int,
     length: int,
@@ -93,14 +110,10 @@ def copy_task(
     gen = _generator("copy_task", generator, seed, device)
     items = _bits((batch_size, length, bits), gen)
     T = 2 * length + 1
-    inputs = items.new_zeros(batch_size, T, bits + 1)
-    inputs[:, :length, :bits] = items
-    inputs[:, length, bits] = 1.0
+    inputs = _present(items, T, bits + 1, delimiter=bits)
     targets = items.new_zeros(batch_size, T, bits)
     targets[:, length + 1 :] = items
-    mask = torch.zeros(batch_size, T, dtype=torch.bool, device=items.device)
-    mask[:, length + 1 :] = True
-    return TaskBatch(inputs, targets, mask, length + 1)
+    return _scored_from(inputs, targets, length + 1, length + 1)
 
 
 def associative_recall_task(
@@ -156,9 +169,7 @@ def associative_recall_task(
     inputs[:, store_steps + 1 + item_length, bits + 1] = 1.0
     targets = data.new_zeros(batch_size, T, bits)
     targets[:, T - item_length :] = data[rows, query + 1]
-    mask = torch.zeros(batch_size, T, dtype=torch.bool, device=data.device)
-    mask[:, T - item_length :] = True
-    return TaskBatch(inputs, targets, mask, store_steps)
+    return _scored_from(inputs, targets, T - item_length, store_steps)
 
 
 def bit_accuracy(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
