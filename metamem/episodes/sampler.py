@@ -34,6 +34,11 @@ __all__ = [
 
 _SAMPLER_STREAM = 1
 _MAX_POSITIONS = 1 << 31  # classes and images per class must stay below 2**31
+_AHEAD_BATCHES = 16  # batches drawn ahead at most
+_AHEAD_VALUES = 1 << 21  # random values (int64) of one draw ahead at most
+_SCRATCH_EPISODES = 1024  # draws of up to this many episodes reuse work arrays
+_CHUNK_ABOVE_BYTES = 12 << 20  # CPU: outputs above this are converted piece by piece...
+_CHUNK_BYTES = 1 << 20  # ...in pieces of about this size (measured: docs/benchmarks.md)
 
 
 class EpisodeSpecError(ValueError):
@@ -209,6 +214,68 @@ class OutputBuffers:
         return buf
 
 
+class _DrawAhead:
+    """The index draw of the next few batches, done at once (a cache keyed by episode keys).
+
+    :meth:`EpisodeSampler.sample` draws its keys from the sampler's generator as always, then
+    looks them up here. On a miss (first call, stream used up, generator reseeded, shared or
+    restored) :meth:`refill` draws the classes and samples for these keys and for the keys of
+    up to 15 further batches, read from a *copy* of the generator, so the generator itself
+    advances exactly as without this cache. A hit is checked key by key: a batch is always
+    the draw of its own keys (episodes are pure functions of their keys). Draws ahead that
+    go unused halve the lookahead (down to none); fully used ones double it again. One draw
+    ahead holds at most ``_AHEAD_VALUES`` random values.
+    """
+
+    def __init__(self) -> None:
+        self.keys: torch.Tensor | None = None  # int64 [L] (CPU)
+        self.classes: torch.Tensor | None = None  # [L, N] on the sampler's device
+        self.samples: torch.Tensor | None = None  # [L, N, K+Q] on the sampler's device
+        self.flat: torch.Tensor | None = None  # [L / b, b*N*(K+Q)]: each batch's flat indices
+        self.cursor = 0  # episodes used
+        self.batch = 0  # B of the refill
+        self.batches = _AHEAD_BATCHES
+
+    def clear(self) -> None:
+        self.keys = self.classes = self.samples = self.flat = None
+        self.cursor = 0
+
+    def take(self, keys: torch.Tensor, sampler: "EpisodeSampler") -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(classes [B, N], flat indices)`` of ``keys`` if they are the next keys drawn ahead,
+        else None (see :meth:`EpisodeSampler._assemble` for the flat layout)."""
+        if self.keys is None:
+            return None
+        b, c, n = keys.shape[0], self.cursor, self.keys.shape[0]
+        if c + b > n or not torch.equal(self.keys[c : c + b], keys):
+            if c < n:  # draws ahead went unused: look less far ahead
+                self.batches = max(1, self.batches // 2)
+            elif self.batches < _AHEAD_BATCHES:  # all used: look further ahead again
+                self.batches = min(_AHEAD_BATCHES, self.batches * 2)
+            self.clear()
+            return None
+        self.cursor = c + b
+        assert self.classes is not None and self.samples is not None and self.flat is not None
+        if b == self.batch and c % b == 0:  # laid out at the refill
+            return self.classes[c : c + b], self.flat[c // b]
+        return self.classes[c : c + b], torch.take(self.samples[c : c + b], sampler._gather_order(b))
+
+    def refill(self, keys: torch.Tensor, sampler: "EpisodeSampler") -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw ``keys`` (just taken from the generator) and the keys of the batches after them."""
+        b = keys.shape[0]
+        row = sampler.table.mix(sampler.n_way).shape[0]
+        m = max(1, min(self.batches, _AHEAD_VALUES // max(1, b * row)))
+        if m > 1:
+            g = torch.Generator(device=sampler.generator.device)
+            g.set_state(sampler.generator.get_state())
+            keys = torch.cat([keys, torch.randint(0, 1 << KEY_BITS, ((m - 1) * b,), generator=g)])
+        classes, samples = sampler._draw_samples(keys.to(sampler.device, non_blocking=True))
+        # the flat layout of each batch, for all m batches in one op
+        flat = samples.view(m, -1).index_select(1, sampler._gather_order(b))
+        self.keys, self.classes, self.samples, self.flat = keys, classes, samples, flat
+        self.cursor, self.batch = b, b
+        return classes[:b], flat[0]
+
+
 class EpisodeSampler:
     """Draws batches of N-way K-shot episodes on a device with one gather per batch.
 
@@ -300,6 +367,7 @@ class EpisodeSampler:
         self.reuse_buffers = bool(reuse_buffers)
         self._outputs = OutputBuffers()
         self._scratch: dict[tuple[str, int], torch.Tensor] = {}  # internal work arrays per B
+        self._ahead = _DrawAhead()
 
     # ------------------------------------------------------------------ validation
     def _where(self) -> str:
@@ -343,15 +411,30 @@ class EpisodeSampler:
         return ok.to(self.device)
 
     # ------------------------------------------------------------------ sampling
+    def _keys_cpu(self, b: int) -> torch.Tensor:
+        """The next ``b`` episode keys of the generator's stream, on the CPU (advances it)."""
+        return torch.randint(0, 1 << KEY_BITS, (b,), generator=self.generator)
+
     def draw_keys(self, batch_size: int | None = None) -> torch.Tensor:
         """Draw ``[B]`` episode keys from the sampler's generator (advances its state)."""
         b = self.batch_size if batch_size is None else check_count("batch_size", batch_size, 1)
-        keys = torch.randint(0, 1 << KEY_BITS, (b,), generator=self.generator)
-        return keys.to(self.device, non_blocking=True)
+        return self._keys_cpu(b).to(self.device, non_blocking=True)
 
     def sample(self, batch_size: int | None = None) -> EpisodeBatch:
-        """Draw the next batch of episodes (``batch_size`` overrides B for this call)."""
-        return self.sample_keys(self.draw_keys(batch_size))
+        """Draw the next batch of episodes (``batch_size`` overrides B for this call).
+
+        The same batch as ``sample_keys(draw_keys(batch_size))``, and the generator advances
+        the same. The index draw is done for the next few batches at once (see
+        :class:`_DrawAhead`): one set of tensor ops for up to 16 batches instead of one set
+        per batch.
+        """
+        b = self.batch_size if batch_size is None else check_count("batch_size", batch_size, 1)
+        keys = self._keys_cpu(b)
+        drawn = self._ahead.take(keys, self)
+        if drawn is None:
+            drawn = self._ahead.refill(keys, self)
+        classes, flat = drawn
+        return self._assemble(keys.to(self.device, non_blocking=True), classes, flat)
 
     def sample_keys(self, keys: torch.Tensor) -> EpisodeBatch:
         """The episodes given by ``keys`` (int64 ``[B]``); a pure function of the keys.
@@ -359,18 +442,18 @@ class EpisodeSampler:
         This is how fixed evaluation episodes are built (keys derived from a protocol seed).
         """
         keys = keys.to(self.device)
+        classes, samples = self._draw_samples(keys)
+        return self._assemble(keys, classes, torch.take(samples, self._gather_order(keys.shape[0])))
+
+    def _assemble(self, keys: torch.Tensor, classes: torch.Tensor, flat: torch.Tensor) -> EpisodeBatch:
+        """The batch of episodes ``keys`` (``[B]`` on the device) with ``classes [B, N]`` and
+        the dataset indices ``flat [B*N*K + B*N*Q]`` drawn for them (support items class-major,
+        episode by episode, then query items): one gather of the images."""
         b = keys.shape[0]
-        classes, flat = self._draw(keys)
         nk, nq = self.n_way * self.k_shot, self.n_way * self.n_query
         s_idx, q_idx = flat[: b * nk].view(b, nk), flat[b * nk :].view(b, nq)
-        shape = tuple(self.images.shape[1:])
-        total = flat.shape[0]
-        u8 = torch.index_select(self.images, 0, flat, out=self._work("images", b, (total, *shape), self.images.dtype))
-        if self.reuse_buffers:
-            x = self._outputs.get((total, *shape), self.dtype, self.device)
-        else:
-            x = torch.empty((total, *shape), dtype=self.dtype, device=self.device)
-        x.copy_(u8).mul_(1.0 / 255.0)  # uint8 -> float on the device
+        x = self._gather_images(flat, b)
+        shape = x.shape[1:]
         support_x = x[: b * nk].view(b, nk, *shape)
         query_x = x[b * nk :].view(b, nq, *shape)
         if self.augment is not None:
@@ -390,6 +473,33 @@ class EpisodeSampler:
             n_query=self.n_query,
         )
 
+    def _gather_images(self, flat: torch.Tensor, b: int) -> torch.Tensor:
+        """float ``[len(flat), C, H, W]``: the images ``flat`` scaled to ``[0, 1]``.
+
+        One ``index_select`` into a uint8 work array, then the conversion and the scale by
+        1/255. On the CPU a large output is converted and scaled piece by piece (about 1 MiB
+        of output at a time), so that the scale reads what the conversion has just written
+        from the cache instead of making a second pass over the whole output in memory;
+        the values are the same either way.
+        """
+        shape = tuple(self.images.shape[1:])
+        total = flat.shape[0]
+        u8 = torch.index_select(
+            self.images, 0, flat, out=self._work("images", b, (total, *shape), self.images.dtype)
+        )
+        if self.reuse_buffers:
+            x = self._outputs.get((total, *shape), self.dtype, self.device)
+        else:
+            x = torch.empty((total, *shape), dtype=self.dtype, device=self.device)
+        row_bytes = x[0].numel() * x.element_size() if total else 1
+        if self.device.type == "cpu" and total * row_bytes > _CHUNK_ABOVE_BYTES:
+            rows = max(1, _CHUNK_BYTES // row_bytes)
+            for u, o in zip(u8.split(rows), x.split(rows)):
+                o.copy_(u).mul_(1.0 / 255.0)
+        else:
+            x.copy_(u8).mul_(1.0 / 255.0)  # uint8 -> float on the device
+        return x
+
     def _work(self, name: str, b: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """An internal work array (never handed out), kept per batch size."""
         t = self._scratch.get((name, b))
@@ -407,14 +517,18 @@ class EpisodeSampler:
             self._scratch[key] = torch.cat([pos[:, :, :k].reshape(-1), pos[:, :, k:].reshape(-1)])
         return self._scratch[key]
 
-    def _draw(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """:func:`draw_episode_indices` as a few ops into work arrays: ``classes [B, N]`` and the
-        flat sample indices ``[B*N*K + B*N*Q]`` (support items, then query items)."""
+    def _draw_samples(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`draw_episode_indices` as a few ops: ``classes [B, N]`` and the dataset indices
+        ``[B, N, K+Q]`` of each class's K support then Q query items."""
         b, t = keys.shape[0], self.table
         n_cls, n, kq = t.counts.shape[0], self.n_way, self.k_shot + self.n_query
         mix = t.mix(n)
-        rk = keys_from_mix_into(keys, mix, self._work("keys", b, (b, mix.shape[0]), torch.int64),
-                                self._work("tmp", b, (b, mix.shape[0]), torch.int64))
+        if b <= _SCRATCH_EPISODES:  # small batches (sample_keys): reuse work arrays
+            rk = keys_from_mix_into(keys, mix, self._work("keys", b, (b, mix.shape[0]), torch.int64),
+                                    self._work("tmp", b, (b, mix.shape[0]), torch.int64))
+        else:  # a draw ahead: temporaries, freed with it
+            rk = keys_from_mix_into(keys, mix, torch.empty((b, mix.shape[0]), dtype=torch.int64, device=keys.device),
+                                    torch.empty((b, mix.shape[0]), dtype=torch.int64, device=keys.device))
         ckeys = rk[:, :n_cls]
         if self._group_ids is not None:
             assert t.groups is not None
@@ -427,10 +541,9 @@ class EpisodeSampler:
             skeys = skeys.masked_fill(slot >= t.counts[classes][..., None], -1)
         pos = skeys.topk(kq, dim=2).indices  # [B, N, K+Q]
         pos += t.offsets[classes].unsqueeze(-1)
-        flat = torch.take(pos, self._gather_order(b))
         if not t.sorted_by_class:
-            flat = t.order[flat]
-        return classes, flat
+            pos = t.order[pos]
+        return classes, pos
 
     def __iter__(self) -> Iterator[EpisodeBatch]:
         while True:
@@ -443,6 +556,7 @@ class EpisodeSampler:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
+        self._ahead.clear()
 
     def __repr__(self) -> str:
         return (

@@ -9,7 +9,7 @@ import torch
 
 from metamem import EpisodeSampler, ImageDataset
 from metamem.episodes.rng import keys_from_mix, keys_from_mix_into, position_mix
-from metamem.episodes.sampler import OutputBuffers, draw_episode_indices
+from metamem.episodes.sampler import _AHEAD_VALUES, OutputBuffers, draw_episode_indices
 
 
 def _uneven_grouped(shuffle: bool) -> ImageDataset:
@@ -101,3 +101,62 @@ def test_output_buffers_capacity_and_shapes() -> None:
     assert c.shape == (2, 2)
     held = [pool.get((5,), torch.float64, torch.device("cpu"))[:1] for _ in range(4)]
     assert len({h.data_ptr() for h in held}) == 4  # all in use: fresh tensors
+
+
+@pytest.mark.parametrize("case", ["synth", "uneven_grouped", "shuffled"])
+def test_draw_ahead_gives_the_batches_of_the_keys_and_leaves_the_generator_alone(
+    synth: ImageDataset, case: str
+) -> None:
+    """``sample`` draws the next batches' indices ahead from a copy of the generator; every
+    batch must still be the draw of its own keys, and the generator must advance exactly as
+    ``draw_keys`` alone would make it, whatever happens to it between calls."""
+    ds = synth if case == "synth" else _uneven_grouped(case == "shuffled")
+    kw = dict(n_way=3, k_shot=2, n_query=2, batch_size=6, seed=9, within_group=case != "synth")
+    s = EpisodeSampler(ds, reuse_buffers=True, **kw)
+    ref = EpisodeSampler(ds, **kw)  # the plain path: keys, then sample_keys
+    assert s._ahead.batches > 1  # the draw ahead is on
+
+    def check(b: int | None = None) -> None:
+        got = s.sample(b)
+        keys = ref.draw_keys(b)
+        want = ref.sample_keys(keys)
+        assert torch.equal(got.episode_keys, keys)
+        for f in ("classes", "support_index", "query_index", "support_x", "query_x"):
+            assert torch.equal(getattr(got, f), getattr(want, f)), f
+        assert torch.equal(s.generator.get_state(), ref.generator.get_state())
+
+    for _ in range(20):  # more than one draw ahead
+        check()
+    for b in (5, 6, 1, 6, 6):  # another batch size mid-stream
+        check(b)
+    state = s.state_dict()
+    for _ in range(3):
+        check()
+    s.load_state_dict(state)  # back in the stream: the drawn-ahead batches are not reused
+    ref.load_state_dict(state)
+    for _ in range(3):
+        check()
+    s.generator.manual_seed(123)  # the generator reseeded behind the sampler's back
+    ref.generator.manual_seed(123)
+    check()
+    torch.randint(0, 10, (7,), generator=s.generator)  # ... or shared with someone else
+    torch.randint(0, 10, (7,), generator=ref.generator)
+    check()
+    assert s._ahead.batches < 16  # the unused draws ahead shortened the lookahead
+    for _ in range(40):
+        check()
+    assert s._ahead.batches == 16  # and used ones lengthened it again
+
+
+def test_draw_ahead_is_bounded_and_one_batch_when_a_batch_is_large(synth: ImageDataset) -> None:
+    row = 40 + 1 + 5 * 20  # random values per episode: classes, group, sample slots
+    for b, batches in ((4096, 3), (16384, 1)):  # 2**21 values at most, one batch at least
+        s = EpisodeSampler(synth, n_way=5, k_shot=1, n_query=1, batch_size=b, seed=0)
+        assert s.table.mix(5).shape[0] == row
+        got = s.sample()
+        assert s._ahead.keys is not None and s._ahead.keys.shape[0] == b * batches
+        assert s._ahead.keys.shape[0] * row <= max(_AHEAD_VALUES, b * row)
+        assert torch.equal(got.classes, s.sample_keys(got.episode_keys).classes)
+    small = EpisodeSampler(synth, n_way=5, k_shot=1, n_query=1, batch_size=2, seed=0)
+    small.sample()
+    assert small._ahead.keys is not None and small._ahead.keys.shape[0] == 2 * 16
