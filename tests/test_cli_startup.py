@@ -181,3 +181,16 @@ def test_manifest_spec_and_live_builder_give_the_same_errors() -> None:
                 errors.append(str(e))
         assert errors[0] == errors[1], kwargs
     assert load_config(ROOT / "experiments/omniglot/mann_lru.yaml").learner is not None
+
+
+def test_output_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
+    """``metamem ls learners | head -1``: no traceback when the reader leaves early."""
+    env = {**os.environ, "METAMEM_CACHE": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    for args in (["--help"], ["ls", "learners"]):
+        p = subprocess.Popen([sys.executable, "-m", "metamem", *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=env, cwd=ROOT)
+        assert p.stdout is not None and p.stderr is not None
+        p.stdout.close()  # before anything is written
+        err = p.stderr.read().decode()
+        rc = p.wait(timeout=300)
+        assert err == "" and rc == (141 if args[0] == "ls" else 0), (args, rc, err)
