@@ -69,6 +69,7 @@ def _main(argv: Sequence[str] | None) -> int:
     from metamem.registry import load_plugins
 
     load_plugins()  # after parsing: --help and usage errors answer without scanning packages
+    _one_line_warnings()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -79,6 +80,20 @@ def _main(argv: Sequence[str] | None) -> int:
             raise
         print(f"metamem {args.command}: error: {e}", file=sys.stderr)
         return 1
+
+
+def _one_line_warnings() -> None:
+    """Show metamem's own warnings (a renamed config key...) as ``warning: MESSAGE``, one line."""
+    import warnings
+
+    default = warnings.formatwarning
+
+    def fmt(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> str:
+        if category.__module__.startswith("metamem."):
+            return f"warning: {message}\n"
+        return default(message, category, *args, **kwargs)  # type: ignore[arg-type]
+
+    warnings.formatwarning = fmt  # type: ignore[assignment]
 
 
 if __name__ == "__main__":

@@ -132,3 +132,19 @@ def test_a_run_committed_with_the_old_keys_loads_and_scores() -> None:
     with torch.no_grad():
         logits = model.predict(x[:, :5], y[:, :5], x[:, 5:], n_way=5)
     assert logits.shape == (2, 5, 5) and torch.isfinite(logits).all()
+
+
+def test_cli_names_each_old_key_in_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    path = _old_config(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "METAMEM_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-m", "metamem", "validate", str(path), "--no-data"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert f"warning: {path}: build_mann: learner.memory_slots is deprecated, renamed learner.slots " \
+           "(the old name still loads)" in lines, r.stderr
+    assert sum("is deprecated, renamed" in line for line in lines) == 3 and len(lines) == 3, r.stderr
