@@ -60,6 +60,10 @@ def test_help_ls_validate_do_not_import_torch(tmp_path: Path) -> None:
                 "learner.slots=x", "train.optimizer.lrr=1"], tmp_path)
     assert bad.returncode == 1 and "learner.slots: expected int, got 'x'" in bad.stderr
     assert bad.stderr.strip().endswith("NO-TORCH")
+    # with the data check too: a config error is reported before the data (and torch) load
+    bad = _cli(["validate", "experiments/omniglot/mann_lru.yaml", "learner.slots=x"], tmp_path)
+    assert bad.returncode == 1 and "learner.slots: expected int, got 'x'" in bad.stderr
+    assert bad.stderr.strip().endswith("NO-TORCH")
     # a value torch refuses is still reported by torch itself (the optimizer is built)
     bad = _cli(["validate", "--no-data", "experiments/omniglot/mann_lru.yaml",
                 "train.optimizer.betas=[0.9,1.5]"], tmp_path)
@@ -194,3 +198,10 @@ def test_output_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
         err = p.stderr.read().decode()
         rc = p.wait(timeout=300)
         assert err == "" and rc == (141 if args[0] == "ls" else 0), (args, rc, err)
+
+
+def test_validate_reports_a_data_error_in_one_line(tmp_path: Path) -> None:
+    r = _cli(["validate", "experiments/omniglot/mann_lru.yaml", f"data.options.root={tmp_path}",
+              "data.train_split=background"], tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"FAIL omniglot split 'background' needs images_background.zip, not found in {tmp_path}" in r.stderr

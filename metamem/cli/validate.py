@@ -28,11 +28,13 @@ def run(args: argparse.Namespace) -> int:
     from metamem.config import ConfigError, load_config
     from metamem.validate import check_experiment
 
-    errors: tuple[type[Exception], ...] = (ConfigError, FileNotFoundError)
-    if not args.no_data:  # only loading the data raises DatasetError (and imports torch)
-        from metamem.data.base import DatasetError
-
-        errors += (DatasetError,)
+    def reported(e: Exception) -> bool:
+        if isinstance(e, (ConfigError, FileNotFoundError)):
+            return True
+        # only loading the data raises DatasetError: its module (and torch) is imported then,
+        # so a config error is reported before paying for either
+        base = sys.modules.get("metamem.data.base")
+        return base is not None and isinstance(e, base.DatasetError)
 
     files = [i for i in args.items if "=" not in i or Path(i).exists()]
     overrides = [i for i in args.items if i not in files]
@@ -44,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
             cfg = load_config(file, overrides)
             check_experiment(cfg, source=file, require_learner=cfg.learner is not None,
                              data=not args.no_data)
-        except errors as e:
+        except Exception as e:
+            if not reported(e):
+                raise
             failed += 1
             print(f"FAIL {e}", file=sys.stderr, flush=True)
             continue
