@@ -9,6 +9,10 @@ The split sits on the device as one uint8 tensor ``[M, C, H, W]``. A batch of B 
    then ``topk`` picks N distinct classes and K+Q distinct samples per class;
 3. one ``index_select`` of all B·N·(K+Q) images, converted to float on the device.
 
+:meth:`EpisodeSampler.sample` does step 2 for the next few batches at once (the keys that
+follow are read from a copy of the generator; see :class:`_DrawAhead`), which gives the same
+batches as drawing each batch on its own.
+
 An optional :class:`~metamem.episodes.augment.AffineAugment` then distorts every image in
 one batched ``grid_sample`` (training only). There is no Python loop over episodes or samples, and every random choice of an episode is
 a pure function of its key, so the same seed gives the same episodes on CPU and GPU.
