@@ -56,10 +56,13 @@ def test_memory_matching_old_keys_load() -> None:
     assert model.memory.slots == 5 and type(model.memory.policy).__name__ == "UniformWrite"
 
 
-@pytest.mark.parametrize("name, old, new", [("mann", "memory_slots", "slots"), ("memory_matching", "write_policy", "policy")])
+@pytest.mark.parametrize("name, old, new", [
+    ("mann", "memory_slots", "slots"), ("memory_matching", "write_policy", "policy"),
+])
 def test_old_and_new_name_together_is_a_one_line_error(name: str, old: str, new: str) -> None:
     value = 4 if new == "slots" else "lru"
-    with pytest.raises(RenamedKeyError, match=f"{old} is the old name of {new} and both are given; keep {new} only") as e:
+    msg = f"{old} is the old name of {new} and both are given; keep {new} only"
+    with pytest.raises(RenamedKeyError, match=msg) as e:
         build_learner(name, n_way=3, image_shape=(1, 16, 16), **{old: value, new: value})
     assert "\n" not in str(e.value)
 
@@ -148,3 +151,43 @@ def test_cli_names_each_old_key_in_one_line(tmp_path: Path) -> None:
     assert f"warning: {path}: build_mann: learner.memory_slots is deprecated, renamed learner.slots " \
            "(the old name still loads)" in lines, r.stderr
     assert sum("is deprecated, renamed" in line for line in lines) == 3 and len(lines) == 3, r.stderr
+
+
+def test_metamem_eval_rescores_an_old_key_mann_run_unchanged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run directory whose config says memory_slots/memory_width/write_policy scores, through
+    ``metamem eval``, exactly what the same weights score in a learner built with the new keys."""
+    import json
+
+    import metamem
+    from metamem.cli.main import main
+
+    sizes = dict(controller_size=6, read_heads=1)
+    old = {"name": "mann", **sizes, "memory_slots": 5, "memory_width": 4, "write_policy": "usage"}
+    torch.manual_seed(0)
+    learner = build_learner("mann", n_way=3, image_shape=(1, 8, 8), **sizes, slots=5, width=4, policy="usage")
+    data = {"name": "synthetic", "train_split": "train", "val_split": "val", "test_split": "test",
+            "options": {"num_classes": 9, "per_class": 5, "image_size": 8}}
+    ev = {"split": "test", "n_way": 3, "k_shot": 1, "n_query": 2, "episodes": 24, "seed": 5, "protocol": "both"}
+    config = {"learner": old, "seed": 0, "data": data, "episodes": {"n_way": 3, "k_shot": 1, "n_query": 1},
+              "eval": ev}
+    run = tmp_path / "old_mann"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    torch.save({"format": "metamem-checkpoint", "version": 1, "config": config, "learner": "mann",
+                "image_shape": [1, 8, 8], "step": 1, "model": learner.state_dict()},
+               run / "checkpoints" / "last.pt")
+    assert main(["eval", str(run), "device=cpu", "--out", str(tmp_path / "out"), "--no-progress",
+                 "--no-plots"]) == 0
+    assert "warning: build_mann: memory_slots is deprecated, renamed slots" in capsys.readouterr().err
+    (got,) = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+    test_split = metamem.load_dataset("synthetic", split="test", **data["options"])
+    want = metamem.evaluate(learner.eval(), test_split, **{k: v for k, v in ev.items() if k != "split"})
+    assert got["fingerprint"] == want.fingerprint
+    for scoring in ("set", "sequence"):
+        assert got["scores"][scoring]["mean"] == want.scores[scoring].mean
+    torch.manual_seed(1)  # other weights score otherwise: the comparison above can fail
+    other = build_learner("mann", n_way=3, image_shape=(1, 8, 8), **sizes, slots=5, width=4, policy="usage")
+    other_scores = metamem.evaluate(other.eval(), test_split, **{k: v for k, v in ev.items() if k != "split"}).scores
+    assert any(other_scores[s].mean != want.scores[s].mean for s in ("set", "sequence"))
