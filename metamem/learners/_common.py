@@ -16,6 +16,8 @@ property in train mode. Without it, only eval mode is checked.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from typing import Any
 
 import torch
@@ -38,12 +40,12 @@ __all__ = [
 
 
 def embed_support_query(
-    backbone: nn.Module, support_x: torch.Tensor, query_x: torch.Tensor
+    backbone: Callable[[torch.Tensor], torch.Tensor], support_x: torch.Tensor, query_x: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Embed support and query images with one backbone call.
 
     Args:
-        backbone: maps ``[*, C, H, W]`` to ``[*, D]``.
+        backbone: maps ``[*, C, H, W]`` to ``[*, D]`` (a module or a learner's ``embed``).
         support_x: ``[B, S, C, H, W]``.
         query_x: ``[B, Qn, C, H, W]``.
 

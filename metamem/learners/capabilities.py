@@ -204,7 +204,7 @@ class EmbeddingLearner(SetLearner, FeaturePrediction):
 
     def predict(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, *,
                 n_way: int, support_mask: torch.Tensor | None = None) -> torch.Tensor:
-        support, query = embed_support_query(self.backbone, support_x, query_x)
+        support, query = embed_support_query(self.embed, support_x, query_x)
         return self.predict_features(support, support_y, query, n_way=n_way, support_mask=support_mask)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -26,14 +26,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from metamem.learners._common import attention_class_logits, embed_support_query, support_onehot
+from metamem.learners._common import attention_class_logits, support_onehot
 from metamem.learners.base import BACKBONES, LEARNERS
-from metamem.learners.capabilities import AnyWay, SetLearner
+from metamem.learners.capabilities import AnyWay, EmbeddingLearner
 
 __all__ = ["MatchingNet", "build_matching"]
 
 
-class MatchingNet(SetLearner, AnyWay):
+class MatchingNet(EmbeddingLearner, AnyWay):
     """Matching Networks with cosine attention and optional full context embeddings.
 
     Args:
@@ -56,10 +56,11 @@ class MatchingNet(SetLearner, AnyWay):
             self.support_lstm = nn.LSTM(d, d, batch_first=True, bidirectional=True)
             self.query_cell = nn.LSTMCell(2 * d, d)
 
-    def predict(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, *,
-                n_way: int, support_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Log attention mass per class ``[B, Qn, N]``; ``-inf`` for classes with no present support."""
-        support, query = embed_support_query(self.backbone, support_x, query_x)
+    def predict_features(self, support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor, *,
+                         n_way: int, support_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Log attention mass per class ``[B, Qn, N]`` from backbone features ``[B, S, D]`` and
+        ``[B, Qn, D]`` (the full context embeddings, when on, are computed here, per episode);
+        ``-inf`` for classes with no present support."""
         if self.fce:
             support = self._context_support(support, support_mask)
             query = self._context_query(query, support, support_mask)

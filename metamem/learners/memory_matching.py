@@ -46,13 +46,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from metamem.learners._common import (
-    embed_support_query,
     mask_absent,
     present_classes,
     support_onehot,
 )
 from metamem.learners.base import LEARNERS
-from metamem.learners.capabilities import AnyWay, SetLearner
+from metamem.learners.capabilities import AnyWay, EmbeddingLearner
 from metamem.learners.metanet import build_trunk, check_set_inputs
 from metamem.memory import WRITE_POLICIES, CachedUniformWrite, MemoryState, SlotMemory
 from metamem.memory.state import check_positive
@@ -138,7 +137,7 @@ def memory_class_logits(
     return ((e @ mem_values) / total).clamp_min(tiny).log()
 
 
-class MemoryMatchingNet(SetLearner, AnyWay):
+class MemoryMatchingNet(EmbeddingLearner, AnyWay):
     """Memory Matching Networks (Cai et al., CVPR 2018); see the module docstring.
 
     Args:
@@ -188,7 +187,16 @@ class MemoryMatchingNet(SetLearner, AnyWay):
                 n_way: int, support_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Query logits ``[B, Qn, N]`` from the memory the support is written to (any N, any K)."""
         check_set_inputs("MemoryMatchingNet", support_x, support_y, query_x, support_mask)
-        e_s, e_q = embed_support_query(self.trunk, support_x, query_x)
+        return super().predict(support_x, support_y, query_x, n_way=n_way, support_mask=support_mask)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Trunk features ``[*, F]`` of images ``[*, C, H, W]`` (per image)."""
+        return self.trunk(x)
+
+    def predict_features(self, e_s: torch.Tensor, support_y: torch.Tensor, e_q: torch.Tensor, *,
+                         n_way: int, support_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Query logits ``[B, Qn, N]`` from trunk features ``[B, S, F]`` and ``[B, Qn, F]``: the
+        support is written to a fresh memory per episode, then the queries read it."""
         onehot = support_onehot(support_y, n_way, support_mask).to(e_s.dtype)
         mem_k, mem_v, _ = write_key_value_memory(self.memory, self.key(e_s), onehot, support_mask)
         gamma, beta = self.film_params(mem_k, mem_v)

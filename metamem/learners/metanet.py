@@ -53,13 +53,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from metamem.learners._common import (
-    embed_support_query,
     mask_absent,
     present_classes,
     support_onehot,
 )
 from metamem.learners.base import BACKBONES, LEARNERS
-from metamem.learners.capabilities import LimitedWays, SetLearner
+from metamem.learners.capabilities import EmbeddingLearner, LimitedWays
 from metamem.memory.state import check_positive
 
 __all__ = [
@@ -217,7 +216,7 @@ class _CoordLSTM(nn.Module):
         return self.out(h).reshape(b, *coords)
 
 
-class MetaNet(SetLearner, LimitedWays):
+class MetaNet(EmbeddingLearner, LimitedWays):
     """Meta Networks (Munkhdalai & Yu, ICML 2017); MetaNet− with ``task_fast_weights=False``.
 
     See the module docstring for the exact architecture and what is fast-weighted.
@@ -295,18 +294,28 @@ class MetaNet(SetLearner, LimitedWays):
                 n_way: int, support_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Query logits ``[B, Qn, N]`` of the fast-weighted base learner; ``n_way`` at most the
         softmax width the model was built with."""
+        check_set_inputs("MetaNet", support_x, support_y, query_x, support_mask)
+        return super().predict(support_x, support_y, query_x, n_way=n_way, support_mask=support_mask)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-image features ``[*, F (+ F_u)]``: the base trunk's, then the representation
+        trunk's when it has its own (slow weights only; the fast weights are per episode)."""
+        fb = self.base_trunk(x)
+        return fb if self.repr_trunk is None else torch.cat([fb, self.repr_trunk(x)], dim=-1)
+
+    def predict_features(self, support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor, *,
+                         n_way: int, support_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Query logits ``[B, Qn, N]`` from :meth:`embed` features ``[B, S, ·]`` and ``[B, Qn, ·]``:
+        the fast weights are generated from the support and applied to the queries."""
         if n_way < 1 or n_way > self.n_way:
             raise ValueError(
                 f"MetaNet: n_way={n_way} is outside 1..{self.n_way} (the softmax width the model "
                 f"was built with); build the learner with learner.max_way >= {n_way}"
             )
-        check_set_inputs("MetaNet", support_x, support_y, query_x, support_mask)
         n = n_way
-        fb_s, fb_q = embed_support_query(self.base_trunk, support_x, query_x)
-        if self.repr_trunk is None:
-            fu_s, fu_q = fb_s, fb_q
-        else:
-            fu_s, fu_q = embed_support_query(self.repr_trunk, support_x, query_x)
+        f = int(self.base_trunk.out_dim)  # type: ignore[arg-type]
+        fb_s, fb_q = support[..., :f], query[..., :f]
+        fu_s, fu_q = (fb_s, fb_q) if self.repr_trunk is None else (support[..., f:], query[..., f:])
 
         q_star = self._task_fast_weight(fu_s, support_y, n, support_mask) if self.task_fast_weights else None
         keys = self._represent(fu_s, q_star)  # R [B, S, P]

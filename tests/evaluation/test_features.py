@@ -17,7 +17,9 @@ def ds16():
 
 
 @pytest.mark.parametrize("name,kw", [("protonet", {}), ("linear_probe", {"num_train_classes": 12}),
-                                     ("linear_probe", {"num_train_classes": 12, "probe": "centroid"})])
+                                     ("linear_probe", {"num_train_classes": 12, "probe": "centroid"}),
+                                     ("matching", {}), ("matching", {"fce": True}), ("memory_matching", {}),
+                                     ("metanet", {}), ("metanet", {"shared_trunk": True})])
 def test_reused_features_give_the_same_scores(ds16, name: str, kw: dict) -> None:
     torch.manual_seed(0)
     learner = build_learner(name, n_way=5, image_shape=ds16.image_shape, **kw)
@@ -27,7 +29,8 @@ def test_reused_features_give_the_same_scores(ds16, name: str, kw: dict) -> None
     fast = evaluate(learner, ds16, **opts)
     assert fast.fingerprint == slow.fingerprint
     torch.testing.assert_close(fast.per_episode, slow.per_episode)
-    assert fast.mean > 0.3  # the synthetic classes are separable even by a random Conv-4
+    if name in ("protonet", "linear_probe") or (name == "matching" and not kw):
+        assert fast.mean > 0.3  # the synthetic classes are separable even by a random Conv-4
 
 
 def test_memo_embeds_each_image_once_and_is_dropped_when_weights_change(ds16) -> None:
