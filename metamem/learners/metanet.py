@@ -232,6 +232,10 @@ class MetaNet(EmbeddingLearner, LimitedWays):
         generator_hidden: units of m (MLP) and d (LSTM); 20 in the paper.
         grad_p: p of the gradient preprocessing.
         read_sharpness: initial value of the learned memory-read sharpness.
+        trained_way: the ways of the training episodes (default ``n_way``). Label rows
+            ``trained_way..n_way-1`` of the slow softmax layers never see a gradient in
+            training; an episode with more ways gives those labels the mean of the trained
+            rows instead (see :meth:`label_rows`).
     """
 
     # LimitedWays: the slow softmax layers have ``max_way`` rows, more ways cannot be scored
@@ -249,8 +253,12 @@ class MetaNet(EmbeddingLearner, LimitedWays):
         generator_hidden: int = 20,
         grad_p: float = 7.0,
         read_sharpness: float = 10.0,
+        trained_way: int | None = None,
     ) -> None:
         super().__init__()
+        if trained_way is not None and not 1 <= trained_way <= n_way:
+            raise ValueError(f"MetaNet: trained_way must lie in 1..n_way={n_way}, got {trained_way}")
+        self.trained_way = n_way if trained_way is None else int(trained_way)
         feat = int(base_trunk.out_dim)
         repr_feat = feat if repr_trunk is None else int(repr_trunk.out_dim)
         self.base_trunk = base_trunk
@@ -274,9 +282,8 @@ class MetaNet(EmbeddingLearner, LimitedWays):
         self, g: torch.Tensor, y: torch.Tensor, n: int, mask: torch.Tensor | None
     ) -> torch.Tensor:
         """Q* ``[B, P, F]`` from the support representation-loss gradients."""
-        grad_q, _ = two_layer_example_grads(
-            g, self.q.weight, self.q.bias, self.repr_head.weight[:n], self.repr_head.bias[:n], y
-        )
+        head_w, head_b = self.label_rows(self.repr_head, n)
+        grad_q, _ = two_layer_example_grads(g, self.q.weight, self.q.bias, head_w, head_b, y)
         return self.d(preprocess_gradients(grad_q, self.grad_p), mask)
 
     def _represent(self, g: torch.Tensor, q_star: torch.Tensor | None) -> torch.Tensor:
@@ -289,6 +296,25 @@ class MetaNet(EmbeddingLearner, LimitedWays):
     def max_way(self) -> int:
         """The most ways an episode may have (the width of the slow softmax layers)."""
         return self.n_way
+
+    def label_rows(self, layer: nn.Linear, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight ``[n, ·]`` and bias ``[n]`` of a slow softmax layer for an n-way episode.
+
+        The first ``min(n, trained_way)`` rows are the layer's own. Labels are assigned to
+        classes at random in every episode, so a trained row holds no class identity, only
+        what training made every label's row share; rows a training run never reached
+        (labels ``>= trained_way``, still at their random initialisation) would bias the
+        episode towards or against those labels. They are replaced by the mean of the
+        trained rows.
+        """
+        t = self.trained_way
+        w, b = layer.weight[:n], layer.bias[:n]
+        if n <= t:
+            return w, b
+        extra = n - t
+        w_mean = w[:t].mean(dim=0, keepdim=True).expand(extra, -1)
+        b_mean = b[:t].mean(dim=0, keepdim=True).expand(extra)
+        return torch.cat([w[:t], w_mean]), torch.cat([b[:t], b_mean])
 
     def predict(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, *,
                 n_way: int, support_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -321,7 +347,8 @@ class MetaNet(EmbeddingLearner, LimitedWays):
         keys = self._represent(fu_s, q_star)  # R [B, S, P]
         attn = read_attention(self._represent(fu_q, q_star), keys, support_mask, self.log_sharpness.exp())
 
-        w1, b1, w2, b2 = self.w1.weight, self.w1.bias, self.w2.weight[:n], self.w2.bias[:n]
+        w1, b1 = self.w1.weight, self.w1.bias
+        w2, b2 = self.label_rows(self.w2, n)
         g1, g2 = two_layer_example_grads(fb_s, w1, b1, w2, b2, support_y)
         z1 = fb_q @ w1.t() + b1
         h = torch.relu(z1)
@@ -401,8 +428,8 @@ def build_metanet(
     Any way up to ``max_way``: the fast weights of an episode are generated per support item
     and sized by the episode's N (the softmax-layer fast weights have N rows); the slow
     softmax layers have ``max_way`` rows, of which an N-way episode uses the first N. A run
-    trained on 5-way episodes with ``max_way=20`` can be scored at 20 ways (rows 5..19 of the
-    slow layers keep their initial values).
+    trained on 5-way episodes with ``max_way=20`` can be scored at 20 ways: rows 5..19 of the
+    slow layers, never trained, are replaced by the mean of rows 0..4 (:meth:`MetaNet.label_rows`).
 
     Args:
         n_way: N, the training episodes' ways.
@@ -428,6 +455,7 @@ def build_metanet(
         raise ValueError(f"metanet: fast_layers must be 1 or 2, got {fast_layers}")
     if grad_p <= 0 or read_sharpness <= 0:
         raise ValueError(f"metanet: grad_p and read_sharpness must be > 0, got {grad_p}, {read_sharpness}")
+    trained_way = n_way
     if max_way is not None:
         if isinstance(max_way, bool) or not isinstance(max_way, int) or max_way < n_way:
             raise ValueError(f"metanet: max_way must be an int >= n_way={n_way}, got {max_way!r}")
@@ -437,5 +465,5 @@ def build_metanet(
     return MetaNet(
         base, rep, n_way=n_way, hidden=hidden, repr_dim=repr_dim, task_fast_weights=task_fast_weights,
         fast_layers=fast_layers, generator_hidden=generator_hidden, grad_p=grad_p,
-        read_sharpness=read_sharpness,
+        read_sharpness=read_sharpness, trained_way=trained_way,
     )

@@ -64,6 +64,37 @@ def test_sequence_learners_mask_unused_label_units(ds16) -> None:
     assert mann.head.weight.grad[3:].abs().sum() == 0  # masked units get no gradient
 
 
+def test_metanet_wider_episodes_use_the_mean_trained_label_row(ds16) -> None:
+    """Built at max_way 7 for 3-way training: episodes of <= 3 ways use the slow rows as they
+    are; a 7-way episode gives labels 3..6 the mean of rows 0..2, so the never-trained rows
+    3..6 play no part, and changing the trained rows changes what labels 3..6 get."""
+    torch.manual_seed(0)
+    net = build_learner("metanet", n_way=3, image_shape=ds16.image_shape, **SMALL["metanet"]).eval()
+    assert (net.trained_way, net.max_way) == (3, 7)
+    w, b = net.label_rows(net.w2, 7)
+    torch.testing.assert_close(w[3:], net.w2.weight[:3].mean(0).expand(4, -1))
+    torch.testing.assert_close(b[3:], net.w2.bias[:3].mean().expand(4))
+    assert torch.equal(net.label_rows(net.w2, 3)[0], net.w2.weight[:3])
+
+    def logits(n: int) -> torch.Tensor:
+        s = ds16.images[: 2 * n].float().view(1, 2 * n, *ds16.image_shape) / 255
+        with torch.no_grad():
+            return net.predict(s, torch.arange(n).repeat(2)[None], s[:, :5], n_way=n)
+
+    three, seven = logits(3), logits(7)
+    with torch.no_grad():
+        for layer in (net.w2, net.repr_head):  # the untrained rows do not matter
+            layer.weight[3:].normal_(std=5.0)
+            layer.bias[3:].normal_(std=5.0)
+    torch.testing.assert_close(logits(3), three)
+    torch.testing.assert_close(logits(7), seven)
+    with torch.no_grad():
+        net.w2.bias[:3] += torch.tensor([3.0, 0.0, 0.0])  # the trained rows do
+    assert not torch.allclose(logits(7), seven)
+    with pytest.raises(ValueError, match="trained_way must lie in 1..n_way=4"):
+        type(net)(net.base_trunk, None, n_way=4, trained_way=5)
+
+
 def test_maml_zero_head_per_episode(ds16) -> None:
     torch.manual_seed(0)
     maml = build_learner("maml", n_way=3, image_shape=ds16.image_shape, **SMALL["maml"])
