@@ -31,3 +31,29 @@ def test_no_machine_local_paths_in_the_package() -> None:
            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
            if re.search(r"/work/|/home/|/root/|shared/notes", line)]
     assert not bad, bad
+
+
+def test_committed_runs_are_small_portable_and_final(repo_root: Path) -> None:
+    """Every committed run directory (``results/<table>/<row>/``) holds a config, metrics and
+    final weights only (no intermediate checkpoints), at most 5 MB, and names no path of the
+    machine it was trained on, so ``metamem eval`` re-scores it anywhere."""
+    import re
+
+    runs = sorted(p.parent for p in (repo_root / "results").glob("*/*/config.yaml"))
+    assert len(runs) >= 10, runs
+    problems = []
+    for run in runs:
+        name = run.relative_to(repo_root)
+        size = sum(f.stat().st_size for f in run.rglob("*") if f.is_file())
+        if size > 5 * 2**20:
+            problems.append(f"{name}: {size / 2**20:.1f} MB > 5 MB")
+        if not (run / "metrics.jsonl").is_file():
+            problems.append(f"{name}: no metrics.jsonl")
+        ckpts = sorted(p.name for p in (run / "checkpoints").glob("*.pt"))
+        if ckpts != ["last.pt"]:
+            problems.append(f"{name}: checkpoints {ckpts}, expected only last.pt")
+        for f in (run / "config.yaml", run / "metrics.jsonl"):
+            hit = re.search(r"(?<![\w.])/(work|home|root|tmp|Users)/", f.read_text(encoding="utf-8"))
+            if hit:
+                problems.append(f"{name}/{f.name}: machine path {hit.group(0)!r}")
+    assert not problems, problems
