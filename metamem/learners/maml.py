@@ -31,6 +31,13 @@ way. A zero head gives equal logits before the first step, and its first inner s
 only the head (the body's gradient passes through the zero weights), so evaluate with
 ``eval_inner_steps >= 2``.
 
+Scoring in chunks: without autograd (evaluation runs under ``torch.no_grad()``), the B
+episodes are adapted ``eval_chunk`` at a time (each chunk still one ``vmap``), so the
+activations of one chunk, not of the whole batch, are alive at once. A vmapped batch of 32
+20-way 5-shot episodes holds 3,200 support images per layer, allocations of hundreds of MB
+that a CPU process pays for in page faults each time; one episode at a time scored the same
+episodes in 2.9 CPU-s each instead of 4.5 (docs/benchmarks.md, "Host allocator").
+
 Masked support (``predict(..., support_mask=...)``): absent items must not enter the
 support BatchNorm statistics, so this eval-only path loops over episodes and adapts on each
 episode's present items (documented exception to the no-loop rule); a class with no
@@ -68,6 +75,9 @@ class MAML(SetLearner):
         first_order: drop second-order terms (first-order MAML).
         head_init: ``"learned"`` (meta-learned head for N-way episodes, zero head for other
             ways) or ``"zero"`` (every episode starts from a zero head).
+        eval_chunk_images: without autograd, adapt and score as many episodes at once as
+            keep the support and query images of a chunk at or under this (at least one
+            episode); ``None``: the whole batch in one ``vmap``.
     """
 
     batch_independent_train = True
@@ -82,8 +92,12 @@ class MAML(SetLearner):
         eval_inner_steps: int | None = None,
         first_order: bool = False,
         head_init: Literal["learned", "zero"] = "learned",
+        eval_chunk_images: int | None = 512,
     ) -> None:
         super().__init__()
+        if eval_chunk_images is not None and eval_chunk_images < 1:
+            raise ValueError(f"maml: eval_chunk_images must be >= 1 or None, got {eval_chunk_images}")
+        self.eval_chunk_images = eval_chunk_images
         if head_init not in ("learned", "zero"):
             raise ValueError(f"maml: head_init must be 'learned' or 'zero', got {head_init!r}")
         linears = [name for name, m in net.named_modules() if isinstance(m, nn.Linear)]
@@ -108,13 +122,27 @@ class MAML(SetLearner):
         params = self.episode_params(n_way)
         episode = self._episode_fn()
         if support_mask is None:
-            return vmap(episode, in_dims=(None, 0, 0, 0))(params, support_x, support_y, query_x)
+            batched = vmap(episode, in_dims=(None, 0, 0, 0))
+            chunk = self.eval_chunk(support_x.shape[0], support_x.shape[1] + query_x.shape[1])
+            if chunk >= support_x.shape[0]:
+                return batched(params, support_x, support_y, query_x)
+            return torch.cat([
+                batched(params, support_x[i:i + chunk], support_y[i:i + chunk], query_x[i:i + chunk])
+                for i in range(0, support_x.shape[0], chunk)
+            ])
         rows = []
         for b in range(support_x.shape[0]):  # eval-time path: each episode's own present items
             keep = support_mask[b]
             rows.append(episode(params, support_x[b, keep], support_y[b, keep], query_x[b]))
         present = present_classes(support_onehot(support_y, n_way, support_mask))
         return mask_absent(torch.stack(rows), present)
+
+    def eval_chunk(self, batch: int, images_per_episode: int) -> int:
+        """Episodes adapted at once: ``batch`` with autograd on (training) or no chunk limit,
+        else the most whose images stay within ``eval_chunk_images`` (at least 1)."""
+        if torch.is_grad_enabled() or self.eval_chunk_images is None:
+            return batch
+        return max(1, min(batch, self.eval_chunk_images // max(1, images_per_episode)))
 
     def episode_params(self, n_way: int) -> Params:
         """The parameters an N-way episode's inner loop starts from: the meta-parameters, with
@@ -184,6 +212,7 @@ def build_maml(
     eval_inner_steps: int | None = None,
     first_order: bool = False,
     head_init: Literal["learned", "zero"] = "learned",
+    eval_chunk_images: int | None = 512,
 ) -> MAML:
     """MAML (Finn et al. 2017): backbone + linear head adapted per episode by inner SGD steps."""
     body = BACKBONES.build(backbone, image_shape=image_shape, track_running_stats=False)
@@ -196,4 +225,5 @@ def build_maml(
         eval_inner_steps=eval_inner_steps,
         first_order=first_order,
         head_init=head_init,
+        eval_chunk_images=eval_chunk_images,
     )

@@ -151,6 +151,27 @@ def test_eval_mode_uses_eval_inner_steps(tiny_batch: EpisodeBatch) -> None:
     torch.testing.assert_close(logits, torch.stack([no_adapt.net(tiny_batch.query_x[b]) for b in range(B)]))
 
 
+@pytest.mark.parametrize("limit", [1, 10, 21])  # 1 and 10: one episode per chunk; 21: two, then one
+def test_scoring_in_chunks_without_autograd_gives_the_batched_logits(limit: int) -> None:
+    g = torch.Generator().manual_seed(3)
+    b5 = 5  # an odd batch, so the last chunk is short
+    sx = torch.randn(b5, S, 1, 5, 5, generator=g, dtype=torch.float64)
+    sy = torch.arange(S).remainder(N).repeat(b5, 1)
+    qx = torch.randn(b5, QN, 1, 5, 5, generator=g, dtype=torch.float64)
+    model = tiny_maml()
+    model.eval_chunk_images = None
+    whole = model.predict(sx, sy, qx, n_way=N)  # one vmap over all 5 (autograd on)
+    model.eval_chunk_images = limit
+    assert model.eval_chunk(b5, S + QN) == b5  # autograd on (training): never chunked
+    with torch.no_grad():
+        assert model.eval_chunk(b5, S + QN) == max(1, limit // (S + QN))
+        chunked = model.predict(sx, sy, qx, n_way=N)
+    torch.testing.assert_close(chunked, whole.detach())
+    for i in range(b5):  # and each episode equals the naive loop
+        adapted = manual_adapt(model, dict(model.net.named_parameters()), sx[i], sy[i], 2)
+        torch.testing.assert_close(chunked[i], functional_call(model.net, adapted, (qx[i],)).detach())
+
+
 def test_masked_inner_loss_ignores_absent_items(tiny_batch: EpisodeBatch) -> None:
     model = tiny_maml()
     mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 0, 1, 0, 1, 1]], dtype=torch.bool)
@@ -170,6 +191,8 @@ def test_bad_arguments() -> None:
     headless = MAML(nn.Sequential(nn.Flatten(), nn.Tanh()), n_way=25)
     with pytest.raises(ValueError, match="no nn.Linear head to re-initialise for n_way=5"):
         headless.predict(torch.zeros(1, 5, 1, 5, 5), torch.arange(5)[None], torch.zeros(1, 2, 1, 5, 5), n_way=5)
+    with pytest.raises(ValueError, match="maml: eval_chunk_images must be >= 1 or None, got 0"):
+        build_learner("maml", n_way=3, image_shape=(1, 28, 28), eval_chunk_images=0)
     with pytest.raises(ValueError, match="maml: inner_steps and eval_inner_steps must be >= 0"):
         build_learner("maml", n_way=3, image_shape=(1, 28, 28), inner_steps=-1)
 
