@@ -44,17 +44,17 @@ RESAMPLE = {
     "box": getattr(Image, "Resampling", Image).BOX,
 }
 
-_MD5_MEMO: dict[tuple[str, int, int, int, int], str] = {}
+_MD5_MEMO: dict[tuple[int, int, int, int, int], str] = {}
 
 
 def file_md5(path: str | os.PathLike[str]) -> str:
-    """md5 hex digest of a file's content (memoised per path, size, mtime, ctime and inode)."""
-    p = Path(path).resolve()
-    st = p.stat()
-    memo = (str(p), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    """md5 hex digest of a file's content, memoised in the process per file identity (device,
+    inode: the same file under any path or link) and its size, mtime and ctime."""
+    st = os.stat(path)  # follows links, without resolving each path component
+    memo = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if memo not in _MD5_MEMO:
         h = hashlib.md5()
-        with open(p, "rb") as f:
+        with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
         _MD5_MEMO[memo] = h.hexdigest()
@@ -121,8 +121,11 @@ class FolderSource(ImageSource):
         if files is not None:
             self.files = sorted(files)
             return
-        rel = (p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file())
-        self.files = sorted(r for r in rel if _is_image(r))
+        found = []
+        for folder, _, names in os.walk(self.path, followlinks=True):  # faster than rglob
+            rel = Path(folder).relative_to(self.path)
+            found += [r for r in ((rel / n).as_posix() for n in names) if _is_image(r)]
+        self.files = sorted(found)
 
     def read(self, name: str) -> bytes:
         try:
