@@ -56,3 +56,16 @@ def test_keep_freed_memory_reports_whether_it_applied(monkeypatch: pytest.Monkey
 
     monkeypatch.setenv("METAMEM_MALLOC", "system")
     assert keep_freed_memory() is False
+
+
+def test_the_benchmark_script_runs_each_variant_in_its_own_process() -> None:
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_host_allocator.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--episodes", "2", "--batch", "2", "--n-way", "3", "--k-shot", "1",
+         "--n-query", "1"], capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(script.parents[1])},
+    ).stdout.splitlines()
+    names = ["system, one vmap", "kept, one vmap", "kept, chunks"]
+    assert len(out) == 4 and all(line.startswith(n) and "CPU-s/episode" in line for line, n in zip(out[1:], names))
+    assert out[1].endswith("1.00x")
