@@ -182,11 +182,27 @@ def current_names(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "learner": {renames.get(k, k): v for k, v in learner.items()}}
 
 
+def with_added_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (a run's saved config) with the section keys metamem added after it was
+    written (``train.channels_last``, ``train.amp_dtype``, ...) set to their defaults, which
+    are the behaviour of the version that wrote it; learner keywords are left alone."""
+    from metamem.config import ExperimentCfg, config_to_dict
+
+    defaults = config_to_dict(ExperimentCfg())
+    out = dict(config)
+    for section in ("data", "episodes", "train", "eval"):
+        saved = out.get(section)
+        if isinstance(saved, dict) and defaults[section].keys() - saved.keys():
+            out[section] = {**{k: v for k, v in defaults[section].items() if k not in saved}, **saved}
+    return out
+
+
 def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], *, resume: bool = False) -> None:
     """Raise if the checkpoint was written for another learner/config.
 
     Args:
-        ckpt: a loaded checkpoint.
+        ckpt: a loaded checkpoint. Keys its config lacks because metamem added them later
+            compare as their defaults (:func:`with_added_defaults`).
         config: the plain config dict of the run that wants it.
         resume: compare every key except :data:`RESUMABLE_KEYS` (an exact resume needs the
             same data, episodes, learner and optimizer); otherwise only :data:`ARCH_KEYS`.
@@ -195,7 +211,7 @@ def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], *, resume: bo
         CheckpointError: listing each differing key as ``checkpoint value vs config value``.
     """
     diffs = config_differences(
-        current_names(ckpt["config"]), current_names(config),
+        current_names(with_added_defaults(ckpt["config"])), current_names(config),
         keys=None if resume else ARCH_KEYS,
         ignore=RESUMABLE_KEYS if resume else (),
     )

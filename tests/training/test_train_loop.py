@@ -195,3 +195,20 @@ def test_cuda_amp_dtypes_with_channels_last(tmp_path: Path, tiny_cfg, dtype: str
                             "train.channels_last=true"), tmp_path / "run", progress=False)
     assert all(torch.isfinite(p).all() for p in result.learner.parameters())
     assert result.evaluation
+
+
+def test_a_checkpoint_from_before_a_key_was_added_resumes_when_the_key_is_at_its_default() -> None:
+    from metamem.config import ExperimentCfg, NamedCfg, config_to_dict
+    from metamem.runs import check_compatible
+
+    current = config_to_dict(ExperimentCfg(learner=NamedCfg("lstm", {"controller_size": 16})))
+    old = json.loads(json.dumps(current))  # a run written before train.channels_last and amp_dtype existed
+    del old["train"]["channels_last"], old["train"]["amp_dtype"]
+    check_compatible({"config": old, "path": "last.pt"}, current, resume=True)  # no error
+    changed = json.loads(json.dumps(current))
+    changed["train"]["channels_last"] = True  # not the behaviour the old run trained with
+    with pytest.raises(CheckpointError, match=r"train\.channels_last: False vs True; only device"):
+        check_compatible({"config": old, "path": "last.pt"}, changed, resume=True)
+    old["learner"].pop("controller_size")  # learner keywords are not filled in: they still differ
+    with pytest.raises(CheckpointError, match=r"learner\.controller_size: None vs 16"):
+        check_compatible({"config": old, "path": "last.pt"}, current, resume=True)
