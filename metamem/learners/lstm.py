@@ -27,7 +27,10 @@ from torch import nn
 
 from metamem.learners.base import LEARNERS
 from metamem.learners.capabilities import LimitedWays, SequencePrediction, SetPrediction, StepwiseSequence
+from metamem.rng import random_keys
 from metamem.types import NO_LABEL, EpisodeBatch, LearnerOutput, SequenceBatch
+
+_LABEL_UNIT_STREAM = 21  # rng stream of the label units an episode is spread onto (spread_labels)
 
 __all__ = ["ImageEncoder", "LSTMState", "RecurrentState", "SequenceLearnerBase", "support_order", "LSTMLearner", "build_lstm"]
 
@@ -95,7 +98,16 @@ class SequenceLearnerBase(nn.Module, SetPrediction, SequencePrediction, Stepwise
     inputs never set). So a learner built with ``max_way=20`` and trained on 5-way episodes
     can be scored on 20-way episodes: units 5..19 were never trained (their weights are the
     initial ones) and the score shows it -- a documented choice, not a refusal. Training
-    at the largest way of interest, or on a mix of ways, trains every unit.
+    at the largest way of interest, or on a mix of ways, trains every unit; so does
+    ``spread_labels``.
+
+    **Spread labels** (:attr:`spread_labels`, the builders' ``spread_labels=True``): in
+    training mode, an episode of N < ``max_way`` ways has its labels put on N distinct units
+    drawn from all ``max_way``, a pure function of its episode key (so the same batch gets
+    the same units on any device); the label inputs and the output logits use those units,
+    and the loss is the cross-entropy over them (the other units masked, as in scoring). Every
+    unit is then trained although each episode has N ways. Eval mode and scoring use units
+    0..N-1 as before.
 
     Args:
         n_way: N, the label units (``max_way``).
@@ -105,6 +117,8 @@ class SequenceLearnerBase(nn.Module, SetPrediction, SequencePrediction, Stepwise
     """
 
     episode_format: Literal["sequence"] = "sequence"
+    #: put each training episode's labels on random units of all ``max_way`` (see above)
+    spread_labels: bool = False
 
     def __init__(self, n_way: int, image_shape: tuple[int, int, int], encoder: str, conv_channels: int) -> None:
         super().__init__()
@@ -164,10 +178,24 @@ class SequenceLearnerBase(nn.Module, SetPrediction, SequencePrediction, Stepwise
         logits, _ = self.run(self.step_inputs(seq.x, seq.prev_y))
         return logits[..., : seq.n_way]
 
+    def episode_units(self, episode_keys: torch.Tensor, n_way: int) -> torch.Tensor:
+        """int64 ``[B, N]``: the distinct label units (of ``max_way``) that labels 0..N-1 of
+        each episode use under :attr:`spread_labels`; a pure function of the episode keys."""
+        self.check_way(n_way)
+        return random_keys(episode_keys, _LABEL_UNIT_STREAM, (self.n_way,)).topk(n_way, dim=1).indices
+
     def forward(self, batch: EpisodeBatch) -> LearnerOutput:
-        """Run ``batch.as_sequence()``; loss = cross-entropy averaged over all B*T steps."""
+        """Run ``batch.as_sequence()``; loss = cross-entropy averaged over all B*T steps
+        (with :attr:`spread_labels` in training mode, on each episode's drawn units)."""
         seq = batch.as_sequence()
-        logits = self.forward_sequence(seq)
+        if self.training and self.spread_labels and seq.n_way < self.n_way:
+            units = self.episode_units(batch.episode_keys.to(seq.y.device), seq.n_way)  # [B, N]
+            prev = units.gather(1, seq.prev_y.clamp(min=0))
+            prev = prev.masked_fill(seq.prev_y == NO_LABEL, NO_LABEL)
+            every, _ = self.run(self.step_inputs(seq.x, prev))  # [B, T, max_way]
+            logits = every.gather(2, units[:, None, :].expand(-1, every.shape[1], -1))
+        else:
+            logits = self.forward_sequence(seq)
         wide = logits if logits.dtype == torch.float64 else logits.float()  # fp32 loss under AMP
         loss = F.cross_entropy(wide.flatten(0, 1), seq.y.flatten())
         return LearnerOutput(logits, seq.y, loss, {"presentation": seq.presentation})
@@ -255,9 +283,13 @@ def label_units(owner: str, n_way: int, max_way: int | None) -> int:
 def build_lstm(
     *, n_way: int, image_shape: tuple[int, int, int], controller_size: int = 200,
     encoder: str = "flatten", conv_channels: int = 32, max_way: int | None = None,
+    spread_labels: bool = False,
 ) -> LSTMLearner:
     """LSTM sequence baseline (Santoro et al. 2016): the MANN controller with no memory.
 
     ``max_way``: label units (default ``n_way``); episodes of any N <= ``max_way`` ways.
+    ``spread_labels``: train every unit on N-way episodes (see :class:`SequenceLearnerBase`).
     """
-    return LSTMLearner(label_units("lstm", n_way, max_way), image_shape, controller_size, encoder, conv_channels)
+    learner = LSTMLearner(label_units("lstm", n_way, max_way), image_shape, controller_size, encoder, conv_channels)
+    learner.spread_labels = bool(spread_labels)
+    return learner

@@ -176,18 +176,22 @@ def build_mann(
     key_strength: bool = True, top_k: int | None = None, encoder: str = "flatten",
     conv_channels: int = 32, core: str = "lstm_slot", core_options: dict[str, Any] | None = None,
     programs: int = 0, program_options: dict[str, Any] | None = None, max_way: int | None = None,
+    spread_labels: bool = False,
 ) -> MANN:
     """MANN (Santoro et al. 2016): LSTM controller + a memory core (slot/NTM/DNC), optional NSM programs.
 
     ``max_way``: label units (default ``n_way``); episodes of any N <= ``max_way`` ways
     (see :class:`~metamem.learners.lstm.SequenceLearnerBase`). ``slots``, ``width``,
     ``policy`` are the memory's words; the old ``memory_slots``, ``memory_width``,
-    ``write_policy`` still load, with a warning.
+    ``write_policy`` still load, with a warning. ``spread_labels``: train every one of the
+    ``max_way`` label units on N-way episodes (see :class:`~metamem.learners.lstm.SequenceLearnerBase`).
     """
-    return MANN(
+    learner = MANN(
         label_units("mann", n_way, max_way), image_shape, controller_size=controller_size, slots=slots,
         width=width, read_heads=read_heads, policy=policy,
         policy_options=policy_options, key_strength=key_strength, top_k=top_k,
         encoder=encoder, conv_channels=conv_channels, core=core, core_options=core_options,
         programs=programs, program_options=program_options,
     )
+    learner.spread_labels = bool(spread_labels)
+    return learner

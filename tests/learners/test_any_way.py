@@ -64,6 +64,43 @@ def test_sequence_learners_mask_unused_label_units(ds16) -> None:
     assert mann.head.weight.grad[3:].abs().sum() == 0  # masked units get no gradient
 
 
+@pytest.mark.parametrize("name", ["lstm", "mann"])
+def test_spread_labels_trains_every_unit_and_matches_a_per_episode_loop(ds16, name: str) -> None:
+    """spread_labels: in training, episode b's labels 0..N-1 sit on drawn units u_b (distinct,
+    from the episode key); the loss equals a naive loop that one-hot encodes u_b[y] for each
+    episode alone and takes the cross-entropy over the logits of u_b; every unit gets gradient."""
+    torch.manual_seed(0)
+    learner = build_learner(name, n_way=3, image_shape=ds16.image_shape, spread_labels=True, **SMALL[name]).double()
+    batch = metamem.EpisodeSampler(ds16, n_way=3, k_shot=2, n_query=0, batch_size=5, seed=4,
+                                   dtype=torch.float64).sample()
+    units = learner.episode_units(batch.episode_keys, 3)
+    assert units.shape == (5, 3) and int(units.min()) >= 0 and int(units.max()) < 7
+    assert all(len(set(r.tolist())) == 3 for r in units)  # distinct within an episode
+    assert torch.equal(units, learner.episode_units(batch.episode_keys.clone(), 3))  # a function of the keys
+    assert len({tuple(r.tolist()) for r in units}) > 1  # not the same units for every episode
+    out = learner.train()(batch)
+    seq = batch.as_sequence()
+    losses = []
+    for b in range(5):  # the naive way: one episode at a time, one-hot built by hand
+        x = seq.x[b : b + 1]
+        feats = learner.encoder(x)
+        onehot = torch.zeros(1, seq.y.shape[1], 7, dtype=torch.float64)
+        for t in range(seq.y.shape[1]):
+            if int(seq.prev_y[b, t]) >= 0:
+                onehot[0, t, int(units[b, int(seq.prev_y[b, t])])] = 1.0
+        logits, _ = learner.run(torch.cat([feats, onehot], dim=-1))
+        picked = logits[0][:, units[b]]  # [T, N], in the episode's label order
+        losses.append(torch.nn.functional.cross_entropy(picked, seq.y[b], reduction="sum"))
+    reference = torch.stack(losses).sum() / seq.y.numel()
+    torch.testing.assert_close(out.loss, reference)
+    out.loss.backward()
+    rows = learner.head.weight.grad.abs().sum(1)
+    assert (rows[units.unique()] > 0).all() and (rows[3:] > 0).any()  # units past N are trained
+    learner.eval()  # eval mode: units 0..N-1, as scoring
+    with torch.no_grad():
+        torch.testing.assert_close(learner(batch).logits, learner.forward_sequence(seq))
+
+
 def test_metanet_wider_episodes_use_the_mean_trained_label_row(ds16) -> None:
     """Built at max_way 7 for 3-way training: episodes of <= 3 ways use the slow rows as they
     are; a 7-way episode gives labels 3..6 the mean of rows 0..2, so the never-trained rows

@@ -20,7 +20,7 @@ from metamem.runs import check_compatible, load_run
 from metamem.validate import validate_config
 
 REPO = Path(__file__).resolve().parents[2]
-OLD_RUN = REPO / "results" / "omniglot_paper" / "mann_lru"  # config.yaml says memory_slots/...
+COMMITTED_RUN = REPO / "results" / "omniglot_paper" / "mann_lru"  # rewritten in the old words below
 TINY = dict(n_way=3, image_shape=(1, 8, 8), controller_size=5, read_heads=1)
 
 
@@ -117,9 +117,21 @@ def test_renamed_keys_refuses_a_table_that_does_not_fit_the_signature() -> None:
         renamed_keys(memory_width="width")(build)
 
 
-def test_a_run_committed_with_the_old_keys_loads_and_scores() -> None:
-    if not (OLD_RUN / "checkpoints" / "last.pt").is_file():
-        pytest.skip(f"{OLD_RUN} not in this checkout")
+def test_a_run_committed_with_the_old_keys_loads_and_scores(tmp_path: Path) -> None:
+    if not (COMMITTED_RUN / "checkpoints" / "last.pt").is_file():
+        pytest.skip(f"{COMMITTED_RUN} not in this checkout")
+    import shutil
+
+    # a run directory as metamem wrote it before the rename: config.yaml in the old words
+    OLD_RUN = tmp_path / "old_run"
+    shutil.copytree(COMMITTED_RUN / "checkpoints", OLD_RUN / "checkpoints")
+    conf = yaml.safe_load((COMMITTED_RUN / "config.yaml").read_text())
+    old_words = {"slots": "memory_slots", "width": "memory_width", "policy": "write_policy"}
+    conf["learner"] = {old_words.get(k, k): v for k, v in conf["learner"].items()}
+    (OLD_RUN / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
+    ckpt = torch.load(OLD_RUN / "checkpoints" / "last.pt", weights_only=True)  # and the copy it holds
+    ckpt["config"]["learner"] = dict(conf["learner"])
+    torch.save(ckpt, OLD_RUN / "checkpoints" / "last.pt")
     assert "memory_slots" in yaml.safe_load((OLD_RUN / "config.yaml").read_text())["learner"]
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
