@@ -23,7 +23,15 @@ from torch import nn
 
 from metamem.learners.base import BACKBONES
 
-__all__ = ["BatchStatNorm2d", "Conv4", "ResNet12", "build_conv4", "build_resnet12", "pooled_size"]
+__all__ = [
+    "BatchStatNorm2d",
+    "Conv4",
+    "ResNet12",
+    "build_conv4",
+    "build_resnet12",
+    "build_trunk",
+    "pooled_size",
+]
 
 
 def pooled_size(name: str, image_shape: Sequence[int], pools: int) -> tuple[int, int]:
@@ -188,3 +196,35 @@ def build_resnet12(
 ) -> ResNet12:
     """ResNet-12 (Oreshkin et al. 2018; Lee et al. 2019): 640-d, global average pooled."""
     return ResNet12(image_shape, channels=channels, track_running_stats=track_running_stats)
+
+
+def build_trunk(
+    backbone: str,
+    image_shape: tuple[int, int, int],
+    channels: int | None,
+    *,
+    owner: str,
+    track_running_stats: bool = True,
+) -> nn.Module:
+    """Build a BACKBONES trunk, passing ``channels`` (the conv4 width) when given.
+
+    Args:
+        backbone: a registered backbone name.
+        image_shape: ``(C, H, W)``.
+        channels: filters per ``conv4`` block; None keeps the backbone's default.
+        owner: the learner's name, for the error message.
+        track_running_stats: False gives BatchNorm that always uses the batch's statistics (MAML).
+
+    Raises:
+        ValueError: if ``channels`` is given for a backbone other than ``conv4``.
+    """
+    builder = BACKBONES.get(backbone)
+    kwargs: dict[str, object] = {"image_shape": tuple(image_shape), "track_running_stats": track_running_stats}
+    if channels is None:
+        return builder(**kwargs)
+    if backbone != "conv4":
+        raise ValueError(
+            f"{owner}: backbone_channels={channels} applies to backbone 'conv4' only, not {backbone!r}; "
+            "drop backbone_channels"
+        )
+    return builder(channels=int(channels), **kwargs)

@@ -54,7 +54,8 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from metamem.learners._common import mask_absent, present_classes, support_onehot
-from metamem.learners.base import BACKBONES, LEARNERS
+from metamem.learners.backbones import build_trunk
+from metamem.learners.base import LEARNERS
 from metamem.learners.capabilities import SetLearner
 
 __all__ = ["MAML", "build_maml"]
@@ -207,6 +208,7 @@ def build_maml(
     n_way: int,
     image_shape: tuple[int, int, int],
     backbone: str = "conv4",
+    backbone_channels: int | None = None,
     inner_steps: int = 1,
     inner_lr: float = 0.4,
     eval_inner_steps: int | None = None,
@@ -214,8 +216,13 @@ def build_maml(
     head_init: Literal["learned", "zero"] = "learned",
     eval_chunk_images: int | None = 512,
 ) -> MAML:
-    """MAML (Finn et al. 2017): backbone + linear head adapted per episode by inner SGD steps."""
-    body = BACKBONES.build(backbone, image_shape=image_shape, track_running_stats=False)
+    """MAML (Finn et al. 2017): backbone + linear head adapted per episode by inner SGD steps.
+
+    ``backbone`` is a BACKBONES key, built with batch-statistics BatchNorm;
+    ``backbone_channels`` sets the ``conv4`` width (None: 64; the paper uses 32 on
+    mini-ImageNet). The other arguments are :class:`MAML`'s.
+    """
+    body = build_trunk(backbone, image_shape, backbone_channels, owner="maml", track_running_stats=False)
     net = nn.Sequential(body, nn.Linear(int(body.out_dim), n_way))
     return MAML(
         net,

@@ -52,7 +52,8 @@ from metamem.learners._common import (
 )
 from metamem.learners.base import LEARNERS
 from metamem.learners.capabilities import AnyWay, EmbeddingLearner
-from metamem.learners.metanet import build_trunk, check_set_inputs
+from metamem.learners.backbones import build_trunk
+from metamem.learners.metanet import check_set_inputs
 from metamem.memory import WRITE_POLICIES, CachedUniformWrite, MemoryState, SlotMemory
 from metamem.memory.state import check_positive
 from metamem.registry import renamed_keys

@@ -57,7 +57,8 @@ from metamem.learners._common import (
     present_classes,
     support_onehot,
 )
-from metamem.learners.base import BACKBONES, LEARNERS
+from metamem.learners.backbones import build_trunk
+from metamem.learners.base import LEARNERS
 from metamem.learners.capabilities import EmbeddingLearner, LimitedWays
 from metamem.memory.state import check_positive
 
@@ -385,25 +386,6 @@ def check_set_inputs(
             f"support_mask {mask} and query_x {tuple(query_x.shape)} must be [B, S, C, H, W], [B, S], "
             "[B, S] and [B, Qn, C, H, W]"
         )
-
-
-def build_trunk(
-    backbone: str, image_shape: tuple[int, int, int], channels: int | None, *, owner: str
-) -> nn.Module:
-    """Build a BACKBONES trunk, passing ``channels`` (conv4 width) when given.
-
-    Raises:
-        ValueError: if ``channels`` is given for a backbone other than ``conv4``.
-    """
-    builder = BACKBONES.get(backbone)
-    if channels is None:
-        return builder(image_shape=tuple(image_shape))
-    if backbone != "conv4":
-        raise ValueError(
-            f"{owner}: backbone_channels={channels} applies to backbone 'conv4' only, not {backbone!r}; "
-            "drop backbone_channels"
-        )
-    return builder(image_shape=tuple(image_shape), channels=int(channels))
 
 
 @LEARNERS.register("metanet")

@@ -196,3 +196,18 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="maml: inner_steps and eval_inner_steps must be >= 0"):
         build_learner("maml", n_way=3, image_shape=(1, 28, 28), inner_steps=-1)
 
+
+
+def test_backbone_channels_sets_the_conv4_width_with_batch_statistics() -> None:
+    # the MAML paper's mini-ImageNet Conv-4 has 32 filters (experiments/mini_imagenet/maml.yaml)
+    model = build_learner("maml", n_way=5, image_shape=(3, 84, 84), backbone_channels=32)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 32, 32, 32]
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(isinstance(m, BatchStatNorm2d) and not m.track_running_stats for m in norms)
+    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    assert head.in_features == 32 * 5 * 5
+    default = build_learner("maml", n_way=5, image_shape=(3, 84, 84))
+    assert [m.out_channels for m in default.modules() if isinstance(m, nn.Conv2d)] == [64] * 4
+    with pytest.raises(ValueError, match="maml: backbone_channels=32 applies to backbone 'conv4' only"):
+        build_learner("maml", n_way=5, image_shape=(3, 84, 84), backbone="resnet12", backbone_channels=32)
