@@ -9,7 +9,11 @@ differentiates through the inner gradients; first-order MAML (``first_order=True
 them as constants (drops the Hessian term).
 
 Implementation: :func:`torch.func.functional_call` + :func:`torch.func.grad`, vectorised over
-the B episodes with :func:`torch.func.vmap` (no Python loop over episodes in training).
+the B episodes with :func:`torch.func.vmap` on a GPU. On the CPU (``episode_batching="auto"``)
+the episodes are adapted one after another instead: under ``vmap`` every convolution becomes
+a grouped convolution over the episodes' own weights, which the CPU kernels run 1.3-2.6x
+slower than B plain convolutions (docs/benchmarks.md, "MAML on the CPU: one episode at a
+time"). The two give the same logits and gradients up to float rounding.
 
 BatchNorm: the backbone is built with ``track_running_stats=False``, so every BatchNorm layer
 (:class:`~metamem.learners.backbones.BatchStatNorm2d`, whose second-order gradients stay
@@ -78,7 +82,10 @@ class MAML(SetLearner):
             ways) or ``"zero"`` (every episode starts from a zero head).
         eval_chunk_images: without autograd, adapt and score as many episodes at once as
             keep the support and query images of a chunk at or under this (at least one
-            episode); ``None``: the whole batch in one ``vmap``.
+            episode; the vmap path only); ``None``: the whole batch in one ``vmap``.
+        episode_batching: ``"vmap"`` (the B episodes in one vmapped call), ``"loop"`` (one
+            episode at a time) or ``"auto"`` (loop when the episodes are on the CPU, vmap
+            elsewhere).
     """
 
     batch_independent_train = True
@@ -94,8 +101,14 @@ class MAML(SetLearner):
         first_order: bool = False,
         head_init: Literal["learned", "zero"] = "learned",
         eval_chunk_images: int | None = 512,
+        episode_batching: Literal["auto", "vmap", "loop"] = "auto",
     ) -> None:
         super().__init__()
+        if episode_batching not in ("auto", "vmap", "loop"):
+            raise ValueError(
+                f"maml: episode_batching must be 'auto', 'vmap' or 'loop', got {episode_batching!r}"
+            )
+        self.episode_batching = episode_batching
         if eval_chunk_images is not None and eval_chunk_images < 1:
             raise ValueError(f"maml: eval_chunk_images must be >= 1 or None, got {eval_chunk_images}")
         self.eval_chunk_images = eval_chunk_images
@@ -122,6 +135,10 @@ class MAML(SetLearner):
         """Query logits ``[B, Qn, N]`` of the per-episode adapted networks."""
         params = self.episode_params(n_way)
         episode = self._episode_fn()
+        if support_mask is None and self.loops_over_episodes(support_x.device):
+            return torch.stack([
+                episode(params, support_x[b], support_y[b], query_x[b]) for b in range(support_x.shape[0])
+            ])
         if support_mask is None:
             batched = vmap(episode, in_dims=(None, 0, 0, 0))
             chunk = self.eval_chunk(support_x.shape[0], support_x.shape[1] + query_x.shape[1])
@@ -137,6 +154,12 @@ class MAML(SetLearner):
             rows.append(episode(params, support_x[b, keep], support_y[b, keep], query_x[b]))
         present = present_classes(support_onehot(support_y, n_way, support_mask))
         return mask_absent(torch.stack(rows), present)
+
+    def loops_over_episodes(self, device: torch.device) -> bool:
+        """Whether :meth:`predict` adapts the episodes one at a time on ``device``."""
+        if self.episode_batching == "auto":
+            return device.type == "cpu"
+        return self.episode_batching == "loop"
 
     def eval_chunk(self, batch: int, images_per_episode: int) -> int:
         """Episodes adapted at once: ``batch`` with autograd on (training) or no chunk limit,
@@ -215,6 +238,7 @@ def build_maml(
     first_order: bool = False,
     head_init: Literal["learned", "zero"] = "learned",
     eval_chunk_images: int | None = 512,
+    episode_batching: Literal["auto", "vmap", "loop"] = "auto",
 ) -> MAML:
     """MAML (Finn et al. 2017): backbone + linear head adapted per episode by inner SGD steps.
 
@@ -233,4 +257,5 @@ def build_maml(
         first_order=first_order,
         head_init=head_init,
         eval_chunk_images=eval_chunk_images,
+        episode_batching=episode_batching,
     )

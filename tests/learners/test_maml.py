@@ -18,14 +18,15 @@ from metamem.types import EpisodeBatch
 B, S, QN, N = 2, 6, 4, 3
 
 
-def tiny_maml(*, inner_steps: int = 2, eval_inner_steps: int | None = None, first_order: bool = False) -> MAML:
+def tiny_maml(*, inner_steps: int = 2, eval_inner_steps: int | None = None, first_order: bool = False,
+              episode_batching: str = "vmap") -> MAML:
     """conv -> BatchNorm (batch statistics) -> tanh -> linear, float64: 81 parameters."""
     torch.manual_seed(0)
     net = nn.Sequential(
         nn.Conv2d(1, 2, 3), BatchStatNorm2d(2), nn.Tanh(), nn.Flatten(), nn.Linear(18, N)
     ).double()
     return MAML(net, n_way=N, inner_steps=inner_steps, inner_lr=0.3,
-                eval_inner_steps=eval_inner_steps, first_order=first_order)
+                eval_inner_steps=eval_inner_steps, first_order=first_order, episode_batching=episode_batching)
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +69,9 @@ def test_inner_loop_matches_manual_sgd(tiny_batch: EpisodeBatch) -> None:
     assert not torch.equal(got["4.weight"], params["4.weight"])
 
 
-def test_second_order_outer_gradient_against_finite_differences(tiny_batch: EpisodeBatch) -> None:
-    model = tiny_maml(inner_steps=2)
+@pytest.mark.parametrize("batching", ["vmap", "loop"])
+def test_second_order_outer_gradient_against_finite_differences(tiny_batch: EpisodeBatch, batching: str) -> None:
+    model = tiny_maml(inner_steps=2, episode_batching=batching)
     names = [n for n, _ in model.net.named_parameters()]
 
     def outer(*ps: torch.Tensor) -> torch.Tensor:
@@ -86,7 +88,7 @@ def test_second_order_outer_gradient_against_finite_differences(tiny_batch: Epis
 
     inputs = tuple(p.detach().clone().requires_grad_() for p in model.net.parameters())
     assert torch.autograd.gradcheck(outer, inputs, eps=1e-6, atol=1e-5)
-    # the batched (vmapped) forward gives the same loss and gradient as the per-episode reference
+    # the batched forward (vmapped, or the episode loop) gives the reference loss and gradient
     assert_batched_matches_reference(model.train(), tiny_batch, 2)
 
 
@@ -101,13 +103,15 @@ def assert_batched_matches_reference(model: MAML, batch: EpisodeBatch, steps: in
         torch.testing.assert_close(p.grad, g, msg=name)
 
 
-def test_registered_maml_batched_gradients_match_the_loop() -> None:
+@pytest.mark.parametrize("batching", ["vmap", "loop", "auto"])
+def test_registered_maml_batched_gradients_match_the_loop(batching: str) -> None:
     """The built-in conv4 MAML: vmap + second order through BatchNorm equals the per-episode loop.
 
     (The fused BatchNorm kernel fails this under vmap, hence ``BatchStatNorm2d``.)
     """
     torch.manual_seed(0)
-    model = build_learner("maml", n_way=2, image_shape=(1, 16, 16), inner_steps=2).double()
+    model = build_learner("maml", n_way=2, image_shape=(1, 16, 16), inner_steps=2,
+                          episode_batching=batching).double()
     g = torch.Generator().manual_seed(2)
     batch = EpisodeBatch(
         support_x=torch.rand(2, 4, 1, 16, 16, generator=g, dtype=torch.float64),
@@ -172,6 +176,20 @@ def test_scoring_in_chunks_without_autograd_gives_the_batched_logits(limit: int)
         torch.testing.assert_close(chunked[i], functional_call(model.net, adapted, (qx[i],)).detach())
 
 
+def test_auto_batching_loops_on_the_cpu_and_gives_the_vmapped_logits(tiny_batch: EpisodeBatch) -> None:
+    auto, vm = tiny_maml(episode_batching="auto"), tiny_maml(episode_batching="vmap")
+    assert auto.loops_over_episodes(torch.device("cpu")) and not auto.loops_over_episodes(torch.device("cuda"))
+    assert not vm.loops_over_episodes(torch.device("cpu"))
+    assert tiny_maml(episode_batching="loop").loops_over_episodes(torch.device("cuda"))
+    for train in (True, False):
+        auto.train(train), vm.train(train)
+        with torch.no_grad():
+            got = auto.predict(tiny_batch.support_x, tiny_batch.support_y, tiny_batch.query_x, n_way=N)
+            want = vm.predict(tiny_batch.support_x, tiny_batch.support_y, tiny_batch.query_x, n_way=N)
+        torch.testing.assert_close(got, want)
+        assert got.shape == (B, QN, N)
+
+
 def test_masked_inner_loss_ignores_absent_items(tiny_batch: EpisodeBatch) -> None:
     model = tiny_maml()
     mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 0, 1, 0, 1, 1]], dtype=torch.bool)
@@ -191,6 +209,8 @@ def test_bad_arguments() -> None:
     headless = MAML(nn.Sequential(nn.Flatten(), nn.Tanh()), n_way=25)
     with pytest.raises(ValueError, match="no nn.Linear head to re-initialise for n_way=5"):
         headless.predict(torch.zeros(1, 5, 1, 5, 5), torch.arange(5)[None], torch.zeros(1, 2, 1, 5, 5), n_way=5)
+    with pytest.raises(ValueError, match="maml: episode_batching must be 'auto', 'vmap' or 'loop', got 'map'"):
+        build_learner("maml", n_way=3, image_shape=(1, 28, 28), episode_batching="map")
     with pytest.raises(ValueError, match="maml: eval_chunk_images must be >= 1 or None, got 0"):
         build_learner("maml", n_way=3, image_shape=(1, 28, 28), eval_chunk_images=0)
     with pytest.raises(ValueError, match="maml: inner_steps and eval_inner_steps must be >= 0"):
