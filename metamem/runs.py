@@ -31,6 +31,7 @@ from metamem.registry import renames_of
 __all__ = [
     "CheckpointError",
     "FORMAT",
+    "WEIGHTS_NOT_INCLUDED",
     "save_checkpoint",
     "load_checkpoint",
     "checkpoint_path",
@@ -70,6 +71,11 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     atomic_write(path, lambda f: torch.save(payload, f))
 
 
+#: the file an exported run holds in ``checkpoints/`` instead of weights too large to share
+#: (:func:`metamem.training.export.export_run` with ``weights=False``); it says why.
+WEIGHTS_NOT_INCLUDED = "WEIGHTS_NOT_INCLUDED.txt"
+
+
 def checkpoint_path(path: str | os.PathLike[str], which: str = "best") -> Path:
     """The checkpoint file of ``path``: the file itself, or a run directory's
     ``checkpoints/best.pt`` (``which="best"``, falling back to ``checkpoints/last.pt``) or
@@ -79,7 +85,8 @@ def checkpoint_path(path: str | os.PathLike[str], which: str = "best") -> Path:
 
     Raises:
         FileNotFoundError: for a missing path, or a run directory without such a checkpoint
-            (the message names the files looked for).
+            (the message names the files looked for, or quotes the reason a shared run
+            gives for leaving its weights out).
     """
     if which not in ("best", "last"):
         raise ValueError(f"which={which!r}: expected 'best' or 'last'")
@@ -92,6 +99,10 @@ def checkpoint_path(path: str | os.PathLike[str], which: str = "best") -> Path:
     for name in names:
         if (path / "checkpoints" / name).is_file():
             return path / "checkpoints" / name
+    marker = path / "checkpoints" / WEIGHTS_NOT_INCLUDED
+    if marker.is_file():
+        reason = " ".join(marker.read_text(encoding="utf-8").split())
+        raise FileNotFoundError(f"run directory {path} was shared without its weights: {reason}")
     looked = "checkpoints/last.pt" if which == "last" else (
         f"checkpoint (looked for {path / 'checkpoints' / 'best.pt'} and last.pt)")
     raise FileNotFoundError(

@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="final weights (default) or the best validation checkpoint")
     e.add_argument("--max-mb", type=float, default=DEFAULT_MAX_BYTES / 2**20)
     e.add_argument("--overwrite", action="store_true")
+    e.add_argument("--no-weights", action="store_true",
+                   help="leave the weights out (a network too large to share), with a note saying so")
     c = sub.add_parser("curves", help="accuracy against wall and CPU minutes of runs")
     c.add_argument("runs", nargs="+", metavar="NAME=RUN_DIR")
     c.add_argument("--out", type=Path, required=True)
@@ -41,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.cmd == "export":
         out = export_run(args.run, args.dest, which=args.which,
-                         max_bytes=int(args.max_mb * 2**20), overwrite=args.overwrite)
+                         max_bytes=int(args.max_mb * 2**20), overwrite=args.overwrite,
+                         weights=not args.no_weights)
         size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
         print(f"exported {args.run} -> {out} ({size / 2**20:.2f} MiB)")
         return 0

@@ -36,7 +36,9 @@ def test_no_machine_local_paths_in_the_package() -> None:
 def test_committed_runs_are_small_portable_and_final(repo_root: Path) -> None:
     """Every committed run directory (``results/<table>/<row>/``) holds a config, metrics and
     final weights only (no intermediate checkpoints), at most 5 MB, and names no path of the
-    machine it was trained on (the export's own check), so ``metamem eval`` re-scores it anywhere."""
+    machine it was trained on (the export's own check), so ``metamem eval`` re-scores it anywhere.
+    The one exception the issue allows, a ResNet-12 (~50 MB of weights), is committed without
+    its weights and says so in ``checkpoints/WEIGHTS_NOT_INCLUDED.txt``."""
     import json
 
     import yaml
@@ -51,10 +53,12 @@ def test_committed_runs_are_small_portable_and_final(repo_root: Path) -> None:
         size = sum(f.stat().st_size for f in run.rglob("*") if f.is_file())
         if size > 5 * 2**20:
             problems.append(f"{name}: {size / 2**20:.1f} MB > 5 MB")
-        ckpts = sorted(p.name for p in (run / "checkpoints").glob("*.pt"))
-        if ckpts != ["last.pt"]:
-            problems.append(f"{name}: checkpoints {ckpts}, expected only last.pt")
         config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+        ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+        light = ckpts == ["WEIGHTS_NOT_INCLUDED.txt"] and config["learner"].get("backbone") == "resnet12"
+        if ckpts != ["last.pt"] and not light:
+            problems.append(f"{name}: checkpoints {ckpts}, expected only last.pt (or, for a "
+                            "ResNet-12, WEIGHTS_NOT_INCLUDED.txt)")
         if portable_config(config) != config:  # raises on a path; drops machine keys
             problems.append(f"{name}/config.yaml: holds a machine key of data.options")
         records = [json.loads(x) for x in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from metamem.runs import (
+    WEIGHTS_NOT_INCLUDED,
     CheckpointError,
     load_checkpoint,
     read_metrics,
@@ -93,6 +94,7 @@ def export_run(
     which: str = "last",
     max_bytes: int = DEFAULT_MAX_BYTES,
     overwrite: bool = False,
+    weights: bool = True,
 ) -> Path:
     """Write the shareable copy of ``run_dir`` to ``dest`` (see the module docstring).
 
@@ -105,6 +107,10 @@ def export_run(
         which: ``"last"`` (final weights, default) or ``"best"`` (best validation accuracy).
         max_bytes: refuse a copy larger than this.
         overwrite: replace an existing ``dest``.
+        weights: False leaves the weights out (a network too large to share, e.g. a
+            ResNet-12): ``checkpoints/`` then holds only a ``WEIGHTS_NOT_INCLUDED.txt`` that
+            gives their size and how to re-create them, and ``metamem eval`` on the copy
+            quotes it. The config, metrics and eval files are exported as always.
 
     Returns:
         ``dest`` as a :class:`~pathlib.Path`.
@@ -128,12 +134,22 @@ def export_run(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         (tmp / "checkpoints").mkdir()
-        save_checkpoint(tmp / "checkpoints" / "last.pt", {
+        payload = {
             "config": config, "learner": ckpt["learner"], "image_shape": ckpt["image_shape"],
             "step": ckpt["step"], "best_val": ckpt.get("best_val"),
             "model": ckpt["model"],
             "exported": {"which": which, "step": ckpt["step"]},
-        })
+        }
+        save_checkpoint(tmp / "checkpoints" / "last.pt", payload)
+        if not weights:
+            size = (tmp / "checkpoints" / "last.pt").stat().st_size
+            (tmp / "checkpoints" / "last.pt").unlink()
+            (tmp / "checkpoints" / WEIGHTS_NOT_INCLUDED).write_text(
+                f"the final weights (step {ckpt['step']}, {size / 2**20:.1f} MiB) are not included, "
+                "to keep the repository small; re-create them with `metamem train` on this run's "
+                "config.yaml (same seed and steps), then score that run.\n",
+                encoding="utf-8",
+            )
         (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         # lines logged after the exported weights (a run stopped between checkpoints) go
         write_metrics(tmp / "metrics.jsonl",

@@ -143,3 +143,22 @@ def test_export_never_records_an_absolute_source(trained, tmp_path, monkeypatch)
         import shutil
 
         shutil.rmtree(elsewhere.parent, ignore_errors=True)
+
+
+def test_export_without_weights_says_so_where_eval_looks(trained, tmp_path):
+    full = export_run(trained, tmp_path / "full")
+    dest = export_run(trained, tmp_path / "light", weights=False)
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == [
+        "checkpoints/WEIGHTS_NOT_INCLUDED.txt", "config.yaml", "eval.json", "metrics.jsonl"]
+    note = (dest / "checkpoints" / "WEIGHTS_NOT_INCLUDED.txt").read_text()
+    size = (full / "checkpoints" / "last.pt").stat().st_size / 2**20
+    assert f"step 6, {size:.1f} MiB" in note
+    for name in ("config.yaml", "metrics.jsonl"):
+        assert (dest / name).read_text() == (full / name).read_text()
+    with pytest.raises(FileNotFoundError, match="was shared without its weights: the final weights"):
+        sweep([dest], parse_sweep(["eval.episodes=3", "device=cpu"]))
+    r = subprocess.run([sys.executable, "scripts/omniglot_paper.py", "export", str(trained),
+                        str(tmp_path / "cli"), "--no-weights"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "cli" / "checkpoints" / "last.pt").exists()
+    assert (tmp_path / "cli" / "checkpoints" / "WEIGHTS_NOT_INCLUDED.txt").is_file()
