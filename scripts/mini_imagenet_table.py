@@ -1,7 +1,8 @@
 """Rows of docs/results/mini_imagenet.md from finished run directories.
 
 For each run: its learner and backbone, the 5-way 1-shot and 5-shot set-scoring accuracy on
-the run's fixed test episodes (mean ± 95% CI, from ``eval.json``), the episodes scored, the
+the run's fixed test episodes (mean ± 95% CI, from the training run's ``eval.json`` and from
+any ``metamem eval --out`` folder inside the run, ``<run>/*/results.json``), the episodes scored, the
 training budget (steps x episode shape) and the wall / CPU time of training (the last
 ``metrics.jsonl`` line's ``elapsed_s`` / ``cpu_s``). Each run directory also holds the
 learning curve training wrote (``learning_curve.png``).
@@ -22,7 +23,9 @@ import yaml
 
 def row(run: Path) -> str:
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    results = json.loads((run / "eval.json").read_text())
+    results = json.loads((run / "eval.json").read_text()) if (run / "eval.json").is_file() else []
+    for extra in sorted(run.glob("*/results.json")):  # re-scorings written by `metamem eval --out`
+        results += json.loads(extra.read_text())["results"]
     cells = {}
     for r in results:
         p, s = r["protocol"], r["scores"].get("set")

@@ -1,0 +1,35 @@
+"""scripts/mini_imagenet_table.py reads both places a run keeps its scores."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("mini_imagenet_table", REPO / "scripts" / "mini_imagenet_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rows_read_eval_json_and_metamem_eval_folders(tmp_path: Path) -> None:
+    table = load_script()
+    # the committed MetaNet run keeps its 5w1s cell in eval/results.json (a `metamem eval --out` folder)
+    src = REPO / "results" / "mini_imagenet" / "metanet_conv4"
+    (tmp_path / "eval").mkdir()
+    for name in ("config.yaml", "metrics.jsonl"):
+        (tmp_path / name).write_text((src / name).read_text())
+    scored = json.loads((src / "eval" / "results.json").read_text())
+    (tmp_path / "eval" / "results.json").write_text(json.dumps(scored))
+    r = scored["results"][0]
+    want = f"{100 * r['scores']['set']['mean']:.2f} ± {100 * r['scores']['set']['ci95']:.2f} (1000 ep.)"
+    line = table.row(tmp_path)
+    assert line.startswith("| metanet | conv4 | " + want + " | – |"), line
+    # and a training run's own eval.json, both cells, next to a re-scoring of one of them
+    five = dict(r, protocol=dict(r["protocol"], k_shot=5), scores={"set": {"mean": 0.5, "ci95": 0.01}})
+    (tmp_path / "eval.json").write_text(json.dumps([five]))
+    assert table.row(tmp_path).startswith(f"| metanet | conv4 | {want} | 50.00 ± 1.00 (1000 ep.) |")
