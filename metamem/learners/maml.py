@@ -11,9 +11,9 @@ them as constants (drops the Hessian term).
 Implementation: :func:`torch.func.functional_call` + :func:`torch.func.grad`, vectorised over
 the B episodes with :func:`torch.func.vmap` on a GPU. On the CPU (``episode_batching="auto"``)
 the episodes are adapted one after another instead: under ``vmap`` every convolution becomes
-a grouped convolution over the episodes' own weights, which the CPU kernels run 1.3-2.6x
-slower than B plain convolutions (docs/benchmarks.md, "MAML on the CPU: one episode at a
-time"). The two give the same logits and gradients up to float rounding.
+a grouped convolution over the episodes' own weights, which the CPU kernels run up to 5x
+slower than B plain convolutions (second-order training; 1.2-1.5x when scoring; see
+docs/benchmarks.md, "MAML on the CPU: one episode at a time"). The two give the same logits and gradients up to float rounding.
 
 BatchNorm: the backbone is built with ``track_running_stats=False``, so every BatchNorm layer
 (:class:`~metamem.learners.backbones.BatchStatNorm2d`, whose second-order gradients stay
