@@ -46,13 +46,15 @@ BITS = 6
 
 @dataclass
 class Task:
-    """A task: a train batch drawn with random sizes, a fixed longer test setting, memory size."""
+    """A task: a train batch drawn with random sizes, a fixed longer test setting, memory size,
+    and the longest train setting (scored too, to tell "not learnt" from "not generalised")."""
 
     train: Callable[[torch.Generator, int], TaskBatch]
     test: Callable[[torch.Generator, int], TaskBatch]
     test_setting: str
     slots: int
     paper: tuple[float, float] | None  # NSM paper, bit error per sequence: NTM, NUTM (p=2)
+    longest_train: Callable[[torch.Generator, int], TaskBatch]
 
 
 def _randint(gen: torch.Generator, low: int, high: int) -> int:
@@ -64,31 +66,37 @@ TASKS: dict[str, Task] = {
         lambda g, b: copy_task(b, _randint(g, 1, 10), BITS, generator=g),
         lambda g, b: copy_task(b, 20, BITS, generator=g),
         "train lengths 1-10, test length 20", 32, (0.0, 0.0),
+        lambda g, b: copy_task(b, 10, BITS, generator=g),
     ),
     "repeat_copy": Task(
         lambda g, b: repeat_copy_task(b, _randint(g, 1, 5), _randint(g, 1, 5), BITS, generator=g),
         lambda g, b: repeat_copy_task(b, 5, 8, BITS, generator=g),
         "train length 1-5 x 1-5 repeats, test 5 x 8", 32, (405.10, 366.69),
+        lambda g, b: repeat_copy_task(b, 5, 5, BITS, generator=g),
     ),
     "associative_recall": Task(
         lambda g, b: associative_recall_task(b, _randint(g, 2, 4), 2, BITS, generator=g),
         lambda g, b: associative_recall_task(b, 8, 2, BITS, generator=g),
         "train 2-4 items of 2 steps, test 8 items", 32, (7.66, 1.35),
+        lambda g, b: associative_recall_task(b, 4, 2, BITS, generator=g),
     ),
     "priority_sort": Task(
         lambda g, b: priority_sort_task(b, 8, 6, BITS, generator=g),
         lambda g, b: priority_sort_task(b, 12, 9, BITS, generator=g),
         "train 8 -> 6 items, test 12 -> 9", 32, (24.41, 20.00),
+        lambda g, b: priority_sort_task(b, 8, 6, BITS, generator=g),
     ),
     "ngrams": Task(
         lambda g, b: ngram_task(b, 60, n=6, generator=g),
         lambda g, b: ngram_task(b, 120, n=6, generator=g),
         "6-grams, train 60 bits, test 120", 32, (132.59, 127.68),
+        lambda g, b: ngram_task(b, 60, n=6, generator=g),
     ),
     "long_copy": Task(
         lambda g, b: copy_task(b, _randint(g, 1, 20), BITS, generator=g),
         lambda g, b: copy_task(b, 40, BITS, generator=g),
         "train lengths 1-20, test length 40", 64, (16.04, 0.02),
+        lambda g, b: copy_task(b, 20, BITS, generator=g),
     ),
 }
 
@@ -119,14 +127,15 @@ def masked_bce(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
     return (loss * mask).sum() / mask.sum()
 
 
-def run(task_name: str, core: str, args: argparse.Namespace) -> tuple[float, float, float]:
+def run(task_name: str, core: str, seed: int, args: argparse.Namespace) -> tuple[float, float, float, float]:
+    """Train one core on one task; return (test bit errors, test BCE, longest-train bit errors, wall s)."""
     task = TASKS[task_name]
     probe = task.train(torch.Generator().manual_seed(0), 1)
-    torch.manual_seed(args.seed)  # the script owns its RNG: same initial weights for every run
+    torch.manual_seed(seed)  # the script owns its RNG: same initial weights for every run
     model = Model(core, probe.inputs.shape[-1], probe.targets.shape[-1], hidden=args.hidden,
                   slots=task.slots, width=args.width)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    gen = torch.Generator().manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     for step in range(args.steps):
         batch = task.train(gen, args.batch)
@@ -140,10 +149,12 @@ def run(task_name: str, core: str, args: argparse.Namespace) -> tuple[float, flo
         opt.step()
     wall = time.perf_counter() - start
     model.eval()
-    test = task.test(torch.Generator().manual_seed(args.seed + 10_000), args.test_batch)
+    test = task.test(torch.Generator().manual_seed(seed + 10_000), args.test_batch)
+    longest = task.longest_train(torch.Generator().manual_seed(seed + 20_000), args.test_batch)
     with torch.no_grad():
         logits = model(test)
-    return float(bit_errors(logits, test).mean()), float(masked_bce(logits, test)), wall
+        train_err = float(bit_errors(model(longest), longest).mean())
+    return float(bit_errors(logits, test).mean()), float(masked_bce(logits, test)), train_err, wall
 
 
 def main() -> None:
@@ -156,11 +167,15 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=64, help="LSTM units")
     p.add_argument("--width", type=int, default=16, help="slot width D")
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", default="0", help="seed, or comma-separated seeds (one row each)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     tasks, cores = args.tasks.split(","), args.cores.split(",")
+    try:
+        seeds = [int(s) for s in args.seed.split(",")]
+    except ValueError:
+        p.error(f"--seed takes comma-separated ints, got {args.seed!r}")
     for name in tasks:
         if name not in TASKS:
             p.error(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
@@ -169,15 +184,17 @@ def main() -> None:
             p.error(f"unknown core {name!r}; valid: {', '.join(CORES)}")
     print(f"# {args.steps} steps x batch {args.batch}, LSTM {args.hidden}, D={args.width}, R=1, Adam lr {args.lr}, "
           f"clip 10, seed {args.seed}, test batch {args.test_batch}, torch threads {args.threads}")
-    print(f"{'task':<19} {'core':<5} {'bit err/seq':>11} {'test bce':>9} {'wall':>7}   NSM paper NTM / NUTM")
+    print(f"{'task':<19} {'core':<5} {'seed':>4} {'bit err/seq':>11} {'test bce':>9} {'train err':>9} {'wall':>7}"
+          "   NSM paper NTM / NUTM")
     for name in tasks:
         task = TASKS[name]
-        print(f"# {name}: {task.test_setting}, S={task.slots}")
+        print(f"# {name}: {task.test_setting}, S={task.slots}; train err: longest train setting")
         for core in cores:
-            err, bce, wall = run(name, core, args)
-            paper = "" if task.paper is None else f"{task.paper[0]:.2f} / {task.paper[1]:.2f}"
-            print(f"{name:<19} {core:<5} {err:>11.2f} {bce:>9.4f} {wall:>6.1f}s   {paper}", flush=True)
-
+            for seed in seeds:
+                err, bce, train_err, wall = run(name, core, seed, args)
+                paper = "" if task.paper is None else f"{task.paper[0]:.2f} / {task.paper[1]:.2f}"
+                print(f"{name:<19} {core:<5} {seed:>4} {err:>11.2f} {bce:>9.4f} {train_err:>9.2f} {wall:>6.1f}s   {paper}",
+                      flush=True)
 
 if __name__ == "__main__":
     main()
