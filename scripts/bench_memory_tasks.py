@@ -135,6 +135,8 @@ def run(task_name: str, core: str, seed: int, args: argparse.Namespace) -> tuple
     model = Model(core, probe.inputs.shape[-1], probe.targets.shape[-1], hidden=args.hidden,
                   slots=task.slots, width=args.width)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.steps)
+             if args.schedule == "cosine" else None)
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     for step in range(args.steps):
@@ -147,6 +149,8 @@ def run(task_name: str, core: str, seed: int, args: argparse.Namespace) -> tuple
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
+        if sched is not None:
+            sched.step()
     wall = time.perf_counter() - start
     model.eval()
     test = task.test(torch.Generator().manual_seed(seed + 10_000), args.test_batch)
@@ -167,6 +171,8 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=64, help="LSTM units")
     p.add_argument("--width", type=int, default=16, help="slot width D")
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--schedule", choices=("none", "cosine"), default="none",
+                   help="learning rate: constant, or cosine-annealed to 0 over --steps")
     p.add_argument("--seed", default="0", help="seed, or comma-separated seeds (one row each)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
@@ -182,8 +188,8 @@ def main() -> None:
     for name in cores:
         if name not in CORES:
             p.error(f"unknown core {name!r}; valid: {', '.join(CORES)}")
-    print(f"# {args.steps} steps x batch {args.batch}, LSTM {args.hidden}, D={args.width}, R=1, Adam lr {args.lr}, "
-          f"clip 10, seed {args.seed}, test batch {args.test_batch}, torch threads {args.threads}")
+    print(f"# {args.steps} steps x batch {args.batch}, LSTM {args.hidden}, D={args.width}, R=1, Adam lr {args.lr}"
+          f"{' cosine to 0' if args.schedule == 'cosine' else ''}, clip 10, seed {args.seed}, test batch {args.test_batch}, torch threads {args.threads}")
     print(f"{'task':<19} {'core':<5} {'seed':>4} {'bit err/seq':>11} {'test bce':>9} {'train err':>9} {'wall':>7}"
           "   NSM paper NTM / NUTM")
     for name in tasks:
