@@ -50,10 +50,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     runs = {}
     for item in args.runs:
-        name, sep, path = item.partition("=")
-        if not sep or not name:
+        # the name may hold '=' itself ("NUTM p=3=runs/x"): split at the first '=' after which
+        # a run folder follows, else at the first '='
+        cuts = [i for i, ch in enumerate(item) if ch == "="]
+        if not cuts or cuts[0] == 0:
             print(f"error: {item!r} is not NAME=RUN_DIR", file=sys.stderr)
             return 2
+        cut = next((i for i in cuts if (Path(item[i + 1:]) / "metrics.jsonl").is_file()), cuts[0])
+        name, path = item[:cut], item[cut + 1:]
         metrics = Path(path) / "metrics.jsonl"
         if not metrics.is_file():
             print(f"error: {metrics} not found", file=sys.stderr)

@@ -1,0 +1,48 @@
+"""scripts/omniglot_paper.py curves: NAME=RUN_DIR arguments, names holding '=' included."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RUN = REPO / "results" / "omniglot_paper" / "nutm_lru_10way"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("omniglot_paper_script", REPO / "scripts" / "omniglot_paper.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_copy(tmp_path: Path, name: str) -> Path:
+    run = tmp_path / name
+    run.mkdir()
+    shutil.copy(RUN / "metrics.jsonl", run / "metrics.jsonl")
+    return run
+
+
+def test_curves_takes_names_with_equals_signs(tmp_path: Path, monkeypatch) -> None:
+    script = load_script()
+    a, b = _run_copy(tmp_path, "a"), _run_copy(tmp_path, "b")
+    drawn = {}
+
+    def fake_plot(runs, out, title=None):
+        drawn.update(runs)
+        return out
+
+    monkeypatch.setattr(script, "plot_learning_curves", fake_plot)
+    out = tmp_path / "c.png"
+    assert script.main(["curves", f"NUTM p=3={a}", f"MANN={b}", "--out", str(out)]) == 0
+    assert sorted(drawn) == ["MANN", "NUTM p=3"]
+    assert len(drawn["NUTM p=3"]) == len(drawn["MANN"]) > 0
+
+
+def test_curves_names_the_missing_run_and_refuses_no_name(tmp_path: Path, capsys) -> None:
+    script = load_script()
+    assert script.main(["curves", f"x={tmp_path / 'nope'}", "--out", str(tmp_path / "c.png")]) == 2
+    assert f"{tmp_path / 'nope' / 'metrics.jsonl'} not found" in capsys.readouterr().err
+    assert script.main(["curves", f"={tmp_path}", "--out", str(tmp_path / "c.png")]) == 2
+    assert "is not NAME=RUN_DIR" in capsys.readouterr().err
