@@ -5,16 +5,22 @@
 #   3. MANN training-step and evaluation benchmarks on the GPU;
 #   4. a short ProtoNet Conv-4 mini-ImageNet training with AMP (bf16, channels-last) that
 #      prints episodes/s and the 5-way 1-/5-shot accuracy on 1,000 fixed test episodes.
-# Logs and the run directory go to $OUT (default gpu_check_out/). Status: NOT YET RUN on a GPU
-# (no device was lent when it was written); docs/benchmarks.md says where its figures go.
+# Logs go to $OUT (default gpu_check_out/), the ProtoNet run directory to $RUNS (default $OUT).
+# Run on one H200 on 2026-12-04 in 235 s; figures in docs/benchmarks.md ("GPU check"), logs in
+# results/gpu_check/2026-12-04/. MINI_SPLITS names a folder of train.csv/test.csv for a subset of
+# the images (scripts/mini_imagenet_subset.py builds one that fits a small upload).
 #
 #   bash scripts/gpu_check.sh                       # from the repository root
 #   MINI_IMAGENET=/data/mini_imagenet OUT=/tmp/gc bash scripts/gpu_check.sh
+#   python scripts/mini_imagenet_subset.py --out .devdata/mini   # then, on the GPU machine:
+#   MINI_IMAGENET=.devdata/mini MINI_SPLITS=.devdata/mini bash scripts/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 OUT=${OUT:-gpu_check_out}
 MINI=${MINI_IMAGENET:-../shared/data/mini_imagenet}
+SPLITS=${MINI_SPLITS:-}   # a folder of train.csv/test.csv for a subset of the images (default: Ravi's)
+RUNS=${RUNS:-$OUT}        # where the ProtoNet run directory goes
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$OUT"
 $PY -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'gpu_check: no CUDA device (torch.cuda.is_available() is False); nothing to check')" || exit 2
@@ -33,16 +39,17 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log to $OUT/NAME.lo
 
 step pytest-gpu 240 $PY -m pytest -q -m gpu -rs -p no:cacheprovider
 step sampler-b1024 120 $PY scripts/bench_sampler.py --device cuda --batch-size 1024 --no-baseline --seconds 6
+step sampler-profile 60 $PY scripts/profile_sampler.py --device cuda --batch-size 1024 --rows 12
 step mann-train-step 120 $PY scripts/bench_train_step.py --device cuda --batch 16 128 1024 --steps 10 --no-reference
 step mann-eval 120 $PY scripts/bench_eval.py --device cuda --episodes 10000 --batch-size 1000 --protocol sequence
 if [ -f "$MINI/train.zip" ] || [ -f "$MINI/mini-imagenet-cache-train.pkl" ] || [ -d "$MINI/images" ]; then
   step protonet-mini-amp 300 $PY -m metamem train experiments/mini_imagenet/protonet.yaml device=cuda \
-    "data.options.root=$MINI" episodes.n_way=20 episodes.k_shot=1 episodes.n_query=15 episodes.batch_size=8 \
+    "data.options.root=$MINI" ${SPLITS:+"data.options.split_dir=$SPLITS"} episodes.n_way=20 episodes.k_shot=1 episodes.n_query=15 episodes.batch_size=8 \
     train.steps=1500 train.amp=true train.amp_dtype=bfloat16 train.channels_last=true \
     train.val_every=0 train.log_every=100 train.checkpoint_every=0 \
     eval.episodes=1000 "eval.k_shot=[1,5]" eval.n_way=5 eval.n_query=15 eval.batch_size=250 \
-    --out "$OUT/protonet_mini_amp" --overwrite --no-progress
-  $PY - "$OUT/protonet_mini_amp" <<'PYEOF' | tee "$OUT/protonet-summary.txt"
+    --out "$RUNS/protonet_mini_amp" --overwrite --no-progress
+  $PY - "$RUNS/protonet_mini_amp" <<'PYEOF' | tee "$OUT/protonet-summary.txt"
 import json, sys
 from pathlib import Path
 run = Path(sys.argv[1])

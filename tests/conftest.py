@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
-from typing import Iterator
+from types import ModuleType
+from typing import Callable, Iterator
 
 import pytest
 import torch
@@ -51,3 +53,18 @@ def repo_root() -> Path:
 def synth() -> ImageDataset:
     """40 classes x 20 images of 1x12x12, 4 groups."""
     return load_dataset("synthetic", num_classes=40, per_class=20, image_size=12, seed=0)
+
+
+@pytest.fixture
+def load_script() -> Callable[[str], ModuleType]:
+    """``load_script("omniglot_paper")``: a module of ``scripts/`` (not a package), freshly loaded."""
+
+    def load(name: str) -> ModuleType:
+        path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"scripts_{name}", path)
+        assert spec is not None and spec.loader is not None, path
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

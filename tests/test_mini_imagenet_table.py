@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("mini_imagenet_table", REPO / "scripts" / "mini_imagenet_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_rows_read_eval_json_and_metamem_eval_folders(tmp_path: Path) -> None:
-    table = load_script()
+def test_rows_read_eval_json_and_metamem_eval_folders(load_script, tmp_path: Path) -> None:
+    table = load_script("mini_imagenet_table")
     # the committed MetaNet run keeps its 5w1s cell in eval/results.json (a `metamem eval --out` folder)
     src = REPO / "results" / "mini_imagenet" / "metanet_conv4"
     (tmp_path / "eval").mkdir()

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = REPO / "results" / "omniglot_paper" / "nutm_lru_10way"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("omniglot_paper_script", REPO / "scripts" / "omniglot_paper.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run_copy(tmp_path: Path, name: str) -> Path:
@@ -24,8 +16,8 @@ def _run_copy(tmp_path: Path, name: str) -> Path:
     return run
 
 
-def test_curves_takes_names_with_equals_signs(tmp_path: Path, monkeypatch) -> None:
-    script = load_script()
+def test_curves_takes_names_with_equals_signs(load_script, tmp_path: Path, monkeypatch) -> None:
+    script = load_script("omniglot_paper")
     a, b = _run_copy(tmp_path, "a"), _run_copy(tmp_path, "b")
     drawn = {}
 
@@ -40,8 +32,8 @@ def test_curves_takes_names_with_equals_signs(tmp_path: Path, monkeypatch) -> No
     assert len(drawn["NUTM p=3"]) == len(drawn["MANN"]) > 0
 
 
-def test_curves_names_the_missing_run_and_refuses_no_name(tmp_path: Path, capsys) -> None:
-    script = load_script()
+def test_curves_names_the_missing_run_and_refuses_no_name(load_script, tmp_path: Path, capsys) -> None:
+    script = load_script("omniglot_paper")
     assert script.main(["curves", f"x={tmp_path / 'nope'}", "--out", str(tmp_path / "c.png")]) == 2
     assert f"{tmp_path / 'nope' / 'metrics.jsonl'} not found" in capsys.readouterr().err
     assert script.main(["curves", f"={tmp_path}", "--out", str(tmp_path / "c.png")]) == 2

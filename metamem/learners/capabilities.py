@@ -204,8 +204,16 @@ class EmbeddingLearner(SetLearner, FeaturePrediction):
 
     def predict(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, *,
                 n_way: int, support_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Query logits ``[B, Qn, N]``: the backbone embeds support and query in one call (under
+        autocast when the caller uses AMP), then :meth:`predict_features` scores in float32
+        with autocast off. A head's distances, ``||q||^2 - 2 q.c + ||c||^2`` for ProtoNet,
+        are differences of large terms: in bfloat16 (8-bit mantissa) they lose the few units
+        that separate the classes, and a ProtoNet trained that way stays near chance."""
         support, query = embed_support_query(self.embed, support_x, query_x)
-        return self.predict_features(support, support_y, query, n_way=n_way, support_mask=support_mask)
+        full = torch.promote_types(support.dtype, torch.float32)  # float64 stays float64
+        with torch.autocast(support.device.type, enabled=False):
+            return self.predict_features(support.to(full), support_y, query.to(full), n_way=n_way,
+                                         support_mask=support_mask)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
