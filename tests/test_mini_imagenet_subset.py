@@ -13,7 +13,6 @@ from PIL import Image
 import metamem
 
 
-
 def _jpeg(value: int) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.full((12, 12, 3), value, dtype=np.uint8)).save(buf, format="JPEG")
