@@ -6,6 +6,8 @@ output dtype (fresh tensors each call, like a plain implementation; the indices 
 drawing them costs nothing). The script prints metamem's episodes/s as a percentage of it,
 for the sampler as the training and evaluation loops use it (``reuse_buffers=True``: output
 buffers reused when nothing holds the previous batch) and with fresh outputs each call.
+With ``--fused`` it also times ``fused=True`` (gather, conversion and scale in one kernel
+compiled by ``torch.compile``; compiled before the timing starts).
 
 The baseline is what most few-shot code does: per-class Python index lists, ``random.sample``
 for the classes and the images of each episode, then ``torch.stack`` of in-memory float
@@ -17,6 +19,7 @@ Usage::
     python scripts/bench_sampler.py                      # bundled Omniglot, CPU
     python scripts/bench_sampler.py --dataset synthetic  # 964 classes x 20, no files
     python scripts/bench_sampler.py --threads 1 --no-baseline   # the bound ratios (CPU target >= 75%)
+    python scripts/bench_sampler.py --threads 1 --no-baseline --fused   # also episodes.fused: true
     python scripts/bench_sampler.py --device cuda --batch-size 1024
 """
 
@@ -110,6 +113,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     p.add_argument("--no-baseline", action="store_true", help="skip the per-episode baseline")
+    p.add_argument("--fused", action="store_true", help="also time fused=True (torch.compile'd gather)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of bound/metamem timing")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: torch's choice; 1 is steadier on a busy CPU)")
@@ -125,6 +129,7 @@ def main() -> None:
     for n, k, q in SHAPES:
         kw = dict(n_way=n, k_shot=k, n_query=q, batch_size=args.batch_size, device=dev, seed=0)
         loop = EpisodeSampler(ds, reuse_buffers=True, **kw)
+        fused = EpisodeSampler(ds, reuse_buffers=True, fused=True, **kw) if args.fused else None
         fresh = EpisodeSampler(ds, **kw)
         bound = Bound(fresh)
         held: list[object] = [None]
@@ -136,13 +141,25 @@ def main() -> None:
         def holding_step() -> None:  # a loop that holds batch t-1 while drawing batch t
             held[0] = loop.sample()
 
+        def fused_step() -> None:
+            assert fused is not None
+            held[0] = None
+            held[0] = fused.sample()
+
+        if fused is not None:
+            fused_step()  # compiles here, not in the timing
+
         # interleave the measurements so that a change in machine load hits all alike; CPU time
         # of this process (a shared machine's other jobs do not count), wall time beside it
         rates: dict[str, list[float]] = {"loop": [], "holding": [], "fresh": [], "bound": []}
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("bound", bound), ("loop", loop_step), ("holding", holding_step), ("fresh", fresh.sample)]
+        if fused is not None:
+            rates["fused"] = []
+            steps.append(("fused", fused_step))
         walls: dict[str, list[float]] = {k: [] for k in rates}
         for _ in range(args.rounds):
-            for key, fn in (("bound", bound), ("loop", loop_step), ("holding", holding_step),
-                            ("fresh", fresh.sample)):
+            for key, fn in steps:
                 cpu, wall = episodes_per_s(fn, args.batch_size, args.seconds / args.rounds, sync)
                 rates[key].append(cpu)
                 walls[key].append(wall)
@@ -158,6 +175,8 @@ def main() -> None:
                 f"{'per CPU second' if dev.type == 'cuda' else 'wall clock'} "
                 f"{wmed['loop']:,.0f} vs {wmed['bound']:,.0f} = {100 * wmed['loop'] / wmed['bound']:.0f}%]; "
                 f"holding the previous batch {pct('holding'):.0f}%, fresh outputs {pct('fresh'):.0f}%")
+        if fused is not None:
+            line += f"; fused=True {med['fused']:,.0f} episodes/s = {pct('fused'):.0f}% of the bound"
         if not args.no_baseline:
             slow = PerEpisodeSampler(ds, n, k, q, args.batch_size, 0, str(dev))
             base = episodes_per_s(slow.sample, args.batch_size, args.seconds, sync)[0]

@@ -222,3 +222,28 @@ def test_same_episodes_on_cpu_and_gpu(synth: ImageDataset) -> None:
         assert torch.equal(a.query_index, b.query_index.cpu())
         assert torch.equal(a.as_sequence().index, b.as_sequence().index.cpu())
         assert torch.equal(a.query_x, b.query_x.cpu())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_gather_gives_the_same_batches(synth: ImageDataset, dtype: torch.dtype) -> None:
+    """``fused=True`` (one compiled gather + convert + scale) is bit-identical to the default
+    path, through draw-ahead batches, ``sample_keys``, odd batch sizes and reused buffers."""
+    kw = dict(n_way=3, k_shot=2, n_query=3, batch_size=5, seed=7, dtype=dtype, within_group=True,
+              reuse_buffers=True)
+    plain, fused = EpisodeSampler(synth, **kw), EpisodeSampler(synth, fused=True, **kw)
+    for b in (None, 3, None):
+        x, y = plain.sample(b), fused.sample(b)
+        assert y.support_x.dtype == dtype
+        assert torch.equal(x.support_x, y.support_x) and torch.equal(x.query_x, y.query_x)
+        assert torch.equal(x.support_index, y.support_index)
+    keys = episode_keys_from_seed(11, torch.arange(4))
+    assert torch.equal(plain.sample_keys(keys).query_x, fused.sample_keys(keys).query_x)
+
+
+def test_fused_is_an_episodes_key(tmp_path) -> None:
+    from metamem.config import load_config
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("data: {name: synthetic}\nepisodes: {fused: true}\n")
+    assert load_config(cfg_file).episodes.fused is True
+    assert load_config(cfg_file, overrides=["episodes.fused=false"]).episodes.fused is False
