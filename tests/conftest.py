@@ -60,7 +60,7 @@ def load_script() -> Callable[[str], ModuleType]:
     """``load_script("omniglot_paper")``: a module of ``scripts/`` (not a package), freshly loaded."""
 
     def load(name: str) -> ModuleType:
-        path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+        path = ROOT / "scripts" / f"{name}.py"
         spec = importlib.util.spec_from_file_location(f"scripts_{name}", path)
         assert spec is not None and spec.loader is not None, path
         module = importlib.util.module_from_spec(spec)

@@ -47,3 +47,11 @@ def test_subset_names_a_missing_zip(load_script, tmp_path: Path) -> None:
     script = load_script("mini_imagenet_subset")
     with pytest.raises(SystemExit, match=r"train.zip not found; pass --source"):
         script.write_subset(tmp_path, tmp_path / "out", "train", 2)
+
+
+def test_a_bad_split_argument_is_named(load_script, tmp_path: Path, monkeypatch) -> None:
+    script = load_script("mini_imagenet_subset")
+    monkeypatch.setattr("sys.argv", ["mini_imagenet_subset.py", "--out", str(tmp_path), "--split", "test=x"])
+    with pytest.raises(SystemExit, match=r"--split 'test=x' must be SPLIT=N with N >= 1, e.g. test=100"):
+        script.main()
+    assert not any(tmp_path.iterdir())  # nothing written

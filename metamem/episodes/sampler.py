@@ -20,6 +20,7 @@ a pure function of its key, so the same seed gives the same episodes on CPU and 
 
 from __future__ import annotations
 
+import functools
 import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -169,9 +170,7 @@ def _gather_scale_into(images: torch.Tensor, index: torch.Tensor, out: torch.Ten
     out.copy_(images[index].to(out.dtype) * (1.0 / 255.0))
 
 
-_FUSED: list[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]] = []
-
-
+@functools.cache
 def fused_gather() -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]:
     """``fn(images, index, out)``: the images ``index`` of the uint8 store ``images`` scaled to
     ``[0, 1]`` into ``out`` (float ``[len(index), C, H, W]``) in one compiled kernel.
@@ -179,9 +178,7 @@ def fused_gather() -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
     Built once per process with ``torch.compile`` (the same values as ``index_select``, then
     the conversion, then the scale by 1/255: each element is one float multiply either way).
     """
-    if not _FUSED:
-        _FUSED.append(torch.compile(_gather_scale_into, dynamic=None))
-    return _FUSED[0]
+    return torch.compile(_gather_scale_into, dynamic=None)
 
 
 def _storage_use_count(t: torch.Tensor) -> int | None:
@@ -520,20 +517,16 @@ class EpisodeSampler:
         """
         shape = tuple(self.images.shape[1:])
         total = flat.shape[0]
+        if self.reuse_buffers:
+            x = self._outputs.get((total, *shape), self.dtype, self.device)
+        else:
+            x = torch.empty((total, *shape), dtype=self.dtype, device=self.device)
         if self.fused:
-            if self.reuse_buffers:
-                x = self._outputs.get((total, *shape), self.dtype, self.device)
-            else:
-                x = torch.empty((total, *shape), dtype=self.dtype, device=self.device)
             fused_gather()(self.images, flat, x)
             return x
         u8 = torch.index_select(
             self.images, 0, flat, out=self._work("images", b, (total, *shape), self.images.dtype)
         )
-        if self.reuse_buffers:
-            x = self._outputs.get((total, *shape), self.dtype, self.device)
-        else:
-            x = torch.empty((total, *shape), dtype=self.dtype, device=self.device)
         row_bytes = x[0].numel() * x.element_size() if total else 1
         if self.device.type == "cpu" and total * row_bytes > _CHUNK_ABOVE_BYTES:
             rows = max(1, _CHUNK_BYTES // row_bytes)

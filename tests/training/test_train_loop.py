@@ -183,6 +183,26 @@ def test_channels_last_and_amp_options_on_cpu(tmp_path: Path, tiny_cfg) -> None:
     assert cl_loss == pytest.approx([r["loss"] for r in metrics["plain"] if "loss" in r], rel=1e-3)
 
 
+def test_episodes_fused_reaches_the_training_sampler(tmp_path: Path, tiny_cfg, monkeypatch) -> None:
+    """``episodes.fused: true`` makes the training sampler use the fused gather, on the same
+    batches: the same run, metric for metric."""
+    import metamem.episodes.sampler as sampler_module
+
+    calls = {"plain": 0, "fused": 0}
+    real = sampler_module.fused_gather
+    for name, extra in (("plain", []), ("fused", ["episodes.fused=true"])):
+        def counting(name: str = name):
+            calls[name] += 1
+            return real()
+        monkeypatch.setattr(sampler_module, "fused_gather", counting)
+        torch.manual_seed(0)
+        train(tiny_cfg("lstm", "train.steps=4", "train.val_every=0", "eval.episodes=8", *extra),
+              tmp_path / name, progress=False)
+    assert calls["plain"] == 0 and calls["fused"] >= 4  # one per training step at least
+    metrics = {k: strip_timing(read_metrics(tmp_path / k / "metrics.jsonl")) for k in calls}
+    assert metrics["fused"] == metrics["plain"]
+
+
 def test_bad_amp_dtype_is_named(tmp_path: Path, tiny_cfg) -> None:
     with pytest.raises(Exception, match=r"train\.amp_dtype: unknown dtype 'fp8'; valid: float16, bfloat16"):
         train(tiny_cfg("lstm", "train.amp_dtype=fp8"), tmp_path / "run", progress=False)
