@@ -6,8 +6,8 @@ output dtype (fresh tensors each call, like a plain implementation; the indices 
 drawing them costs nothing). The script prints metamem's episodes/s as a percentage of it,
 for the sampler as the training and evaluation loops use it (``reuse_buffers=True``: output
 buffers reused when nothing holds the previous batch) and with fresh outputs each call.
-With ``--fused`` it also times ``fused=True`` (gather, conversion and scale in one kernel
-compiled by ``torch.compile``; compiled before the timing starts).
+With ``--fused`` it also times ``fused=True`` (gather, conversion and scale in one kernel, and the
+draw's hash in one loop, compiled by ``torch.compile`` before the timing starts).
 
 The baseline is what most few-shot code does: per-class Python index lists, ``random.sample``
 for the classes and the images of each episode, then ``torch.stack`` of in-memory float

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command for a GPU machine (about 5-8 minutes on one H200-class GPU, well under 10):
 #   1. the `gpu` test marker (CUDA/AMP training, same episodes and augmentation on CPU and GPU);
-#   2. the sampler benchmark at batch 1024 (episodes/s and % of the bound; aim >= 1,000,000/s);
+#   2. the sampler benchmark at batch 1024 (episodes/s and % of the bound; aim >= 1,000,000/s),
+#      default and fused=True (compiled gather and hash);
 #   3. MANN training-step and evaluation benchmarks on the GPU;
 #   4. a short ProtoNet Conv-4 mini-ImageNet training with AMP (bf16, channels-last) that
 #      prints episodes/s and the 5-way 1-/5-shot accuracy on 1,000 fixed test episodes.
@@ -38,7 +39,7 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log to $OUT/NAME.lo
 }
 
 step pytest-gpu 240 $PY -m pytest -q -m gpu -rs -p no:cacheprovider
-step sampler-b1024 120 $PY scripts/bench_sampler.py --device cuda --batch-size 1024 --no-baseline --seconds 6
+step sampler-b1024 240 $PY scripts/bench_sampler.py --device cuda --batch-size 1024 --no-baseline --seconds 6 --fused
 step sampler-profile 60 $PY scripts/profile_sampler.py --device cuda --batch-size 1024 --rows 12
 step mann-train-step 120 $PY scripts/bench_train_step.py --device cuda --batch 16 128 1024 --steps 10 --no-reference
 step mann-eval 120 $PY scripts/bench_eval.py --device cuda --episodes 10000 --batch-size 1000 --protocol sequence

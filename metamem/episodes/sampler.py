@@ -6,7 +6,8 @@ The split sits on the device as one uint8 tensor ``[M, C, H, W]``. A batch of B 
    the device);
 2. one batched index draw on the device: random keys for every (episode, class) and every
    (episode, class, sample slot) from a counter-based hash (:mod:`metamem.episodes.rng`),
-   then ``topk`` picks N distinct classes and K+Q distinct samples per class;
+   then ``topk`` picks N distinct classes and K+Q distinct samples per class (on the CPU,
+   short rows are ranked by numpy's sort instead, with the same result: :func:`topk_indices`);
 3. one ``index_select`` of all B·N·(K+Q) images, converted to float on the device.
 
 :meth:`EpisodeSampler.sample` does step 2 for the next few batches at once (the keys that
@@ -25,6 +26,7 @@ import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 
 from metamem.data.base import ImageDataset
@@ -35,7 +37,7 @@ from metamem.types import EpisodeBatch
 
 __all__ = [
     "EpisodeSampler", "EpisodeSpecError", "ClassTable", "OutputBuffers", "draw_episode_indices", "check_count",
-    "fused_gather",
+    "fused_gather", "fused_hash", "topk_indices",
 ]
 
 _SAMPLER_STREAM = 1
@@ -45,6 +47,8 @@ _AHEAD_VALUES = 1 << 21  # random values (int64) of one draw ahead at most
 _SCRATCH_EPISODES = 1024  # draws of up to this many episodes reuse work arrays
 _CHUNK_ABOVE_BYTES = 12 << 20  # CPU: outputs above this are converted piece by piece...
 _CHUNK_BYTES = 1 << 20  # ...in pieces of about this size (measured: docs/benchmarks.md)
+_SORT_ROWS_UP_TO = 160  # CPU: rows this short are ranked by numpy's sort, longer ones by topk
+_M31 = (1 << 31) - 1
 
 
 class EpisodeSpecError(ValueError):
@@ -165,6 +169,44 @@ def draw_episode_indices(
     return classes, support, query
 
 
+def topk_indices(keys: torch.Tensor, k: int) -> torch.Tensor:
+    """``keys.topk(k, dim=-1).indices``: the positions of the ``k`` largest keys of each row,
+    largest first, computed faster for short rows on the CPU.
+
+    ``keys`` are int64 values in ``[0, 2**31)`` (the counter-based hash of
+    :mod:`metamem.episodes.rng`), distinct within a row, or ``-1`` (masked out) where at
+    least ``k`` keys of the row are not. Then the result is unique and equals ``topk``'s.
+
+    On the CPU, for rows of at most ``_SORT_ROWS_UP_TO`` keys (Omniglot's 20 samples per
+    class, a split's classes when there are few), each key is packed with its position,
+    ``(2**31 - 1 - key) << bits | position``, and numpy sorts the packed rows: numpy's
+    vectorised integer sort does a row of 20 about 4x faster than torch's ``topk``
+    (docs/benchmarks.md). Packed values are distinct (positions are), so the order is the
+    keys' order, largest first, and masked keys (``-1``) sort last. Longer rows, and every
+    other device, use ``topk``.
+
+    Args:
+        keys: int64 ``[..., L]``.
+        k: how many positions per row (``1 <= k <= L``).
+
+    Returns:
+        int64 ``[..., k]`` positions in ``[0, L)``.
+    """
+    length = keys.shape[-1]
+    if keys.device.type != "cpu" or length > _SORT_ROWS_UP_TO or keys.numel() == 0:
+        return keys.topk(k, dim=-1).indices
+    bits = max(1, (length - 1).bit_length())
+    packed = np.subtract(_M31, keys.numpy())  # a new array: keys are left alone
+    packed <<= bits
+    packed |= np.arange(length, dtype=np.int64)
+    if 2 * k < length:  # partition out the k smallest packed values, then order them
+        packed = np.partition(packed, k - 1, axis=-1)[..., :k]
+    packed.sort(axis=-1)
+    top = packed[..., :k]
+    top &= (1 << bits) - 1
+    return torch.from_numpy(np.ascontiguousarray(top))
+
+
 def _gather_scale_into(images: torch.Tensor, index: torch.Tensor, out: torch.Tensor) -> None:
     """``out[i] = images[index[i]] / 255`` in ``out``'s dtype: what :func:`fused_gather` compiles."""
     out.copy_(images[index].to(out.dtype) * (1.0 / 255.0))
@@ -179,6 +221,14 @@ def fused_gather() -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
     the conversion, then the scale by 1/255: each element is one float multiply either way).
     """
     return torch.compile(_gather_scale_into, dynamic=None)
+
+
+@functools.cache
+def fused_hash() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """:func:`~metamem.episodes.rng.keys_from_mix` compiled by ``torch.compile`` into one
+    loop over its ``[B, n]`` output (eager torch makes ten passes over it); the same integer
+    values. Built once per process, used by ``EpisodeSampler(fused=True)``."""
+    return torch.compile(keys_from_mix, dynamic=None)
 
 
 def _storage_use_count(t: torch.Tensor) -> int | None:
@@ -279,7 +329,7 @@ class _DrawAhead:
         assert self.classes is not None and self.samples is not None and self.flat is not None
         if b == self.batch and c % b == 0:  # laid out at the refill
             return self.classes[c : c + b], self.flat[c // b]
-        return self.classes[c : c + b], torch.take(self.samples[c : c + b], sampler._gather_order(b))
+        return self.classes[c : c + b], sampler._layout(self.samples[c : c + b], 1)[0]
 
     def refill(self, keys: torch.Tensor, sampler: "EpisodeSampler") -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``keys`` (just taken from the generator) and the keys of the batches after them."""
@@ -292,7 +342,7 @@ class _DrawAhead:
             keys = torch.cat([keys, torch.randint(0, 1 << KEY_BITS, ((m - 1) * b,), generator=g)])
         classes, samples = sampler._draw_samples(keys.to(sampler.device, non_blocking=True))
         # the flat layout of each batch, for all m batches in one op
-        flat = samples.view(m, -1).index_select(1, sampler._gather_order(b))
+        flat = sampler._layout(samples, m)
         self.keys, self.classes, self.samples, self.flat = keys, classes, samples, flat
         self.cursor, self.batch = b, b
         return classes[:b], flat[0]
@@ -323,10 +373,12 @@ class EpisodeSampler:
             ``[B, N*(K+Q), C, H, W]`` float tensor per call. The training and evaluation loops
             turn it on. Batches are the same either way.
         fused: gather, convert and scale the images in one kernel built by ``torch.compile``
-            (:func:`fused_gather`) instead of ``index_select`` then a conversion and a scale.
-            One pass over the output instead of three: on one CPU thread it is 89-103% of
-            the bare ``index_select`` + conversion (docs/benchmarks.md). The first batch of
-            each shape compiles (about 3-20 s; inductor caches it on disk for later
+            (:func:`fused_gather`) instead of ``index_select`` then a conversion and a scale,
+            and hash the draw's keys in one compiled loop (:func:`fused_hash`) instead of
+            ten passes. One pass over the output instead of three: with it the whole
+            ``sample()`` reaches 78-81% (5-way 1-shot) and 95-96% (20-way 5-shot) of the bare
+            ``index_select`` + conversion on one CPU thread (docs/benchmarks.md). The first
+            batch of each shape compiles (about 3-20 s; inductor caches it on disk for later
             processes). Needs torch's compiler (a C++ compiler on the CPU). Off by default;
             ``episodes.fused: true`` in YAML. Batches are the same, bit for bit.
 
@@ -474,7 +526,7 @@ class EpisodeSampler:
         """
         keys = keys.to(self.device)
         classes, samples = self._draw_samples(keys)
-        return self._assemble(keys, classes, torch.take(samples, self._gather_order(keys.shape[0])))
+        return self._assemble(keys, classes, self._layout(samples, 1)[0])
 
     def _assemble(self, keys: torch.Tensor, classes: torch.Tensor, flat: torch.Tensor) -> EpisodeBatch:
         """The batch of episodes ``keys`` (``[B]`` on the device) with ``classes [B, N]`` and
@@ -545,15 +597,18 @@ class EpisodeSampler:
             t = self._scratch[(name, b)] = torch.empty(shape, dtype=dtype, device=self.device)
         return t
 
-    def _gather_order(self, b: int) -> torch.Tensor:
-        """int64 ``[B*N*(K+Q)]``: positions in ``[B, N, K+Q]`` of the support items (class-major,
-        episode by episode), then of the query items -- the layout of :meth:`sample_keys`."""
-        key = ("order", b)
-        if key not in self._scratch:
-            n, k, q = self.n_way, self.k_shot, self.n_query
-            pos = torch.arange(b * n * (k + q), device=self.device).view(b, n, k + q)
-            self._scratch[key] = torch.cat([pos[:, :, :k].reshape(-1), pos[:, :, k:].reshape(-1)])
-        return self._scratch[key]
+    def _layout(self, samples: torch.Tensor, m: int) -> torch.Tensor:
+        """int64 ``[m, B*N*(K+Q)]``: the dataset indices ``samples [m*B, N, K+Q]`` of m batches
+        of B episodes, each batch laid out as its support items (class-major, episode by
+        episode), then its query items -- the order of the images in a batch. Two strided
+        copies (a quarter of the time of an ``index_select`` with a position list)."""
+        n, k, q = self.n_way, self.k_shot, self.n_query
+        b = samples.shape[0] // m
+        by_batch = samples.view(m, b, n, k + q)
+        out = torch.empty((m, b * n * (k + q)), dtype=samples.dtype, device=samples.device)
+        out[:, : b * n * k].view(m, b, n, k).copy_(by_batch[..., :k])
+        out[:, b * n * k :].view(m, b, n, q).copy_(by_batch[..., k:])
+        return out
 
     def _draw_samples(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:func:`draw_episode_indices` as a few ops: ``classes [B, N]`` and the dataset indices
@@ -561,7 +616,9 @@ class EpisodeSampler:
         b, t = keys.shape[0], self.table
         n_cls, n, kq = t.counts.shape[0], self.n_way, self.k_shot + self.n_query
         mix = t.mix(n)
-        if b <= _SCRATCH_EPISODES:  # small batches (sample_keys): reuse work arrays
+        if self.fused:  # the hash's ten passes in one compiled loop (the same values)
+            rk = fused_hash()(keys, mix)
+        elif b <= _SCRATCH_EPISODES:  # small batches (sample_keys): reuse work arrays
             rk = keys_from_mix_into(keys, mix, self._work("keys", b, (b, mix.shape[0]), torch.int64),
                                     self._work("tmp", b, (b, mix.shape[0]), torch.int64))
         else:  # a draw ahead: temporaries, freed with it
@@ -572,12 +629,12 @@ class EpisodeSampler:
             assert t.groups is not None
             pick = rk[:, n_cls] % self._group_ids.shape[0]
             ckeys = ckeys.masked_fill(t.groups[None, :] != self._group_ids[pick][:, None], -1)
-        classes = ckeys.topk(n, dim=1).indices  # [B, N]; keys are distinct: no ties
+        classes = topk_indices(ckeys, n)  # [B, N]; keys are distinct: no ties
         skeys = rk[:, n_cls + 1 :].view(b, n, t.max_count)
         if t.uneven:
             slot = torch.arange(t.max_count, device=keys.device, dtype=torch.int64)
             skeys = skeys.masked_fill(slot >= t.counts[classes][..., None], -1)
-        pos = skeys.topk(kq, dim=2).indices  # [B, N, K+Q]
+        pos = topk_indices(skeys, kq)  # [B, N, K+Q]
         pos += t.offsets[classes].unsqueeze(-1)
         if not t.sorted_by_class:
             pos = t.order[pos]

@@ -211,10 +211,11 @@ def test_hash_matches_python_reference_and_is_a_bijection() -> None:
 
 
 @pytest.mark.gpu
-def test_same_episodes_on_cpu_and_gpu(synth: ImageDataset) -> None:
+@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
+def test_same_episodes_on_cpu_and_gpu(synth: ImageDataset, fused: bool) -> None:
     kw = dict(n_way=5, k_shot=2, n_query=3, batch_size=64, seed=9, within_group=True)
-    cpu = EpisodeSampler(synth, **kw)
-    gpu = EpisodeSampler(synth, device="cuda", **kw)
+    cpu = EpisodeSampler(synth, **kw)  # the CPU reference (numpy-sorted short rows)
+    gpu = EpisodeSampler(synth, device="cuda", fused=fused, **kw)  # topk; compiled kernels
     for _ in range(3):
         a, b = cpu.sample(), gpu.sample()
         assert b.support_x.is_cuda

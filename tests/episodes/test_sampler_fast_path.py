@@ -6,10 +6,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from metamem import EpisodeSampler, ImageDataset
-from metamem.episodes.rng import keys_from_mix, keys_from_mix_into, position_mix
-from metamem.episodes.sampler import _AHEAD_VALUES, OutputBuffers, draw_episode_indices
+from metamem.episodes.rng import keys_from_mix, keys_from_mix_into, position_mix, random_keys
+from metamem.episodes.sampler import (
+    _AHEAD_VALUES,
+    _SORT_ROWS_UP_TO,
+    OutputBuffers,
+    draw_episode_indices,
+    fused_hash,
+    topk_indices,
+)
 
 
 def _uneven_grouped(shuffle: bool) -> ImageDataset:
@@ -31,12 +40,13 @@ def _reference_batch(s: EpisodeSampler, keys: torch.Tensor):
     return classes, sup, qry, x
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
 @pytest.mark.parametrize("case", ["synth", "uneven_grouped", "shuffled", "no_query", "float64"])
-def test_fused_draw_equals_reference(synth: ImageDataset, case: str) -> None:
+def test_fused_draw_equals_reference(synth: ImageDataset, case: str, fused: bool) -> None:
     ds = synth if case in ("synth", "no_query", "float64") else _uneven_grouped(case == "shuffled")
     kw = dict(n_way=3, k_shot=2, n_query=0 if case == "no_query" else 3, batch_size=37, seed=4,
               within_group=case != "synth", dtype=torch.float64 if case == "float64" else torch.float32)
-    s = EpisodeSampler(ds, reuse_buffers=True, **kw)
+    s = EpisodeSampler(ds, reuse_buffers=True, fused=fused, **kw)
     assert s.table.sorted_by_class is (case != "shuffled")
     for b in (37, 1, 37, 5):
         keys = s.draw_keys(b)
@@ -47,6 +57,65 @@ def test_fused_draw_equals_reference(synth: ImageDataset, case: str) -> None:
         assert torch.equal(got.support_x.reshape(-1), x[: sup.numel()].reshape(-1))
         assert torch.equal(got.query_x.reshape(-1), x[sup.numel():].reshape(-1))
         assert got.support_x.dtype == kw["dtype"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 7), length=st.sampled_from([1, 2, 3, 5, 19, 20, 33, _SORT_ROWS_UP_TO,
+                                                        _SORT_ROWS_UP_TO + 1, 257]),
+       k_frac=st.floats(0.0, 1.0), masked_frac=st.floats(0.0, 1.0), seed=st.integers(0, 2**31 - 1),
+       sliced=st.booleans())
+def test_topk_indices_equals_topk(rows: int, length: int, k_frac: float, masked_frac: float,
+                                  seed: int, sliced: bool) -> None:
+    """The numpy sort of packed keys (rows of up to ``_SORT_ROWS_UP_TO``) and ``topk`` (longer
+    rows) give ``topk``'s positions, largest key first, for hash keys in [0, 2**31) with
+    some masked to -1 past the k largest, on 2-d and 3-d inputs and on strided views."""
+    g = torch.Generator().manual_seed(seed)
+    k = 1 + int(k_frac * (length - 1))
+    # distinct 31-bit keys within a row, as the sampler's (rng.random_keys)
+    keys = random_keys(torch.randint(0, 2**62, (rows,), generator=g), 3, (length,))
+    # mask up to length - k keys of each row (never one of the k largest kept)
+    n_mask = int(masked_frac * (length - k))
+    if n_mask:
+        order = keys.argsort(dim=1)[:, :n_mask]  # the smallest keys
+        keys.scatter_(1, order, -1)
+    if sliced:  # a strided view, as the sampler's class keys are
+        wide = torch.full((rows, length + 3), 7, dtype=torch.int64)
+        wide[:, 1 : length + 1] = keys
+        keys = wide[:, 1 : length + 1]
+    want = keys.topk(k, dim=-1).indices
+    got = topk_indices(keys, k)
+    assert got.dtype == torch.int64 and got.is_contiguous()
+    assert torch.equal(got, want)
+    # a 3-d batch [rows, 2, L] row by row, as the sample-slot keys
+    stacked = torch.stack([keys, keys.flip(0)], dim=1)
+    assert torch.equal(topk_indices(stacked, k), stacked.topk(k, dim=-1).indices)
+    # the keys are left as they were
+    assert torch.equal(keys, wide[:, 1 : length + 1] if sliced else keys)
+
+
+def test_topk_indices_sorts_short_cpu_rows_with_numpy(monkeypatch) -> None:
+    """Rows of up to ``_SORT_ROWS_UP_TO`` keys on the CPU never call ``topk`` (so the test
+    above checks the numpy path there); longer rows do."""
+    calls = []
+    real = torch.Tensor.topk
+
+    def counting(self, *args, **kwargs):
+        calls.append(self.shape[-1])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "topk", counting)
+    short = torch.randperm(1000)[:40].view(2, 20)
+    long = torch.randperm(1000)[: 2 * (_SORT_ROWS_UP_TO + 1)].view(2, -1)
+    topk_indices(short, 16)
+    assert calls == []
+    topk_indices(long, 5)
+    assert calls == [_SORT_ROWS_UP_TO + 1]
+
+
+def test_fused_hash_equals_keys_from_mix() -> None:
+    keys = torch.tensor([0, 1, 2**61 + 12345, 2**62 - 1, 987654321987])
+    mix = position_mix(1, 333)
+    assert torch.equal(fused_hash()(keys, mix), keys_from_mix(keys, mix))
 
 
 def test_keys_from_mix_into_equals_keys_from_mix() -> None:
