@@ -96,8 +96,9 @@ class EpisodesCfg:
     empty: none (the default). Validation and evaluation episodes are never augmented.
 
     ``fused: true`` gathers, converts and scales a batch's images in one kernel compiled by
-    ``torch.compile`` (:func:`metamem.episodes.sampler.fused_gather`); the same episodes, less
-    sampler time per step, a few seconds of compilation at the start.
+    ``torch.compile`` (:func:`metamem.episodes.sampler.fused_gather`), and hashes the index
+    draw's keys in one compiled loop (:func:`~metamem.episodes.sampler.fused_hash`); the same
+    episodes, less sampler time per step, a few seconds of compilation at the start.
     """
 
     n_way: int = 5
