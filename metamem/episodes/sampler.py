@@ -341,7 +341,7 @@ class _DrawAhead:
             g.set_state(sampler.generator.get_state())
             keys = torch.cat([keys, torch.randint(0, 1 << KEY_BITS, ((m - 1) * b,), generator=g)])
         classes, samples = sampler._draw_samples(keys.to(sampler.device, non_blocking=True))
-        # the flat layout of each batch, for all m batches in one op
+        # the flat layout of each batch, for all m batches at once
         flat = sampler._layout(samples, m)
         self.keys, self.classes, self.samples, self.flat = keys, classes, samples, flat
         self.cursor, self.batch = b, b
