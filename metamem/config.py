@@ -124,6 +124,14 @@ class TrainCfg:
     format: a large gain for convolutions under AMP on recent GPUs, and on this project's
     CPU about 20% on a Conv-4 training step at 84x84 (docs/benchmarks.md); results equal
     the NCHW ones up to float rounding.
+
+    ``init_from`` starts the learner from the weights of another run (its directory, whose
+    ``checkpoints/best.pt`` else ``last.pt`` is read, or a checkpoint file; a relative path
+    is relative to the working directory): a warm start, e.g. a curriculum from 5-way to
+    10-way episodes. The weights must fit this run's learner exactly (same learner keys; for
+    MANN/LSTM the same ``max_way``). Only the weights are taken: the optimizer, the schedule
+    and the step count start afresh, and ``steps`` counts this run's steps only. A resumed
+    run (``--resume``) continues from its own checkpoint and ignores it.
     """
 
     steps: int = 1000
@@ -138,6 +146,7 @@ class TrainCfg:
     amp_dtype: str = "float16"
     channels_last: bool = False
     compile: bool = False
+    init_from: str | None = None
 
 
 @dataclass

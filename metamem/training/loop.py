@@ -224,6 +224,8 @@ def setup(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info: 
         sink=_Sink(run_dir if info.is_main else None), image_shape=list(train_ds.image_shape),
         splits=splits,
     )
+    if ckpt is None and tr.init_from:
+        _init_weights(learner, tr.init_from)
     if ckpt is not None:
         run.learner.load_state_dict(ckpt["model"])
         run.opt.load_state_dict(ckpt["optimizer"])
@@ -240,6 +242,35 @@ def setup(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info: 
     run.model.train()
     run.clock = (time.perf_counter(), time.process_time())
     return run
+
+
+def _init_weights(learner: nn.Module, source: str) -> None:
+    """Load ``train.init_from``'s weights into ``learner`` (strict: every tensor must fit).
+
+    Raises:
+        TrainingError: naming ``train.init_from`` and the file when it is missing, not a
+            metamem checkpoint, or holds weights of another shape or learner.
+    """
+    path = Path(source).expanduser()
+    try:
+        init = ck.load_checkpoint(path, which="best")
+    except FileNotFoundError:
+        raise TrainingError(
+            f"train.init_from: {source} is neither a run directory with checkpoints/best.pt or "
+            "last.pt nor a checkpoint file; give a trained run's directory or .pt file"
+        ) from None
+    except ck.CheckpointError as e:
+        raise TrainingError(f"train.init_from: {e}") from None
+    try:
+        learner.load_state_dict(init["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        detail = "; ".join(line.strip() for line in first[1:3]) or first[0]
+        raise TrainingError(
+            f"train.init_from: the weights in {init['path']} (learner {init.get('learner')!r}) do "
+            f"not fit this run's learner: {detail[:300]}; use a run of the same learner and "
+            "learner keys (for MANN/LSTM the same max_way)"
+        ) from None
 
 
 def train_step(run: Run, step: int) -> None:
