@@ -376,7 +376,7 @@ class EpisodeSampler:
             (:func:`fused_gather`) instead of ``index_select`` then a conversion and a scale,
             and hash the draw's keys in one compiled loop (:func:`fused_hash`) instead of
             ten passes. One pass over the output instead of three: with it the whole
-            ``sample()`` reaches 78-81% (5-way 1-shot) and 95-96% (20-way 5-shot) of the bare
+            ``sample()`` reaches a median 80% (5-way 1-shot) and 98% (20-way 5-shot) of the bare
             ``index_select`` + conversion on one CPU thread (docs/benchmarks.md). The first
             batch of each shape compiles (about 3-20 s; inductor caches it on disk for later
             processes). Needs torch's compiler (a C++ compiler on the CPU). Off by default;
