@@ -267,14 +267,26 @@ def learner_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
         cfg["learner"]["name"], n_way=cfg["episodes"]["n_way"],
         image_shape=tuple(ckpt["image_shape"]), **kwargs,
     )
+    load_weights(model, ckpt, cfg["learner"]["name"])
+    return model
+
+
+def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], learner: str) -> None:
+    """Load a loaded checkpoint's weights into ``model``, a ``learner`` (its registered
+    name, for the message); strict: every tensor must fit.
+
+    Raises:
+        CheckpointError: naming the file, the learner and the first mismatches
+            (missing/unexpected keys, size mismatches), on one line.
+    """
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+        detail = "; ".join(lines[1:3]) or (lines[0] if lines else type(e).__name__)
         raise CheckpointError(
-            f"{ckpt['path']}: weights do not fit learner {cfg['learner']['name']!r}: "
-            f"{str(e).splitlines()[0]}"
+            f"{ckpt.get('path', '?')}: weights do not fit learner {learner!r}: {detail[:300]}"
         ) from None
-    return model
 
 
 def load_run(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:

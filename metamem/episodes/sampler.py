@@ -33,6 +33,7 @@ from metamem.data.base import ImageDataset
 from metamem.device import resolve_device
 from metamem.episodes.augment import AffineAugment
 from metamem.episodes.rng import KEY_BITS, keys_from_mix, keys_from_mix_into, position_mix
+from metamem.rng import M31
 from metamem.types import EpisodeBatch
 
 __all__ = [
@@ -48,7 +49,6 @@ _SCRATCH_EPISODES = 1024  # draws of up to this many episodes reuse work arrays
 _CHUNK_ABOVE_BYTES = 12 << 20  # CPU: outputs above this are converted piece by piece...
 _CHUNK_BYTES = 1 << 20  # ...in pieces of about this size (measured: docs/benchmarks.md)
 _SORT_ROWS_UP_TO = 160  # CPU: rows this short are ranked by numpy's sort, longer ones by topk
-_M31 = (1 << 31) - 1
 
 
 class EpisodeSpecError(ValueError):
@@ -196,7 +196,7 @@ def topk_indices(keys: torch.Tensor, k: int) -> torch.Tensor:
     if keys.device.type != "cpu" or length > _SORT_ROWS_UP_TO or keys.numel() == 0:
         return keys.topk(k, dim=-1).indices
     bits = max(1, (length - 1).bit_length())
-    packed = np.subtract(_M31, keys.numpy())  # a new array: keys are left alone
+    packed = np.subtract(M31, keys.numpy())  # a new array: keys are left alone
     packed <<= bits
     packed |= np.arange(length, dtype=np.int64)
     if 2 * k < length:  # partition out the k smallest packed values, then order them

@@ -225,7 +225,7 @@ def setup(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info: 
         splits=splits,
     )
     if ckpt is None and tr.init_from:
-        _init_weights(learner, tr.init_from)
+        _init_weights(learner, cfg.learner.name, tr.init_from)
     if ckpt is not None:
         run.learner.load_state_dict(ckpt["model"])
         run.opt.load_state_dict(ckpt["optimizer"])
@@ -244,7 +244,7 @@ def setup(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info: 
     return run
 
 
-def _init_weights(learner: nn.Module, source: str) -> None:
+def _init_weights(learner: nn.Module, name: str, source: str) -> None:
     """Load ``train.init_from``'s weights into ``learner`` (strict: every tensor must fit).
 
     Raises:
@@ -262,14 +262,11 @@ def _init_weights(learner: nn.Module, source: str) -> None:
     except ck.CheckpointError as e:
         raise TrainingError(f"train.init_from: {e}") from None
     try:
-        learner.load_state_dict(init["model"])
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        detail = "; ".join(line.strip() for line in first[1:3]) or first[0]
+        ck.load_weights(learner, init, name)
+    except ck.CheckpointError as e:
         raise TrainingError(
-            f"train.init_from: the weights in {init['path']} (learner {init.get('learner')!r}) do "
-            f"not fit this run's learner: {detail[:300]}; use a run of the same learner and "
-            "learner keys (for MANN/LSTM the same max_way)"
+            f"train.init_from: {e}; use a run of the same learner and learner keys (for "
+            "MANN/LSTM the same max_way)"
         ) from None
 
 
