@@ -15,14 +15,27 @@ Usage::
 
     python scripts/bench_memory_tasks.py --steps 400                   # every task and core
     python scripts/bench_memory_tasks.py --tasks copy,associative_recall --cores ntm,nutm --steps 1000
+    python scripts/bench_memory_tasks.py --tasks associative_recall --cores ntm,nutm --seed 0,1,2
+    python scripts/bench_memory_tasks.py --summarise run_a.log run_b.log   # pool seeds from logs
+
+With several seeds the run ends with a summary per task and core: mean bit errors ± the 95%
+Student-t half-width over seeds, median, range, and how many seeds solved the task (fewer
+than 0.5 wrong bits per sequence), then a two-sided Mann-Whitney U test between each pair of
+cores (seeds are few and their errors far from normal). ``--summarise`` prints the same for
+the result rows of earlier logs (for seeds run as separate commands or on other machines).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
+import statistics
+import sys
 import time
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -161,6 +174,119 @@ def run(task_name: str, core: str, seed: int, args: argparse.Namespace) -> tuple
     return float(bit_errors(logits, test).mean()), float(masked_bce(logits, test)), train_err, wall
 
 
+SOLVED_BELOW = 0.5  # bit errors per sequence under which a seed counts as having solved the task
+
+
+@dataclass(frozen=True)
+class Row:
+    """One result row: a task, core and seed, with its test bit errors per sequence."""
+
+    task: str
+    core: str
+    seed: int
+    err: float
+    bce: float
+    train_err: float
+
+
+def format_row(row: Row, wall: float) -> str:
+    """A result row as the script prints it (and :func:`parse_rows` reads it back)."""
+    task = TASKS[row.task]
+    paper = "" if task.paper is None else f"{task.paper[0]:.2f} / {task.paper[1]:.2f}"
+    return (f"{row.task:<19} {row.core:<5} {row.seed:>4} {row.err:>11.2f} {row.bce:>9.4f} "
+            f"{row.train_err:>9.2f} {wall:>6.1f}s   {paper}")
+
+
+def parse_rows(text: str, source: str = "<log>") -> list[Row]:
+    """The result rows of a log of this script (comment and header lines are skipped).
+
+    Raises:
+        ValueError: naming ``source`` and the line number for a line that is not a result
+            row (e.g. a log from before the ``seed`` column: rerun it or drop the line).
+    """
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if not parts or parts[0].startswith("#") or parts[0] == "task":
+            continue
+        try:
+            if parts[0] not in TASKS or parts[1] not in CORES or not parts[6].endswith("s"):
+                raise ValueError
+            rows.append(Row(parts[0], parts[1], int(parts[2]), float(parts[3]), float(parts[4]), float(parts[5])))
+        except (ValueError, IndexError):
+            raise ValueError(
+                f"{source}:{number}: not a result row of bench_memory_tasks.py (task core seed "
+                f"bit-err bce train-err wall): {line.strip()!r}"
+            ) from None
+    return rows
+
+
+def _t95(df: int) -> float:
+    """Two-sided 95% quantile of Student's t with ``df`` degrees of freedom."""
+    from scipy import stats  # scikit-learn's dependency; only the summary needs it
+
+    return float(stats.t.ppf(0.975, df))
+
+
+def summarise(rows: Iterable[Row]) -> list[str]:
+    """Summary lines for ``rows`` pooled over seeds, per task and core (see the module doc).
+
+    Raises:
+        ValueError: when a (task, core, seed) appears twice (the same run counted twice).
+    """
+    from scipy import stats
+
+    groups: dict[tuple[str, str], dict[int, Row]] = {}
+    for row in rows:
+        seen = groups.setdefault((row.task, row.core), {})
+        if row.seed in seen:
+            raise ValueError(f"seed {row.seed} of {row.task} / {row.core} appears twice; "
+                             "pass each run's log once")
+        seen[row.seed] = row
+    lines = [f"# summary over seeds: bit errors per sequence, mean ± 95% Student-t half-width; "
+             f"solved: < {SOLVED_BELOW} errors",
+             f"{'task':<19} {'core':<5} {'n':>3} {'mean':>7} {'± 95%':>6} {'median':>7} {'min':>6} {'max':>6} "
+             f"{'solved':>7}  seeds"]
+    for (task, core), by_seed in groups.items():
+        errs = [r.err for r in by_seed.values()]
+        n = len(errs)
+        half = _t95(n - 1) * statistics.stdev(errs) / math.sqrt(n) if n > 1 else float("nan")
+        solved = sum(e < SOLVED_BELOW for e in errs)
+        lines.append(f"{task:<19} {core:<5} {n:>3} {statistics.fmean(errs):>7.2f} {half:>6.2f} "
+                     f"{statistics.median(errs):>7.2f} {min(errs):>6.2f} {max(errs):>6.2f} {solved:>3}/{n:<3}  "
+                     + ",".join(str(s) for s in sorted(by_seed)))
+    tasks = dict.fromkeys(task for task, _ in groups)
+    for task in tasks:
+        cores = [core for t, core in groups if t == task]
+        for a, b in itertools.combinations(cores, 2):
+            xa = [r.err for r in groups[(task, a)].values()]
+            xb = [r.err for r in groups[(task, b)].values()]
+            if len(xa) < 2 or len(xb) < 2:
+                continue
+            p = stats.mannwhitneyu(xa, xb, alternative="two-sided").pvalue
+            lines.append(f"# {task}: {a} vs {b}, Mann-Whitney U two-sided p = {p:.2f} "
+                         f"(n = {len(xa)} and {len(xb)})")
+    return lines
+
+
+def summarise_logs(paths: Sequence[str]) -> list[str]:
+    """:func:`summarise` over the result rows of the logs ``paths``.
+
+    Raises:
+        ValueError: for a missing log (naming it) or a line that is not a result row.
+    """
+    rows: list[Row] = []
+    for path in paths:
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ValueError(f"{path}: cannot read the log ({e.strerror})") from None
+        rows += parse_rows(text, path)
+    if not rows:
+        raise ValueError(f"no result rows in {', '.join(paths)}; pass logs written by this script")
+    return summarise(rows)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated: " + ", ".join(TASKS))
@@ -175,7 +301,15 @@ def main() -> None:
                    help="learning rate: constant, or cosine-annealed to 0 over --steps")
     p.add_argument("--seed", default="0", help="seed, or comma-separated seeds (one row each)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--summarise", nargs="+", metavar="LOG",
+                   help="print the summary over seeds of these logs' result rows; trains nothing")
     args = p.parse_args()
+    if args.summarise:
+        try:
+            print("\n".join(summarise_logs(args.summarise)))
+        except ValueError as e:
+            sys.exit(f"bench_memory_tasks.py: {e}")
+        return
     torch.set_num_threads(args.threads)
     tasks, cores = args.tasks.split(","), args.cores.split(",")
     try:
@@ -192,15 +326,17 @@ def main() -> None:
           f"{' cosine to 0' if args.schedule == 'cosine' else ''}, clip 10, seed {args.seed}, test batch {args.test_batch}, torch threads {args.threads}")
     print(f"{'task':<19} {'core':<5} {'seed':>4} {'bit err/seq':>11} {'test bce':>9} {'train err':>9} {'wall':>7}"
           "   NSM paper NTM / NUTM")
+    rows = []
     for name in tasks:
         task = TASKS[name]
         print(f"# {name}: {task.test_setting}, S={task.slots}; train err: longest train setting")
         for core in cores:
             for seed in seeds:
                 err, bce, train_err, wall = run(name, core, seed, args)
-                paper = "" if task.paper is None else f"{task.paper[0]:.2f} / {task.paper[1]:.2f}"
-                print(f"{name:<19} {core:<5} {seed:>4} {err:>11.2f} {bce:>9.4f} {train_err:>9.2f} {wall:>6.1f}s   {paper}",
-                      flush=True)
+                rows.append(Row(name, core, seed, err, bce, train_err))
+                print(format_row(rows[-1], wall), flush=True)
+    if len(seeds) > 1:
+        print("\n".join(summarise(rows)))
 
 if __name__ == "__main__":
     main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Callable, Iterator
@@ -64,6 +65,7 @@ def load_script() -> Callable[[str], ModuleType]:
         spec = importlib.util.spec_from_file_location(f"scripts_{name}", path)
         assert spec is not None and spec.loader is not None, path
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while the script runs
         spec.loader.exec_module(module)
         return module
 
