@@ -36,8 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--overwrite", action="store_true")
     e.add_argument("--no-weights", action="store_true",
                    help="leave the weights out (a network too large to share), with a note saying so")
-    c = sub.add_parser("curves", help="accuracy against wall and CPU minutes of runs")
+    c = sub.add_parser("curves", help="accuracy against wall and CPU minutes (or steps) of runs")
     c.add_argument("runs", nargs="+", metavar="NAME=RUN_DIR")
+    c.add_argument("--x", default="wall_s,cpu_s",
+                   help="comma-separated panels' x axes among step, wall_s, cpu_s (default: wall_s,cpu_s)")
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--title", default=None)
     args = p.parse_args(argv)
@@ -63,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {metrics} not found", file=sys.stderr)
             return 2
         runs[name] = read_metrics(metrics)
-    print(f"wrote {plot_learning_curves(runs, args.out, title=args.title)}")
+    try:
+        out = plot_learning_curves(runs, args.out, title=args.title, x=args.x.split(","))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
     return 0
 
 

@@ -189,39 +189,54 @@ def learning_curve(records: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
     return curve
 
 
+CURVE_AXES = {"step": ("training steps", 1.0), "wall_s": ("wall-clock minutes", 60.0),
+               "cpu_s": ("CPU minutes (training process)", 60.0)}
+
+
 def plot_learning_curves(
     runs: dict[str, Sequence[dict[str, Any]]], path: str | os.PathLike[str], *,
-    title: str | None = None,
+    title: str | None = None, x: Sequence[str] = ("wall_s", "cpu_s"),
 ) -> Path:
-    """Accuracy against wall-clock and CPU seconds, one colour per run (two panels).
+    """Accuracy against wall-clock and CPU time (or training steps), one colour per run.
 
     Training accuracy (thin line, the mean over each logging interval) and validation
-    accuracy (markers) of every run, from their ``metrics.jsonl`` records.
+    accuracy (markers) of every run, from their ``metrics.jsonl`` records; one panel per
+    entry of ``x``.
 
     Args:
         runs: ``{display name: metrics records}``.
         path: output file (``.png``, ``.pdf``...).
         title: figure title.
+        x: the panels' x axes, each ``"step"`` (training steps: compares runs at equal
+            budgets), ``"wall_s"`` or ``"cpu_s"`` (minutes; compares their cost).
+
+    Raises:
+        ValueError: for no runs, or an ``x`` entry that is not one of those three.
     """
     if not runs:
         raise ValueError("plot_learning_curves: no runs given")
-    fig = _figure(14.0, 4.2)
-    axes = fig.subplots(1, 2, sharey=True)
+    keys = list(x)
+    bad = [k for k in keys if k not in CURVE_AXES]
+    if bad or not keys:
+        raise ValueError(f"plot_learning_curves: x must name panels among {', '.join(CURVE_AXES)}, "
+                         f"got {bad or keys!r}")
+    fig = _figure(4.0 + 5.0 * len(keys), 4.2)
+    axes = fig.subplots(1, len(keys), sharey=True, squeeze=False)[0]
     for i, (name, records) in enumerate(runs.items()):
         c = learning_curve(records)
         color = f"C{i % 10}"
-        for ax, key in zip(axes, ("wall_s", "cpu_s")):
-            ax.plot([v / 60 for v in c[key]], c["acc"], color=color, lw=0.8, alpha=0.6,
+        for ax, key in zip(axes, keys):
+            scale = CURVE_AXES[key][1]
+            ax.plot([v / scale for v in c[key]], c["acc"], color=color, lw=0.8, alpha=0.6,
                     label=f"{name} (train)")
             if c["val_acc"]:
-                ax.plot([v / 60 for v in c[f"val_{key}"]], c["val_acc"], color=color, marker="o",
+                ax.plot([v / scale for v in c[f"val_{key}"]], c["val_acc"], color=color, marker="o",
                         ms=3.5, lw=1.2, label=f"{name} (val)")
-    axes[0].set_xlabel("wall-clock minutes")
-    axes[1].set_xlabel("CPU minutes (training process)")
-    axes[0].set_ylabel("accuracy")
-    for ax in axes:
+    for ax, key in zip(axes, keys):
+        ax.set_xlabel(CURVE_AXES[key][0])
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    axes[0].set_ylabel("accuracy")
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     if title:
         fig.suptitle(title)
     return _save(fig, path)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 import torch
 import yaml
 
@@ -87,6 +88,9 @@ def test_learning_curve_and_plot(trained, tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="no runs given"):
         plot_learning_curves({}, tmp_path / "x.png")
+    one = plot_learning_curves({"lstm": records}, tmp_path / "steps.png", x=("step",))
+    with Image.open(out) as two_panels, Image.open(one) as one_panel:  # one panel: a narrower figure
+        assert one_panel.width < two_panels.width and one_panel.height == two_panels.height
 
 
 def test_learning_curve_joins_resumed_segments():
