@@ -189,7 +189,7 @@ def learning_curve(records: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
     return curve
 
 
-CURVE_AXES = {"step": ("training steps", 1.0), "wall_s": ("wall-clock minutes", 60.0),
+_CURVE_AXES = {"step": ("training steps", 1.0), "wall_s": ("wall-clock minutes", 60.0),
                "cpu_s": ("CPU minutes (training process)", 60.0)}
 
 
@@ -216,9 +216,9 @@ def plot_learning_curves(
     if not runs:
         raise ValueError("plot_learning_curves: no runs given")
     keys = list(x)
-    bad = [k for k in keys if k not in CURVE_AXES]
+    bad = [k for k in keys if k not in _CURVE_AXES]
     if bad or not keys:
-        raise ValueError(f"plot_learning_curves: x must name panels among {', '.join(CURVE_AXES)}, "
+        raise ValueError(f"plot_learning_curves: x must name panels among {', '.join(_CURVE_AXES)}, "
                          f"got {bad or keys!r}")
     fig = _figure(4.0 + 5.0 * len(keys), 4.2)
     axes = fig.subplots(1, len(keys), sharey=True, squeeze=False)[0]
@@ -226,14 +226,14 @@ def plot_learning_curves(
         c = learning_curve(records)
         color = f"C{i % 10}"
         for ax, key in zip(axes, keys):
-            scale = CURVE_AXES[key][1]
+            scale = _CURVE_AXES[key][1]
             ax.plot([v / scale for v in c[key]], c["acc"], color=color, lw=0.8, alpha=0.6,
                     label=f"{name} (train)")
             if c["val_acc"]:
                 ax.plot([v / scale for v in c[f"val_{key}"]], c["val_acc"], color=color, marker="o",
                         ms=3.5, lw=1.2, label=f"{name} (val)")
     for ax, key in zip(axes, keys):
-        ax.set_xlabel(CURVE_AXES[key][0])
+        ax.set_xlabel(_CURVE_AXES[key][0])
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy")
     axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))

@@ -78,3 +78,22 @@ def test_summarise_option_pools_logs_and_names_a_missing_one(bench, tmp_path: Pa
     monkeypatch.setattr(sys, "argv", ["bench_memory_tasks.py", "--summarise", str(tmp_path / "nope.log")])
     with pytest.raises(SystemExit, match=r"nope\.log: cannot read the log"):
         bench.main()
+
+
+def test_a_log_without_rows_is_named(bench, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.log"
+    empty.write_text("# 8000 steps x batch 16\ntask core seed\n")
+    with pytest.raises(ValueError, match=r"no result rows in .*empty\.log; pass logs written by this script"):
+        bench.summarise_logs([str(empty)])
+
+
+def test_a_multi_seed_run_ends_with_the_summary_of_its_own_rows(bench, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "argv", ["bench_memory_tasks.py", "--tasks", "copy", "--cores", "ntm", "--steps", "1",
+                                      "--seed", "0,1", "--test-batch", "2", "--hidden", "4", "--width", "4"])
+    bench.main()
+    out = capsys.readouterr().out
+    rows = bench.parse_rows(out.split("# summary")[0])  # the printed rows read back
+    assert [(r.core, r.seed) for r in rows] == [("ntm", 0), ("ntm", 1)]
+    summary = [line.split() for line in out.split("# summary")[1].splitlines() if line.startswith("copy")]
+    assert len(summary) == 1 and summary[0][2] == "2"
+    assert float(summary[0][3]) == pytest.approx(sum(r.err for r in rows) / 2, abs=0.006)
