@@ -40,6 +40,7 @@ import time
 import warnings
 from pathlib import Path
 
+from metamem.cli._parser import doc_parser
 from metamem.cli._threads import add_threads_option, apply_threads
 
 #: files ``metamem eval`` writes (removed first by --overwrite, so no stale plot stays)
@@ -48,12 +49,8 @@ OUTPUT_GLOBS = ("results.json", "results.md", "results.csv", "per_presentation.p
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "eval",
-        help="score trained runs on one fixed episode protocol (any dataset), one table",
-        description=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = doc_parser(sub, "eval", "score trained runs on one fixed episode protocol (any dataset), "
+                   "one table", __doc__)
     p.add_argument(
         "items", nargs="+", metavar="RUN_OR_OVERRIDE",
         help="run directories / checkpoint files, then key=value overrides (see above)",

@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "validate": "validate",
     "eval": "eval",
+    "compare": "compare",
 }
 
 

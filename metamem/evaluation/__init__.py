@@ -8,6 +8,7 @@ Example::
     print(res.mean, res.ci95, res.per_presentation, res.fingerprint)
 """
 
+from metamem.evaluation.compare import PairedDifference, paired_difference, paired_markdown
 from metamem.evaluation.metrics import mean_ci95, presentation_accuracy
 from metamem.evaluation.protocol import Fingerprint, Protocol, ProtocolError
 from metamem.evaluation.report import read_results, to_csv, to_markdown, write_results
@@ -27,6 +28,7 @@ __all__ = [
     "EpisodeInputError",
     "EvalResult",
     "Fingerprint",
+    "PairedDifference",
     "Predictions",
     "Preprocess",
     "Protocol",
@@ -37,6 +39,8 @@ __all__ = [
     "evaluate",
     "load_image_folders",
     "mean_ci95",
+    "paired_difference",
+    "paired_markdown",
     "parse_sweep",
     "predict_episode",
     "presentation_accuracy",

@@ -311,15 +311,28 @@ class Score:
             "per_presentation": _json_list(self.per_presentation),
             "per_presentation_ci95": _json_list(self.per_presentation_ci95),
             "per_episode": [float(v) for v in self.per_episode],
+            **({} if self.per_presentation_episode is None else {
+                "per_presentation_episode": [
+                    _json_list([float(v) for v in row]) for row in self.per_presentation_episode
+                ],
+            }),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Score":
         pe = torch.tensor(d["per_episode"], dtype=torch.float64)
         ppe = None
-        if d.get("per_presentation") is not None:  # only the means survive JSON
-            ppe = torch.tensor([d["per_presentation"]], dtype=torch.float64)
+        if d.get("per_presentation_episode") is not None:  # [E, P], null where no such step
+            rows = d["per_presentation_episode"]
+            ppe = torch.tensor([_floats(row) for row in rows], dtype=torch.float64)
+        elif d.get("per_presentation") is not None:  # results written before: only the means
+            ppe = torch.tensor([_floats(d["per_presentation"])], dtype=torch.float64)
         return cls(scoring=d["scoring"], per_episode=pe, per_presentation_episode=ppe)
+
+
+def _floats(values: list[float | None]) -> list[float]:
+    """A JSON list back to floats (``null`` -> ``nan``)."""
+    return [math.nan if v is None else float(v) for v in values]
 
 
 def _json_float(v: float) -> float | None:
