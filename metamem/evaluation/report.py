@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -142,6 +143,17 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"cannot write {type(o).__name__} to JSON")
 
 
+_NUMBER = r"(?:-?[0-9][0-9.eE+-]*|null)"
+#: a JSON list of 1..16 numbers laid out one per line by ``json.dumps(indent=...)``
+_SHORT_LIST = re.compile(r"\[\n\s*(" + _NUMBER + r"(?:,\n\s*" + _NUMBER + r"){0,15})\n\s*\]")
+
+
+def _short_lists_inline(text: str) -> str:
+    """Put every list of at most 16 numbers on one line (a row of ``per_presentation_episode``
+    and the presentation means): the JSON stays the same, the file 5x shorter."""
+    return _SHORT_LIST.sub(lambda m: "[" + ", ".join(re.split(r",\s*", m.group(1))) + "]", text)
+
+
 def write_results(
     results: Sequence[EvalResult], out_dir: str | os.PathLike[str], stem: str = "results",
     *, header: str | None = None,
@@ -160,7 +172,7 @@ def write_results(
     doc: dict[str, Any] = {"results": [r.to_dict() for r in results]}
     if header:
         doc = {"header": header, **doc}
-    text = json.dumps(doc, indent=1, default=_json_default, allow_nan=False)
+    text = _short_lists_inline(json.dumps(doc, indent=1, default=_json_default, allow_nan=False))
     md = (header + "\n\n" if header else "") + to_markdown(results)
     return {
         "json": write_text(out / f"{stem}.json", text + "\n"),

@@ -101,6 +101,10 @@ def test_presentations_survive_json_and_old_files_still_compare(tmp_path):
     rng = np.random.default_rng(1)
     a, a_pp, b, b_pp = _pair(rng, e=11, p=4)
     write_results([_result("A", a, a_pp), _result("B", b, b_pp)], tmp_path)
+    text = (tmp_path / "results.json").read_text()
+    assert text.count("\n") < 2 * (11 + 11 + 4 * 4) + 80  # a presentation row is one line
+    assert json.loads(text)["results"][1]["scores"]["sequence"]["per_presentation_episode"][0] == [
+        float(v) for v in b_pp[0]]
     back = read_results(tmp_path / "results.json")
     got = back[0].scores["sequence"].per_presentation_episode
     assert got.shape == (11, 4)
