@@ -14,14 +14,16 @@ re-score them to get these columns).
   metamem compare cmp/results.json --baseline mann
   metamem compare results/omniglot_paper/mann_lru results/omniglot_paper/nutm_lru
 
-Rows scored on other episodes (another fingerprint) are refused: score them with the same
-eval protocol. The interval is over episodes, not over training runs: a second training
+Rows are paired only with rows scored on the same episodes (the same fingerprint): the
+rows of a sweep (`metamem eval A B 'eval.n_way=[5,20]'`) give one table per protocol, each
+with its own baseline. The interval is over episodes, not over training runs: a second training
 seed of either learner may move its row by more than that.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -81,38 +83,64 @@ def load_rows(paths: list[Path]) -> list[EvalResult]:
     return rows
 
 
-def pick_baseline(rows: list[EvalResult], name: str | None) -> int:
-    """Index of the baseline row: the first, or the one row whose learner name contains ``name``."""
+def pick_baseline(rows: list[EvalResult], name: str | None) -> int | None:
+    """Index of the baseline among ``rows`` (one protocol): the first row, or the one row whose
+    learner name contains ``name`` (``None`` when none does)."""
     if name is None:
         return 0
     hits = [i for i, r in enumerate(rows) if name in r.learner]
-    if len(hits) != 1:
-        names = ", ".join(repr(r.learner) for r in rows)
-        what = "no row" if not hits else f"{len(hits)} rows"
-        raise ValueError(f"--baseline {name!r} matches {what} of {names}: give a part of exactly one name")
-    return hits[0]
+    if len(hits) > 1:
+        names = ", ".join(repr(rows[i].learner) for i in hits)
+        raise ValueError(f"--baseline {name!r} matches {len(hits)} rows of one protocol ({names}): "
+                         f"give a part of exactly one name")
+    return hits[0] if hits else None
+
+
+def by_protocol(rows: list[EvalResult]) -> dict[str, list[EvalResult]]:
+    """The rows grouped by the episodes they were scored on (fingerprint), in order."""
+    groups: dict[str, list[EvalResult]] = {}
+    for r in rows:
+        groups.setdefault(r.fingerprint, []).append(r)
+    return groups
 
 
 def run(args: argparse.Namespace) -> int:
     from metamem.evaluation.compare import paired_difference, paired_markdown
+    from metamem.evaluation.run_report import protocol_line
     from metamem.files import write_text
 
     rows = load_rows(list(args.results))
-    if len(rows) < 2:
-        raise ValueError(f"{args.results[0]}: one row only; a comparison needs two or more")
     if args.presentations < 1:
         raise ValueError(f"--presentations {args.presentations}: give 1 or more")
-    base = pick_baseline(rows, args.baseline)
-    a = rows[base]
-    diffs = [paired_difference(a, b, args.scoring) for i, b in enumerate(rows) if i != base]
-    d0 = diffs[0]
-    header = (f"paired over {d0.episodes} episodes (fingerprint {d0.fingerprint[:12]}), "
-              f"{d0.scoring} scoring; B − A in points ± the paired 95% half-width")
-    table = paired_markdown(diffs, presentations=args.presentations)
-    print(header)
-    print()
-    print(table, end="")
+    groups = by_protocol(rows)
+    if all(len(g) < 2 for g in groups.values()):
+        what = (f"{args.results[0]}: one row only" if len(rows) == 1 else
+                f"no two of the {len(rows)} rows were scored on the same episodes (fingerprints "
+                f"{', '.join(fp[:12] for fp in groups)})")
+        raise ValueError(f"{what}: a comparison needs two rows of one protocol; score them with the "
+                         f"same eval protocol (eval.split, eval.n_way, eval.k_shot, eval.n_query, "
+                         f"eval.episodes, eval.seed)")
+    parts, skipped = [], []
+    for group in groups.values():
+        base = pick_baseline(group, args.baseline)
+        if len(group) < 2 or base is None:
+            skipped.append(group)
+            continue
+        a = group[base]
+        diffs = [paired_difference(a, b, args.scoring) for i, b in enumerate(group) if i != base]
+        header = (f"{protocol_line(a)}: paired over {diffs[0].episodes} episodes, {diffs[0].scoring} "
+                  f"scoring; B − A in points ± the paired 95% half-width")
+        parts.append(header + "\n\n" + paired_markdown(diffs, presentations=args.presentations))
+    if not parts:
+        names = ", ".join(repr(r.learner) for r in rows)
+        raise ValueError(f"--baseline {args.baseline!r} matches no row of a protocol with two or "
+                         f"more rows ({names}): give a part of one learner name")
+    for group in skipped:
+        why = "its only row" if len(group) == 1 else f"no row named like {args.baseline!r}"
+        print(f"note: not compared: {protocol_line(group[0])} ({why})", file=sys.stderr)
+    text = "\n".join(parts)
+    print(text, end="")
     if args.out is not None:
-        write_text(args.out, header + "\n\n" + table)
+        write_text(args.out, text)
         print(f"\nwritten: {args.out}")
     return 0

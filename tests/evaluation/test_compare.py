@@ -150,13 +150,29 @@ def test_cli_compares_run_folders(tmp_path, capsys):
     d = paired_difference(_result("mann [run_a]", a, a_pp), _result("nutm [run_b]", b, b_pp))
     assert f"{100 * d.diff:+.2f} ± {100 * d.ci95:.2f}" in text
     assert "| lstm [run_c] | mann [run_a] |" in text
-    assert "paired over 15 episodes (fingerprint abababababab)" in text
-    assert out.read_text().startswith("paired over 15 episodes")
+    assert "fingerprint abababababab: paired over 15 episodes, sequence scoring" in text
+    assert out.read_text() == text.split("\nwritten:")[0]
+
+
+def test_cli_pairs_rows_within_each_protocol_of_a_sweep(tmp_path, capsys):
+    rows = [_result("a [r1]", [0.5, 0.6, 0.9]), _result("b [r2]", [0.6, 0.6, 1.0]),
+            _result("a [r1]", [0.2, 0.4], fingerprint="cd" * 32),
+            _result("b [r2]", [0.1, 0.4], fingerprint="cd" * 32),
+            _result("c [r3]", [0.3], fingerprint="ef" * 32)]
+    write_results(rows, tmp_path)
+    assert main(["compare", str(tmp_path), "--baseline", "r2"]) == 0
+    captured = capsys.readouterr()
+    tables = captured.out.split("\n\n")
+    assert len(tables) == 4  # a header and a table for each of the two shared protocols
+    assert "fingerprint abababababab" in tables[0] and "fingerprint cdcdcdcdcdcd" in tables[2]
+    assert "| a [r1] | b [r2] | sequence | 73.33 | 66.67 | -6.67 ± " in tables[1]
+    assert "| a [r1] | b [r2] | sequence | 25.00 | 30.00 | +5.00 ± " in tables[3]
+    assert "note: not compared: " in captured.err and "fingerprint efefefefefef (its only row)" in captured.err
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--baseline", "zz"], "--baseline 'zz' matches no row of"),
-    (["--baseline", "run"], "--baseline 'run' matches 2 rows of"),
+    (["--baseline", "zz"], "--baseline 'zz' matches no row of a protocol with two or more rows"),
+    (["--baseline", "run"], "--baseline 'run' matches 2 rows of one protocol ('a [run_a]', 'b [run_b]')"),
 ])
 def test_cli_baseline_errors(tmp_path, capsys, argv, message):
     write_results([_result("a [run_a]", [0.5, 0.6]), _result("b [run_b]", [0.4, 0.6])], tmp_path)
@@ -173,7 +189,11 @@ def test_cli_input_errors(tmp_path, capsys):
     assert "no results.json in it" in capsys.readouterr().err
     write_results([_result("a", [0.5, 0.6])], tmp_path / "one")
     assert main(["compare", str(tmp_path / "one")]) == 1
-    assert "one row only" in capsys.readouterr().err
+    assert "one row only: a comparison needs two rows of one protocol" in capsys.readouterr().err
+    write_results([_result("b", [0.5, 0.6], fingerprint="cd" * 32)], tmp_path / "other")
+    assert main(["compare", str(tmp_path / "one"), str(tmp_path / "other")]) == 1
+    assert "no two of the 2 rows were scored on the same episodes (fingerprints abababababab, " \
+        "cdcdcdcdcdcd)" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text('{"rows": []}')
     assert main(["compare", str(tmp_path / "bad.json"), str(tmp_path / "one")]) == 1
     assert "bad.json: not a results.json of `metamem eval`" in capsys.readouterr().err
