@@ -12,7 +12,7 @@ re-score them to get these columns).
 
   metamem eval runs/mann runs/nutm eval.seed=2026 --out cmp
   metamem compare cmp/results.json --baseline mann
-  metamem compare results/omniglot_paper/mann_lru results/omniglot_paper/nutm_lru
+  metamem compare results/omniglot_paper/mann_lru results/omniglot_paper/nutm_lru --plot cmp.png
 
 Rows are paired only with rows scored on the same episodes (the same fingerprint): the
 rows of a sweep (`metamem eval A B 'eval.n_way=[5,20]'`) give one table per protocol, each
@@ -47,6 +47,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="columns for the first P presentations (default 5)")
     p.add_argument("--out", type=Path, default=None, metavar="FILE.md",
                    help="also write the table to this Markdown file (atomically)")
+    p.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
+                   help="also draw B − A by presentation ± the paired interval (one figure per "
+                   "protocol: FILE.png, then FILE_2.png, ...)")
     p.add_argument("--traceback", action="store_true", help="show the traceback of an error")
     p.set_defaults(func=run)
 
@@ -120,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{what}: a comparison needs two rows of one protocol; score them with the "
                          f"same eval protocol (eval.split, eval.n_way, eval.k_shot, eval.n_query, "
                          f"eval.episodes, eval.seed)")
-    parts, skipped = [], []
+    parts, skipped, plots = [], [], []
     for group in groups.values():
         base = pick_baseline(group, args.baseline)
         if len(group) < 2 or base is None:
@@ -131,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         header = (f"{protocol_line(a)}: paired over {diffs[0].episodes} episodes, {diffs[0].scoring} "
                   f"scoring; B − A in points ± the paired 95% half-width")
         parts.append(header + "\n\n" + paired_markdown(diffs, presentations=args.presentations))
+        plots.append(diffs)
     if not parts:
         names = ", ".join(repr(r.learner) for r in rows)
         raise ValueError(f"--baseline {args.baseline!r} matches no row of a protocol with two or "
@@ -143,4 +147,14 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         write_text(args.out, text)
         print(f"\nwritten: {args.out}")
+    if args.plot is not None:
+        from metamem.evaluation.plots import plot_paired_differences
+
+        for i, diffs in enumerate(plots):
+            path = args.plot if i == 0 else args.plot.with_name(f"{args.plot.stem}_{i + 1}{args.plot.suffix}")
+            if plot_paired_differences(diffs, path) is None:
+                print(f"note: no plot for {diffs[0].fingerprint[:12]}: no differences by presentation "
+                      f"(set scoring, or results.json written before they were kept)", file=sys.stderr)
+            else:
+                print(f"written: {path}")
     return 0

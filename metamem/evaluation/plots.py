@@ -6,7 +6,9 @@
 * :func:`plot_memory_trace`: the read/write heatmap of one episode of a memory learner
   (delegates to :func:`metamem.memory.trace.plot_trace`);
 * :func:`plot_learning_curves`: training and validation accuracy against wall-clock and CPU
-  seconds of runs (from their ``metrics.jsonl``; :func:`learning_curve`).
+  seconds of runs (from their ``metrics.jsonl``; :func:`learning_curve`);
+* :func:`plot_paired_differences`: B − A by presentation, ± the paired interval, from
+  :func:`metamem.evaluation.compare.paired_difference`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
+from metamem.evaluation.compare import PairedDifference
 from metamem.evaluation.scoring import EvalResult
 from metamem.files import write_text
 
@@ -25,6 +28,7 @@ __all__ = [
     "plot_accuracy_vs_shots",
     "plot_learning_curves",
     "plot_memory_trace",
+    "plot_paired_differences",
     "plot_per_presentation",
 ]
 
@@ -239,4 +243,34 @@ def plot_learning_curves(
     axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     if title:
         fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_paired_differences(
+    diffs: Sequence[PairedDifference], path: str | os.PathLike[str], *, title: str | None = None
+) -> Path | None:
+    """B − A in points at the 1st, 2nd, ... presentation, ± the paired 95% half-width, one
+    line per comparison, with the difference over all steps as a dotted level.
+
+    Returns:
+        The written path, or ``None`` when no comparison has differences by presentation
+        (set scoring, or results written before they were kept).
+    """
+    shown = [d for d in diffs if d.per_presentation]
+    if not shown:
+        return None
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    for d in shown:
+        xs = list(range(1, len(d.per_presentation or []) + 1))
+        ys = [100 * m for m, _ in d.per_presentation or []]
+        err = [0.0 if c != c else 100 * c for _, c in d.per_presentation or []]
+        line = ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"{d.b} − {d.a}")
+        ax.axhline(100 * d.diff, linestyle=":", color=line[0].get_color(), linewidth=1.0)
+    ax.set_xlabel("presentation of the class")
+    ax.set_ylabel("B − A (points)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title(title or f"paired over {shown[0].episodes} episodes ({shown[0].fingerprint[:12]})")
     return _save(fig, path)

@@ -197,3 +197,25 @@ def test_cli_input_errors(tmp_path, capsys):
     (tmp_path / "bad.json").write_text('{"rows": []}')
     assert main(["compare", str(tmp_path / "bad.json"), str(tmp_path / "one")]) == 1
     assert "bad.json: not a results.json of `metamem eval`" in capsys.readouterr().err
+
+
+def test_plot_paired_differences(tmp_path, capsys):
+    from metamem.evaluation.plots import plot_paired_differences
+
+    rng = np.random.default_rng(5)
+    a, a_pp, b, b_pp = _pair(rng, e=12, p=3)
+    d = paired_difference(_result("A", a, a_pp), _result("B", b, b_pp))
+    assert plot_paired_differences([d], tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
+    flat = paired_difference(_result("A", a), _result("B", b))  # no presentations kept
+    assert plot_paired_differences([flat], tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
+    # the CLI: one figure per protocol, FILE.png then FILE_2.png; a protocol without
+    # presentation data is named instead
+    write_results([_result("A", a, a_pp), _result("B", b, b_pp),
+                   _result("A", [0.1, 0.2], fingerprint="cd" * 32),
+                   _result("B", [0.3, 0.2], fingerprint="cd" * 32)], tmp_path / "r")
+    assert main(["compare", str(tmp_path / "r"), "--plot", str(tmp_path / "cmp.png")]) == 0
+    out = capsys.readouterr()
+    assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "cmp_2.png").exists()
+    assert "note: no plot for cdcdcdcdcdcd" in out.err
