@@ -94,8 +94,9 @@ def _score(result: EvalResult, scoring: str | None) -> Score:
     if s is None:
         raise ValueError(
             f"result {result.learner!r} has no {scoring!r} scoring (it has "
-            f"{', '.join(sorted(result.scores))}): compare with scoring="
-            f"{next(iter(sorted(result.scores)))!r}, or re-score it with eval.protocol=both"
+            f"{', '.join(sorted(result.scores))}): compare with --scoring "
+            f"{sorted(result.scores)[0]} (scoring={sorted(result.scores)[0]!r} in Python), or "
+            f"re-score it with eval.protocol=both"
         )
     return s
 
@@ -123,7 +124,8 @@ def paired_difference(a: EvalResult, b: EvalResult, scoring: str | None = None) 
         raise ValueError(
             f"{b.learner!r} was scored on episodes {b.fingerprint[:12]}, {a.learner!r} on "
             f"{a.fingerprint[:12]}: a paired comparison needs the same episodes; score both "
-            f"with the same eval protocol (the same eval.split, eval.n_way, eval.k_shot, eval.n_query, eval.episodes, eval.seed)"
+            f"with the same eval protocol (the same eval.split, eval.n_way, eval.k_shot, "
+            f"eval.n_query, eval.episodes, eval.seed)"
         )
     scoring = scoring or a.primary.scoring
     sa, sb = _score(a, scoring), _score(b, scoring)

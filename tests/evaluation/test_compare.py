@@ -91,7 +91,7 @@ def test_other_episodes_and_missing_scorings_are_refused():
     a = _result("mann", [0.5, 0.6])
     with pytest.raises(ValueError, match=r"'nutm' was scored on episodes cdcdcdcdcdcd, 'mann' on abababababab.*eval\.seed"):
         paired_difference(a, _result("nutm", [0.5, 0.6], fingerprint="cd" * 32))
-    with pytest.raises(ValueError, match=r"'mann' has no 'set' scoring .*eval\.protocol=both"):
+    with pytest.raises(ValueError, match=r"'mann' has no 'set' scoring \(it has sequence\): compare with --scoring sequence .*eval\.protocol=both"):
         paired_difference(a, _result("nutm", [0.5, 0.6]), scoring="set")
     with pytest.raises(ValueError, match=r"2 episodes and 'nutm' 3"):
         paired_difference(a, _result("nutm", [0.5, 0.6, 0.7]))
