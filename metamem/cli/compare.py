@@ -50,6 +50,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
                    help="also draw B − A by presentation ± the paired interval (one figure per "
                    "protocol: FILE.png, then FILE_2.png, ...)")
+    p.add_argument("--pairs", action="store_true",
+                   help="read the rows as pairs A1 B1 A2 B2 ... (training runs of two learners, e.g. "
+                   "seeds), compare each B_i with its A_i, and add the mean difference over the "
+                   "pairs with a Student-t 95%% interval over runs")
     p.add_argument("--traceback", action="store_true", help="show the traceback of an error")
     p.set_defaults(func=run)
 
@@ -115,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
     rows = load_rows(list(args.results))
     if args.presentations < 1:
         raise ValueError(f"--presentations {args.presentations}: give 1 or more")
+    if args.pairs:
+        return _run_pairs(args, rows)
     groups = by_protocol(rows)
     if all(len(g) < 2 for g in groups.values()):
         what = (f"{args.results[0]}: one row only" if len(rows) == 1 else
@@ -157,4 +163,36 @@ def run(args: argparse.Namespace) -> int:
                       f"(set scoring, or results.json written before they were kept)", file=sys.stderr)
             else:
                 print(f"written: {path}")
+    return 0
+
+
+def _run_pairs(args: argparse.Namespace, rows: list[EvalResult]) -> int:
+    """``--pairs``: rows A1 B1 A2 B2 ...; one difference per pair, then their mean over runs."""
+    from metamem.evaluation.compare import over_runs, paired_difference, paired_markdown
+    from metamem.files import write_text
+
+    if args.baseline is not None:
+        raise ValueError("--pairs takes the baseline of each pair from the order (A1 B1 A2 B2 ...); "
+                         "drop --baseline")
+    if len(rows) < 2 or len(rows) % 2:
+        raise ValueError(f"--pairs needs an even number of rows (A1 B1 A2 B2 ...), got {len(rows)}: "
+                         f"{', '.join(repr(r.learner) for r in rows)}")
+    diffs = [paired_difference(rows[i], rows[i + 1], args.scoring) for i in range(0, len(rows), 2)]
+    summary = over_runs(diffs)
+    pts = "–" if summary.ci95 != summary.ci95 else f"{100 * summary.ci95:.2f}"
+    lines = [f"{len(diffs)} pairs of runs, each paired over its episodes; B − A in points ± the "
+             f"paired 95% half-width over episodes", "", paired_markdown(diffs, args.presentations),
+             f"mean over the {summary.runs} pairs: {100 * summary.diff:+.2f} ± {pts} points "
+             f"(Student-t 95% over runs; per pair: "
+             f"{', '.join(f'{100 * v:+.2f}' for v in summary.diffs)})"]
+    if summary.per_presentation:
+        shown = summary.per_presentation[: args.presentations]
+        lines.append("by presentation: " + ", ".join(
+            f"{i + 1}: {100 * m:+.2f}" + ("" if c != c else f" ± {100 * c:.2f}")
+            for i, (m, c) in enumerate(shown)))
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if args.out is not None:
+        write_text(args.out, text)
+        print(f"\nwritten: {args.out}")
     return 0

@@ -8,7 +8,13 @@ Example::
     print(res.mean, res.ci95, res.per_presentation, res.fingerprint)
 """
 
-from metamem.evaluation.compare import PairedDifference, paired_difference, paired_markdown
+from metamem.evaluation.compare import (
+    OverRuns,
+    PairedDifference,
+    over_runs,
+    paired_difference,
+    paired_markdown,
+)
 from metamem.evaluation.metrics import mean_ci95, presentation_accuracy
 from metamem.evaluation.protocol import Fingerprint, Protocol, ProtocolError
 from metamem.evaluation.report import read_results, to_csv, to_markdown, write_results
@@ -28,6 +34,7 @@ __all__ = [
     "EpisodeInputError",
     "EvalResult",
     "Fingerprint",
+    "OverRuns",
     "PairedDifference",
     "Predictions",
     "Preprocess",
@@ -39,6 +46,7 @@ __all__ = [
     "evaluate",
     "load_image_folders",
     "mean_ci95",
+    "over_runs",
     "paired_difference",
     "paired_markdown",
     "parse_sweep",

@@ -36,7 +36,7 @@ from metamem.evaluation.metrics import mean_ci95
 from metamem.evaluation.report import _ordinal
 from metamem.evaluation.scoring import EvalResult, Score
 
-__all__ = ["PairedDifference", "paired_difference", "paired_markdown"]
+__all__ = ["OverRuns", "PairedDifference", "over_runs", "paired_difference", "paired_markdown"]
 
 
 @dataclass(frozen=True)
@@ -190,3 +190,60 @@ def paired_markdown(diffs: Sequence[PairedDifference], presentations: int = 5) -
                 row.append("")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class OverRuns:
+    """The paired differences of several training runs (seeds) of the same two learners.
+
+    Each run pair gives one difference ``diff_i`` (B_i − A_i over the same episodes); these
+    are averaged, with a Student-t 95% half-width over the ``runs`` pairs, which is the
+    interval that covers training-run variance (with 2-3 runs it is wide, as it should be).
+
+    Attributes:
+        runs: the number of run pairs.
+        diff: mean of the per-pair differences.
+        ci95: ``t_{0.975, runs-1} · std(diffs, ddof=1) / sqrt(runs)`` (``nan`` for one pair).
+        diffs: the per-pair differences.
+        per_presentation: ``[(mean, ci95), ...]`` by presentation when every pair has them.
+    """
+
+    runs: int
+    diff: float
+    ci95: float
+    diffs: tuple[float, ...]
+    per_presentation: list[tuple[float, float]] | None = None
+
+
+def _t_mean_ci(values: Sequence[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, math.nan
+    from scipy import stats  # scikit-learn's dependency; only this summary needs it
+
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+
+
+def over_runs(diffs: Sequence[PairedDifference]) -> OverRuns:
+    """Summarise the paired differences of several training runs (see :class:`OverRuns`).
+
+    Raises:
+        ValueError: on no differences, or differences of other scorings.
+    """
+    if not diffs:
+        raise ValueError("over_runs: no paired differences to summarise")
+    scorings = {d.scoring for d in diffs}
+    if len(scorings) > 1:
+        raise ValueError(f"over_runs: the pairs were compared on different scorings ({sorted(scorings)})")
+    values = [d.diff for d in diffs]
+    mean, ci = _t_mean_ci(values)
+    per_presentation = None
+    lengths = {len(d.per_presentation or []) for d in diffs}
+    if len(lengths) == 1 and 0 not in lengths:
+        per_presentation = [
+            _t_mean_ci([(d.per_presentation or [])[i][0] for d in diffs]) for i in range(lengths.pop())
+        ]
+    return OverRuns(runs=len(diffs), diff=mean, ci95=ci, diffs=tuple(values),
+                    per_presentation=per_presentation)

@@ -219,3 +219,47 @@ def test_plot_paired_differences(tmp_path, capsys):
     assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "cmp_2.png").exists()
     assert "note: no plot for cdcdcdcdcdcd" in out.err
+
+
+def test_over_runs_matches_a_student_t_over_pairs():
+    stats = pytest.importorskip("scipy.stats")
+    from metamem.evaluation import over_runs
+
+    rng = np.random.default_rng(6)
+    diffs = []
+    for shift in (0.02, -0.05, 0.01):
+        a, a_pp, _, _ = _pair(rng, e=25, p=3)
+        b_pp = np.clip(np.nan_to_num(a_pp, nan=0.5) + shift, 0, 1)
+        diffs.append(paired_difference(_result("A", a, a_pp), _result("B", b_pp.mean(1), b_pp)))
+    s = over_runs(diffs)
+    values = [d.diff for d in diffs]
+    sem = float(np.std(values, ddof=1)) / math.sqrt(3)
+    assert s.runs == 3 and s.diffs == tuple(values)
+    assert s.diff == pytest.approx(float(np.mean(values)))
+    assert s.ci95 == pytest.approx(stats.t.ppf(0.975, 2) * sem)
+    col = [d.per_presentation[1][0] for d in diffs]
+    assert s.per_presentation[1][0] == pytest.approx(float(np.mean(col)))
+    assert s.per_presentation[1][1] == pytest.approx(
+        stats.t.ppf(0.975, 2) * float(np.std(col, ddof=1)) / math.sqrt(3))
+    one = over_runs(diffs[:1])
+    assert one.diff == diffs[0].diff and math.isnan(one.ci95)
+    with pytest.raises(ValueError, match="no paired differences"):
+        over_runs([])
+
+
+def test_cli_pairs_of_runs(tmp_path, capsys):
+    r = [_result("mann [s0]", [0.5, 0.6, 0.7]), _result("nutm [s0]", [0.6, 0.6, 0.9]),
+         _result("mann [s1]", [0.2, 0.4], fingerprint="cd" * 32),
+         _result("nutm [s1]", [0.1, 0.4], fingerprint="cd" * 32)]
+    write_results(r[:2], tmp_path / "s0")
+    write_results(r[2:], tmp_path / "s1")
+    assert main(["compare", "--pairs", str(tmp_path / "s0"), str(tmp_path / "s1")]) == 0
+    out = capsys.readouterr().out
+    d0, d1 = paired_difference(r[0], r[1]), paired_difference(r[2], r[3])
+    assert f"per pair: {100 * d0.diff:+.2f}, {100 * d1.diff:+.2f}" in out
+    assert f"mean over the 2 pairs: {100 * (d0.diff + d1.diff) / 2:+.2f} ± " in out
+    write_results(r[:1], tmp_path / "odd")
+    assert main(["compare", "--pairs", str(tmp_path / "s0"), str(tmp_path / "odd")]) == 1
+    assert "--pairs needs an even number of rows (A1 B1 A2 B2 ...), got 3" in capsys.readouterr().err
+    assert main(["compare", "--pairs", "--baseline", "mann", str(tmp_path / "s0")]) == 1
+    assert "drop --baseline" in capsys.readouterr().err
