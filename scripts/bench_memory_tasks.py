@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import math
 import statistics
 import sys
 import time
@@ -41,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metamem.evaluation.metrics import mean_t95
 from metamem.memory import (
     TaskBatch,
     associative_recall_task,
@@ -243,8 +243,7 @@ def summarise(rows: Iterable[Row]) -> list[str]:
     for (task, core), by_seed in groups.items():
         errs = [r.err for r in by_seed.values()]
         n = len(errs)
-        # Student t, not metrics.mean_ci95's 1.96: that suits 1,000 episodes, not a few seeds
-        half = float(stats.t.ppf(0.975, n - 1)) * statistics.stdev(errs) / math.sqrt(n) if n > 1 else float("nan")
+        _, half = mean_t95(errs)  # Student t: mean_ci95's 1.96 suits 1,000 episodes, not a few seeds
         solved = sum(e < SOLVED_BELOW for e in errs)
         lines.append(f"{task:<19} {core:<5} {n:>3} {statistics.fmean(errs):>7.2f} {half:>6.2f} "
                      f"{statistics.median(errs):>7.2f} {min(errs):>6.2f} {max(errs):>6.2f} {solved:>3}/{n:<3}  "

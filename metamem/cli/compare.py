@@ -114,7 +114,6 @@ def by_protocol(rows: list[EvalResult]) -> dict[str, list[EvalResult]]:
 def run(args: argparse.Namespace) -> int:
     from metamem.evaluation.compare import paired_difference, paired_markdown
     from metamem.evaluation.run_report import protocol_line
-    from metamem.files import write_text
 
     rows = load_rows(list(args.results))
     if args.presentations < 1:
@@ -148,11 +147,7 @@ def run(args: argparse.Namespace) -> int:
     for group in skipped:
         why = "its only row" if len(group) == 1 else f"no row named like {args.baseline!r}"
         print(f"note: not compared: {protocol_line(group[0])} ({why})", file=sys.stderr)
-    text = "\n".join(parts)
-    print(text, end="")
-    if args.out is not None:
-        write_text(args.out, text)
-        print(f"\nwritten: {args.out}")
+    _emit("\n".join(parts), args.out)
     if args.plot is not None:
         from metamem.evaluation.plots import plot_paired_differences
 
@@ -168,8 +163,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_pairs(args: argparse.Namespace, rows: list[EvalResult]) -> int:
     """``--pairs``: rows A1 B1 A2 B2 ...; one difference per pair, then their mean over runs."""
-    from metamem.evaluation.compare import over_runs, paired_difference, paired_markdown
-    from metamem.files import write_text
+    from metamem.evaluation.compare import over_runs, paired_difference, paired_markdown, points
 
     if args.baseline is not None:
         raise ValueError("--pairs takes the baseline of each pair from the order (A1 B1 A2 B2 ...); "
@@ -179,20 +173,24 @@ def _run_pairs(args: argparse.Namespace, rows: list[EvalResult]) -> int:
                          f"{', '.join(repr(r.learner) for r in rows)}")
     diffs = [paired_difference(rows[i], rows[i + 1], args.scoring) for i in range(0, len(rows), 2)]
     summary = over_runs(diffs)
-    pts = "–" if summary.ci95 != summary.ci95 else f"{100 * summary.ci95:.2f}"
     lines = [f"{len(diffs)} pairs of runs, each paired over its episodes; B − A in points ± the "
              f"paired 95% half-width over episodes", "", paired_markdown(diffs, args.presentations),
-             f"mean over the {summary.runs} pairs: {100 * summary.diff:+.2f} ± {pts} points "
+             f"mean over the {summary.runs} pairs: {points(summary.diff, summary.ci95)} points "
              f"(Student-t 95% over runs; per pair: "
              f"{', '.join(f'{100 * v:+.2f}' for v in summary.diffs)})"]
     if summary.per_presentation:
         shown = summary.per_presentation[: args.presentations]
         lines.append("by presentation: " + ", ".join(
-            f"{i + 1}: {100 * m:+.2f}" + ("" if c != c else f" ± {100 * c:.2f}")
-            for i, (m, c) in enumerate(shown)))
-    text = "\n".join(lines) + "\n"
-    print(text, end="")
-    if args.out is not None:
-        write_text(args.out, text)
-        print(f"\nwritten: {args.out}")
+            f"{i + 1}: {points(m, c)}" for i, (m, c) in enumerate(shown)))
+    _emit("\n".join(lines) + "\n", args.out)
     return 0
+
+
+def _emit(text: str, out: Path | None) -> None:
+    """Print the tables, and write them to ``out`` (atomically) when given."""
+    from metamem.files import write_text
+
+    print(text, end="")
+    if out is not None:
+        write_text(out, text)
+        print(f"\nwritten: {out}")

@@ -15,7 +15,7 @@ from metamem.evaluation.compare import (
     paired_difference,
     paired_markdown,
 )
-from metamem.evaluation.metrics import mean_ci95, presentation_accuracy
+from metamem.evaluation.metrics import mean_ci95, mean_t95, presentation_accuracy
 from metamem.evaluation.protocol import Fingerprint, Protocol, ProtocolError
 from metamem.evaluation.report import read_results, to_csv, to_markdown, write_results
 from metamem.evaluation.runs import parse_sweep, sweep
@@ -46,6 +46,7 @@ __all__ = [
     "evaluate",
     "load_image_folders",
     "mean_ci95",
+    "mean_t95",
     "over_runs",
     "paired_difference",
     "paired_markdown",

@@ -32,11 +32,11 @@ from typing import Sequence
 
 import torch
 
-from metamem.evaluation.metrics import mean_ci95
+from metamem.evaluation.metrics import mean_ci95, mean_t95
 from metamem.evaluation.report import _ordinal
 from metamem.evaluation.scoring import EvalResult, Score
 
-__all__ = ["OverRuns", "PairedDifference", "over_runs", "paired_difference", "paired_markdown"]
+__all__ = ["OverRuns", "PairedDifference", "over_runs", "paired_difference", "paired_markdown", "points"]
 
 
 @dataclass(frozen=True)
@@ -152,8 +152,12 @@ def paired_difference(a: EvalResult, b: EvalResult, scoring: str | None = None) 
     )
 
 
-def _pts(v: float) -> str:
-    return "–" if math.isnan(v) else f"{100 * v:+.2f}"
+def points(diff: float, ci95: float = math.nan) -> str:
+    """``diff ± ci95`` in signed points (``"+1.23 ± 0.45"``); ``–`` for an undefined diff, no
+    ``±`` part for an undefined interval."""
+    if math.isnan(diff):
+        return "–"
+    return f"{100 * diff:+.2f}" + ("" if math.isnan(ci95) else f" ± {100 * ci95:.2f}")
 
 
 def _p(v: float) -> str:
@@ -178,16 +182,10 @@ def paired_markdown(diffs: Sequence[PairedDifference], presentations: int = 5) -
     head += [f"Δ {_ordinal(i + 1)}" for i in range(n_p)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for d in diffs:
-        ci = "" if math.isnan(d.ci95) else f" ± {100 * d.ci95:.2f}"
         row = [d.b, d.a, d.scoring, f"{100 * d.mean_a:.2f}", f"{100 * d.mean_b:.2f}",
-               f"{_pts(d.diff)}{ci}", _p(d.p_value), f"{d.wins} / {d.ties} / {d.losses}"]
+               points(d.diff, d.ci95), _p(d.p_value), f"{d.wins} / {d.ties} / {d.losses}"]
         pp = d.per_presentation or []
-        for i in range(n_p):
-            if i < len(pp):
-                m, c = pp[i]
-                row.append(_pts(m) + ("" if math.isnan(c) else f" ± {100 * c:.2f}"))
-            else:
-                row.append("")
+        row += [points(*pp[i]) if i < len(pp) else "" for i in range(n_p)]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -215,17 +213,6 @@ class OverRuns:
     per_presentation: list[tuple[float, float]] | None = None
 
 
-def _t_mean_ci(values: Sequence[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, math.nan
-    from scipy import stats  # scikit-learn's dependency; only this summary needs it
-
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-
-
 def over_runs(diffs: Sequence[PairedDifference]) -> OverRuns:
     """Summarise the paired differences of several training runs (see :class:`OverRuns`).
 
@@ -238,12 +225,12 @@ def over_runs(diffs: Sequence[PairedDifference]) -> OverRuns:
     if len(scorings) > 1:
         raise ValueError(f"over_runs: the pairs were compared on different scorings ({sorted(scorings)})")
     values = [d.diff for d in diffs]
-    mean, ci = _t_mean_ci(values)
+    mean, ci = mean_t95(values)
     per_presentation = None
     lengths = {len(d.per_presentation or []) for d in diffs}
     if len(lengths) == 1 and 0 not in lengths:
         per_presentation = [
-            _t_mean_ci([(d.per_presentation or [])[i][0] for d in diffs]) for i in range(lengths.pop())
+            mean_t95([(d.per_presentation or [])[i][0] for d in diffs]) for i in range(lengths.pop())
         ]
     return OverRuns(runs=len(diffs), diff=mean, ci95=ci, diffs=tuple(values),
                     per_presentation=per_presentation)

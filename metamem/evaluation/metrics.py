@@ -12,10 +12,11 @@ interval is undefined and reported as ``nan`` (``null`` in JSON).
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 
-__all__ = ["Z95", "mean_ci95", "presentation_accuracy"]
+__all__ = ["Z95", "mean_ci95", "mean_t95", "presentation_accuracy"]
 
 #: two-sided 95% quantile of the standard normal distribution
 Z95 = 1.96
@@ -39,6 +40,27 @@ def mean_ci95(values: torch.Tensor) -> tuple[float, float]:
     if n < 2:
         return mean, math.nan
     return mean, float(Z95 * v.std(correction=1) / math.sqrt(n))
+
+
+def mean_t95(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and Student-t 95% half-width of a few values (training seeds, run pairs).
+
+    ``t_{0.975, n-1} · std(ddof=1) / sqrt(n)``: for a handful of values the normal 1.96 of
+    :func:`mean_ci95` (meant for hundreds of episodes) would be far too narrow.
+
+    Returns:
+        ``(mean, half_width)``; the half-width is ``nan`` for one value, both ``nan`` for none.
+    """
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    mean = math.fsum(values) / n
+    if n < 2:
+        return mean, math.nan
+    from scipy import stats  # scikit-learn's dependency; imported only when needed
+
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
 
 
 def presentation_accuracy(

@@ -102,7 +102,9 @@ def test_presentations_survive_json_and_old_files_still_compare(tmp_path):
     a, a_pp, b, b_pp = _pair(rng, e=11, p=4)
     write_results([_result("A", a, a_pp), _result("B", b, b_pp)], tmp_path)
     text = (tmp_path / "results.json").read_text()
-    assert text.count("\n") < 2 * (11 + 11 + 4 * 4) + 80  # a presentation row is one line
+    lines = [ln.strip().rstrip(",") for ln in text.splitlines()]
+    row = json.dumps([None if np.isnan(v) else float(v) for v in a_pp[0]]).replace("NaN", "null")
+    assert row in lines  # a row of per-episode presentation accuracies is one line
     assert json.loads(text)["results"][1]["scores"]["sequence"]["per_presentation_episode"][0] == [
         float(v) for v in b_pp[0]]
     back = read_results(tmp_path / "results.json")
@@ -121,6 +123,20 @@ def test_presentations_survive_json_and_old_files_still_compare(tmp_path):
     d = paired_difference(*old)
     assert d.per_presentation is None
     assert d.diff == pytest.approx(float(np.mean(b - a)))
+
+
+def test_results_json_inlines_lists_of_at_most_16_numbers():
+    from metamem.evaluation.report import _short_lists_inline
+
+    doc = {"short": [1, -2.5, None, 3e-05] * 4, "long": list(range(17)), "words": ["a", "b"],
+           "nested": [[0.1, 0.2], [None, 1]], "empty": []}
+    text = _short_lists_inline(json.dumps(doc, indent=1))
+    assert json.loads(text) == doc
+    lines = [ln.strip().rstrip(",") for ln in text.splitlines()]
+    assert '"short": [1, -2.5, null, 3e-05, 1, -2.5, null, 3e-05, 1, -2.5, null, 3e-05, 1, -2.5, null, 3e-05]' in lines
+    assert '"long": [' in lines and "16" in lines  # 17 numbers: one per line
+    assert '"words": [' in lines and '"a"' in lines
+    assert "[0.1, 0.2]" in lines and "[null, 1]" in lines
 
 
 def test_markdown_table():
@@ -219,6 +235,19 @@ def test_plot_paired_differences(tmp_path, capsys):
     assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "cmp_2.png").exists()
     assert "note: no plot for cdcdcdcdcdcd" in out.err
+
+
+def test_mean_t95_against_scipy_and_at_the_edges():
+    stats = pytest.importorskip("scipy.stats")
+    from metamem.evaluation import mean_t95
+
+    values = [0.3, -1.2, 2.5, 0.7]
+    mean, half = mean_t95(values)
+    assert mean == pytest.approx(float(np.mean(values)))
+    lo, hi = stats.t.interval(0.95, len(values) - 1, loc=mean, scale=stats.sem(values))
+    assert half == pytest.approx((hi - lo) / 2)
+    assert mean_t95([2.0])[0] == 2.0 and math.isnan(mean_t95([2.0])[1])
+    assert all(math.isnan(v) for v in mean_t95([]))
 
 
 def test_over_runs_matches_a_student_t_over_pairs():
