@@ -40,7 +40,25 @@ _LAZY: dict[str, str] = {
     "SequenceBatch": "metamem.types",
 }
 
-__all__ = sorted([*_LAZY, "__version__"])
+__all__ = [
+    "DATASETS",
+    "DatasetError",
+    "EpisodeBatch",
+    "EpisodeSampler",
+    "EpisodeSpecError",
+    "ImageDataset",
+    "LearnerOutput",
+    "NO_LABEL",
+    "Registry",
+    "Run",
+    "SequenceBatch",
+    "UnknownNameError",
+    "__version__",
+    "evaluate",
+    "from_pairs",
+    "load_dataset",
+    "load_run",
+]
 
 
 def __getattr__(name: str) -> Any:

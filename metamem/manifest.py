@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 
     from metamem.registry import Registry
 
-__all__ = ["REGISTRIES", "BuilderSpec", "registry", "manifest_path", "build_manifest", "limited_ways_of"]
+__all__ = [
+    "REGISTRIES", "BuilderSpec", "builder_hints", "registry", "manifest_path", "build_manifest", "limited_ways_of",
+]
 
 #: listable name -> (module that fills the registry, registry attribute)
 REGISTRIES: dict[str, tuple[str, str]] = {
@@ -102,6 +104,21 @@ def _decode_type(node: Any) -> Any:
     return base[args] if args else base
 
 
+def builder_hints(builder: Any) -> dict[str, Any]:
+    """The resolved annotations of a builder (a class's ``__init__``, or a function).
+
+    Raises:
+        TypeError: an annotation names something the builder's module does not define or
+            import (a missing import is a bug: its config would go unchecked).
+    """
+    target = builder.__init__ if isinstance(builder, type) else builder
+    try:
+        return get_type_hints(target)
+    except NameError as e:
+        where = f"{getattr(builder, '__module__', '?')}.{getattr(builder, '__qualname__', builder)}"
+        raise TypeError(f"{where}: its type annotations do not resolve ({e}); import that name in its module") from e
+
+
 def spec_of(name: str, builder: Any) -> BuilderSpec:
     """The :class:`BuilderSpec` of a live builder (a function or a class)."""
     import inspect
@@ -109,11 +126,7 @@ def spec_of(name: str, builder: Any) -> BuilderSpec:
     from metamem.registry import renames_of
 
     doc = inspect.getdoc(builder) or ""
-    try:
-        hints = get_type_hints(builder.__init__ if isinstance(builder, type) else builder)
-    except Exception:  # unresolvable annotations: binding is still checked
-        hints = {}
-    return BuilderSpec(name, doc.splitlines()[0] if doc else "", inspect.signature(builder), hints,
+    return BuilderSpec(name, doc.splitlines()[0] if doc else "", inspect.signature(builder), builder_hints(builder),
                        getattr(builder, "__name__", name), renames_of(builder), limited_ways_of(builder))
 
 
@@ -125,12 +138,7 @@ def limited_ways_of(builder: Any) -> bool:
     function)."""
     if isinstance(builder, BuilderSpec):
         return builder.limited_ways
-    cls = builder
-    if not isinstance(builder, type):
-        try:
-            cls = get_type_hints(builder).get("return")
-        except Exception:  # unresolvable annotations: no check
-            return False
+    cls = builder if isinstance(builder, type) else builder_hints(builder).get("return")
     if not isinstance(cls, type):
         return False
     from metamem.learners.capabilities import LimitedWays
@@ -222,7 +230,6 @@ def _read_or_build() -> dict[str, dict[str, Any]]:
             return doc["registries"]
     except (OSError, ValueError, KeyError, AttributeError):
         pass  # missing or unreadable: rebuild it
-    from metamem.files import write_text
 
     regs = build_manifest()
     try:

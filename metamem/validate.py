@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import TYPE_CHECKING, Any, Callable, get_type_hints
+from typing import TYPE_CHECKING, Any, Callable
 
 from metamem.config import (
     PROTOCOL_NAMES, ConfigError, ExperimentCfg, augment_kwargs, check_value, origin_of, parse_memory_budget,
     type_name,
 )
-from metamem.manifest import BuilderSpec, limited_ways_of
+from metamem.manifest import BuilderSpec, builder_hints, limited_ways_of
 from metamem.manifest import registry as manifest_registry
 from metamem.registry import Registry, RenamedKeyError, UnknownNameError, rename_keys, renames_of
 
@@ -92,13 +92,7 @@ def check_builder_kwargs(
         sig.replace(parameters=params).bind(**(injected or {}), **kwargs)
     except TypeError as e:
         raise ConfigError(f"{where(f'{section}.name')}: {section}: {e}") from None
-    if spec is not None:
-        hints = spec.hints
-    else:
-        try:
-            hints = get_type_hints(builder.__init__ if isinstance(builder, type) else builder)
-        except Exception:  # unresolvable annotations: the bind check above still applies
-            hints = {}
+    hints = spec.hints if spec is not None else builder_hints(builder)
     for key, value in kwargs.items():
         tp = hints.get(key)
         if tp is not None and not check_value(value, tp)[0]:

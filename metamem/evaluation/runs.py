@@ -16,7 +16,7 @@ import os
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Sequence, Union, get_args, get_origin, get_type_hints
 
 import torch
 

@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from metamem.types import EpisodeBatch, LearnerOutput
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Literal, Protocol, runtime_checkable
 
-import torch
 from torch import nn
 
 from metamem.learners.capabilities import SequencePrediction, SetPrediction

@@ -24,6 +24,7 @@ only see training-split batches (ids ``< num_train_classes``).
 from __future__ import annotations
 
 import warnings
+from typing import Literal
 
 import numpy as np
 import torch

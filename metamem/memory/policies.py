@@ -144,7 +144,7 @@ class LRUWrite(WritePolicy):
     def write(
         self, raw: torch.Tensor, state: MemoryState, read_keys: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        R, S = self.read_heads, self.slots
+        R = self.read_heads
         gate_raw, add_raw = raw.split([R, self.interface_size - R], dim=1)
         gate = torch.sigmoid(gate_raw).unsqueeze(-1)  # [B, R, 1]
         if self.write_key:

@@ -13,7 +13,6 @@ from metamem.memory import (
     MemoryState,
     SlotMemory,
     allocation_weights,
-    init_state,
     uniform_write_steps,
 )
 
@@ -196,8 +195,9 @@ def test_uniform_writes_exactly_at_scheduled_steps(T: int) -> None:
     mem = core.memory
     prev = state.memory.memory
     h = torch.randn(B, H, dtype=F64)
+    new = state.memory
     for t in range(T + 3):
-        _, new = mem.step(h, state.memory if t == 0 else new, t, T)
+        _, new = mem.step(h, new, t, T)
         assert (not torch.equal(new.memory, prev)) == (t in expected)
         prev = new.memory
 

@@ -108,11 +108,38 @@ def test_two_extends_levels_are_rejected(files: Path) -> None:
     ("train.optimizer.momentun=0.9", r"train\.optimizer\.momentun: unknown key for Adam; allowed keys: lr"),
     ("train.scheduler={name: step}", r"train\.scheduler: missing a required argument: 'step_size'"),
     ("episodes.k_shot=0", r"episodes\.k_shot: must be >= 1, got 0"),
+    # linear_probe's annotations resolve (Literal is imported), so its keys are type-checked
+    ("learner={name: linear_probe, num_train_classes: 8, probe: ridge}", r"learner\.probe: expected one of logistic, centroid, got 'ridge'"),
+    ("learner={name: linear_probe, num_train_classes: 8, c: high}", r"learner\.c: expected float, got 'high'"),
 ])
 def test_validate_against_builders(files: Path, override: str, match: str) -> None:
     cfg = load_config(files, [override])
     with pytest.raises(ConfigError, match=match):
         validate_config(cfg, source=str(files))
+
+
+def test_every_builder_annotation_resolves() -> None:
+    # a missing import in a builder's annotations would leave its config unchecked: all resolve
+    import metamem.data, metamem.learners, metamem.memory, metamem.optim  # noqa: F401  (fill the registries)
+    from metamem.manifest import REGISTRIES, builder_hints, registry
+
+    for what in REGISTRIES:
+        reg = registry(what)
+        for name in reg.names():
+            builder_hints(reg.get(name))  # raises TypeError naming the builder if not
+
+
+def test_unresolvable_annotation_is_an_error_naming_the_builder() -> None:
+    from metamem.manifest import builder_hints
+    from metamem.validate import check_builder_kwargs
+
+    def build_broken(*, mode: "Literall['a']" = "a") -> None:  # noqa: F821  (the bug under test)
+        """A builder whose module forgot an import."""
+
+    with pytest.raises(TypeError, match=r"build_broken: its type annotations do not resolve .*Literall"):
+        builder_hints(build_broken)
+    with pytest.raises(TypeError, match=r"build_broken"):
+        check_builder_kwargs(build_broken, {"mode": "b"}, section="learner", source="x.yaml")
 
 
 def test_protocol_names_are_checked_when_loading(files: Path) -> None:

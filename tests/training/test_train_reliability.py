@@ -5,13 +5,13 @@ with ``metamem validate``)."""
 from __future__ import annotations
 
 import json
-import json
 from pathlib import Path
 
 import pytest
 
 from metamem.cli.main import main
 from metamem.config import ConfigError, load_config
+from metamem.data import DATASETS, ImageDataset, load_dataset  # (builder annotations resolve in module scope)
 from metamem.training import CheckpointError, train
 from metamem.files import remove_orphan_temps
 from metamem.training.checkpoint import read_metrics
@@ -178,8 +178,6 @@ def test_val_split_too_small_is_caught_before_writing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"the train \('train'\) split cannot provide"):
         check_experiment(cfg, source=base)
     # only the val split too small: a dataset whose val split has fewer classes
-    from metamem.data import DATASETS, ImageDataset, load_dataset
-
     @DATASETS.register("tiny_val_for_test")
     def tiny(split: str | None = None, **_: object) -> ImageDataset:
         ds = load_dataset("synthetic", split=split, num_classes=40, per_class=20, image_size=8)
