@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +25,7 @@ from metamem.data.base import ImageDataset
 from metamem.data.paths import cache_root
 from metamem.files import atomic_write
 
-__all__ = ["Decoded", "cached_decode", "cache_key", "atomic_write_bytes", "to_dataset"]
+__all__ = ["Decoded", "cached_decode", "cache_key", "atomic_write_bytes", "to_dataset", "images_buffer"]
 
 CACHE_VERSION = 1
 
@@ -70,8 +71,43 @@ def _load_entry(folder: Path, key: str) -> Decoded | None:
     return Decoded(images, labels, meta["class_names"], meta["groups"], meta["group_names"])
 
 
+def images_buffer(
+    dataset: str,
+    shape: tuple[int, ...],
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache: bool = True,
+) -> np.ndarray:
+    """A uint8 array of ``shape`` for a loader's ``build`` to decode into.
+
+    With the cache on it is a new ``.npy`` file memory-mapped from the cache folder
+    (:func:`numpy.lib.format.open_memmap`): a split larger than memory is decoded without
+    holding it, and :func:`cached_decode` moves the file into the entry instead of writing
+    a copy. Without the cache it is an ordinary array.
+    """
+    if not cache:
+        return np.empty(shape, dtype=np.uint8)
+    folder = cache_root(cache_dir) / "decoded" / dataset
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".images.", suffix=".npy.tmp", dir=folder)
+    os.close(fd)
+    return np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+
+
+def _store_images(folder: Path, images: np.ndarray) -> None:
+    name = getattr(images, "filename", None)
+    if isinstance(images, np.memmap) and name and Path(name).name.startswith(".images."):
+        images.flush()  # a buffer of images_buffer: move the file in place
+        with open(name, "rb+") as f:
+            os.fsync(f.fileno())
+        folder.mkdir(parents=True, exist_ok=True)
+        os.replace(name, folder / "images.npy")
+        return
+    atomic_write(folder / "images.npy", lambda f: np.save(f, np.ascontiguousarray(images)))
+
+
 def _store_entry(folder: Path, key: str, material: dict[str, Any], d: Decoded) -> None:
-    atomic_write(folder / "images.npy", lambda f: np.save(f, np.ascontiguousarray(d.images)))
+    _store_images(folder, d.images)
     atomic_write(folder / "labels.npy", lambda f: np.save(f, d.labels.astype(np.int64)))
     meta = {
         "key": key,
@@ -114,6 +150,8 @@ def cached_decode(
         return hit, {"cache_path": str(folder), "cache_key": key, "cache_hit": True}
     d = build()
     _store_entry(folder, key, material, d)
+    if isinstance(d.images, np.memmap):  # reopen the moved file read-only, like a hit
+        d.images = np.load(folder / "images.npy", mmap_mode="c")
     return d, {"cache_path": str(folder), "cache_key": key, "cache_hit": False}
 
 

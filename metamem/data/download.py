@@ -15,10 +15,12 @@ import http.client
 import os
 import re
 import shutil
+import tarfile
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
@@ -70,6 +72,9 @@ def download(
     expect_zip: bool = True,
     progress: bool = True,
     timeout: float = 60.0,
+    sha256: str | None = None,
+    expect_tar: bool = False,
+    mirror_hint: str = "point METAMEM_OMNIGLOT_URL at a mirror",
 ) -> Path:
     """Download ``url`` to ``dest`` atomically, verifying what arrived.
 
@@ -78,6 +83,9 @@ def download(
         dest: destination file; replaced only once the new file passed every check.
         md5: expected md5 hex digest, or ``None`` to skip the check.
         expect_zip: require a valid zip archive.
+        sha256: expected sha256 hex digest, or ``None`` to skip the check.
+        expect_tar: require a readable tar archive (plain or compressed).
+        mirror_hint: what the "cannot reach" message suggests.
         progress: show a tqdm progress bar.
         timeout: socket timeout in seconds.
 
@@ -101,8 +109,7 @@ def download(
         if isinstance(e, urllib.error.HTTPError):
             msg = f"download of {url} failed: HTTP {e.code} {e.reason}"
         else:
-            msg = (f"cannot reach {url} ({getattr(e, 'reason', e)}); check the network or "
-                   "point METAMEM_OMNIGLOT_URL at a mirror")
+            msg = f"cannot reach {url} ({getattr(e, 'reason', e)}); check the network or {mirror_hint}"
         raise DownloadError(msg) from None
     try:
         with resp, os.fdopen(fd, "wb") as f:
@@ -116,7 +123,7 @@ def download(
             total = int(length) if length and length.strip().isdigit() else None
             got = 0
             head = b""
-            digest = hashlib.md5()
+            digest, digest256 = hashlib.md5(), hashlib.sha256()
             incomplete = False
             with tqdm(
                 total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress
@@ -139,6 +146,8 @@ def download(
                             )
                     f.write(chunk)
                     digest.update(chunk)
+                    if sha256 is not None:
+                        digest256.update(chunk)
                     got += len(chunk)
                     bar.update(len(chunk))
             if incomplete or (total is not None and got != total):
@@ -152,6 +161,16 @@ def download(
                 f"md5 mismatch for {dest.name} from {url}: expected {md5}, got {got_md5}; "
                 f"the previous {dest.name} (if any) was kept"
             )
+        if sha256 is not None and digest256.hexdigest() != sha256.lower():
+            raise DownloadError(
+                f"sha256 mismatch for {dest.name} from {url}: expected {sha256}, got "
+                f"{digest256.hexdigest()}; the previous {dest.name} (if any) was kept"
+            )
+        if expect_tar and not _is_tarfile(tmp):
+            raise DownloadError(
+                f"{dest.name} from {url} is not a readable tar archive (truncated or corrupt "
+                "download); try again"
+            )
         if expect_zip and not zipfile.is_zipfile(tmp):
             raise DownloadError(
                 f"{dest.name} from {url} is not a valid zip archive (truncated or corrupt "
@@ -162,6 +181,14 @@ def download(
         Path(tmp).unlink(missing_ok=True)
         raise
     return dest
+
+
+def _is_tarfile(path: str | os.PathLike[str]) -> bool:
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            return tf.next() is not None
+    except (tarfile.TarError, OSError, EOFError, zlib.error):
+        return False
 
 
 def _unsafe_member(name: str) -> bool:

@@ -33,7 +33,7 @@ from metamem.data.cache import Decoded, cached_decode, to_dataset
 from metamem.data.paths import bundled_dir, data_root
 from metamem.data.sources import FolderSource, ImageSource, ZipSource, decode_images, file_md5, image_to_array
 
-__all__ = ["load_mini_imagenet", "read_split_csv", "restricted_pickle_load", "SPLITS"]
+__all__ = ["load_mini_imagenet", "read_split_csv", "restricted_pickle_load", "restricted_pickle_loadf", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
 LAYOUTS = ("auto", "zip", "images", "pickle")
@@ -84,20 +84,27 @@ def restricted_pickle_load(path: str | os.PathLike[str]) -> Any:
     except OSError as e:
         raise DatasetError(f"cannot read {p}: {e.strerror or e}") from None
     with f:
-        try:
-            return _RestrictedUnpickler(f, p).load()
-        except DatasetError:
-            raise
-        except MemoryError:
-            raise DatasetError(
-                f"{p} is not a readable pickle (a length field asks for more memory than "
-                "exists: the file is corrupt); fetch it again"
-            ) from None
-        except Exception as e:  # UnpicklingError, EOFError, KeyError, struct.error, ...
-            msg = str(e).splitlines()[0][:200] if str(e) else ""
-            raise DatasetError(
-                f"{p} is not a readable pickle ({type(e).__name__}: {msg}); fetch it again"
-            ) from None
+        return restricted_pickle_loadf(f, p)
+
+
+def restricted_pickle_loadf(f: Any, where: str | os.PathLike[str]) -> Any:
+    """:func:`restricted_pickle_load` on an open binary file (an archive member...);
+    ``where`` names it in messages."""
+    p = Path(where)
+    try:
+        return _RestrictedUnpickler(f, p).load()
+    except DatasetError:
+        raise
+    except MemoryError:
+        raise DatasetError(
+            f"{p} is not a readable pickle (a length field asks for more memory than "
+            "exists: the file is corrupt); fetch it again"
+        ) from None
+    except Exception as e:  # UnpicklingError, EOFError, KeyError, struct.error, ...
+        msg = str(e).splitlines()[0][:200] if str(e) else ""
+        raise DatasetError(
+            f"{p} is not a readable pickle ({type(e).__name__}: {msg}); fetch it again"
+        ) from None
 
 
 def read_split_csv(path: str | os.PathLike[str]) -> list[tuple[str, str]]:

@@ -104,3 +104,23 @@ def server() -> Iterator[str]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def server_for() -> Iterator[Callable[[dict[str, tuple[str, bytes]]], str]]:
+    """``server_for({path: (content type, body)})``: base URL of a local HTTP server serving
+    those routes (stopped after the test)."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(routes: dict[str, tuple[str, bytes]]) -> str:
+        handler = type("Routes", (_Handler,), {"routes": {k: (c, b, None) for k, (c, b) in routes.items()}})
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        httpd.daemon_threads = True
+        threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        servers.append(httpd)
+        return f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    yield start
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()

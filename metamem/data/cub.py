@@ -1,0 +1,137 @@
+"""CUB-200-2011 (Wah et al., 2011) with the 100/50/50 class split of Chen et al. (2019).
+
+Chen et al., "A Closer Look at Few-shot Classification" (ICLR 2019), sort the 200 class
+folders of ``CUB_200_2011/images`` by name and take class ``i`` (0-based) for training when
+``i % 2 == 0``, for validation when ``i % 4 == 1`` and for testing when ``i % 4 == 3``. The
+resulting class lists are bundled in ``datasets/cub/{train,val,test}.txt``.
+
+The images are read from the official archive ``CUB_200_2011.tgz`` in place (``metamem
+prepare cub``) or from its extracted folder ``CUB_200_2011/images/<class>/<file>.jpg``. Every
+image is converted to RGB (a few are grayscale) and resized (whole image, no crop) to
+``image_size`` (84 by default, the size Chen et al. use with the Conv-4 backbone).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from metamem.data.base import DATASETS, DatasetError, ImageDataset
+from metamem.data.cache import Decoded, cached_decode, to_dataset
+from metamem.data.cifar import read_name_list
+from metamem.data.paths import bundled_dir, data_root
+from metamem.data.sources import FolderSource, decode_images, file_md5, image_to_array
+
+__all__ = ["load_cub"]
+
+SPLITS = ("train", "val", "test")
+_IMAGES = ("CUB_200_2011", "images")
+_EXT = (".jpg", ".jpeg", ".png")
+
+
+def _decode(data: bytes, where: str, size: int) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return image_to_array(img, mode="RGB", size=size)
+    except Exception as e:  # PIL raises many types on corrupt files
+        raise DatasetError(f"cannot decode image {where} ({type(e).__name__}: {e}); fetch the archive again") from None
+
+
+def _from_archive(path: Path, classes: list[str], size: int) -> tuple[np.ndarray, np.ndarray]:
+    cid = {c: i for i, c in enumerate(classes)}
+    found: list[tuple[int, str, np.ndarray]] = []
+    try:
+        tf = tarfile.open(path, "r:*")
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DatasetError(f"{path} is not a readable tar archive ({e}); fetch it again") from None
+    with tf:
+        try:
+            for m in tf:
+                parts = m.name.split("/")
+                if (len(parts) == 4 and tuple(parts[:2]) == _IMAGES and parts[2] in cid and m.isfile()
+                        and parts[3].lower().endswith(_EXT) and not parts[3].startswith(".")):
+                    f = tf.extractfile(m)
+                    assert f is not None
+                    found.append((cid[parts[2]], parts[3], _decode(f.read(), f"{path}:{m.name}", size)))
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise DatasetError(f"{path}: cannot read the archive ({e}); fetch it again") from None
+    have = {c for c, _, _ in found}
+    missing = [c for c in classes if cid[c] not in have]
+    if missing:
+        raise DatasetError(f"{path} has no images of class {missing[0]!r} (expected under "
+                           f"{'/'.join(_IMAGES)}/{missing[0]}/); it is not the official CUB_200_2011.tgz")
+    found.sort(key=lambda t: (t[0], t[1]))
+    return np.stack([a for _, _, a in found]), np.array([c for c, _, _ in found], dtype=np.int64)
+
+
+@DATASETS.register("cub")
+def load_cub(
+    split: str | None = "train",
+    *,
+    root: str | os.PathLike[str] | None = None,
+    image_size: int = 84,
+    split_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache: bool = True,
+) -> ImageDataset:
+    """CUB-200-2011 birds, Chen et al. (2019) 100/50/50 class split, from the official archive.
+
+    Args:
+        split: ``train`` (100 classes), ``val`` (50) or ``test`` (50).
+        root: folder holding ``CUB_200_2011.tgz`` or the extracted ``CUB_200_2011/`` (default
+            ``$METAMEM_DATA/cub``; ``metamem prepare cub`` puts the archive there).
+        image_size: output side (84 by default); whole images resized with LANCZOS.
+        split_dir: folder of ``<split>.txt`` class-folder lists (default the bundled split).
+        cache_dir, cache: the decode cache.
+
+    Returns:
+        uint8 RGB images ``[M, 3, S, S]``; classes in folder order, images by file name.
+    """
+    split = split or "train"
+    if split not in SPLITS:
+        raise DatasetError(f"cub: unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise DatasetError(f"cub: image_size must be a positive int, got {image_size!r}")
+    list_path = (Path(split_dir) if split_dir is not None else bundled_dir("cub")) / f"{split}.txt"
+    classes = sorted(read_name_list(list_path))
+    root_dir = Path(root).expanduser() if root is not None else data_root() / "cub"
+    archive, folder = root_dir / "CUB_200_2011.tgz", root_dir.joinpath(*_IMAGES)
+    material = {"dataset": "cub", "split": split, "list": file_md5(list_path), "image_size": image_size,
+                "resample": "lanczos"}
+    if archive.is_file():
+        layout, source = "archive", str(archive)
+        material["source"] = file_md5(archive)
+
+        def build() -> Decoded:
+            images, labels = _from_archive(archive, classes, image_size)
+            return Decoded(images, labels, classes)
+
+    elif folder.is_dir():
+        missing = [c for c in classes if not (folder / c).is_dir()]
+        if missing:
+            raise DatasetError(f"cub: class folder {folder / missing[0]} is missing; extract the official archive again")
+        names = sorted(f"{c}/{p.name}" for c in classes for p in (folder / c).iterdir()
+                       if p.is_file() and p.name.lower().endswith(_EXT) and not p.name.startswith("."))
+        src = FolderSource(folder, files=names)
+        layout, source = "folder", str(folder)
+        material["source"] = src.digest()
+        cid = {c: i for i, c in enumerate(classes)}
+
+        def build() -> Decoded:
+            images = decode_images(src, names, mode="RGB", size=image_size)
+            return Decoded(images, np.array([cid[n.split("/")[0]] for n in names], dtype=np.int64), classes)
+
+    else:
+        raise DatasetError(
+            f"cub: no data in {root_dir}: expected CUB_200_2011.tgz or CUB_200_2011/images/; "
+            "run: metamem prepare cub (or --from PATH for a local copy)"
+        )
+    decoded, cinfo = cached_decode("cub", material, build, cache_dir=cache_dir, cache=cache)
+    info = {"source": source, "layout": layout, "split_file": str(list_path), "image_size": image_size, **cinfo}
+    return to_dataset(decoded, name="cub", split=split, info=info)
