@@ -165,7 +165,8 @@ def config_differences(a: dict[str, Any], b: dict[str, Any], keys: tuple[str, ..
     """Dotted keys whose values differ, as ``"key: A vs B"`` lines.
 
     Args:
-        a, b: plain config dicts.
+        a: a plain config dict.
+        b: the plain config dict compared with ``a``.
         keys: only compare under these dotted prefixes (None: everything).
         ignore: skip keys under these dotted prefixes.
     """

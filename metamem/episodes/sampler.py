@@ -139,7 +139,9 @@ def draw_episode_indices(
     Args:
         keys: int64 ``[B]`` episode keys.
         table: the split's :class:`ClassTable` (same device as ``keys``).
-        n_way, k_shot, n_query: N, K, Q.
+        n_way: N, classes per episode.
+        k_shot: K, support images per class.
+        n_query: Q, query images per class.
         group_ids: int64 ``[G]`` groups eligible for within-group episodes, or ``None`` for
             episodes that mix groups.
 

@@ -470,8 +470,13 @@ def evaluate(
             ``forward_sequence``; an ``nn.Module`` is put in eval mode for the call (its
             mode is restored afterwards) and moved to ``device`` if one is given.
         dataset: the split to draw episodes from.
-        n_way, k_shot, n_query, episodes, seed, within_group: the :class:`Protocol`
-            (defaults: :class:`metamem.config.EvalCfg`, as everywhere).
+        n_way: N of the :class:`Protocol` (the defaults of all six protocol fields are
+            those of :class:`metamem.config.EvalCfg`, as everywhere).
+        k_shot: K of the protocol.
+        n_query: Q of the protocol.
+        episodes: number of episodes.
+        seed: protocol seed: episode ``i`` depends only on ``(seed, i)``.
+        within_group: draw all classes of an episode from one group (Omniglot: alphabet).
         protocol: which scorings to run: ``"set"``, ``"sequence"`` or ``"both"``.
         batch_size: episodes per batch (the episodes do not depend on it).
         device: where to run: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``,
@@ -479,7 +484,8 @@ def evaluate(
             device on a machine without CUDA is a one-line error.
         progress: show a tqdm progress bar.
         name: display name of the learner (default: its ``name`` attribute or class name).
-        config, source: recorded in the result.
+        config: recorded in the result.
+        source: recorded in the result.
         keep_trace: keep the memory trace of episode 0 in ``result.trace`` (see
             :func:`memory_trace`; ``None`` for learners without memory).
         reuse_features: for learners with per-image features (``embed`` +

@@ -140,7 +140,9 @@ class DualControllerCore(nn.Module):
         input_size: Ca, width of the encoded sequence (``views[0]``).
         decoder_input_size: Cd.
         hidden_size: H of both controllers.
-        slots, width, read_heads: the memory (S, D) and the R read heads of each controller.
+        slots: S, memory slots.
+        width: D, slot width.
+        read_heads: R, read heads of each controller.
         core: the encoder's :data:`~metamem.memory.MEMORY_CORES` name (the paper: ``dnc``).
         core_options: extra options of that core.
     """
@@ -169,8 +171,8 @@ class DualMemoryCore(nn.Module):
     Args:
         input_sizes: ``(Ca, Cb)``.
         decoder_input_size: Cd.
-        hidden_size, slots, width, read_heads, core, core_options: as :class:`DualControllerCore`
-            (both encoders alike).
+        hidden_size: as :class:`DualControllerCore` (both encoders alike), as are
+            ``slots``, ``width``, ``read_heads``, ``core`` and ``core_options``.
         fusion: ``"late"`` (separate memories, the decoder reads both) or ``"early"`` (one
             memory shared by both encoders).
     """

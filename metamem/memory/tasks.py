@@ -139,7 +139,7 @@ def associative_recall_task(
         items: items per list (at least 2).
         item_length: bit vectors per item.
         bits: width of a vector.
-        generator, seed, device: as :func:`copy_task`.
+        generator: as :func:`copy_task`, as are ``seed`` and ``device``.
 
     Returns:
         :class:`TaskBatch` with ``write_steps = items·(item_length + 1)``.
