@@ -168,7 +168,7 @@ def load_tiered_imagenet(
         if not layout:
             raise DatasetError(
                 f"tiered_imagenet: no data in {root_dir}: expected {png.name} or {npz.name} with "
-                f"{labels_path.name}, or ILSVRC train/<wnid>/ folders; see docs/datasets.md"
+                f"{labels_path.name}, or ILSVRC train/<wnid>/ folders; see docs/datasets_more.md"
             )
     material: dict[str, Any] = {"dataset": "tiered_imagenet", "split": split, "layout": layout,
                                 "csv": file_md5(csv_path), "image_size": image_size, "resample": "lanczos"}
