@@ -72,3 +72,29 @@ def test_overrides_may_follow_options(
     with pytest.raises(SystemExit):
         main(["train", cfg, "--bogus-option"])
     assert "unrecognized arguments: --bogus-option" in capsys.readouterr().err
+
+
+def test_validate_expands_folders_and_each_fail_names_its_file(
+    tmp_path: Path, repo_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``metamem validate DIR`` checks every *.yaml below DIR (no shell glob needed), and a
+    FAIL line names the YAML file even when an override is at fault."""
+    base = (repo_root / "experiments/base/synthetic.yaml").as_posix()
+    (tmp_path / "exp" / "deep" / "deeper").mkdir(parents=True)
+    good = tmp_path / "exp" / "a.yaml"
+    nested = tmp_path / "exp" / "deep" / "deeper" / "b.yaml"
+    for f in (good, nested):
+        f.write_text(f"extends: {base}\nlearner:\n  name: lstm\n  controller_size: 16\n")
+    (tmp_path / "exp" / "notes.txt").write_text("not a config")
+    assert main(["validate", "--no-data", str(tmp_path / "exp")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in out] == [str(good), str(nested)]
+    assert main(["validate", "--no-data", str(tmp_path / "exp"), "learner.slotz=3"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"FAIL {f}: override 'learner.slotz=3': learner.slotz: unknown key for build_lstm; "
+        f"allowed keys: {err[0].split('allowed keys: ')[1]}" for f in (good, nested)
+    ]
+    (tmp_path / "empty").mkdir()
+    assert main(["validate", str(tmp_path / "empty")]) == 1
+    assert f"error: folder {tmp_path / 'empty'} holds no *.yaml file" in capsys.readouterr().err

@@ -204,4 +204,4 @@ def test_validate_reports_a_data_error_in_one_line(tmp_path: Path) -> None:
     r = _cli(["validate", "experiments/omniglot/mann_lru.yaml", f"data.options.root={tmp_path}",
               "data.train_split=background"], tmp_path)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
-    assert f"FAIL omniglot split 'background' needs images_background.zip, not found in {tmp_path}" in r.stderr
+    assert f"FAIL experiments/omniglot/mann_lru.yaml: omniglot split 'background' needs images_background.zip, not found in {tmp_path}" in r.stderr

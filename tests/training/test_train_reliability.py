@@ -146,7 +146,7 @@ def test_errors_blame_the_override_and_validate_agrees_with_train(
     with pytest.raises(ConfigError, match=match):
         validate_config(cfg, source=LSTM)
     assert main(["validate", LSTM, override]) == 1
-    assert "FAIL override" in capsys.readouterr().err
+    assert f"FAIL {LSTM}: override" in capsys.readouterr().err
     run = tmp_path / "run"
     assert cli_train(LSTM, override, "--out", str(run)) == 1
     assert "metamem train: error: override" in capsys.readouterr().err
