@@ -191,8 +191,8 @@ class SweepPlan:
         """The common protocol as one line (printed above the table)."""
         s0 = self.settings[0]
 
-        def vals(k: str) -> str:
-            v = sorted({s[k] for s in self.settings}, key=str)
+        def vals(k: str) -> str:  # the values in the order asked ([5, 20] stays [5, 20])
+            v = list(dict.fromkeys(s[k] for s in self.settings))
             return str(v[0]) if len(v) == 1 else "[" + ", ".join(map(str, v)) + "]"
 
         if self.data is not None:

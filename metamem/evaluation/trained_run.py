@@ -14,7 +14,7 @@ loaded as white strokes on black, so a folder of dark drawings on white is inver
 Pixel values are scaled to [0, 1] by the sampler for every dataset alike. It then compares
 the new data's pixel statistics with the training data's (:mod:`metamem.data.stats`) and
 warns (:class:`DataMismatchWarning`) when they are far apart: opposite polarity, mean ink
-off by more than 3x, mean pixel value off by more than 0.25.
+off by more than 2x, mean pixel value off by more than 0.25.
 
 The evaluation settings come from the run's ``eval:`` section (the protocol its training
 ended with), changed by keyword arguments, through :func:`resolve_settings`, which

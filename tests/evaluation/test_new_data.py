@@ -93,6 +93,20 @@ def test_pixel_stats_and_mismatch_messages() -> None:
     assert len(thick) == 1 and thick[0].startswith("mean ink:")
 
 
+def test_ink_warning_fires_for_strokes_2_7_times_the_training_ink() -> None:
+    """Thick digits at 2.7x the training ink are flagged; the demo shapes (1.1x) are not."""
+    thin = pixel_stats(_strokes(True, n=10))
+    w3, w2 = _strokes(True, n=7, width=3), _strokes(True, n=3, width=2)
+    thick = ImageDataset(torch.cat([w3.images, w2.images]), torch.arange(10) % 4, ["a", "b", "c", "d"])
+    stats = pixel_stats(thick)
+    assert stats["ink"] / thin["ink"] == pytest.approx(2.7)
+    msgs = compare_pixel_stats(thin, stats, what="digits")
+    assert len(msgs) == 1 and msgs[0].startswith("mean ink: 15.0% of the pixels of digits are strokes "
+                                                 "against 5.6% in the training data (2.7x)")
+    assert len(compare_pixel_stats(stats, thin, what="digits")) == 1  # 2.7x thinner too
+    assert compare_pixel_stats(thin, {**thin, "ink": 1.1 * thin["ink"]}) == []
+
+
 # ----------------------------------------------------------------------- settings
 def test_set_settings_switch_a_sequence_run_to_the_set_protocol() -> None:
     seq = {"n_way": 5, "k_shot": 10, "n_query": 0, "protocol": "sequence"}
@@ -196,6 +210,14 @@ def test_plan_with_data_override_uses_every_class(tmp_path, monkeypatch) -> None
     assert [s.get("split", "x") for s in plan.settings] == [None]
     with pytest.raises(ValueError, match=r"data.options.\* overrides need data=NAME"):
         plan_sweep([a], parse_sweep(["data.options.invert=true"]))
+
+
+def test_a_sweep_is_described_in_the_order_asked(tmp_path, monkeypatch) -> None:
+    _fake_loader(monkeypatch, {"a": _config("nn")})
+    a = _run_dir(tmp_path, "a")
+    plan = plan_sweep([a], parse_sweep(["eval.n_way=[5,20]", "eval.k_shot=[5,1]", "device=cpu"]))
+    assert [(s["n_way"], s["k_shot"]) for s in plan.settings] == [(5, 5), (5, 1), (20, 5), (20, 1)]
+    assert "split test, [5, 20]-way [5, 1]-shot, 2 queries" in plan.describe()
 
 
 # ----------------------------------------------------------------------- defaults, devices
