@@ -170,6 +170,7 @@ def from_pairs(
     image_size: int | None = None,
     channels: int | None = None,
     value_range: tuple[float, float] | None = None,
+    invert: bool = False,
     name: str = "pairs",
 ) -> ImageDataset:
     """Plug-in: wrap a map-style dataset of (image, label) pairs, e.g. a torchvision one.
@@ -194,6 +195,9 @@ def from_pairs(
         value_range: ``(lo, hi)`` of the pixel values, mapped linearly to 0..255: for
             normalized float images (``(-2.2, 2.7)`` after ImageNet mean/std), 0-255 floats
             (``(0, 255)``) or 16-bit images (``(0, 65535)``). Values outside it are an error.
+        invert: store ``255 - pixel`` (before resizing), as the ``folder`` loader does: dark
+            drawings on a light background then look like Omniglot as metamem loads it
+            (white strokes on black).
         name: dataset name.
         split: name recorded on the result (the wrapped dataset already is one split).
 
@@ -209,6 +213,8 @@ def from_pairs(
     """
     if dataset is None:
         raise DatasetError("pairs: pass dataset=<map-style dataset returning (image, label)>")
+    if not isinstance(invert, bool):
+        raise DatasetError(f"pairs: invert must be True or False, got {invert!r}")
     if channels not in (None, 1, 3) or isinstance(channels, bool):
         raise DatasetError(f"pairs: channels must be 1 or 3, got {channels!r}")
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
@@ -250,7 +256,7 @@ def from_pairs(
                 f"pairs: item {i} is a colour image but item 0 is grayscale (channels was "
                 "inferred as 1); pass channels=3 to keep colour or channels=1 to convert all"
             )
-        arr = image_to_array(pil, mode="L" if channels == 1 else "RGB", size=image_size)
+        arr = image_to_array(pil, mode="L" if channels == 1 else "RGB", size=image_size, invert=invert)
         if images and arr.shape != images[0].shape:
             raise DatasetError(
                 f"pairs: item {i} has shape {arr.shape} but item 0 has {images[0].shape}; set "
@@ -282,5 +288,6 @@ def from_pairs(
         name=name,
         split=split,
         info={"source": type(dataset).__name__, "image_size": image_size, "channels": channels,
-              "value_range": list(value_range) if value_range else None},
+              "value_range": list(value_range) if value_range else None,
+              "preprocess": {"mode": "L" if channels == 1 else "RGB", "invert": invert, "resample": "lanczos"}},
     )

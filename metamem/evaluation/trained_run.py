@@ -44,6 +44,16 @@ SET_SETTINGS = ("k_shot", "n_query")
 SWITCH_N_QUERY = 15
 
 
+#: ``info`` key of a dataset :meth:`Run.dataset` made and checked (the run's path)
+_CHECKED = "checked_against_run"
+
+
+def _invert_fix(inverted: bool) -> str:
+    """The polarity advice for data loaded with ``invert=inverted``: the opposite."""
+    flip = not inverted
+    return f"invert={flip} (CLI: data.options.invert={str(flip).lower()})"
+
+
 class DataMismatchWarning(UserWarning):
     """New data whose pixel statistics are far from the run's training data."""
 
@@ -173,14 +183,18 @@ class Run:
         prep = {k: v for k, v in self.preprocess.items() if k in accepted}
         ds = load_dataset(name, split=split, **{**prep, **options})
         if check:
-            flip = not bool({**prep, **options}.get("invert", False))
-            self.check_data(ds, fix=f"invert={flip} (CLI: data.options.invert={str(flip).lower()})")
+            self.check_data(ds, fix=_invert_fix(bool({**prep, **options}.get("invert", False))))
+            ds.info[_CHECKED] = str(self.path)  # evaluate() does not check (and warn) again
         return ds
 
-    def check_data(self, ds: ImageDataset, *,
-                   fix: str = "invert=True (CLI: data.options.invert=true)") -> list[str]:
+    def check_data(self, ds: ImageDataset, *, fix: str | None = None) -> list[str]:
         """Check ``ds`` against the run: the image shape (an error), then the pixel
-        statistics (one :class:`DataMismatchWarning` per difference, also returned)."""
+        statistics (one :class:`DataMismatchWarning` per difference, also returned).
+
+        ``fix`` is the polarity advice; by default the opposite of the inversion ``ds`` was
+        loaded with (``ds.info["preprocess"]["invert"]``, else not inverted)."""
+        if fix is None:
+            fix = _invert_fix(bool((ds.info.get("preprocess") or {}).get("invert", False)))
         if tuple(ds.image_shape) != tuple(self.image_shape):
             raise DatasetError(
                 f"dataset {ds.name!r} gives images of shape {tuple(ds.image_shape)} but run "
@@ -226,7 +240,7 @@ class Run:
         data_options = resolved.pop("data_options", None) or {}
         if dataset is None:
             dataset = self._own_split(split, data_options)
-        elif dataset.name != self.data_name:
+        elif dataset.name != self.data_name and dataset.info.get(_CHECKED) != str(self.path):
             self.check_data(dataset)
         return evaluate(self.learner, dataset, device=self.device, progress=progress,
                         config=self.config, source=str(self.path),

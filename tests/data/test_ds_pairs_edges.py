@@ -202,3 +202,13 @@ def test_invalid_pixels_are_never_accepted(imgs: list) -> None:
             # only colour images with valid values may be accepted (converted by channels=1)
             assert np.asarray(a).ndim == 3 and np.asarray(a).shape[2] in (3, 4)
             assert expected_pixels(np.asarray(a)[..., 0]) is not None
+
+
+def test_invert_flips_the_pixels_as_the_folder_loader_does() -> None:
+    img = (np.arange(35, dtype=np.uint8) * 7).reshape(5, 7)
+    pairs = [(img, 0), (img[::-1].copy(), 1), (np.full((5, 7), 200, dtype=np.uint8), 1)]
+    plain, inv = from_pairs(pairs), from_pairs(pairs, invert=True)
+    assert torch.equal(inv.images, 255 - plain.images)
+    assert (plain.info["preprocess"]["invert"], inv.info["preprocess"]["invert"]) == (False, True)
+    with pytest.raises(DatasetError, match=r"pairs: invert must be True or False, got 'yes'"):
+        from_pairs(pairs, invert="yes")

@@ -185,7 +185,7 @@ def test_run_dataset_applies_preprocessing_and_warns(tmp_path, monkeypatch) -> N
             a = np.full((9, 9), 255, dtype=np.uint8)
             a[2 + c, 1:8] = 0
             Image.fromarray(a).save(root / f"c{c}" / f"{i}.png")
-    train = _strokes(True, size=6)
+    train = _strokes(True, size=6, width=2)  # as much ink as the folder's strokes at 6x6
     train.info["preprocess"] = {"invert": True}
     run = Run(tmp_path, NearestNeighbourLearner(), _config("nn"), (1, 6, 6), torch.device("cpu"))
     monkeypatch.setattr(run, "training_data", lambda: train)
@@ -200,6 +200,53 @@ def test_run_dataset_applies_preprocessing_and_warns(tmp_path, monkeypatch) -> N
         run.check_data(metamem.load_dataset("folder", root=root, cache=False))
     res = run.evaluate(ds, n_way=3, k_shot=1, n_query=1, episodes=4, protocol="set")
     assert res.protocol.n_way == 3 and res.source == str(tmp_path)
+
+
+def _mismatches(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, DataMismatchWarning)]
+
+
+def test_light_on_dark_data_warns_once_with_the_fix_that_works(tmp_path, monkeypatch) -> None:
+    """A run trained on white strokes on black, scored on a folder of white strokes on black:
+    the run's preprocessing inverts the folder, and one warning says invert=False (not a
+    second one saying the opposite). Data loaded by hand is checked by evaluate() with the
+    fix for how it was loaded, and the advice works for from_pairs too."""
+    root = tmp_path / "light_on_dark"
+    arrays = []
+    for c in range(4):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(3):
+            a = np.zeros((9, 9), dtype=np.uint8)
+            a[2 + c, 1:8] = 255
+            Image.fromarray(a).save(root / f"c{c}" / f"{i}.png")
+            arrays.append((a, c))
+    train = _strokes(True, size=6, width=2)  # as much ink as the folder's strokes at 6x6
+    train.info["preprocess"] = {"invert": True}
+    run = Run(tmp_path, NearestNeighbourLearner(), _config("nn"), (1, 6, 6), torch.device("cpu"))
+    monkeypatch.setattr(run, "training_data", lambda: train)
+    proto = {"n_way": 3, "k_shot": 1, "n_query": 1, "episodes": 4, "protocol": "set"}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = run.dataset("folder", root=root, cache=False)
+        run.evaluate(ds, **proto)
+    msgs = _mismatches(caught)
+    assert len(msgs) == 1 and msgs[0].endswith("Flip it with invert=False (CLI: data.options.invert=false)")
+    by_hand = metamem.load_dataset("folder", root=root, image_size=6, invert=True, cache=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run.evaluate(by_hand, **proto)
+    assert [m.rsplit("Flip it with ", 1)[1] for m in _mismatches(caught)] == [
+        "invert=False (CLI: data.options.invert=false)"]
+    dark_on_light = [(255 - a, c) for a, c in arrays]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run.evaluate(metamem.from_pairs(dark_on_light, image_size=6), **proto)
+    assert _mismatches(caught)[0].endswith("Flip it with invert=True (CLI: data.options.invert=true)")
+    flipped = metamem.from_pairs(dark_on_light, image_size=6, invert=True)  # the advice works
+    assert flipped.info["preprocess"]["invert"] is True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run.evaluate(flipped, **proto)
 
 
 def test_plan_with_data_override_uses_every_class(tmp_path, monkeypatch) -> None:
