@@ -136,6 +136,11 @@ def validate_config(cfg: ExperimentCfg, *, source: str = "config", require_learn
         loader, cfg.data.options, section="data.options", source=source,
         injected={"split": cfg.data.train_split}, origin=origin,
     )
+    if cfg.eval.data_options:  # merged over data.options to load the evaluated split
+        check_builder_kwargs(
+            loader, {**cfg.data.options, **cfg.eval.data_options}, section="eval.data_options",
+            source=source, injected={"split": cfg.data.test_split}, origin=origin,
+        )
     for section, registry, first in (
         (cfg.train.optimizer, OPTIMIZERS, 1),
         (cfg.train.scheduler, SCHEDULERS, 1),

@@ -209,6 +209,14 @@ class SweepPlan:
         )
 
 
+def _as_override(key: str, value: Any) -> str:
+    """``override 'KEY=VALUE'``, the value written as YAML on one line (as typed, mostly)."""
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return f"override '{key}={text.removesuffix('...').strip()}'"
+
+
 def plan_sweep(
     paths: Sequence[str | os.PathLike[str]],
     overrides: dict[str, list[Any]] | None = None,
@@ -222,7 +230,7 @@ def plan_sweep(
     a sequence learner asked for another ``n_way`` than it was built for, and runs on
     different data (dataset, split or class-defining options) without a ``data=`` override.
     """
-    from metamem.evaluation.trained_run import Run
+    from metamem.evaluation.trained_run import Run, check_loader_options
 
     overrides = dict(overrides or {})
     device = resolve_device(overrides.pop("device", ["auto"])[0])
@@ -237,6 +245,9 @@ def plan_sweep(
     data = None
     if data_spec is not None:
         name, opts = parse_data_spec(str(data_spec))
+        for key, value in data_opts.items():
+            check_loader_options(name, {key: value}, section="data.options",
+                                 source=_as_override(f"data.options.{key}", value))
         data = (name, {**opts, **data_opts})
     loader = loader or load_run
     runs, names = [], []
@@ -251,6 +262,11 @@ def plan_sweep(
         runs.append(got)
         names.append(_display_name(src, got.config))
     eval_over = {k.removeprefix("eval."): v for k, v in overrides.items()}
+    for value in eval_over.get("data_options", []):  # options of the runs' own loader
+        for run in runs:
+            check_loader_options(data[0] if data else run.data_name, value or {},
+                                 section="eval.data_options",
+                                 source=_as_override("eval.data_options", value))
     if data is not None and "split" not in eval_over:
         eval_over["split"] = [None]  # a new dataset: every class unless eval.split is given
     settings, notes = combinations(runs[0].eval_settings, eval_over)

@@ -36,7 +36,7 @@ from metamem.data.base import DATASETS, DatasetError, ImageDataset, load_dataset
 from metamem.data.stats import compare_pixel_stats, pixel_stats
 from metamem.evaluation.scoring import EvalResult, evaluate
 
-__all__ = ["DataMismatchWarning", "Run", "load_run", "resolve_settings", "SET_SETTINGS"]
+__all__ = ["DataMismatchWarning", "Run", "check_loader_options", "load_run", "resolve_settings", "SET_SETTINGS"]
 
 #: settings that only mean something for the set protocol (support + queries)
 SET_SETTINGS = ("k_shot", "n_query")
@@ -95,14 +95,44 @@ def resolve_settings(base: dict[str, Any], overrides: dict[str, Any]) -> tuple[d
     return settings, notes
 
 
-def _accepts(name: str) -> set[str]:
+def _loader_keys(name: str) -> list[str] | None:
+    """The options the loader of dataset ``name`` takes (``split`` aside), in signature
+    order; ``None`` when it takes any (``**kwargs``) or has no readable signature."""
     try:
         params = inspect.signature(DATASETS.get(name)).parameters.values()
     except (TypeError, ValueError):
-        return set()
+        return None
     if any(p.kind == p.VAR_KEYWORD for p in params):
-        return {"image_size", "channels", "invert"}
-    return {p.name for p in params}
+        return None
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "split"]
+
+
+def _accepts(name: str) -> set[str]:
+    keys = _loader_keys(name)
+    return {"image_size", "channels", "invert"} if keys is None else set(keys)
+
+
+def check_loader_options(name: str, options: dict[str, Any], *, section: str, source: str | None = None) -> None:
+    """Refuse a loader option that the loader of dataset ``name`` does not take, in one line
+    naming its key path and the allowed keys, as a typo in a config is refused.
+
+    Args:
+        name: the registered dataset.
+        options: the loader options given.
+        section: their dotted path (``data.options``, ``eval.data_options``).
+        source: where they were given (an override, a call), named first when given.
+
+    Raises:
+        ConfigError: ``SOURCE: SECTION.KEY: unknown key for LOADER; allowed keys: ...``.
+    """
+    from metamem.config import ConfigError
+
+    keys = _loader_keys(name)
+    for key in options:
+        if keys is not None and key not in keys:
+            loader = getattr(DATASETS.get(name), "__name__", name)
+            raise ConfigError(f"{source + ': ' if source else ''}{section}.{key}: unknown key for "
+                              f"{loader}; allowed keys: {', '.join(keys)}")
 
 
 @dataclass
@@ -179,6 +209,7 @@ class Run:
         """
         if name is None or (name == self.data_name and not options):
             return self._own_split(split or "test")
+        check_loader_options(name, options, section="options", source=f"Run.dataset({name!r})")
         accepted = _accepts(name)
         prep = {k: v for k, v in self.preprocess.items() if k in accepted}
         ds = load_dataset(name, split=split, **{**prep, **options})
@@ -238,6 +269,8 @@ class Run:
             raise ValueError(f"the run's eval.{k} is a sweep {v}; pass one value, e.g. {k}={v[0]}")
         split = resolved.pop("split", "test")
         data_options = resolved.pop("data_options", None) or {}
+        if data_options:
+            check_loader_options(self.data_name, data_options, section="data_options", source="Run.evaluate")
         if dataset is None:
             dataset = self._own_split(split, data_options)
         elif dataset.name != self.data_name and dataset.info.get(_CHECKED) != str(self.path):

@@ -16,6 +16,7 @@ from PIL import Image
 
 import metamem
 from metamem.cli.main import main
+from metamem.config import ConfigError
 from metamem.data import DatasetError, ImageDataset
 from metamem.data.stats import compare_pixel_stats, pixel_stats
 from metamem.evaluation import runs as runs_mod
@@ -155,6 +156,36 @@ def test_a_mix_that_cannot_share_a_protocol_is_refused_naming_rows(tmp_path, mon
     assert main(["eval", str(a), str(b), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "cannot score these runs on one protocol: row nn [b]" in err and "row nn [a]" in err
+
+
+def test_a_loader_option_typo_is_one_line_naming_its_key_path(tmp_path, monkeypatch, capsys) -> None:
+    """Typos in loader options are refused as config typos are (no traceback): from the
+    CLI of eval and train, and from Python."""
+    _fake_loader(monkeypatch, {"a": _config("nn")})
+    a = _run_dir(tmp_path, "a")
+    root = tmp_path / "folder"
+    for c in ("x", "y"):
+        (root / c).mkdir(parents=True)
+        Image.fromarray(np.zeros((5, 5), dtype=np.uint8)).save(root / c / "0.png")
+    folder_keys = "root, image_size, channels, invert, name, cache_dir, cache"
+    assert main(["eval", str(a), f"data=folder:{root}", "data.options.invrt=false", "--no-progress"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "metamem eval: error: override 'data.options.invrt=false': data.options.invrt: unknown key "
+        f"for load_folder; allowed keys: {folder_keys}"]
+    assert main(["eval", str(a), "eval.data_options={noize: 0.1}", "--no-progress"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        "metamem eval: error: override 'eval.data_options={noize: 0.1}': eval.data_options.noize: "
+        "unknown key for make_synthetic; allowed keys: ")
+    smoke = str(Path(__file__).resolve().parents[2] / "experiments/smoke/synthetic_lstm.yaml")
+    assert main(["train", smoke, "eval.data_options={noize: 0.1}", "--out", str(tmp_path / "t")]) == 1
+    assert capsys.readouterr().err.splitlines() == [err[0].replace("metamem eval", "metamem train")]
+    assert not (tmp_path / "t").exists()
+    run = Run(tmp_path, NearestNeighbourLearner(), _config("nn"), (1, 5, 5), torch.device("cpu"))
+    with pytest.raises(ConfigError, match=r"^Run.dataset\('folder'\): options.invrt: unknown key for load_folder"):
+        run.dataset("folder", root=root, invrt=False)
+    with pytest.raises(ConfigError, match=r"^Run.evaluate: data_options.noize: unknown key for make_synthetic"):
+        run.evaluate(data_options={"noize": 0.1})
 
 
 def test_eval_output_is_never_overwritten_silently(tmp_path, monkeypatch, capsys) -> None:
