@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["Z95", "mean_ci95", "mean_t95", "presentation_accuracy"]
+__all__ = ["Z95", "first_presentation_guess", "mean_ci95", "mean_t95", "presentation_accuracy"]
 
 #: two-sided 95% quantile of the standard normal distribution
 Z95 = 1.96
@@ -84,3 +84,16 @@ def presentation_accuracy(
     total.scatter_add_(1, idx, correct.to(torch.float64))
     count.scatter_add_(1, idx, torch.ones_like(correct, dtype=torch.float64))
     return total / count
+
+
+def first_presentation_guess(n_way: int) -> float:
+    """Expected accuracy at the 1st presentation of a guess among the labels not shown yet.
+
+    No learner can know a label at its 1st presentation. A uniform guess among all N labels
+    scores 1/N; a guess among the labels not yet shown in the episode (what a set learner is
+    credited with, and what a sequence learner can learn) scores 1/(N - k + 1) on the k-th
+    new class, so ``H_N / N`` over the N 1st presentations: 45.7% for 5-way, 18.0% for 20-way.
+    """
+    if n_way < 1:
+        raise ValueError(f"n_way must be >= 1, got {n_way}")
+    return sum(1.0 / k for k in range(1, n_way + 1)) / n_way

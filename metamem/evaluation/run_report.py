@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from metamem.evaluation.metrics import first_presentation_guess
 from metamem.evaluation.plots import _figure, _save, accuracy_axes, plot_per_presentation
 from metamem.evaluation.report import atomic_write_text, to_markdown
 from metamem.evaluation.scoring import EvalResult
@@ -65,10 +66,15 @@ def plot_learning_curve(records: Sequence[dict[str, Any]], path: str | os.PathLi
 
 def protocol_line(r: EvalResult) -> str:
     """One line describing the protocol of a result."""
-    p = r.protocol
-    return (f"{p.dataset} split {p.split}, {p.n_way}-way {p.k_shot}-shot, {p.n_query} queries per "
-            f"class, {p.episodes} episodes, seed {p.seed}, scoring {'+'.join(r.scores)}, "
-            f"fingerprint {r.fingerprint[:12]}")
+    return r.protocol_line()
+
+
+def _first_presentation_note(results: Sequence[EvalResult]) -> str:
+    """What a guess scores at the 1st presentation, for the ways of ``results``."""
+    ways = list(dict.fromkeys(r.protocol.n_way for r in results))
+    each = "; ".join(f"{100 / n:.1f}% among all {n} labels, {100 * first_presentation_guess(n):.1f}% "
+                     "among those not shown yet in the episode" for n in ways)
+    return f"The 1st presentation of a class cannot be known: a guess scores {each}."
 
 
 def write_run_report(run_dir: str | os.PathLike[str], results: Sequence[EvalResult],
@@ -89,8 +95,7 @@ def write_run_report(run_dir: str | os.PathLike[str], results: Sequence[EvalResu
             "Accuracies are the mean over the episodes with the 95% confidence half-width. "
             "`set`: queries scored given the support set; `sequence`: every step of the episode "
             "read as a sequence whose labels arrive one step late, and `seq Nth` the accuracy the "
-            "Nth time a class is shown (the 1st presentation cannot be known: chance). See "
-            "docs/glossary.md.",
+            f"Nth time a class is shown. {_first_presentation_note(results)} See docs/glossary.md.",
             "",
             f"Score it again, or on other settings or data: `metamem eval {run_dir}` "
             "(for instance `'eval.k_shot=[1,5]'` or `data=folder:PATH`).",

@@ -73,6 +73,9 @@ __all__ = [
     "SCORINGS",
 ]
 
+#: ``progress=None``: the bar appears on a terminal once an evaluation has run this long
+PROGRESS_DELAY_S = 3.0
+
 #: what ``protocol=`` accepts (defined once: :data:`metamem.config.PROTOCOL_NAMES`)
 SCORINGS = PROTOCOL_NAMES
 _EV = EVAL_DEFAULTS
@@ -383,6 +386,30 @@ class EvalResult:
     def primary(self) -> Score:
         return self.scores.get("set") or self.scores["sequence"]
 
+    def protocol_line(self) -> str:
+        """The protocol, the scorings run and the fingerprint, on one line."""
+        p = self.protocol
+        return (f"{p.dataset} split {p.split}, {p.n_way}-way {p.k_shot}-shot, {p.n_query} queries "
+                f"per class, {p.episodes} episodes, seed {p.seed}, scoring {'+'.join(self.scores)}, "
+                f"fingerprint {self.fingerprint[:12]}")
+
+    def __str__(self) -> str:
+        """Every scoring that was run, one line each, under the protocol line::
+
+            protonet: omniglot split minimal/test, 5-way 1-shot, ... fingerprint 1a2b3c4d5e6f
+              set       34.12% ± 0.45
+              sequence  40.20% ± 0.31, by presentation 45.7% 36.0%
+        """
+        lines = [f"{self.learner}: {self.protocol_line()}"]
+        for key, score in self.scores.items():
+            line = f"  {key:<9} {100 * score.mean:.2f}% ± {100 * score.ci95:.2f}"
+            if score.per_presentation:
+                line += ", by presentation " + " ".join(f"{100 * v:.1f}%" for v in score.per_presentation)
+            lines.append(line)
+        for key, why in (self.declined or {}).items():
+            lines.append(f"  {key:<9} not scored: {why}")
+        return "\n".join(lines)
+
     @property
     def mean(self) -> float:
         return self.primary.mean
@@ -454,7 +481,7 @@ def evaluate(
     protocol: ProtocolName = _EV.protocol,
     batch_size: int = _EV.batch_size,
     device: torch.device | str | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     name: str | None = None,
     config: dict[str, Any] | None = None,
     source: str | None = None,
@@ -482,7 +509,8 @@ def evaluate(
         device: where to run: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``,
             ``"cuda"``...; default: where the learner's parameters are, else CPU. A CUDA
             device on a machine without CUDA is a one-line error.
-        progress: show a tqdm progress bar.
+        progress: show a tqdm progress bar; ``None`` (default): on a terminal (stderr is a
+            TTY), once the evaluation has taken :data:`PROGRESS_DELAY_S` seconds.
         name: display name of the learner (default: its ``name`` attribute or class name).
         config: recorded in the result.
         source: recorded in the result.
@@ -558,7 +586,9 @@ def evaluate(
     trace = None
     p_max = k_shot + n_query
     start = time.perf_counter()
-    bar = tqdm(total=episodes, unit="episode", disable=not progress, desc=name or learner_name(learner))
+    bar = tqdm(total=episodes, unit="episode", desc=name or learner_name(learner),
+               disable=None if progress is None else not progress,  # None: a terminal only
+               delay=PROGRESS_DELAY_S if progress is None else 0.0)
     try:
         with torch.no_grad():
             for batch in proto.batches(dataset, batch_size, dev, sampler=sampler):

@@ -250,7 +250,7 @@ class Run:
         defaults = config_to_dict(EvalCfg())
         return {**defaults, **{k: v for k, v in (self.config.get("eval") or {}).items() if k in defaults}}
 
-    def evaluate(self, dataset: ImageDataset | None = None, *, progress: bool = False,
+    def evaluate(self, dataset: ImageDataset | None = None, *, progress: bool | None = None,
                  **settings: Any) -> EvalResult:
         """Score the run on the fixed episodes of its ``eval:`` protocol, changed by
         ``settings`` (``n_way``, ``k_shot``, ``n_query``, ``episodes``, ``seed``,
@@ -259,6 +259,7 @@ class Run:
         Args:
             dataset: the data (default: the run's own ``split``, ``test`` unless given);
                 one from another source is checked with :meth:`check_data`.
+            progress: a tqdm bar (``None``: on a terminal, for work over a few seconds).
         """
         resolved, notes = resolve_settings(self.eval_settings, settings)
         for n in notes:

@@ -555,7 +555,7 @@ class Validator:
 
     def __call__(self, learner: nn.Module, step: int) -> dict[str, Any]:
         scoring = "sequence" if is_sequence_learner(learner) else "set"
-        res = evaluate(learner, self.dataset, protocol=scoring, device=self.device,
+        res = evaluate(learner, self.dataset, protocol=scoring, device=self.device, progress=False,
                        memory_budget=self.memory_budget, **self.settings)
         rec: dict[str, Any] = {"step": step, "val_acc": res.mean, "val_ci95": _finite(res.ci95),
                                "val_scoring": scoring, "val_fingerprint": res.fingerprint}
@@ -589,7 +589,7 @@ def final_evaluation(learner: nn.Module, cfg: ExperimentCfg, device: torch.devic
     for n_way, k_shot in itertools.product(ways, shots):
         res = evaluate(learner, ds, n_way=n_way, k_shot=k_shot, n_query=ev.n_query,
                        episodes=ev.episodes, seed=ev.seed, within_group=ev.within_group,
-                       protocol=ev.protocol, batch_size=ev.batch_size, device=device,
+                       protocol=ev.protocol, batch_size=ev.batch_size, device=device, progress=False,
                        config=conf, source=str(run_dir) if run_dir else None,
                        data_options=ev.data_options or None, memory_budget=ev.memory_budget)
         results.append(res.to_dict())

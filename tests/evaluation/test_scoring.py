@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import math
 import statistics
+import sys
+import time
 
 import pytest
 import torch
@@ -177,3 +180,61 @@ def test_predict_sequence_fast_path_matches_the_generic_path(noisy):
     assert _FastNN.calls == 2
     assert torch.equal(slow.per_episode, fast.per_episode)
     assert slow.per_presentation == fast.per_presentation
+
+
+class _SlowUniform(UniformLearner):
+    def predict(self, support_x, support_y, query_x, *, n_way, support_mask=None):
+        time.sleep(0.03)
+        return super().predict(support_x, support_y, query_x, n_way=n_way, support_mask=support_mask)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_by_default_on_a_terminal_for_work_over_the_delay(monkeypatch) -> None:
+    from metamem.evaluation import scoring
+
+    monkeypatch.setattr(scoring, "PROGRESS_DELAY_S", 0.1)
+    for stream, delay, shown in ((_Terminal(), 0.1, True), (io.StringIO(), 0.1, False),
+                                 (_Terminal(), 60.0, False)):
+        monkeypatch.setattr(scoring, "PROGRESS_DELAY_S", delay)
+        monkeypatch.setattr(sys, "stderr", stream)
+        _run(_SlowUniform(), episodes=20, batch_size=2, protocol="set")
+        assert ("20/20" in stream.getvalue()) == shown, (delay, stream.getvalue())
+    stream = io.StringIO()  # asked for: shown wherever stderr goes
+    monkeypatch.setattr(sys, "stderr", stream)
+    _run(UniformLearner(), episodes=20, batch_size=2, protocol="set", progress=True)
+    assert "20/20" in stream.getvalue()
+
+
+def test_printing_a_result_shows_every_scoring_it_ran() -> None:
+    res = _run(NearestNeighbourLearner(), protocol="both")
+    text = str(res).splitlines()
+    assert text[0] == f"NearestNeighbourLearner: {res.protocol_line()}"
+    assert "scoring set+sequence" in text[0] and res.fingerprint[:12] in text[0]
+    s, q = res.scores["set"], res.scores["sequence"]
+    assert text[1] == f"  set       {100 * s.mean:.2f}% ± {100 * s.ci95:.2f}"
+    assert text[2].startswith(f"  sequence  {100 * q.mean:.2f}% ± {100 * q.ci95:.2f}, by presentation "
+                              f"{100 * q.per_presentation[0]:.1f}% ")
+    assert len(text) == 3
+
+
+@pytest.mark.parametrize("n_way", [3, 5])
+def test_first_presentation_guess_is_what_a_set_learner_is_credited(n_way, tmp_path) -> None:
+    """At the 1st presentation a guess among the labels not shown yet scores H_N / N (45.7%
+    at 5-way), not the 1/N of a guess among all labels; eval.md states both."""
+    from metamem.evaluation.metrics import first_presentation_guess
+    from metamem.evaluation.run_report import write_run_report
+
+    res = _run(UniformLearner(), n_way=n_way, k_shot=1, n_query=2, protocol="sequence")
+    guess = sum(1 / k for k in range(1, n_way + 1)) / n_way
+    assert res.per_presentation[0] == pytest.approx(guess, abs=1e-12)
+    assert first_presentation_guess(n_way) == pytest.approx(guess, abs=1e-15)
+    assert first_presentation_guess(5) == pytest.approx(0.45667, abs=1e-5)
+    write_run_report(tmp_path, [res], [], plots=False)
+    text = (tmp_path / "eval.md").read_text()
+    assert (f"a guess scores {100 / n_way:.1f}% among all {n_way} labels, {100 * guess:.1f}% among "
+            "those not shown yet in the episode") in text
+    assert "chance" not in text
