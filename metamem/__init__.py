@@ -7,7 +7,7 @@ Public API (shapes follow the legend in :mod:`metamem.types`)::
     sampler = metamem.EpisodeSampler(ds, n_way=5, k_shot=1, n_query=15, batch_size=32, seed=0)
     batch = sampler.sample()
     run = metamem.load_run("runs/mann_quick")   # a trained run: learner, preprocessing, protocol
-    res = run.evaluate(run.dataset("folder", root="my_shapes"))
+    res = run.evaluate(run.dataset("folder", root="runs/shapes"))
 
 The names below are imported on first use (PEP 562), so ``import metamem`` and the
 ``metamem`` command start without importing torch.

@@ -61,7 +61,8 @@ def main() -> None:
     ap.add_argument("--run", type=Path, help="a run directory or checkpoint to evaluate instead")
     ap.add_argument("--steps", type=int, default=40, help="training steps of the quick ProtoNet")
     ap.add_argument("--episodes", type=int, default=100)
-    ap.add_argument("--out", type=Path, default=Path("eval_example_out"))
+    ap.add_argument("--out", type=Path, default=Path("runs/eval_example"),
+                    help="folder for the results (default: runs/eval_example)")
     args = ap.parse_args()
 
     if args.run is not None:

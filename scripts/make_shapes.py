@@ -1,7 +1,7 @@
 """Write a demo folder of shape drawings (dark strokes on white) to try `data=folder:PATH`.
 
-    python scripts/make_shapes.py my_shapes                # 9 shapes x 20 images, 64x64
-    metamem eval runs/mann_quick data=folder:my_shapes     # the run's preprocessing applied
+    python scripts/make_shapes.py runs/shapes             # 9 shapes x 20 images, 64x64
+    metamem eval runs/mann_quick data=folder:runs/shapes  # the run's preprocessing applied
 """
 
 from __future__ import annotations

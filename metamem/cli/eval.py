@@ -17,7 +17,7 @@ scores both runs on the four combinations (one row per run x combination).
 
 Other data gets the run's preprocessing (image size, channels, inversion), and a warning
 names any large difference in pixel statistics (polarity, mean ink):
-  metamem eval runs/mann_quick data=folder:my_shapes 'eval.k_shot=1' 'eval.n_query=5'
+  metamem eval runs/mann_quick data=folder:runs/shapes 'eval.k_shot=1' 'eval.n_query=5'
 
 Asking for k_shot or n_query on a run scored with the sequence protocol (MANN) switches to
 the set protocol with a note; add eval.protocol=sequence to keep it. Runs that cannot

@@ -5,7 +5,7 @@
     import metamem
     run = metamem.load_run("runs/mann_quick")              # device="auto"
     res = run.evaluate()                                   # the run's own test protocol
-    shapes = run.dataset("folder", root="my_shapes")       # the run's preprocessing applied
+    shapes = run.dataset("folder", root="runs/shapes")       # the run's preprocessing applied
     res = run.evaluate(shapes, n_way=5, k_shot=1, n_query=5)
 
 :meth:`Run.dataset` loads any registered dataset with the run's preprocessing: the image
