@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["NO_LABEL", "EpisodeBatch", "SequenceBatch", "LearnerOutput"]
+__all__ = ["NO_LABEL", "EpisodeBatch", "SequenceBatch", "LearnerOutput", "TwoViewBatch"]
 
 #: The ``prev_y`` value at the first step of a sequence episode ("no label yet").
 NO_LABEL = -1
@@ -189,3 +189,23 @@ def _to(obj: Any, device: torch.device | str) -> Any:
             if isinstance(getattr(obj, f.name), torch.Tensor)
         },
     )
+
+
+@dataclass
+class TwoViewBatch:
+    """B episodes of a two-view sequence task (the two-view learners DMNC and DCMAN read them).
+
+    Attributes:
+        views: ``(a [B, Ta, Ca], b [B, Tb, Cb])``, the two input sequences (each view has one
+            length for the whole batch; pad shorter episodes with zero steps).
+        decoder_inputs: ``[B, Td, Cd]`` (e.g. the previous output, or zeros).
+        targets: ``[B, Td]`` int64 classes (or ``[B, Td, K]`` float) for the decoder steps.
+    """
+
+    views: tuple[torch.Tensor, torch.Tensor]
+    decoder_inputs: torch.Tensor
+    targets: torch.Tensor
+
+    def to(self, device: torch.device | str) -> "TwoViewBatch":
+        return TwoViewBatch((self.views[0].to(device), self.views[1].to(device)), self.decoder_inputs.to(device),
+                            self.targets.to(device))

@@ -300,6 +300,7 @@ def validate_data(
         DatasetError: for data that cannot be loaded (naming the file at fault).
     """
     from metamem.data import load_dataset
+    from metamem.data.two_view_sum import is_sequence_task
     from metamem.episodes.sampler import EpisodeSampler, EpisodeSpecError
 
     ep, ev = cfg.episodes, cfg.eval
@@ -314,6 +315,8 @@ def validate_data(
 
     def check(ds: "ImageDataset", role: str, keys: str, n_way: int, k_shot: int, n_query: int,
               within_group: bool) -> None:
+        if is_sequence_task(ds):  # a sequence task (two_view_sum) has no episodes to check
+            return
         try:
             EpisodeSampler(ds, n_way=n_way, k_shot=k_shot, n_query=n_query, device="cpu",
                            within_group=within_group)
@@ -328,6 +331,8 @@ def validate_data(
     out: dict[str, Any] = {"train": None, "val": None, "test": None}
     keys = "episodes.n_way episodes.k_shot episodes.n_query"
     out["train"] = load(cfg.data.train_split)
+    if is_sequence_task(out["train"]):
+        _check_task_learner(cfg, out["train"], source)
     check(out["train"], f"train ({cfg.data.train_split!r})", keys, ep.n_way, ep.k_shot,
           ep.n_query, ep.within_group)
     if cfg.data.val_split and cfg.train.val_every > 0:
@@ -344,6 +349,20 @@ def validate_data(
                 check(out["test"], f"evaluation ({split!r})", "eval.n_way eval.k_shot eval.n_query",
                       n_way, k_shot, ev.n_query, ev.within_group)
     return out
+
+
+def _check_task_learner(cfg: ExperimentCfg, task: Any, source: str) -> None:
+    """A sequence task (``data.name: two_view_sum``) needs a learner that takes its layout keys."""
+    if cfg.learner is None:
+        return
+    builder = manifest_registry("learners").get(cfg.learner.name)
+    params = (builder.signature if isinstance(builder, BuilderSpec) else inspect.signature(builder)).parameters
+    missing = [k for k in task.learner_kwargs() if k not in params]
+    if missing:
+        raise ConfigError(
+            f"{origin_of(cfg, 'data.name', source)}: data.name: {cfg.data.name} is a two-view sequence task; "
+            f"learner {cfg.learner.name} cannot read it (no {missing[0]!r} key); use learner.name: dmnc or dcman"
+        )
 
 
 def eval_split(cfg: ExperimentCfg) -> str | None:

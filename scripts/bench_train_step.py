@@ -14,6 +14,13 @@ Usage::
     python scripts/bench_train_step.py --batch 16 --steps 20 --threads 1
     python scripts/bench_train_step.py --compile          # also time torch.compile(metamem)
     python scripts/bench_train_step.py --device cuda --batch 128 1024 --no-reference
+    python scripts/bench_train_step.py --batch 16 --threads 1 --no-reference --programs 3 --compile
+    python scripts/bench_train_step.py --batch 16 --threads 1 --no-reference --programs 3 --profile 5
+
+``--programs P`` also times NUTM (the same MANN with P stored programs per control head, Le
+et al. 2020) and prints ``nutm / metamem`` (and, with ``--compile``, the compiled pair);
+``--profile N`` prints torch.profiler's busiest operators over N training steps of each model,
+with the number of operator calls per step (what the per-step Python/dispatch overhead scales with).
 
 Prints episodes/s of each model and the ratio ``metamem / reference`` as ``N.NNx``, by wall
 time and by the process's CPU time (the fairer figure on a busy shared machine with
@@ -110,7 +117,7 @@ def time_steps(loss_fn, params, batches: list[EpisodeBatch], warmup: int,
 
 
 def bench(batch_size: int, steps: int, warmup: int, compile_: bool, device: str = "cpu",
-          reference: bool = True) -> dict[str, tuple[float, float]]:
+          reference: bool = True, programs: int = 0) -> dict[str, tuple[float, float]]:
     """Episodes/s of each model, by wall time and by process CPU time."""
     dev = torch.device(device)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
@@ -129,7 +136,44 @@ def bench(batch_size: int, steps: int, warmup: int, compile_: bool, device: str 
         compiled = torch.compile(ours)
         timings["metamem+compile"] = time_steps(
             lambda b: compiled(b).loss, ours.parameters(), batches[:2] + batches, warmup + 2, sync)
+    if programs:
+        torch.manual_seed(0)
+        nutm = build_learner("mann", n_way=N_WAY, image_shape=(1, IMAGE, IMAGE), programs=programs, **SIZES).to(dev)
+        timings["nutm"] = time_steps(lambda b: nutm(b).loss, nutm.parameters(), batches, warmup, sync)
+        if compile_:
+            nutm_c = torch.compile(nutm)
+            timings["nutm+compile"] = time_steps(
+                lambda b: nutm_c(b).loss, nutm.parameters(), batches[:2] + batches, warmup + 2, sync)
     return {name: (batch_size / wall, batch_size / cpu) for name, (wall, cpu) in timings.items()}
+
+
+def profile(batch_size: int, steps: int, programs: int, top: int = 12) -> None:
+    """torch.profiler's busiest operators (self CPU time) over ``steps`` training steps of MANN
+    and of NUTM (``programs`` per head), after one warm-up step each."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    ds = load_dataset("synthetic", num_classes=60, per_class=20, image_size=IMAGE, seed=0)
+    sampler = EpisodeSampler(ds, n_way=N_WAY, k_shot=K_SHOT, n_query=0, batch_size=batch_size, seed=0)
+    batches = [sampler.sample() for _ in range(steps + 1)]
+    for name, p in (("mann", 0), (f"nutm (programs={programs})", programs)):
+        torch.manual_seed(0)
+        model = build_learner("mann", n_way=N_WAY, image_shape=(1, IMAGE, IMAGE), programs=p, **SIZES)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def step(b: EpisodeBatch) -> None:
+            opt.zero_grad(set_to_none=True)
+            model(b).loss.backward()
+            opt.step()
+
+        step(batches[0])
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            for b in batches[1:]:
+                step(b)
+        events = prof.key_averages()
+        calls = sum(e.count for e in events if not e.key.startswith(("ProfilerStep", "autograd::engine")))
+        total = sum(e.self_cpu_time_total for e in events)
+        print(f"\n{name}: {total / steps / 1e3:.1f} ms self CPU per step, {calls / steps:.0f} operator calls per step")
+        print(events.table(sort_by="self_cpu_time_total", row_limit=top))
 
 
 def main() -> None:
@@ -141,16 +185,28 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="also time torch.compile(metamem MANN)")
     p.add_argument("--device", default="cpu", help="where metamem's MANN runs (the reference: CPU)")
     p.add_argument("--no-reference", action="store_true", help="time metamem's MANN only")
+    p.add_argument("--programs", type=int, default=0, metavar="P",
+                   help="also time NUTM: MANN with P programs per control head")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="print torch.profiler's busiest operators over N steps of MANN and NUTM, then exit")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.profile:
+        for b in args.batch:
+            profile(b, args.profile, args.programs or 3)
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, metamem on {args.device}; "
           f"T={N_WAY * K_SHOT}, LSTM 200, memory 128x40, 4 heads, LRU")
     for b in args.batch:
-        res = bench(b, args.steps, args.warmup, args.compile, args.device, not args.no_reference)
+        res = bench(b, args.steps, args.warmup, args.compile, args.device, not args.no_reference, args.programs)
         for name, (wall, cpu) in res.items():
             print(f"batch {b}: {name:<16} {wall:7.1f} episodes/s (wall)  {cpu:7.1f} episodes/s (CPU time)")
-        for name in [n for n in res if n != "reference" and "reference" in res]:
+        for name, base in (("nutm", "metamem"), ("nutm+compile", "metamem+compile"), ("nutm+compile", "nutm")):
+            if name in res and base in res:
+                print(f"batch {b}: {name}/{base} {res[name][0] / res[base][0]:.2f}x (wall)  "
+                      f"{res[name][1] / res[base][1]:.2f}x (CPU time)  (episodes/s; below 1: slower)")
+        for name in [n for n in res if n not in ("reference", "nutm", "nutm+compile") and "reference" in res]:
             ratio_wall = res[name][0] / res["reference"][0]
             ratio_cpu = res[name][1] / res["reference"][1]
             print(f"batch {b}: {name}/reference {ratio_wall:.2f}x (wall)  {ratio_cpu:.2f}x (CPU time)")

@@ -8,7 +8,11 @@ first), :func:`inspect_episode` writes:
 * ``program_weights.png`` — NSM program weights, steps × programs per control head (only
   for learners with ``programs > 0``);
 * ``saliency.png`` and ``saliency.pt`` — the sequential Jacobian of Graves (papers.md §11):
-  ``‖∂ log p_t(y_t) / ∂ x_τ‖`` over the step inputs (image encoding + previous label).
+  ``‖∂ log p_t(y_t) / ∂ x_τ‖`` over the step inputs (image encoding + previous label);
+* ``decoder_reads.png`` — for the two-view learners (DMNC, DCMAN: :class:`~metamem.learners.
+  capabilities.DecoderInspection`), what the write-protected decoder read: per memory, the
+  read weights over slots and over the encoder steps that wrote them, one row per decoder step
+  (sequence task, episode 0 of the protocol) or per query (few-shot episodes).
 
 Learners declare what can be inspected (:mod:`metamem.learners.capabilities`): the saliency
 needs :class:`~metamem.learners.capabilities.StepwiseSequence` (every sequence learner); the
@@ -24,14 +28,15 @@ from typing import Any
 
 import torch
 
+from metamem.data.two_view_sum import is_sequence_task
 from metamem.evaluation.protocol import Protocol
-from metamem.learners.capabilities import MemoryInspection, ProgramInspection, StepwiseSequence
+from metamem.learners.capabilities import DecoderInspection, MemoryInspection, ProgramInspection, StepwiseSequence
 from metamem.memory import plot_trace
-from metamem.memory.inspection import plot_program_weights, plot_saliency, sequential_jacobian
+from metamem.memory.inspection import plot_decoder_reads, plot_program_weights, plot_saliency, sequential_jacobian
 from metamem.runs import dataset_for, load_run
 from metamem.types import EpisodeBatch
 
-__all__ = ["inspect_episode", "inspect_run"]
+__all__ = ["inspect_episode", "inspect_decoder", "inspect_run"]
 
 
 def inspect_episode(learner: Any, batch: EpisodeBatch, out: str | os.PathLike[str], *, title: str = "") -> dict[str, Path]:
@@ -72,12 +77,31 @@ def inspect_episode(learner: Any, batch: EpisodeBatch, out: str | os.PathLike[st
     return written
 
 
+def inspect_decoder(learner: Any, batch: Any, out: str | os.PathLike[str], *, title: str = "") -> dict[str, Path]:
+    """Write ``decoder_reads.png`` for episode 0 of ``batch`` (an episode batch or a two-view
+    sequence-task batch) of a :class:`DecoderInspection` learner."""
+    was_training = learner.training
+    learner.eval()
+    try:
+        reads = learner.decoder_reads(batch)
+    finally:
+        learner.train(was_training)
+    rows = "query" if reads["read_weights"].dim() == 6 else "decoder step"
+    return {"decoder_reads": plot_decoder_reads(reads, Path(out) / "decoder_reads.png", row_label=rows,
+                                                title=f"{title} decoder reads, episode 0")}
+
+
 def inspect_run(path: str | os.PathLike[str], out: str | os.PathLike[str], *, device: str = "cpu") -> dict[str, Path]:
     """:func:`inspect_episode` on episode 0 of the run's ``eval:`` protocol (its split and seed)."""
     learner, config = load_run(path, device)
     ev = config.get("eval", {})
     split = ev.get("split", "test")
     dataset = dataset_for(config, split, source=str(path))
+    title = str(config.get("learner", {}).get("name", ""))
+    if is_sequence_task(dataset):  # the first sequence pair of the protocol
+        lengths, a, b = dataset.protocol_sequences(1, int(ev.get("seed", 1234)))
+        batch = dataset.pair_batch(a[:, : int(lengths[0, 0])], b[:, : int(lengths[0, 1])])
+        return inspect_decoder(learner, batch, out, title=title)
     k_shot = ev.get("k_shot", 1)
     protocol = Protocol(
         dataset=config.get("data", {}).get("name"), split=split, n_way=int(config["episodes"]["n_way"]),
@@ -85,4 +109,6 @@ def inspect_run(path: str | os.PathLike[str], out: str | os.PathLike[str], *, de
         episodes=1, seed=int(ev.get("seed", 1234)), within_group=bool(ev.get("within_group", False)),
     )
     batch = next(iter(protocol.batches(dataset, 1, device)))
-    return inspect_episode(learner, batch, out, title=str(config.get("learner", {}).get("name", "")))
+    if isinstance(learner, DecoderInspection):
+        return inspect_decoder(learner, batch, out, title=title)
+    return inspect_episode(learner, batch, out, title=title)

@@ -49,6 +49,7 @@ from metamem._version import __version__
 from metamem.config import EVAL_DEFAULTS, PROTOCOL_NAMES, ConfigError, ProtocolName
 from metamem.config import parse_memory_budget as _parse_budget
 from metamem.data.base import ImageDataset
+from metamem.data.two_view_sum import is_sequence_task
 from metamem.device import resolve_device
 from metamem.learners.capabilities import (
     MemoryInspection, RunningSetPrediction, SequencePrediction, SetPrediction,
@@ -468,6 +469,25 @@ def _learner_device(learner: Any) -> torch.device:
     return torch.device("cpu")
 
 
+def _evaluate_task(learner: Any, task: Any, *, episodes: int, seed: int, batch_size: int,
+                   device: torch.device | str | None, name: str | None, config: dict[str, Any] | None,
+                   source: str | None) -> EvalResult:
+    """:func:`evaluate` on a sequence task (``two_view_sum``): one "episode" per fixed sequence
+    pair, scored as the fraction of its decoder steps that are right (a ``"set"`` score, so
+    ``metamem compare`` pairs the rows of runs scored on the same sequences)."""
+    t0 = time.perf_counter()
+    dev = resolve_device(device) if device is not None else _learner_device(learner)
+    if isinstance(learner, nn.Module):
+        learner.to(dev)
+    per_episode = task.per_episode_accuracy(learner, episodes=episodes, seed=seed, batch_size=batch_size, device=dev)
+    protocol = Protocol(dataset=task.name, split=task.split, n_way=task.classes, k_shot=1, n_query=0,
+                        episodes=episodes, seed=seed)
+    return EvalResult(protocol=protocol, fingerprint=task.fingerprint(episodes, seed),
+                      scores={"set": Score("set", per_episode)}, learner=name or learner_name(learner),
+                      device=str(dev), seconds=time.perf_counter() - t0, version=__version__, config=config,
+                      source=source)
+
+
 def evaluate(
     learner: Any,
     dataset: ImageDataset,
@@ -542,6 +562,9 @@ def evaluate(
         ProtocolError: for a protocol the split cannot provide (the message names the
             numbers) or an unknown ``protocol``.
     """
+    if is_sequence_task(dataset):  # a sequence task (two_view_sum) scores its own fixed sequences
+        return _evaluate_task(learner, dataset, episodes=episodes, seed=seed, batch_size=batch_size,
+                              device=device, name=name, config=config, source=source)
     if protocol not in SCORINGS:
         raise ProtocolError(
             f"unknown eval.protocol {protocol!r}; valid: {', '.join(SCORINGS)}"

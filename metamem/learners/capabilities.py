@@ -16,6 +16,8 @@ SequencePrediction  ``forward_sequence(seq) -> [B, T, N]``                      
 MemoryInspection    ``memory_trace(seq) -> MemoryTrace``                        ``evaluate(keep_trace=)``,
                                                                                 plots, ``--inspect``
 ProgramInspection   ``program_weights(seq) -> {name: [B, T, G, P]}``            ``--inspect``
+DecoderInspection   ``decoder_reads(batch) -> {read_weights, write_weights,}``   ``--inspect`` (two-view
+                                                                                learners)
 StepwiseSequence    ``step_inputs(x, prev_y) -> [B, T, I]`` and                 ``--inspect`` (saliency)
                     ``run(inputs) -> ([B, T, N], state)``
 FeaturePrediction   ``embed(x) -> [*, D]`` and ``predict_features(...)``         per-image feature reuse
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AnyWay",
+    "DecoderInspection",
     "EmbeddingLearner",
     "FeaturePrediction",
     "MemoryInspection",
@@ -109,6 +112,17 @@ class ProgramInspection(Protocol):
     def program_weights(self, seq: SequenceBatch) -> dict[str, torch.Tensor]:
         """Program weights of every step of ``seq``: ``{program memory name: [B, T, G, P]}``
         (G control heads, P programs); ``{}`` without programs."""
+        ...
+
+
+@runtime_checkable
+class DecoderInspection(Protocol):
+    """Shows what a write-protected decoder read (the two-view learners, DMNC and DCMAN)."""
+
+    def decoder_reads(self, batch: Any) -> dict[str, Any]:
+        """``{"read_weights": [B, Td, M, R, S] (sequence task) or [B, Qn, Td, M, R, S]
+        (episodes), "write_weights": one [B, T_m, Wh, S] per memory or None,
+        "memory_names": [M names]}`` for ``batch``, no gradients."""
         ...
 
 
@@ -188,7 +202,7 @@ class SetLearner(nn.Module, SetPrediction):
 def capabilities_of(learner: Any) -> list[str]:
     """Names of the capabilities ``learner`` has (declared or structural), for messages."""
     caps = (SetPrediction, SequencePrediction, MemoryInspection, ProgramInspection, StepwiseSequence, FeaturePrediction,
-            RunningSetPrediction, AnyWay, LimitedWays)
+            RunningSetPrediction, DecoderInspection, AnyWay, LimitedWays)
     return [c.__name__ for c in caps if isinstance(learner, c)]
 
 

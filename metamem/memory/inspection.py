@@ -8,6 +8,9 @@
   ``J[t, τ] = ‖∂ y_t / ∂ x_τ‖`` for a scalar ``y_t`` (the log-probability of the target, or of
   the predicted class, at step t), one backward pass per output step.
 * :func:`plot_saliency` and :func:`plot_program_weights` draw them (Agg canvas, atomic write).
+* :func:`decoder_read_maps` and :func:`plot_decoder_reads`: what the write-protected decoder of
+  a two-view learner (DMNC, DCMAN) read at each step, over each memory's slots and mapped back
+  to the encoder steps that wrote those slots.
 
 Reference: A. Graves, "Supervised Sequence Labelling with Recurrent Neural Networks",
 Springer 2012, §6.2 (the sequential Jacobian).
@@ -26,7 +29,8 @@ from metamem.files import make_readable
 from metamem.memory.core import CoreOutput
 from metamem.memory.nsm import record_programs
 
-__all__ = ["trace_core", "sequential_jacobian", "plot_saliency", "plot_program_weights"]
+__all__ = ["trace_core", "sequential_jacobian", "plot_saliency", "plot_program_weights", "decoder_read_maps",
+           "plot_decoder_reads"]
 
 
 def trace_core(core: Any, inputs: torch.Tensor, **kwargs: Any) -> tuple[CoreOutput, dict[str, torch.Tensor]]:
@@ -142,4 +146,66 @@ def plot_program_weights(
     fig.colorbar(image, ax=fig.axes)
     if title:
         fig.suptitle(title)
+    return _save(fig, path)
+
+
+def decoder_read_maps(reads: dict[str, Any], episode: int = 0) -> list[dict[str, Any]]:
+    """Per memory: the decoder's read weights and the encoder steps they fall on, for one episode.
+
+    Args:
+        reads: what ``decoder_reads`` of a two-view learner returns (see
+            :class:`~metamem.learners.capabilities.DecoderInspection`); for episodes the last
+            decoder step of every query is taken, so the rows are queries.
+        episode: which episode of the batch.
+
+    Returns:
+        One dict per memory: ``name``; ``slots`` ``[rows, S]``, the read weights (mean over
+        heads); ``steps`` ``[rows, T_m]`` or None, ``slots @ writesᵀ`` with ``writes [T_m, S]``
+        the encoder's write weights (summed over write heads): how much each decoder row read
+        of the slots that encoder step τ wrote (None without write weights, e.g. early fusion).
+    """
+    w = reads["read_weights"][episode].detach().float().cpu()
+    if w.dim() == 5:  # episodes: [Qn, Td, M, R, S] -> the last decoder step of each query
+        w = w[:, -1]
+    w = w.mean(2)  # [rows, M, S]
+    writes = reads.get("write_weights")
+    out = []
+    for m, name in enumerate(reads["memory_names"]):
+        slots = w[:, m]
+        steps = None
+        if writes is not None and m < len(writes):
+            steps = slots @ writes[m][episode].detach().float().cpu().sum(1).t()
+        out.append({"name": name, "slots": slots, "steps": steps})
+    return out
+
+
+def plot_decoder_reads(reads: dict[str, Any], path: str | os.PathLike[str], *, episode: int = 0,
+                       row_label: str = "decoder step", title: str | None = None) -> Path:
+    """Draw :func:`decoder_read_maps`: one column per memory; read weights over slots on top,
+    the same reads over the encoder steps that wrote them below."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not 0 <= episode < reads["read_weights"].shape[0]:
+        raise ValueError(f"plot_decoder_reads: episode {episode} is outside the batch of "
+                         f"{reads['read_weights'].shape[0]}")
+    maps = decoder_read_maps(reads, episode)
+    rows = 2 if any(m["steps"] is not None for m in maps) else 1
+    fig = Figure(figsize=(4.2 * len(maps) + 1, 3.4 * rows + 0.8))
+    FigureCanvasAgg(fig)
+    for j, mp in enumerate(maps):
+        panels = [("slots", "slot", mp["slots"])] + ([("steps", "encoder step (its view's order)", mp["steps"])]
+                                                      if rows == 2 else [])
+        for i, (_, xlabel, data) in enumerate(panels):
+            ax = fig.add_subplot(rows, len(maps), i * len(maps) + j + 1)
+            if data is None:
+                ax.set_axis_off()
+                continue
+            image = ax.imshow(data.numpy(), aspect="auto", interpolation="nearest", cmap="viridis")
+            ax.set_title(mp["name"] if i == 0 else "read of what each encoder step wrote", fontsize=9)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(row_label)
+            fig.colorbar(image, ax=ax)
+    fig.suptitle(title or "decoder read weights (write-protected memories)")
+    fig.tight_layout()
     return _save(fig, path)

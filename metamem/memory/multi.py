@@ -26,35 +26,22 @@ Asynchronous Two-view Sequential Learning", KDD 2018 (arXiv:1802.00662).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
+from metamem.data.two_view_sum import sum_targets
 from metamem.memory.addressing import content_weights, oneplus, read_memory
 from metamem.memory.core import MemoryCore
 from metamem.memory.cores import build_core
 from metamem.memory.state import check_positive
 from metamem.memory.tasks import _generator
+from metamem.types import TwoViewBatch
 
 __all__ = ["TwoViewBatch", "ReadOnlyDecoder", "DualControllerCore", "DualMemoryCore", "MultiOutput",
-           "two_view_sum_task"]
-
-
-@dataclass
-class TwoViewBatch:
-    """A batch in the two-view episode format (see the module docstring).
-
-    Attributes:
-        views: ``(a [B, Ta, Ca], b [B, Tb, Cb])``.
-        decoder_inputs: ``[B, Td, Cd]``.
-        targets: ``[B, Td]`` int64 classes (or ``[B, Td, K]`` float) for the decoder steps.
-    """
-
-    views: tuple[torch.Tensor, torch.Tensor]
-    decoder_inputs: torch.Tensor
-    targets: torch.Tensor
+           "Encoded", "concat_views", "sum_targets", "two_view_sum_task"]
 
 
 class MultiOutput(NamedTuple):
@@ -129,6 +116,48 @@ class ReadOnlyDecoder(nn.Module):
         return torch.stack(feats, 1), torch.stack(weights, 1)
 
 
+class Encoded(NamedTuple):
+    """What the encoders leave for the decoder.
+
+    Attributes:
+        memories: M write-protected memory tensors ``[B, S, D]``.
+        h, c: ``[B, H]`` the decoder's start state (mean of the encoders' final states).
+        encoder_features: one ``[B, T_view, ·]`` per encoder.
+        write_weights: one ``[B, T_view, Wh, S]`` per memory when asked for (late fusion and
+            DCMAN), else None.
+    """
+
+    memories: list[torch.Tensor]
+    h: torch.Tensor
+    c: torch.Tensor
+    encoder_features: list[torch.Tensor]
+    write_weights: list[torch.Tensor] | None
+
+
+def concat_views(views: Sequence[torch.Tensor], mode: Literal["time", "features"] = "time") -> torch.Tensor:
+    """Both views as one input sequence (the DMNC paper's single-memory baseline reads this).
+
+    ``"time"``: view a, one separator step, then view b: ``[B, Ta + 1 + Tb, max C_i + 1]``
+    (narrower views padded with zero channels; the last channel marks the separator).
+    ``"features"``: side by side, step by step: ``[B, max T_i, ΣC_i]`` (a shorter view padded
+    with zero steps).
+    """
+    if mode == "features":
+        steps = max(v.shape[1] for v in views)
+        return torch.cat([F.pad(v, (0, 0, 0, steps - v.shape[1])) for v in views], -1)
+    if mode != "time":
+        raise ValueError(f"concat_views: mode must be 'time' or 'features', got {mode!r}")
+    width = max(v.shape[-1] for v in views)
+    sep = views[0].new_zeros(views[0].shape[0], 1, width + 1)
+    sep[..., -1] = 1
+    parts: list[torch.Tensor] = []
+    for i, v in enumerate(views):
+        if i:
+            parts.append(sep)
+        parts.append(F.pad(v, (0, width + 1 - v.shape[-1])))
+    return torch.cat(parts, 1)
+
+
 def _encoder(core: str, input_size: int, sizes: dict[str, int], options: dict[str, Any] | None) -> MemoryCore:
     return build_core(core, input_size=input_size, **sizes, **dict(options or {}))
 
@@ -158,11 +187,16 @@ class DualControllerCore(nn.Module):
                                        read_heads=read_heads)
         self.out_features = self.decoder.out_features
 
+    def encode(self, views: Sequence[torch.Tensor], *, trace: bool = False) -> Encoded:
+        """Run the encoder over ``views[0]``; its final memory is what the decoder reads."""
+        enc = self.encoder(views[0], trace=trace)
+        writes = [enc.trace.write_weights] if enc.trace is not None else None
+        return Encoded([enc.state.memory.memory], enc.state.h, enc.state.c, [enc.features], writes)
+
     def forward(self, batch: TwoViewBatch) -> MultiOutput:
-        enc = self.encoder(batch.views[0])
-        memory = enc.state.memory.memory
-        feats, weights = self.decoder(batch.decoder_inputs, [memory], enc.state.h, enc.state.c)
-        return MultiOutput(feats, [memory], [enc.features], weights)
+        enc = self.encode(batch.views)
+        feats, weights = self.decoder(batch.decoder_inputs, enc.memories, enc.h, enc.c)
+        return MultiOutput(feats, enc.memories, enc.encoder_features, weights)
 
 
 class DualMemoryCore(nn.Module):
@@ -206,18 +240,27 @@ class DualMemoryCore(nn.Module):
                     feats[i].append(out.features)
         return shared, states, [torch.cat(f, 1) for f in feats]
 
-    def forward(self, batch: TwoViewBatch) -> MultiOutput:
+    def encode(self, views: Sequence[torch.Tensor], *, trace: bool = False) -> Encoded:
+        """Run the encoders (late: each over its view into its memory; early: in turn on one
+        memory). ``trace`` records the write weights (late fusion only)."""
+        writes: list[torch.Tensor] | None = None
         if self.fusion == "late":
-            outs = [enc(view) for enc, view in zip(self.encoders, batch.views)]
+            outs = [enc(view, trace=trace) for enc, view in zip(self.encoders, views)]
             memories = [o.state.memory.memory for o in outs]
             states, enc_feats = [o.state for o in outs], [o.features for o in outs]
+            if trace:
+                writes = [o.trace.write_weights for o in outs if o.trace is not None]
         else:
-            shared, states, enc_feats = self._early(batch.views)
+            shared, states, enc_feats = self._early((views[0], views[1]))
             memories = [shared.memory]
         h = torch.stack([s.h for s in states]).mean(0)
         c = torch.stack([s.c for s in states]).mean(0)
-        feats, weights = self.decoder(batch.decoder_inputs, memories, h, c)
-        return MultiOutput(feats, memories, enc_feats, weights)
+        return Encoded(memories, h, c, enc_feats, writes)
+
+    def forward(self, batch: TwoViewBatch) -> MultiOutput:
+        enc = self.encode(batch.views)
+        feats, weights = self.decoder(batch.decoder_inputs, enc.memories, enc.h, enc.c)
+        return MultiOutput(feats, enc.memories, enc.encoder_features, weights)
 
 
 def two_view_sum_task(
@@ -226,15 +269,17 @@ def two_view_sum_task(
     length_b: int,
     *,
     base: int = 10,
+    pairing: Literal["reversed", "aligned"] = "reversed",
     generator: torch.Generator | None = None,
     seed: int | None = None,
     device: torch.device | str | None = None,
 ) -> TwoViewBatch:
-    """DMNC's synthetic two-view task: view a and view b are digit sequences; output their element-wise sums.
+    """DMNC's synthetic two-view task: view a and view b are digit sequences; output their sums.
 
     Digits are one-hot over ``base`` classes; the decoder runs ``max(Ta, Tb)`` steps (zero
-    inputs) and must output ``(a_t + b_t)`` (a missing digit counts 0) as one of ``2·base − 1``
-    classes.
+    inputs) and must output the sum of each pair (:func:`~metamem.data.two_view_sum.sum_targets`:
+    by default the DMNC code's pairing, view a from its start with view b from its end) as one
+    of ``2·base − 1`` classes. ``data.name: two_view_sum`` trains on batches of it.
 
     Returns:
         :class:`TwoViewBatch` with ``views`` ``[B, Ta, base]``, ``[B, Tb, base]``, zero
@@ -244,9 +289,6 @@ def two_view_sum_task(
     gen = _generator("two_view_sum_task", generator, seed, device)
     a = torch.randint(0, base, (batch_size, length_a), generator=gen, device=gen.device)
     b = torch.randint(0, base, (batch_size, length_b), generator=gen, device=gen.device)
-    steps = max(length_a, length_b)
-    sums = torch.zeros(batch_size, steps, dtype=torch.long, device=gen.device)
-    sums[:, :length_a] += a
-    sums[:, :length_b] += b
+    sums = sum_targets(a, b, pairing)
     eye = torch.eye(base, device=gen.device)
-    return TwoViewBatch((eye[a], eye[b]), torch.zeros(batch_size, steps, 1, device=gen.device), sums)
+    return TwoViewBatch((eye[a], eye[b]), torch.zeros(batch_size, sums.shape[1], 1, device=gen.device), sums)

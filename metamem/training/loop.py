@@ -43,6 +43,7 @@ from tqdm import tqdm
 from metamem import runs as ck
 from metamem.config import ExperimentCfg, config_to_dict
 from metamem.data import load_dataset
+from metamem.data.two_view_sum import is_sequence_task
 from metamem.device import resolve_device
 from metamem.episodes import EpisodeSampler, build_augment
 from metamem.evaluation import evaluate
@@ -122,6 +123,9 @@ def train(
     """
     splits = check_experiment(cfg, source=source, final_eval=final_eval)
     assert splits is not None
+    if is_sequence_task(splits["train"]) and cfg.learner is not None:
+        # a sequence task sets the learner's layout keys; recorded in the run's config.yaml
+        cfg.learner.kwargs = {**splits["train"].learner_kwargs(), **cfg.learner.kwargs}
     device = resolve_device(cfg.device, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
     info = init_distributed(device)
     try:
@@ -215,11 +219,13 @@ def setup(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info: 
         sched=build_scheduler(opt, tr.scheduler.name, total_steps=tr.steps, **tr.scheduler.kwargs),
         scaler=torch.amp.GradScaler("cuda", enabled=(tr.amp and device.type == "cuda"
                                                      and amp_dtype_of(tr.amp_dtype) == torch.float16)),
-        sampler=EpisodeSampler(train_ds, n_way=ep.n_way, k_shot=ep.k_shot, n_query=ep.n_query,
-                               batch_size=ep.batch_size, device=device,
-                               seed=rank_seed(cfg.seed, info.rank), within_group=ep.within_group,
-                               augment=build_augment(ep.augment), reuse_buffers=True,
-                               fused=ep.fused),
+        sampler=(train_ds.sampler(batch_size=ep.batch_size, seed=rank_seed(cfg.seed, info.rank), device=device)
+                 if is_sequence_task(train_ds) else
+                 EpisodeSampler(train_ds, n_way=ep.n_way, k_shot=ep.k_shot, n_query=ep.n_query,
+                                batch_size=ep.batch_size, device=device,
+                                seed=rank_seed(cfg.seed, info.rank), within_group=ep.within_group,
+                                augment=build_augment(ep.augment), reuse_buffers=True,
+                                fused=ep.fused)),
         acc=_Accum(device), validator=Validator(cfg, device, splits["val"]) if do_val else None,
         sink=_Sink(run_dir if info.is_main else None), image_shape=list(train_ds.image_shape),
         splits=splits,

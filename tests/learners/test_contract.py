@@ -162,6 +162,7 @@ CAPABILITY_METHODS = {
     caps.StepwiseSequence: ("step_inputs", "run"),
     caps.FeaturePrediction: ("embed", "predict_features"),
     caps.RunningSetPrediction: ("predict_sequence",),
+    caps.DecoderInspection: ("decoder_reads",),
 }
 
 

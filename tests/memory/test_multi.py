@@ -96,9 +96,21 @@ def test_dmnc_late_fusion_keeps_views_apart_early_fusion_shares() -> None:
 
 
 def test_two_view_sum_task() -> None:
-    t = two_view_sum_task(3, 4, 6, base=5, seed=0)
+    t = two_view_sum_task(3, 4, 6, base=5, seed=0, pairing="aligned")
     a, b = t.views[0].argmax(-1), t.views[1].argmax(-1)
     for e in range(3):
         for s in range(6):
             assert int(t.targets[e, s]) == (int(a[e, s]) if s < 4 else 0) + int(b[e, s])
     assert t.decoder_inputs.shape == (3, 6, 1) and int(t.targets.max()) <= 8
+
+
+@pytest.mark.parametrize("la,lb", [(4, 6), (5, 3), (3, 3)])
+def test_two_view_sum_task_reversed_pairing(la: int, lb: int) -> None:
+    """The DMNC code's pairing: view a from its start, view b from its end, a shorter view cycled."""
+    t = two_view_sum_task(2, la, lb, base=7, seed=1)
+    a, b = t.views[0].argmax(-1).tolist(), t.views[1].argmax(-1).tolist()
+    for e in range(2):
+        want = [a[e][s % la] + b[e][::-1][s % lb] for s in range(max(la, lb))]
+        assert t.targets[e].tolist() == want
+    with pytest.raises(ValueError, match="pairing must be 'reversed' or 'aligned'"):
+        two_view_sum_task(1, 2, 2, seed=0, pairing="diagonal")  # type: ignore[arg-type]
