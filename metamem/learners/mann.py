@@ -124,7 +124,8 @@ class MANN(SequenceLearnerBase, MemoryInspection, ProgramInspection):
         if reg is None:
             return out
         o = self.program_options
-        eta = annealed_weight(o["reg"], o["decay"], o["every"], int(self.program_step))
+        # the step counter stays a tensor: no host sync, and a compiled step stays one graph
+        eta = annealed_weight(o["reg"], o["decay"], o["every"], self.program_step).to(reg.dtype)
         if torch.is_grad_enabled():
             self.program_step += 1
         out.extras["program_reg"] = reg.detach()

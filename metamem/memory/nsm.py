@@ -195,8 +195,16 @@ def program_regulariser(module: nn.Module) -> torch.Tensor | None:
     return torch.stack(terms).sum() if terms else None
 
 
-def annealed_weight(initial: float, decay: float, every: int, step: int) -> float:
-    """``η_t = initial · decay^⌊step / every⌋`` (the NSM code's ``pl1`` decayed by ``decay_pl1``)."""
+def annealed_weight(initial: float, decay: float, every: int, step: int | torch.Tensor) -> float | torch.Tensor:
+    """``η_t = initial · decay^⌊step / every⌋`` (the NSM code's ``pl1`` decayed by ``decay_pl1``).
+
+    ``step`` a Python int gives a float; a 0-d integer tensor (a step counter buffer) gives a
+    float64 tensor of the same value, computed on its device with no host sync, so a
+    ``torch.compile``d training step stays one graph (no ``Tensor.item()`` break).
+    """
+    if isinstance(step, torch.Tensor):
+        exponent = torch.div(step, max(1, int(every)), rounding_mode="floor")
+        return float(initial) * torch.pow(torch.tensor(float(decay), dtype=torch.float64, device=step.device), exponent)
     return float(initial) * float(decay) ** (int(step) // max(1, int(every)))
 
 

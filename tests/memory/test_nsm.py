@@ -99,6 +99,29 @@ def test_annealed_weight() -> None:
     assert annealed_weight(0.1, 0.9, 100, 0) == 0.1
     assert annealed_weight(0.1, 0.9, 100, 99) == 0.1
     assert math.isclose(annealed_weight(0.1, 0.9, 100, 250), 0.1 * 0.81)
+    for step in (0, 99, 100, 250, 12_345):  # a step counter tensor: the same value, as a tensor
+        t = annealed_weight(0.1, 0.9, 100, torch.tensor(step))
+        assert isinstance(t, torch.Tensor) and float(t) == annealed_weight(0.1, 0.9, 100, step)
+        assert float(t.to(torch.float32)) == float(torch.tensor(annealed_weight(0.1, 0.9, 100, step), dtype=torch.float32))
+
+
+def test_nutm_training_step_is_one_graph() -> None:
+    """The annealed regulariser weight is computed from the step buffer without a host sync, so
+    ``torch.compile`` captures a NUTM training forward as one graph (no ``Tensor.item()`` break)."""
+    import torch._dynamo as dynamo
+
+    from metamem.data import load_dataset
+    from metamem.episodes import EpisodeSampler
+    from metamem.learners import build_learner
+
+    ds = load_dataset("synthetic", num_classes=12, per_class=4, image_size=6, seed=0)
+    batch = EpisodeSampler(ds, n_way=3, k_shot=2, n_query=0, batch_size=2, seed=0).sample()
+    torch.manual_seed(0)
+    model = build_learner("mann", n_way=3, image_shape=(1, 6, 6), controller_size=8, slots=5, width=3,
+                          read_heads=2, programs=3).train()
+    explained = dynamo.explain(model)(batch)
+    assert explained.graph_break_count == 0, [str(r.reason) for r in explained.break_reasons]
+    assert int(model.program_step) == 1  # explain ran the step once: the counter still advances
 
 
 def test_groups_are_validated() -> None:
