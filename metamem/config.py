@@ -99,6 +99,9 @@ class EpisodesCfg:
     ``torch.compile`` (:func:`metamem.episodes.sampler.fused_gather`), and hashes the index
     draw's keys in one compiled loop (:func:`~metamem.episodes.sampler.fused_hash`); the same
     episodes, less sampler time per step, a few seconds of compilation at the start.
+    ``auto`` (the default) does so where torch.compile builds those kernels, and takes the
+    eager path, with one warning, where it does not (``METAMEM_FUSED=0`` makes ``auto``
+    eager); ``false`` never compiles.
     """
 
     n_way: int = 5
@@ -107,7 +110,7 @@ class EpisodesCfg:
     batch_size: int = 16
     within_group: bool = False
     augment: dict[str, float] = field(default_factory=dict)
-    fused: bool = False
+    fused: bool | Literal["auto"] = "auto"
 
 
 @dataclass

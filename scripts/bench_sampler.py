@@ -4,10 +4,13 @@
 run: one ``index_select`` of the batch's images from the uint8 store, then conversion to the
 output dtype (fresh tensors each call, like a plain implementation; the indices are fixed, so
 drawing them costs nothing). The script prints metamem's episodes/s as a percentage of it,
-for the sampler as the training and evaluation loops use it (``reuse_buffers=True``: output
-buffers reused when nothing holds the previous batch) and with fresh outputs each call.
-With ``--fused`` it also times ``fused=True`` (gather, conversion and scale in one kernel, and the
-draw's hash in one loop, compiled by ``torch.compile`` before the timing starts).
+for the sampler as the training loop uses it by default (``reuse_buffers=True``: output
+buffers reused when nothing holds the previous batch; ``episodes.fused: auto``: gather,
+conversion and scale in one kernel and the draw's hash in one loop, compiled by
+``torch.compile`` where it builds them, else the eager path), for the eager path
+(``episodes.fused: false``) and with fresh outputs each call. The default's first batch
+compiles; its time is printed on its own (``compile``), before the timing starts. With
+``--fused`` it also times ``fused=True`` explicitly.
 
 The baseline is what most few-shot code does: per-class Python index lists, ``random.sample``
 for the classes and the images of each episode, then ``torch.stack`` of in-memory float
@@ -19,7 +22,7 @@ Usage::
     python scripts/bench_sampler.py                      # bundled Omniglot, CPU
     python scripts/bench_sampler.py --dataset synthetic  # 964 classes x 20, no files
     python scripts/bench_sampler.py --threads 1 --no-baseline   # the bound ratios (CPU target >= 75%)
-    python scripts/bench_sampler.py --threads 1 --no-baseline --fused   # also episodes.fused: true
+    python scripts/bench_sampler.py --threads 1 --no-baseline --fused   # also fused=True explicitly
     python scripts/bench_sampler.py --device cuda --batch-size 1024
 """
 
@@ -35,6 +38,10 @@ import torch
 
 import metamem
 from metamem import EpisodeSampler, ImageDataset
+from metamem.config import EpisodesCfg
+
+#: what the training loop passes as ``fused`` when the config says nothing
+DEFAULT_FUSED = EpisodesCfg().fused
 
 SHAPES = [(5, 1, 15), (20, 5, 5)]
 
@@ -128,7 +135,8 @@ def main() -> None:
           f"{torch.get_num_threads()} threads")
     for n, k, q in SHAPES:
         kw = dict(n_way=n, k_shot=k, n_query=q, batch_size=args.batch_size, device=dev, seed=0)
-        loop = EpisodeSampler(ds, reuse_buffers=True, **kw)
+        loop = EpisodeSampler(ds, reuse_buffers=True, fused=DEFAULT_FUSED, **kw)
+        eager = EpisodeSampler(ds, reuse_buffers=True, fused=False, **kw)
         fused = EpisodeSampler(ds, reuse_buffers=True, fused=True, **kw) if args.fused else None
         fresh = EpisodeSampler(ds, **kw)
         bound = Bound(fresh)
@@ -141,19 +149,28 @@ def main() -> None:
         def holding_step() -> None:  # a loop that holds batch t-1 while drawing batch t
             held[0] = loop.sample()
 
+        def eager_step() -> None:
+            held[0] = None
+            held[0] = eager.sample()
+
         def fused_step() -> None:
             assert fused is not None
             held[0] = None
             held[0] = fused.sample()
 
+        t0 = time.perf_counter()
+        loop_step()  # the default compiles here (where it is fused), not in the timing
+        sync()
+        compile_s = time.perf_counter() - t0
         if fused is not None:
-            fused_step()  # compiles here, not in the timing
+            fused_step()
 
         # interleave the measurements so that a change in machine load hits all alike; CPU time
         # of this process (a shared machine's other jobs do not count), wall time beside it
-        rates: dict[str, list[float]] = {"loop": [], "holding": [], "fresh": [], "bound": []}
+        rates: dict[str, list[float]] = {"loop": [], "eager": [], "holding": [], "fresh": [], "bound": []}
         steps: list[tuple[str, Callable[[], object]]] = [
-            ("bound", bound), ("loop", loop_step), ("holding", holding_step), ("fresh", fresh.sample)]
+            ("bound", bound), ("loop", loop_step), ("eager", eager_step), ("holding", holding_step),
+            ("fresh", fresh.sample)]
         if fused is not None:
             rates["fused"] = []
             steps.append(("fused", fused_step))
@@ -170,10 +187,13 @@ def main() -> None:
             med, wmed = wmed, med
         ours = med["loop"]
         pct = lambda key: 100 * med[key] / med["bound"]  # noqa: E731
-        line = (f"{n}-way {k}-shot {q}-query: metamem {ours:,.0f} episodes/s = {pct('loop'):.0f}% of "
-                f"the bound ({med['bound']:,.0f} episodes/s) [{'wall clock' if dev.type == 'cuda' else 'per CPU second'}; "
+        path = "fused" if loop.fused else "eager (torch.compile unavailable)"
+        line = (f"{n}-way {k}-shot {q}-query: metamem default ({path}) {ours:,.0f} episodes/s = "
+                f"{pct('loop'):.0f}% of the bound ({med['bound']:,.0f} episodes/s) "
+                f"[{'wall clock' if dev.type == 'cuda' else 'per CPU second'}; "
                 f"{'per CPU second' if dev.type == 'cuda' else 'wall clock'} "
                 f"{wmed['loop']:,.0f} vs {wmed['bound']:,.0f} = {100 * wmed['loop'] / wmed['bound']:.0f}%]; "
+                f"compile {compile_s:.1f} s; eager {pct('eager'):.0f}%, "
                 f"holding the previous batch {pct('holding'):.0f}%, fresh outputs {pct('fresh'):.0f}%")
         if fused is not None:
             line += f"; fused=True {med['fused']:,.0f} episodes/s = {pct('fused'):.0f}% of the bound"

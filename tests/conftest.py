@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -15,6 +16,11 @@ from metamem.data import ImageDataset, load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# `episodes.fused: auto` (the training default) compiles the sampler's kernels on a run's first
+# batch: seconds to a minute per process, more than a test's whole run. Tests take the eager
+# path (the same episodes) unless METAMEM_FUSED is set; the tests of `auto` itself unset it.
+os.environ.setdefault("METAMEM_FUSED", "0")
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``gpu`` tests run wherever CUDA exists (the default tier and ``pytest -m gpu``).
@@ -24,7 +30,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """
     if torch.cuda.is_available():
         return
-    gpu = [item for item in items if "gpu" in item.keywords]
+    # the marker itself, not item.keywords: those also hold the folder names (a checkout in
+    # a folder named "gpu" would lose every test)
+    gpu = [item for item in items if item.get_closest_marker("gpu") is not None]
     if not gpu:
         return
     if "gpu" in (config.option.markexpr or ""):
@@ -33,7 +41,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
         return
     config.hook.pytest_deselected(items=gpu)
-    items[:] = [item for item in items if "gpu" not in item.keywords]
+    items[:] = [item for item in items if item.get_closest_marker("gpu") is None]
 
 
 @pytest.fixture(scope="session", autouse=True)

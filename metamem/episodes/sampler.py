@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import functools
 import operator
+import os
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -38,8 +40,14 @@ from metamem.types import EpisodeBatch
 
 __all__ = [
     "EpisodeSampler", "EpisodeSpecError", "ClassTable", "OutputBuffers", "draw_episode_indices", "check_count",
-    "fused_gather", "fused_hash", "topk_indices",
+    "fused_gather", "fused_hash", "topk_indices", "FusedChoice",
 ]
+
+#: ``fused=`` of :class:`EpisodeSampler`: on, off, or ``"auto"`` (on where torch.compile builds it).
+FusedChoice = bool | Literal["auto"]
+#: ``METAMEM_FUSED=0`` makes ``fused="auto"`` take the eager path (short runs, test suites).
+FUSED_ENV = "METAMEM_FUSED"
+_FUSED_BROKEN: set[str] = set()  # device types where torch.compile failed to build the fused sampler
 
 _SAMPLER_STREAM = 1
 _MAX_POSITIONS = 1 << 31  # classes and images per class must stay below 2**31
@@ -233,6 +241,26 @@ def fused_hash() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     return torch.compile(keys_from_mix, dynamic=None)
 
 
+def _fused_fell_back(device: torch.device, err: BaseException) -> None:
+    """Remember that the fused sampler does not compile on ``device``'s type; say so once."""
+    if device.type in _FUSED_BROKEN:
+        return
+    _FUSED_BROKEN.add(device.type)
+    first = (str(err).strip().splitlines() or [""])[0][:200]
+    warnings.warn(
+        f"episodes.fused=auto: torch.compile cannot build the fused sampler on {device.type} here "
+        f"({type(err).__name__}: {first}); using the eager gather instead (the same episodes, slower). "
+        f"Set episodes.fused: false (or {FUSED_ENV}=0) to skip the attempt",
+        RuntimeWarning, stacklevel=4,
+    )
+
+
+def _auto_fused(device: torch.device) -> bool:
+    """Whether ``fused="auto"`` tries the fused path on ``device``: unless it failed to compile
+    there before in this process, or ``METAMEM_FUSED=0``."""
+    return os.environ.get(FUSED_ENV, "").strip() not in ("0", "false", "off") and device.type not in _FUSED_BROKEN
+
+
 def _storage_use_count(t: torch.Tensor) -> int | None:
     """References to ``t``'s storage (tensors, views, storage objects), or ``None`` if this
     torch build does not expose the count."""
@@ -383,6 +411,12 @@ class EpisodeSampler:
             batch of each shape compiles (about 3-20 s; inductor caches it on disk for later
             processes). Needs torch's compiler (a C++ compiler on the CPU). Off by default;
             ``episodes.fused: true`` in YAML. Batches are the same, bit for bit.
+            ``"auto"``: the fused path where torch.compile builds it; where it does not (no
+            C++ compiler, an unsupported platform), the eager path, with one warning per
+            process and device type. The training loop's default (``episodes.fused: auto``);
+            ``METAMEM_FUSED=0`` makes ``auto`` eager. The default here is ``False``: a
+            sampler built by hand for a few batches would spend more on the compilation than
+            it saves.
 
     Raises:
         EpisodeSpecError: for ``k_shot < 1``, ``n_query < 0``, ``n_way`` larger than the
@@ -410,7 +444,7 @@ class EpisodeSampler:
         dtype: torch.dtype = torch.float32,
         augment: AffineAugment | None = None,
         reuse_buffers: bool = False,
-        fused: bool = False,
+        fused: FusedChoice = False,
     ) -> None:
         if not isinstance(dataset, ImageDataset):
             raise EpisodeSpecError(
@@ -449,7 +483,13 @@ class EpisodeSampler:
         )
         assert self._support_y.numel() == nk and self._query_y.numel() == nq
         self.reuse_buffers = bool(reuse_buffers)
-        self.fused = bool(fused)
+        if fused == "auto":
+            self.fused = _auto_fused(self.device)
+            self._fused_auto = self.fused  # a failure to compile falls back instead of raising
+        elif isinstance(fused, bool):
+            self.fused, self._fused_auto = fused, False
+        else:
+            raise EpisodeSpecError(f"fused must be true, false or 'auto', got {fused!r}")
         self._outputs = OutputBuffers()
         self._scratch: dict[tuple[str, int], torch.Tensor] = {}  # internal work arrays per B
         self._ahead = _DrawAhead()
@@ -575,8 +615,7 @@ class EpisodeSampler:
             x = self._outputs.get((total, *shape), self.dtype, self.device)
         else:
             x = torch.empty((total, *shape), dtype=self.dtype, device=self.device)
-        if self.fused:
-            fused_gather()(self.images, flat, x)
+        if self.fused and self._compiled(lambda: fused_gather()(self.images, flat, x))[0]:
             return x
         u8 = torch.index_select(
             self.images, 0, flat, out=self._work("images", b, (total, *shape), self.images.dtype)
@@ -591,6 +630,18 @@ class EpisodeSampler:
         else:  # one kernel on a GPU: read uint8, write the scaled float (the same values)
             torch.mul(u8, 1.0 / 255.0, out=x)
         return x
+
+    def _compiled(self, call: Callable[[], Any]) -> tuple[bool, Any]:
+        """``(True, call())`` for a call of a compiled function. With ``fused="auto"`` a failure
+        to compile switches this sampler to the eager path (warning once): ``(False, None)``."""
+        if not self._fused_auto:
+            return True, call()
+        try:
+            return True, call()
+        except Exception as err:  # BackendCompilerFailed, a missing C++ compiler, ...
+            _fused_fell_back(self.device, err)
+            self.fused = self._fused_auto = False
+            return False, None
 
     def _work(self, name: str, b: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """An internal work array (never handed out), kept per batch size."""
@@ -618,8 +669,10 @@ class EpisodeSampler:
         b, t = keys.shape[0], self.table
         n_cls, n, kq = t.counts.shape[0], self.n_way, self.k_shot + self.n_query
         mix = t.mix(n)
-        if self.fused:  # the hash's ten passes in one compiled loop (the same values)
-            rk = fused_hash()(keys, mix)
+        # with fused: the hash's ten passes in one compiled loop (the same values)
+        done, rk = self._compiled(lambda: fused_hash()(keys, mix)) if self.fused else (False, None)
+        if done:
+            pass
         elif b <= _SCRATCH_EPISODES:  # small batches (sample_keys): reuse work arrays
             rk = keys_from_mix_into(keys, mix, self._work("keys", b, (b, mix.shape[0]), torch.int64),
                                     self._work("tmp", b, (b, mix.shape[0]), torch.int64))

@@ -248,3 +248,86 @@ def test_fused_is_an_episodes_key(tmp_path) -> None:
     cfg_file.write_text("data: {name: synthetic}\nepisodes: {fused: true}\n")
     assert load_config(cfg_file).episodes.fused is True
     assert load_config(cfg_file, overrides=["episodes.fused=false"]).episodes.fused is False
+    assert load_config(cfg_file, overrides=["episodes.fused=auto"]).episodes.fused == "auto"
+    cfg_file.write_text("data: {name: synthetic}\n")
+    assert load_config(cfg_file).episodes.fused == "auto"  # the training loop's default
+    with pytest.raises(Exception, match=r"episodes\.fused: expected .*'auto'.*got 'maybe'"):
+        load_config(cfg_file, overrides=["episodes.fused=maybe"])
+
+
+def _batches(sampler: EpisodeSampler) -> list[torch.Tensor]:
+    out = []
+    for b in (None, 3, None):
+        x = sampler.sample(b)
+        out += [x.support_x.clone(), x.query_x.clone(), x.query_index.clone()]
+    out.append(sampler.sample_keys(episode_keys_from_seed(11, torch.arange(4))).query_x.clone())
+    return out
+
+
+_AUTO_KW = {"n_way": 3, "k_shot": 2, "n_query": 3, "batch_size": 5, "seed": 7, "reuse_buffers": True}
+
+
+def test_auto_takes_the_fused_path_where_it_compiles(synth: ImageDataset, monkeypatch) -> None:
+    """``fused="auto"`` uses the compiled gather and hash where torch.compile builds them,
+    on the same episodes as ``fused=False``; ``METAMEM_FUSED=0`` keeps it eager."""
+    import metamem.episodes.sampler as sm
+
+    monkeypatch.delenv(sm.FUSED_ENV, raising=False)
+    monkeypatch.setattr(sm, "_FUSED_BROKEN", set())
+    calls = {"gather": 0, "hash": 0}
+    real_gather, real_hash = sm.fused_gather, sm.fused_hash
+
+    def gather():
+        calls["gather"] += 1
+        return real_gather()
+
+    def hash_():
+        calls["hash"] += 1
+        return real_hash()
+
+    monkeypatch.setattr(sm, "fused_gather", gather)
+    monkeypatch.setattr(sm, "fused_hash", hash_)
+    auto = EpisodeSampler(synth, fused="auto", **_AUTO_KW)
+    assert auto.fused
+    got = _batches(auto)
+    assert auto.fused and calls["gather"] >= 4 and calls["hash"] >= 2
+    want = _batches(EpisodeSampler(synth, fused=False, **_AUTO_KW))
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    monkeypatch.setenv(sm.FUSED_ENV, "0")
+    assert not EpisodeSampler(synth, fused="auto", **_AUTO_KW).fused
+    with pytest.raises(EpisodeSpecError, match=r"fused must be true, false or 'auto', got 'yes'"):
+        EpisodeSampler(synth, fused="yes", **_AUTO_KW)  # type: ignore[arg-type]
+
+
+def test_auto_falls_back_to_the_same_episodes_and_says_so_once(synth: ImageDataset, monkeypatch) -> None:
+    """Where torch.compile cannot build the kernels, ``auto`` takes the eager path: the same
+    episodes, one warning per process, and later samplers do not try again."""
+    import metamem.episodes.sampler as sm
+
+    monkeypatch.delenv(sm.FUSED_ENV, raising=False)
+    monkeypatch.setattr(sm, "_FUSED_BROKEN", set())
+    tries = []
+
+    def broken():
+        def fn(*args):
+            tries.append(1)
+            raise RuntimeError("no C++ compiler found\nsecond line")
+        return fn
+
+    monkeypatch.setattr(sm, "fused_gather", broken)
+    monkeypatch.setattr(sm, "fused_hash", broken)
+    with pytest.warns(RuntimeWarning, match=r"fused=auto: torch.compile cannot build the fused sampler on cpu "
+                                            r"here \(RuntimeError: no C\+\+ compiler found\); using the eager"):
+        got = _batches(EpisodeSampler(synth, fused="auto", **_AUTO_KW))
+    assert len(tries) == 1  # the first failure settles it
+    want = _batches(EpisodeSampler(synth, fused=False, **_AUTO_KW))
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once: a second sampler neither tries nor warns
+        later = EpisodeSampler(synth, fused="auto", **_AUTO_KW)
+        assert not later.fused and all(torch.equal(a, b) for a, b in zip(_batches(later), want))
+    assert len(tries) == 1
+    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):  # an explicit fused=True does raise
+        EpisodeSampler(synth, fused=True, **_AUTO_KW).sample()

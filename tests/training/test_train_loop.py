@@ -183,14 +183,14 @@ def test_channels_last_and_amp_options_on_cpu(tmp_path: Path, tiny_cfg) -> None:
     assert cl_loss == pytest.approx([r["loss"] for r in metrics["plain"] if "loss" in r], rel=1e-3)
 
 
-def test_episodes_fused_reaches_the_training_sampler(tmp_path: Path, tiny_cfg, monkeypatch) -> None:
-    """``episodes.fused: true`` makes the training sampler use the fused gather, on the same
-    batches: the same run, metric for metric."""
+def _fused_gathers(tmp_path: Path, tiny_cfg, monkeypatch, runs: dict[str, list[str]]) -> tuple[dict, dict]:
+    """Train each of ``runs`` (name -> overrides) for 4 steps; the fused gathers each made and
+    each run's metrics (timing stripped)."""
     import metamem.episodes.sampler as sampler_module
 
-    calls = {"plain": 0, "fused": 0}
+    calls = dict.fromkeys(runs, 0)
     real = sampler_module.fused_gather
-    for name, extra in (("plain", []), ("fused", ["episodes.fused=true"])):
+    for name, extra in runs.items():
         def counting(name: str = name):
             calls[name] += 1
             return real()
@@ -198,8 +198,15 @@ def test_episodes_fused_reaches_the_training_sampler(tmp_path: Path, tiny_cfg, m
         torch.manual_seed(0)
         train(tiny_cfg("lstm", "train.steps=4", "train.val_every=0", "eval.episodes=8", *extra),
               tmp_path / name, progress=False)
+    return calls, {k: strip_timing(read_metrics(tmp_path / k / "metrics.jsonl")) for k in runs}
+
+
+def test_episodes_fused_reaches_the_training_sampler(tmp_path: Path, tiny_cfg, monkeypatch) -> None:
+    """``episodes.fused: true`` makes the training sampler use the fused gather, on the same
+    batches: the same run, metric for metric."""
+    calls, metrics = _fused_gathers(tmp_path, tiny_cfg, monkeypatch,
+                                    {"plain": ["episodes.fused=false"], "fused": ["episodes.fused=true"]})
     assert calls["plain"] == 0 and calls["fused"] >= 4  # one per training step at least
-    metrics = {k: strip_timing(read_metrics(tmp_path / k / "metrics.jsonl")) for k in calls}
     assert metrics["fused"] == metrics["plain"]
 
 
@@ -232,3 +239,16 @@ def test_a_checkpoint_from_before_a_key_was_added_resumes_when_the_key_is_at_its
     old["learner"].pop("controller_size")  # learner keywords are not filled in: they still differ
     with pytest.raises(CheckpointError, match=r"learner\.controller_size: None vs 16"):
         check_compatible({"config": old, "path": "last.pt"}, current, resume=True)
+
+
+def test_the_default_training_sampler_is_fused_where_it_compiles(tmp_path: Path, tiny_cfg, monkeypatch) -> None:
+    """``episodes.fused`` defaults to ``auto``: with nothing set, training gathers with the
+    compiled kernel (where torch.compile builds it) and runs the same as ``fused: false``."""
+    import metamem.episodes.sampler as sampler_module
+
+    monkeypatch.delenv(sampler_module.FUSED_ENV, raising=False)
+    monkeypatch.setattr(sampler_module, "_FUSED_BROKEN", set())
+    calls, metrics = _fused_gathers(tmp_path, tiny_cfg, monkeypatch,
+                                    {"default": [], "eager": ["episodes.fused=false"]})
+    assert calls["default"] >= 4 and calls["eager"] == 0
+    assert metrics["default"] == metrics["eager"]
