@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
+import torch
 import yaml
 
 from metamem.runs import (
@@ -87,6 +88,14 @@ def _shown(dest: Path) -> str:
         return dest.name
 
 
+def _cast_weights(state: dict[str, Any], dtype: torch.dtype | None) -> dict[str, Any]:
+    """``state`` with its floating tensors in ``dtype`` (all of it unchanged for None)."""
+    if dtype is None:
+        return state
+    return {k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+            for k, v in state.items()}
+
+
 def export_run(
     run_dir: str | os.PathLike[str],
     dest: str | os.PathLike[str],
@@ -95,6 +104,7 @@ def export_run(
     max_bytes: int = DEFAULT_MAX_BYTES,
     overwrite: bool = False,
     weights: bool = True,
+    weights_dtype: torch.dtype | None = None,
 ) -> Path:
     """Write the shareable copy of ``run_dir`` to ``dest`` (see the module docstring).
 
@@ -111,6 +121,9 @@ def export_run(
             ResNet-12): ``checkpoints/`` then holds only a ``WEIGHTS_NOT_INCLUDED.txt`` that
             gives their size and how to re-create them, and ``metamem eval`` on the copy
             quotes it. The config, metrics and eval files are exported as always.
+        weights_dtype: store the floating weights in this dtype (``torch.float16`` halves
+            the copy; loading casts them back to the learner's float32 parameters, so the
+            copy scores as the rounded weights); integer buffers are kept as they are.
 
     Returns:
         ``dest`` as a :class:`~pathlib.Path`.
@@ -137,8 +150,9 @@ def export_run(
         payload = {
             "config": config, "learner": ckpt["learner"], "image_shape": ckpt["image_shape"],
             "step": ckpt["step"], "best_val": ckpt.get("best_val"),
-            "model": ckpt["model"],
-            "exported": {"which": which, "step": ckpt["step"]},
+            "model": _cast_weights(ckpt["model"], weights_dtype),
+            "exported": {"which": which, "step": ckpt["step"],
+                         **({"weights_dtype": str(weights_dtype).removeprefix("torch.")} if weights_dtype else {})},
         }
         save_checkpoint(tmp / "checkpoints" / "last.pt", payload)
         if not weights:

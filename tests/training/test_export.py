@@ -166,3 +166,19 @@ def test_export_without_weights_says_so_where_eval_looks(trained, tmp_path):
     assert r.returncode == 0, r.stderr
     assert not (tmp_path / "cli" / "checkpoints" / "last.pt").exists()
     assert (tmp_path / "cli" / "checkpoints" / "WEIGHTS_NOT_INCLUDED.txt").is_file()
+
+
+def test_export_in_float16_halves_the_weights_and_loads_them_rounded(trained, tmp_path):
+    dest = export_run(trained, tmp_path / "half", weights_dtype=torch.float16)
+    full = export_run(trained, tmp_path / "full")
+    ck, orig = load_checkpoint(dest, "last"), load_checkpoint(trained, "last")
+    assert ck["exported"]["weights_dtype"] == "float16"
+    for k, v in orig["model"].items():  # floats rounded to float16, integer buffers untouched
+        want = v.to(torch.float16) if v.is_floating_point() else v
+        assert ck["model"][k].dtype == want.dtype and torch.equal(ck["model"][k], want), k
+    half, whole = ((d / "checkpoints" / "last.pt").stat().st_size for d in (dest, full))
+    assert half < 0.75 * whole
+    learner, _ = load_learner(dest)  # the learner's parameters stay float32, holding the rounded values
+    for k, v in learner.state_dict().items():
+        if v.is_floating_point():
+            assert v.dtype == torch.float32 and torch.equal(v, orig["model"][k].to(torch.float16).float()), k
