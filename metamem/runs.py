@@ -15,8 +15,12 @@ accumulators. Every write goes through :func:`metamem.files.atomic_write`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,8 @@ __all__ = [
     "CheckpointError",
     "FORMAT",
     "WEIGHTS_NOT_INCLUDED",
+    "WEIGHTS_ENTRY",
+    "fetch_weights",
     "save_checkpoint",
     "load_checkpoint",
     "checkpoint_path",
@@ -41,8 +47,10 @@ __all__ = [
     "config_differences",
     "check_compatible",
     "load_learner",
+    "half_precision",
     "restore_global_rng",
     "read_metrics",
+    "recorded_evaluations",
     "write_metrics",
     "save_config",
 ]
@@ -74,12 +82,107 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 #: the file an exported run holds in ``checkpoints/`` instead of weights too large to share
 #: (:func:`metamem.training.export.export_run` with ``weights=False``); it says why.
 WEIGHTS_NOT_INCLUDED = "WEIGHTS_NOT_INCLUDED.txt"
+#: the file of a run directory's ``checkpoints/`` that says where its weights are kept when
+#: they are not in the folder: ``url:`` (an http(s) or file URL, or a path relative to the
+#: run directory) and ``sha256:`` (the file's sha256, checked before it is used).
+WEIGHTS_ENTRY = "weights.yaml"
+
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch_weights(source: str | os.PathLike[str], sha256: str | None = None, *,
+                  base: str | os.PathLike[str] | None = None, progress: bool = False) -> Path:
+    """A local checkpoint file for weights kept elsewhere, checked against ``sha256``.
+
+    Args:
+        source: an ``http(s)://`` URL (downloaded once into ``$METAMEM_CACHE/weights/<sha256>/``,
+            default ``~/.cache/metamem/weights/``: to a temporary file, checked, then renamed,
+            so a failed or damaged download never leaves a file that is used), a
+            ``file://`` URL, a checkpoint file, or a folder: a run directory, or a folder
+            holding ``last.pt`` (or ``best.pt``).
+        sha256: the file's sha256 (64 hex digits); required for an http(s) URL, checked for a
+            local file when given.
+        base: the folder a relative path is relative to (a run directory for its
+            ``weights.yaml``; default: the working directory).
+        progress: a download progress bar.
+
+    Returns:
+        The checkpoint file (verified when ``sha256`` is given).
+
+    Raises:
+        CheckpointError: a malformed or missing ``sha256`` for a URL, a missing file or a
+            folder without a checkpoint, a local file whose sha256 differs (one line each).
+        metamem.data.download.DownloadError: an unreachable URL, an HTTP error, an HTML page
+            instead of the file, a truncated or corrupt body, a sha256 mismatch.
+    """
+    from metamem.data.download import download
+    from metamem.data.paths import cache_root
+
+    src = str(source)
+    if sha256 is not None and not _SHA256.fullmatch(str(sha256)):
+        raise CheckpointError(f"sha256 {sha256!r} of weights {src} is not 64 hex digits; give the "
+                              "file's sha256 (`sha256sum FILE`)")
+    if src.startswith(("http://", "https://")):
+        if sha256 is None:
+            raise CheckpointError(f"weights URL {src} needs its sha256 (--sha256 HEX, or sha256: in "
+                                  f"{WEIGHTS_ENTRY}), so that a changed or damaged file is refused")
+        name = Path(urllib.parse.urlparse(src).path).name or "weights.pt"
+        dest = cache_root() / "weights" / sha256.lower() / name
+        if not (dest.is_file() and _file_sha256(dest) == sha256.lower()):
+            download(src, dest, sha256=sha256, expect_zip=True, progress=progress,
+                     mirror_hint="download the file yourself and pass its path")
+        return dest
+    if src.startswith("file://"):
+        src = urllib.request.url2pathname(urllib.parse.urlparse(src).path)
+    path = Path(src).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    if path.is_dir():
+        if (path / "checkpoints").is_dir():
+            path = checkpoint_path(path, "last")
+        else:
+            found = [path / n for n in ("last.pt", "best.pt") if (path / n).is_file()]
+            if not found:
+                raise CheckpointError(f"weights folder {path} holds no last.pt or best.pt (nor a "
+                                      "run directory's checkpoints/); pass the checkpoint file")
+            path = found[0]
+    elif not path.is_file():
+        raise CheckpointError(f"weights {path} not found (no such file or folder)")
+    if sha256 is not None and _file_sha256(path) != sha256.lower():
+        raise CheckpointError(f"sha256 mismatch for weights {path}: expected {sha256.lower()}, got "
+                              f"{_file_sha256(path)}; the file is not the one the sha256 names")
+    return path
+
+
+def _hosted(path: Path) -> Path | None:
+    """The checkpoint a run directory's ``checkpoints/weights.yaml`` points at (fetched and
+    checked), or None without one."""
+    entry = path / "checkpoints" / WEIGHTS_ENTRY
+    if not entry.is_file():
+        return None
+    try:
+        doc = yaml.safe_load(entry.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise CheckpointError(f"{entry}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("url"), str) or not isinstance(doc.get("sha256"), str):
+        raise CheckpointError(f"{entry}: expected a mapping with url: (URL or path) and sha256: (64 hex "
+                              f"digits), got {doc!r:.80}")
+    return fetch_weights(doc["url"], doc["sha256"], base=path)
 
 
 def checkpoint_path(path: str | os.PathLike[str], which: str = "best") -> Path:
     """The checkpoint file of ``path``: the file itself, or a run directory's
     ``checkpoints/best.pt`` (``which="best"``, falling back to ``checkpoints/last.pt``) or
-    ``checkpoints/last.pt`` (``which="last"``).
+    ``checkpoints/last.pt`` (``which="last"``), else the weights its
+    ``checkpoints/weights.yaml`` points at (fetched and checked by :func:`fetch_weights`).
 
     This is the only place that knows where a run keeps its checkpoints.
 
@@ -99,6 +202,9 @@ def checkpoint_path(path: str | os.PathLike[str], which: str = "best") -> Path:
     for name in names:
         if (path / "checkpoints" / name).is_file():
             return path / "checkpoints" / name
+    hosted = _hosted(path)
+    if hosted is not None:
+        return hosted
     marker = path / "checkpoints" / WEIGHTS_NOT_INCLUDED
     if marker.is_file():
         reason = " ".join(marker.read_text(encoding="utf-8").split())
@@ -115,13 +221,31 @@ def checkpoint_path(path: str | os.PathLike[str], which: str = "best") -> Path:
 find_checkpoint = checkpoint_path
 
 
-def load_checkpoint(path: str | Path, which: str = "best") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, which: str = "best", *, weights: str | os.PathLike[str] | None = None,
+                    sha256: str | None = None) -> dict[str, Any]:
     """Load a checkpoint with ``torch.load(weights_only=True)`` onto the CPU.
 
+    Args:
+        path: a checkpoint file or a run directory.
+        which: ``"best"`` or ``"last"`` for a run directory.
+        weights: take the weights from here instead (a URL, file or folder, see
+            :func:`fetch_weights`); for a run directory they must fit its ``config.yaml``.
+        sha256: the sha256 of ``weights`` (required for an http(s) URL).
+
     Raises:
-        CheckpointError: when the file is not a metamem checkpoint.
+        CheckpointError: when the file is not a metamem checkpoint, or ``weights`` were
+            written for another learner or data than the run directory's config.
     """
-    file = checkpoint_path(path, which)
+    if weights is not None:
+        ckpt = _read_checkpoint(fetch_weights(weights, sha256))
+        config_file = Path(path) / "config.yaml"
+        if config_file.is_file():
+            check_compatible(ckpt, yaml.safe_load(config_file.read_text(encoding="utf-8")))
+        return ckpt
+    return _read_checkpoint(checkpoint_path(path, which))
+
+
+def _read_checkpoint(file: Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(file, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -237,13 +361,17 @@ def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], *, resume: bo
         )
 
 
-def load_learner(path: str | Path, *, device: str | torch.device = "cpu", which: str = "best") -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_learner(path: str | Path, *, device: str | torch.device = "cpu", which: str = "best",
+                 weights: str | os.PathLike[str] | None = None, sha256: str | None = None,
+                 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a trained learner from a run directory or checkpoint file.
 
     Args:
         path: a run directory (``checkpoints/best.pt``, else ``last.pt``) or a ``.pt`` file.
         device: where to put the learner.
         which: ``"best"`` or ``"last"`` for a run directory.
+        weights: weights kept elsewhere (URL, file or folder; :func:`fetch_weights`).
+        sha256: the sha256 of ``weights``.
 
     Returns:
         The learner in eval mode and the resolved config dict it was trained with.
@@ -252,7 +380,7 @@ def load_learner(path: str | Path, *, device: str | torch.device = "cpu", which:
         CheckpointError: for a file that is not a metamem checkpoint or whose weights do not
             fit the learner its config describes.
     """
-    ckpt = load_checkpoint(path, which)
+    ckpt = load_checkpoint(path, which, weights=weights, sha256=sha256)
     return learner_from_checkpoint(ckpt).to(device).eval(), ckpt["config"]
 
 
@@ -276,12 +404,22 @@ def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], learner: str) -> 
     """Load a loaded checkpoint's weights into ``model``, a ``learner`` (its registered
     name, for the message); strict: every tensor must fit.
 
+    Floating-point tensors are cast to the dtype of the model's own tensor of that name, so
+    weights stored in half precision (a shared run, :func:`half_precision`) load into a
+    float32 learner, which then computes in float32 as before.
+
     Raises:
         CheckpointError: naming the file, the learner and the first mismatches
             (missing/unexpected keys, size mismatches), on one line.
     """
+    own = model.state_dict()
+    state = {
+        k: v.to(own[k].dtype) if (k in own and torch.is_tensor(v) and v.is_floating_point()
+                                  and own[k].is_floating_point() and v.dtype != own[k].dtype) else v
+        for k, v in ckpt["model"].items()
+    }
     try:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(state)
     except RuntimeError as e:
         lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
         detail = "; ".join(lines[1:3]) or (lines[0] if lines else type(e).__name__)
@@ -290,10 +428,21 @@ def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], learner: str) -> 
         ) from None
 
 
-def load_run(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+def half_precision(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` (a state dict) with every float32/float64 tensor stored as float16; other
+    tensors (integer buffers, counters) unchanged. Halves the size of a shared run's weights;
+    :func:`load_weights` casts them back to the learner's dtype."""
+    return {k: v.half() if torch.is_tensor(v) and v.dtype in (torch.float32, torch.float64) else v
+            for k, v in state.items()}
+
+
+def load_run(path: str | os.PathLike[str], device: torch.device | str = "cpu", *,
+             weights: str | os.PathLike[str] | None = None, sha256: str | None = None,
+             ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A run directory (its best checkpoint, else the last) or checkpoint file -> ``(learner,
-    config dict)``; the learner is in eval mode on ``device`` (see :func:`load_learner`)."""
-    return load_learner(path, device=device)
+    config dict)``; the learner is in eval mode on ``device`` (see :func:`load_learner`,
+    whose ``weights``/``sha256`` take the weights from elsewhere)."""
+    return load_learner(path, device=device, weights=weights, sha256=sha256)
 
 
 def dataset_for(
@@ -329,6 +478,19 @@ def restore_global_rng(ckpt: dict[str, Any]) -> None:
         torch.set_rng_state(rng["torch_cpu"])
     if rng.get("torch_cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(list(rng["torch_cuda"]))
+
+
+def recorded_evaluations(run_dir: str | Path) -> list[tuple[Path, dict[str, Any]]]:
+    """``(file, result dict)`` of every evaluation a run directory holds: its training run's
+    ``eval.json`` and the ``results.json`` of each ``metamem eval --out`` folder inside it
+    (``eval/``, ``eval_set/``...), files in sorted order."""
+    run = Path(run_dir)
+    out = []
+    for f in sorted([run / "eval.json", *run.glob("*/results.json")]):
+        if f.is_file():
+            doc = json.loads(f.read_text(encoding="utf-8"))
+            out += [(f, r) for r in (doc["results"] if isinstance(doc, dict) else doc)]
+    return out
 
 
 def read_metrics(path: str | Path, *, drop_partial_tail: bool = False) -> list[dict[str, Any]]:

@@ -11,6 +11,10 @@ with the protocol above it. Overrides:
   data=folder:PATH  or  data=NAME                                         other data
   data.options.KEY=VALUE                                                  loader options
 
+Weights kept elsewhere: a run directory whose checkpoints/weights.yaml names a url: and a
+sha256: loads them from there (downloaded once, checked); --weights PATH_OR_URL --sha256 HEX
+does the same for one run from the command line.
+
 A list value sweeps (quote it in the shell):
   metamem eval runs/a runs/b 'eval.n_way=[5,20]' 'eval.k_shot=[1,5]'
 scores both runs on the four combinations (one row per run x combination).
@@ -65,6 +69,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inspect", action="store_true",
                    help="also draw episode 0's memory trace, NSM program weights and sequential-Jacobian "
                    "saliency (sequence learners) into OUT/inspect[_i]")
+    p.add_argument("--weights", default=None, metavar="PATH_OR_URL",
+                   help="the run's weights from elsewhere: an http(s) URL (downloaded once into "
+                   "$METAMEM_CACHE/weights, needs --sha256), a checkpoint file, or a folder holding one")
+    p.add_argument("--sha256", default=None, metavar="HEX",
+                   help="the sha256 of --weights (required for a URL, checked for a file)")
     add_threads_option(p)
     p.add_argument("--traceback", action="store_true", help="show the traceback of an error")
     p.set_defaults(func=run)
@@ -128,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     plots = not args.no_plots
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        plan = plan_sweep(paths, overrides)
+        plan = plan_sweep(paths, overrides, weights=args.weights, sha256=args.sha256)
         for note in plan.notes:
             print(f"note: {note}", file=sys.stderr)
         results = sweep(paths, overrides, progress=not args.no_progress, keep_trace=plots, plan=plan)

@@ -108,11 +108,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def load_run(path: str | os.PathLike[str], device: torch.device | str = "auto") -> Any:
-    """Load a run directory or checkpoint as a :class:`~metamem.evaluation.trained_run.Run`."""
+def load_run(path: str | os.PathLike[str], device: torch.device | str = "auto", *,
+             weights: str | os.PathLike[str] | None = None, sha256: str | None = None) -> Any:
+    """Load a run directory or checkpoint as a :class:`~metamem.evaluation.trained_run.Run`
+    (``weights``/``sha256``: its weights from elsewhere, see :func:`metamem.runs.fetch_weights`)."""
     from metamem.evaluation.trained_run import load_run as _load
 
-    return _load(path, device=device)
+    return _load(path, device=device, weights=weights, sha256=sha256)
 
 
 @dataclass
@@ -222,6 +224,8 @@ def plan_sweep(
     overrides: dict[str, list[Any]] | None = None,
     *,
     loader: Callable[[str, torch.device], Any] | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    sha256: str | None = None,
 ) -> SweepPlan:
     """Load the runs and fix one common protocol, or refuse with the rows at fault.
 
@@ -229,6 +233,8 @@ def plan_sweep(
     :func:`combinations`); every run is scored on it. Refused, before anything is scored:
     a sequence learner asked for another ``n_way`` than it was built for, and runs on
     different data (dataset, split or class-defining options) without a ``data=`` override.
+    ``weights``/``sha256`` take the (one) run's weights from a URL, file or folder
+    (:func:`metamem.runs.fetch_weights`).
     """
     from metamem.evaluation.trained_run import Run, check_loader_options
 
@@ -249,11 +255,18 @@ def plan_sweep(
             check_loader_options(name, {key: value}, section="data.options",
                                  source=_as_override(f"data.options.{key}", value))
         data = (name, {**opts, **data_opts})
+    if weights is not None:
+        if len(paths) != 1:
+            raise ValueError(f"--weights replaces the weights of one run; got {len(paths)} runs "
+                             "(score the others in a separate call)")
+        hosted = (weights, sha256)
+        loader = loader or (lambda src, dev: load_run(src, dev, weights=hosted[0], sha256=hosted[1]))
     loader = loader or load_run
     runs, names = [], []
     for path in paths:
         src = str(path)
-        find_checkpoint(src)
+        if weights is None:
+            find_checkpoint(src)
         got = loader(src, device)
         if not isinstance(got, Run):  # a (learner, config) pair
             learner, config = got

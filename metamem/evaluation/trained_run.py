@@ -285,13 +285,18 @@ class Run:
         return f"Run({str(self.path)!r}, learner={name!r}, image_shape={self.image_shape}, device={self.device})"
 
 
-def load_run(path: str | os.PathLike[str], device: str | torch.device = "auto") -> Run:
-    """Load a trained run directory (its ``checkpoints/best.pt``, else ``last.pt``) or a
-    checkpoint file.
+def load_run(path: str | os.PathLike[str], device: str | torch.device = "auto", *,
+             weights: str | os.PathLike[str] | None = None, sha256: str | None = None) -> Run:
+    """Load a trained run directory (its ``checkpoints/best.pt``, else ``last.pt``, else the
+    weights its ``checkpoints/weights.yaml`` points at) or a checkpoint file.
 
     Args:
         path: the run directory or ``.pt`` file.
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``...
+        weights: the run's weights from elsewhere: an http(s) URL (downloaded once into the
+            cache, checked against ``sha256``), a checkpoint file or a folder holding one
+            (:func:`metamem.runs.fetch_weights`); they must fit the run's config.
+        sha256: the sha256 of ``weights`` (required for a URL).
 
     Raises:
         FileNotFoundError: for a missing run or checkpoint.
@@ -300,9 +305,10 @@ def load_run(path: str | os.PathLike[str], device: str | torch.device = "auto") 
     from metamem.device import resolve_device
     from metamem.runs import find_checkpoint, learner_from_checkpoint, load_checkpoint
 
-    find_checkpoint(path)
+    if weights is None:
+        find_checkpoint(path)
     dev = resolve_device(device)
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, weights=weights, sha256=sha256)
     learner = learner_from_checkpoint(ckpt).to(dev).eval()
     shape = tuple(int(v) for v in ckpt["image_shape"])
     return Run(Path(path), learner, ckpt["config"], shape, dev)  # type: ignore[arg-type]

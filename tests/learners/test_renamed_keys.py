@@ -20,7 +20,7 @@ from metamem.runs import check_compatible, load_run
 from metamem.validate import validate_config
 
 REPO = Path(__file__).resolve().parents[2]
-COMMITTED_RUN = REPO / "results" / "omniglot_paper" / "mann_lru"  # rewritten in the old words below
+COMMITTED_RUN = REPO / "results" / "omniglot_paper" / "mann_lru_900k"  # rewritten in the old words below
 TINY = dict(n_way=3, image_shape=(1, 8, 8), controller_size=5, read_heads=1)
 
 
