@@ -1,0 +1,462 @@
+"""Render the results tables of docs/results/*.md and README.md from the committed runs.
+
+Every table (and every result figure quoted in the README) sits between marker comments::
+
+    <!-- table:omniglot_nway -->
+    ...generated...
+    <!-- /table -->
+
+and is rebuilt from the ``results.json`` / ``eval.json`` files of ``results/<group>/<row>/``:
+the accuracies, their 95 % half-widths and the paired differences, each from the one
+evaluation whose protocol (ways, shots, queries, episodes, seed, scoring) the table names.
+Below each table it prints, per row, the command that reproduces it: ``metamem eval`` on
+the committed run (rows that keep their weights), or ``metamem train`` on the run's own
+config (same seed and steps; ``train.init_from`` chains re-trained first) then ``metamem
+eval``, writing under ``runs/`` (never into ``results/``)::
+
+    python scripts/render_tables.py            # rewrite the marked blocks in place
+    python scripts/render_tables.py --check    # exit 1, naming each block that is out of date
+
+A table row without its evaluation in the run directory is an error naming the row and the
+protocol, so a table cannot silently keep a number its run no longer holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from metamem.runs import recorded_evaluations
+
+REPO = Path(__file__).resolve().parents[1]
+#: the files whose marked blocks are generated
+PAGES = ("docs/results/omniglot_paper.md", "docs/results/memory_fewshot.md",
+         "docs/results/mini_imagenet.md", "README.md")
+BLOCK = re.compile(r"(<!-- (table|value):(\S+) -->)(.*?)(<!-- /\2 -->)", re.DOTALL)
+
+
+class RenderError(ValueError):
+    """A table whose row has no evaluation of the protocol it names."""
+
+
+# --- the committed evaluations ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Want:
+    """The protocol of a table column: which evaluation of a row it shows."""
+
+    n_way: int
+    k_shot: int
+    seed: int
+    scoring: str = "set"
+    n_query: int | None = 15
+    episodes: int = 1000
+    within_group: bool = False
+    data_options: dict[str, Any] | None = None
+    split: str | None = None
+
+    def matches(self, r: dict[str, Any]) -> bool:
+        p = r["protocol"]
+        return (p["n_way"], p["k_shot"], p["seed"], p["episodes"], bool(p["within_group"])) == (
+            self.n_way, self.k_shot, self.seed, self.episodes, self.within_group) and (
+            self.n_query is None or p["n_query"] == self.n_query) and self.scoring in r["scores"] and (
+            (r.get("data_options") or None) == self.data_options) and (
+            self.split is None or p["split"] == self.split)
+
+    def __str__(self) -> str:
+        extra = f", within_group, {self.data_options}" if self.within_group else ""
+        return (f"{self.n_way}-way {self.k_shot}-shot, {self.n_query} queries, {self.episodes} episodes, "
+                f"seed {self.seed}, {self.scoring} scoring{extra}")
+
+
+def find(root: Path, row: str, want: Want) -> tuple[Path, dict[str, Any]]:
+    """The evaluation of ``row`` (``group/name`` under ``root/results``) with protocol ``want``."""
+    for f, r in recorded_evaluations(root / "results" / row):
+        if want.matches(r):
+            return f, r
+    raise RenderError(f"results/{row} holds no evaluation of {want}; score it (the table's "
+                      "command) or drop the row from the table")
+
+
+def pct(x: float, digits: int = 1) -> str:
+    return f"{100 * x:.{digits}f}"
+
+
+def signed(x: float) -> str:
+    """``x`` (a fraction) in points with its sign, a minus sign for negatives."""
+    return f"{100 * x:+.2f}".replace("-", "−")
+
+
+def ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+# --- commands ---------------------------------------------------------------------------
+
+def has_weights(run: Path) -> bool:
+    return (run / "checkpoints" / "last.pt").is_file() or (run / "checkpoints" / "weights.yaml").is_file()
+
+
+def _item(key: str, values: list[Any]) -> str:
+    def lit(v: Any) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k}: {lit(x)}" for k, x in v.items()) + "}"
+        return str(v)
+
+    text = f"{key}={lit(values[0])}" if len(values) == 1 else f"{key}=[{','.join(lit(v) for v in values)}]"
+    return shlex.quote(text)
+
+
+def eval_overrides(config: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
+    """``key=value`` items of ``metamem eval`` that repeat ``results`` (one file's entries,
+    a product of swept values) on the run's data."""
+    def values(get: Callable[[dict[str, Any]], Any]) -> list[Any]:
+        out: list[Any] = []
+        for r in results:
+            if get(r) not in out:
+                out.append(get(r))
+        return out
+
+    p = lambda k: (lambda r: r["protocol"][k])  # noqa: E731
+    scorings = values(lambda r: "both" if set(r["scores"]) == {"set", "sequence"} else next(iter(r["scores"])))
+    items = []
+    splits = values(p("split"))
+    if splits != [config["data"].get("test_split", "test")]:
+        items.append(_item("eval.split", splits))
+    for key in ("n_way", "k_shot", "n_query", "episodes", "seed"):
+        items.append(_item(f"eval.{key}", sorted(values(p(key)))))
+    if values(p("within_group")) != [False]:
+        items.append(_item("eval.within_group", values(p("within_group"))))
+    opts = values(lambda r: r.get("data_options") or None)
+    if opts != [None]:
+        items.append(_item("eval.data_options", opts))
+    items.append(_item("eval.protocol", scorings))
+    return items
+
+
+def rescore_command(root: Path, row: str, file: Path, run_arg: str) -> str:
+    """``metamem eval`` of ``run_arg`` that repeats every evaluation of ``file``."""
+    import yaml
+
+    run = root / "results" / row
+    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    doc = json.loads(file.read_text(encoding="utf-8"))
+    results = doc["results"] if isinstance(doc, dict) else doc
+    sub = "eval_train" if file.name == "eval.json" else file.parent.name
+    name = row.split("/")[1]
+    return " ".join(["metamem eval", run_arg, *eval_overrides(config, results),
+                     f"--out runs/rescore/{name}/{sub}"])
+
+
+def retrain_commands(root: Path, row: str, done: set[str] | None = None) -> list[str]:
+    """``metamem train`` commands that re-create ``row``'s weights under ``runs/retrain/``
+    from its committed config: first the run it starts from (``train.init_from``), if that
+    one keeps no weights either."""
+    import yaml
+
+    done = set() if done is None else done
+    run = root / "results" / row
+    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    cmds: list[str] = []
+    extra = []
+    init = (config.get("train") or {}).get("init_from")
+    if init:
+        parent = Path(init).as_posix().removeprefix("results/")
+        if has_weights(root / "results" / parent):
+            extra = []  # the committed weights it starts from are here
+        else:
+            if parent not in done:
+                cmds += retrain_commands(root, parent, done)
+            extra = [f"train.init_from=runs/retrain/{parent.split('/')[1]}"]
+    name = row.split("/")[1]
+    if row not in done:
+        cmds.append(" ".join(["metamem train", f"results/{row}/config.yaml", *extra,
+                              f"--out runs/retrain/{name}", "--threads 1"]))
+        done.add(row)
+    return cmds
+
+
+def commands(root: Path, row: str, files: list[Path]) -> list[str]:
+    """The commands that reproduce ``row``'s cells read from ``files``."""
+    name = row.split("/")[1]
+    if has_weights(root / "results" / row):
+        return [rescore_command(root, row, f, f"results/{row}") for f in files]
+    return retrain_commands(root, row) + [rescore_command(root, row, f, f"runs/retrain/{name}") for f in files]
+
+
+# --- tables -----------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    """A table row: a committed run (``group/name``) and its label; ``note`` is a last cell."""
+
+    run: str
+    label: str
+    note: str = ""
+
+
+@dataclass
+class Table:
+    """A table of committed runs, one row each, plus fixed rows (the papers' figures)."""
+
+    columns: list[tuple[str, Want]]
+    rows: list[Row]
+    kind: str = "set"  # "set": mean ± ci95 per column; "sequence": by presentation
+    presentations: list[int] = field(default_factory=list)
+    note_header: str = ""
+    fixed: list[list[str]] = field(default_factory=list)  # label + one cell per column (+ note)
+    ci_at: int = 2  # the presentation that shows its ± (sequence tables)
+
+    def render(self, root: Path) -> str:
+        if self.kind == "set":
+            head = ["model", *(c for c, _ in self.columns)]
+        else:
+            head = ["model", *(ordinal(p) for p in self.presentations), "all steps"]
+        if self.note_header:
+            head.append(self.note_header)
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        cmds: list[str] = []
+        for row in self.rows:
+            cells, files = [f"{row.label} (`{row.run.split('/')[1]}`)"], []
+            for _, want in self.columns:
+                f, r = find(root, row.run, want)
+                s = r["scores"][want.scoring]
+                if f not in files:
+                    files.append(f)
+                if self.kind == "set":
+                    cells.append(f"{pct(s['mean'], 2)} ± {pct(s['ci95'], 2)}")
+                else:
+                    pres, ci = s["per_presentation"], s["per_presentation_ci95"]
+                    for p in self.presentations:
+                        cells.append(pct(pres[p - 1]) + (f" ± {pct(ci[p - 1])}" if p == self.ci_at else ""))
+                    cells.append(f"{pct(s['mean'], 2)} ± {pct(s['ci95'], 2)}")
+            if self.note_header:
+                cells.append(row.note)
+            lines.append("| " + " | ".join(cells) + " |")
+            cmds += [f"# {row.label}" + ("" if has_weights(root / "results" / row.run) else
+                                         " (weights not committed: re-train, then score)")]
+            cmds += [c for c in commands(root, row.run, files) if c not in cmds]  # a shared start once
+        for fixed in self.fixed:
+            lines.append("| " + " | ".join(fixed) + " |")
+        return "\n".join(lines) + "\n\nReproduce each row:\n\n```bash\n" + "\n".join(cmds) + "\n```"
+
+
+@dataclass
+class Paired:
+    """Paired differences B − A over the same episodes (``metamem compare``), in points:
+    one row per (A, B) pair; ``plot`` also draws them (``metamem compare --plot``)."""
+
+    pairs: list[tuple[str, Row]]
+    want: Want
+    presentations: list[int]
+    plot: str | None = None
+
+    def render(self, root: Path) -> str:
+        from metamem.evaluation.compare import paired_difference
+        from metamem.evaluation.scoring import EvalResult
+
+        def result(row: str) -> Any:
+            return EvalResult.from_dict(find(root, row, self.want)[1])
+
+        head = ["B − A", "all steps", *(ordinal(p) for p in self.presentations), "episodes B better / same / worse"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        groups: dict[str, list[str]] = {}
+        for base, row in self.pairs:
+            d = paired_difference(result(base), result(row.run), self.want.scoring)
+            pp = d.per_presentation or []
+            cells = [f"{row.label} (`{row.run.split('/')[1]}` − `{base.split('/')[1]}`)",
+                     f"{signed(d.diff)} ± {100 * d.ci95:.2f}",
+                     *(f"{signed(pp[p - 1][0])} ± {100 * pp[p - 1][1]:.2f}" for p in self.presentations),
+                     f"{d.wins} / {d.ties} / {d.losses}"]
+            lines.append("| " + " | ".join(cells) + " |")
+            groups.setdefault(base, []).append(f"results/{row.run}")
+        cmds = [" ".join(["metamem compare", f"results/{base}", *others, f"--presentations {max(self.presentations)}",
+                          *([f"--plot {self.plot}"] if self.plot else [])]) for base, others in groups.items()]
+        return ("\n".join(lines) + "\n\nReproduce it (from the committed scores, no weights needed):\n\n```bash\n"
+                + "\n".join(cmds) + "\n```")
+
+
+@dataclass
+class Value:
+    """A figure quoted in prose: accuracies by presentation of one row, as ``a / b / c %``."""
+
+    run: str
+    want: Want
+    presentations: list[int]
+
+    def render(self, root: Path) -> str:
+        _, r = find(root, self.run, self.want)
+        pres = r["scores"][self.want.scoring]["per_presentation"]
+        return " / ".join(pct(pres[p - 1]) for p in self.presentations) + " %"
+
+
+def _seq(n_way: int, shots: int) -> Want:
+    return Want(n_way, shots, 2026, scoring="sequence", n_query=0)
+
+
+SET_2026 = [(f"{n}w{k}s", Want(n, k, 2026)) for n in (5, 20) for k in (1, 5)]
+SEQ5, SEQ10 = _seq(5, 10), _seq(10, 8)
+PRES5 = [1, 2, 3, 4, 5, 10]
+PRES10 = [1, 2, 3, 4, 5, 8]
+
+
+def _paper5(label: str, values: str) -> list[str]:
+    return [label, *values.split(" / "), "–"]
+
+
+BLOCKS: dict[str, Any] = {
+    "omniglot_nway": Table(SET_2026, [
+        Row("omniglot_paper/protonet", "ProtoNet", "98.8 / 99.7 / 96.0 / 98.9 (Snell et al. 2017)"),
+        Row("omniglot_paper/matching_scale10", "Matching Networks, cosine × 10", "98.1 / 98.9 / 93.8 / 98.5 (Vinyals et al. 2016)"),
+        Row("omniglot_paper/matching", "Matching Networks, plain cosine", "98.1 / 98.9 / 93.8 / 98.5 (Vinyals et al. 2016)"),
+        Row("omniglot_paper/memory_matching", "Memory Matching Networks", "99.28 at 5w1s (Cai et al. 2018)"),
+        Row("omniglot_paper/metanet", "Meta Networks", "98.95 at 5w1s, 97.00 at 20w1s (Munkhdalai & Yu 2017)"),
+        Row("omniglot_paper/maml", "MAML", "98.7 / 99.9 / 95.8 / 98.9 (Finn et al. 2017)"),
+        Row("omniglot_paper/linear_probe", "linear probe", "86.0 / 97.6 / 72.9 / 92.3 (baseline classifier, Vinyals et al.)"),
+        Row("omniglot_paper/mann_lru", "MANN (LRUA), set scoring", "–"),
+        Row("omniglot_paper/mann_spread", "MANN (LRUA), spread labels, set scoring", "–"),
+        Row("omniglot_paper/lstm", "LSTM, set scoring", "–"),
+        Row("omniglot_paper/lstm_spread", "LSTM, spread labels, set scoring", "–"),
+    ], note_header="paper (5w1s / 5w5s / 20w1s / 20w5s)"),
+    "omniglot_sequence": Table([("seq", SEQ5)], [
+        Row("omniglot_paper/mann_lru", "MANN (LRUA), 100,000 episodes"),
+        Row("omniglot_paper/mann_lru_500k", "MANN (LRUA), 500,000 episodes"),
+        Row("omniglot_paper/mann_lru_900k", "MANN (LRUA), 900,000 episodes"),
+        Row("omniglot_paper/lstm", "LSTM, 100,000 episodes"),
+    ], kind="sequence", presentations=PRES5, fixed=[
+        _paper5("MANN, Santoro et al. 2016, Table 1", "36.4 / 82.8 / 91.0 / 92.6 / 94.9 / 98.1"),
+        _paper5("LSTM, Santoro et al. 2016, Table 1", "24.4 / 49.5 / 55.3 / 61.0 / 63.6 / 62.5"),
+        _paper5("MANN, snowkylin/ntm (1.6 M episodes)", "35.6 / 88.8 / 95.0 / 96.5 / 97.3 / 97.6"),
+    ]),
+    "omniglot_within_alphabet": Table([
+        ("20w1s", Want(20, 1, 2026, n_query=1, within_group=True, data_options={"rotations": False})),
+    ], [
+        Row("omniglot_paper/protonet", "ProtoNet, trained on `vinyals/train`, scored on the 12 alphabets of `vinyals/test`"),
+        Row("omniglot_paper/background_only", "ProtoNet, trained on the background set, scored on the 20 evaluation alphabets (Lake et al.'s protocol)"),
+    ]),
+    "memory_5class": Table([("seq", SEQ5)], [
+        Row("omniglot_paper/mann_lru", "MANN (LRUA), 20 label units"),
+        Row("omniglot_paper/nutm_lru", "NUTM (LRUA, p = 2), 5 label units"),
+        Row("omniglot_paper/nutm_lru_maxway20", "NUTM (LRUA, p = 2), 20 label units"),
+        Row("omniglot_paper/mann_dnc", "MANN, DNC core, 5 label units"),
+    ], kind="sequence", presentations=PRES5, fixed=[
+        ["MANN (LRUA), Le et al. 2020's re-run", "–", "82.3", "88.7", "–", "92.3", "–", "–"],
+        ["NUTM (LRUA, p = 2), Le et al. 2020", "–", "85.7", "91.3", "–", "95.5", "–", "–"],
+    ]),
+    "memory_5class_paired": Paired([
+        ("omniglot_paper/mann_lru", Row("omniglot_paper/nutm_lru", "NUTM (LRUA, p = 2), 5 label units")),
+        ("omniglot_paper/mann_lru", Row("omniglot_paper/nutm_lru_maxway20", "NUTM (LRUA, p = 2), 20 label units")),
+        ("omniglot_paper/mann_lru", Row("omniglot_paper/mann_dnc", "MANN, DNC core")),
+    ], SEQ5, [1, 2, 3, 4, 5], plot="docs/results/memory_fewshot_paired_5class.png"),
+    "memory_5class_long": Table([("seq", SEQ5)], [
+        Row("omniglot_paper/mann_lru_300k", "MANN (LRUA), 300,000 episodes"),
+        Row("omniglot_paper/nutm_lru_maxway20_300k", "NUTM (LRUA, p = 2), 300,000 episodes"),
+        Row("omniglot_paper/mann_lru_500k", "MANN (LRUA), 500,000 episodes"),
+        Row("omniglot_paper/nutm_lru_maxway20_500k", "NUTM (LRUA, p = 2), 500,000 episodes"),
+        Row("omniglot_paper/mann_lru_900k", "MANN (LRUA), 900,000 episodes"),
+    ], kind="sequence", presentations=PRES5),
+    "memory_5class_long_paired": Paired([
+        ("omniglot_paper/mann_lru_500k", Row("omniglot_paper/nutm_lru_maxway20_500k", "NUTM − MANN, 500,000 episodes")),
+    ], SEQ5, [1, 2, 3, 4, 5]),
+    "memory_10class": Table([("seq", SEQ10)], [
+        Row("omniglot_paper/mann_lru_10way", "MANN (LRUA)"),
+        Row("omniglot_paper/nutm_lru_10way", "NUTM (LRUA, p = 3)"),
+        Row("omniglot_paper/mann_dnc_10way", "MANN, DNC core"),
+    ], kind="sequence", presentations=PRES10, fixed=[
+        ["MANN (LRUA), Le et al. 2020's re-run (T = 75)", "–", "52.7", "60.6", "–", "64.7", "–", "–"],
+        ["NUTM (LRUA, p = 3), Le et al. 2020 (T = 75)", "–", "68.0", "78.1", "–", "82.8", "–", "–"],
+    ]),
+    "memory_curriculum": Table([("seq", SEQ10)], [
+        Row("omniglot_paper/mann_lru_10way_curriculum", "MANN (LRUA), seed 0"),
+        Row("omniglot_paper/nutm_lru_10way_curriculum", "NUTM (LRUA, p = 2), seed 0"),
+        Row("omniglot_paper/mann_lru_10way_curriculum_seed1", "MANN (LRUA), seed 1"),
+        Row("omniglot_paper/nutm_lru_10way_curriculum_seed1", "NUTM (LRUA, p = 2), seed 1"),
+    ], kind="sequence", presentations=PRES10, fixed=[
+        ["NUTM (LRUA, p = 3), Le et al. 2020 (T = 75)", "–", "68.0", "78.1", "–", "82.8", "–", "–"],
+    ]),
+    "memory_curriculum_paired": Paired([
+        ("omniglot_paper/mann_lru_10way_curriculum", Row("omniglot_paper/nutm_lru_10way_curriculum", "NUTM − MANN, seed 0")),
+        ("omniglot_paper/mann_lru_10way_curriculum_seed1",
+         Row("omniglot_paper/nutm_lru_10way_curriculum_seed1", "NUTM − MANN, seed 1")),
+    ], SEQ10, [1, 2, 3, 4, 5, 8]),
+    "mini_imagenet": Table([(f"5w{k}s", Want(5, k, 1234)) for k in (1, 5)], [
+        Row("mini_imagenet/protonet_conv4", "ProtoNets, Conv-4-64", "49.42 / 68.20 (Snell et al. 2017)"),
+        Row("mini_imagenet/matching_scale10_conv4", "Matching Networks, cosine × 10, Conv-4-64", "43.56 / 55.31 (Vinyals et al. 2016)"),
+        Row("mini_imagenet/memory_matching_conv4", "Memory Matching Networks, Conv-4-64", "53.37 / 66.97 (Cai et al. 2018)"),
+        Row("mini_imagenet/maml_conv4_32", "MAML, second order, Conv-4-32", "48.70 / 63.11 (Finn et al. 2017)"),
+        Row("mini_imagenet/metanet_conv4", "Meta Networks, Conv-4", "49.21 / – (Munkhdalai & Yu 2017)"),
+        Row("mini_imagenet/probe_conv4", "pretrain + probe, Conv-4-64", "–"),
+        Row("mini_imagenet/probe_resnet12", "pretrain + probe, ResNet-12", "62.02 / 79.64 (Tian et al. 2020)"),
+    ], note_header="paper (5w1s / 5w5s)"),
+    "readme_mann_500k": Value("omniglot_paper/mann_lru_500k", SEQ5, [2, 3, 5, 10]),
+}
+
+
+# --- pages ------------------------------------------------------------------------------
+
+def render_text(text: str, root: Path, where: str = "text") -> str:
+    """``text`` with every marked block rebuilt."""
+    def sub(m: re.Match[str]) -> str:
+        kind, name = m.group(2), m.group(3)
+        if name not in BLOCKS:
+            raise RenderError(f"{where}: unknown {kind} {name!r} (known: {', '.join(BLOCKS)})")
+        body = BLOCKS[name].render(root)
+        return f"{m.group(1)}\n{body}\n{m.group(5)}" if kind == "table" else f"{m.group(1)}{body}{m.group(5)}"
+
+    return BLOCK.sub(sub, text)
+
+
+def stale(root: Path = REPO, pages: tuple[str, ...] = PAGES) -> dict[str, list[str]]:
+    """``{page: [names of the blocks whose text differs from a fresh rendering]}``."""
+    out: dict[str, list[str]] = {}
+    for page in pages:
+        path = root / page
+        if not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8")
+        fresh = render_text(text, root, page)
+        old = {m.group(3): m.group(0) for m in BLOCK.finditer(text)}
+        new = {m.group(3): m.group(0) for m in BLOCK.finditer(fresh)}
+        bad = [k for k in old if old[k] != new.get(k)]
+        if bad:
+            out[page] = bad
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block is out of date")
+    ap.add_argument("--root", type=Path, default=REPO, help="the repository (default: this one)")
+    args = ap.parse_args(argv)
+    try:
+        if args.check:
+            bad = stale(args.root)
+            for page, names in bad.items():
+                print(f"{page}: out of date: {', '.join(names)} (run python scripts/render_tables.py)")
+            return 1 if bad else 0
+        from metamem.files import write_text
+
+        for page in PAGES:
+            path = args.root / page
+            if path.is_file():
+                text = path.read_text(encoding="utf-8")
+                fresh = render_text(text, args.root, page)
+                if fresh != text:
+                    write_text(path, fresh)
+                    print(f"rewrote {page}")
+    except RenderError as e:
+        print(f"render_tables: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

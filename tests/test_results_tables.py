@@ -1,0 +1,189 @@
+"""The results tables of docs/results/*.md and README.md are generated from the committed
+runs' scores (scripts/render_tables.py), and the commands printed under them reproduce them
+as written from a fresh clone."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = sorted((ROOT / "docs" / "results").glob("*.md"))
+FENCE = re.compile(r"^```bash\n(.*?)^```", re.S | re.M)
+
+
+@pytest.fixture
+def render(load_script: Callable[[str], ModuleType]) -> ModuleType:
+    return load_script("render_tables")
+
+
+def test_every_table_matches_the_committed_scores(render: ModuleType) -> None:
+    assert render.stale(ROOT) == {}, "run python scripts/render_tables.py"
+    names = {m.group(3) for p in render.PAGES for m in render.BLOCK.finditer((ROOT / p).read_text())}
+    assert names == set(render.BLOCKS), "every defined table is on a page, and only those"
+
+
+def _copy_runs(dest: Path, group: str) -> None:
+    """results/<group> without weights and plots (empty weight files where there are some)."""
+    src = ROOT / "results" / group
+    shutil.copytree(src, dest / "results" / group, ignore=shutil.ignore_patterns("*.pt", "*.png"))
+    for pt in src.glob("*/checkpoints/last.pt"):
+        (dest / pt.relative_to(ROOT)).write_bytes(b"")
+
+
+def test_a_changed_score_or_a_missing_evaluation_is_caught(render: ModuleType, tmp_path: Path, capsys) -> None:
+    _copy_runs(tmp_path, "mini_imagenet")
+    page = tmp_path / "docs" / "results" / "mini_imagenet.md"
+    page.parent.mkdir(parents=True)
+    page.write_text((ROOT / "docs" / "results" / "mini_imagenet.md").read_text())
+    assert render.stale(tmp_path) == {}
+    # one committed mean changes: that table is out of date, and rendering shows the new value
+    f = tmp_path / "results" / "mini_imagenet" / "protonet_conv4" / "eval.json"
+    doc = json.loads(f.read_text())
+    doc[0]["scores"]["set"]["mean"] = 0.4321
+    f.write_text(json.dumps(doc))
+    assert render.stale(tmp_path) == {"docs/results/mini_imagenet.md": ["mini_imagenet"]}
+    assert render.main(["--check", "--root", str(tmp_path)]) == 1
+    assert "docs/results/mini_imagenet.md: out of date: mini_imagenet" in capsys.readouterr().out
+    assert render.main(["--root", str(tmp_path)]) == 0
+    assert "| 43.21 ± 0.40 | 39.34 ± 0.48 |" in page.read_text()
+    assert render.stale(tmp_path) == {}
+    # a row whose weights go away gets its re-training command
+    (tmp_path / "results" / "mini_imagenet" / "probe_conv4" / "checkpoints" / "last.pt").unlink()
+    assert render.stale(tmp_path) == {"docs/results/mini_imagenet.md": ["mini_imagenet"]}
+    render.main(["--root", str(tmp_path)])
+    assert ("metamem train results/mini_imagenet/probe_conv4/config.yaml --out runs/retrain/probe_conv4"
+            in page.read_text())
+    # an evaluation the table needs is gone: one line naming the row and the protocol
+    (tmp_path / "results" / "mini_imagenet" / "metanet_conv4" / "eval_5shot" / "results.json").unlink()
+    assert render.main(["--check", "--root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("render_tables: error: results/mini_imagenet/metanet_conv4 holds no evaluation of 5-way "
+                   "5-shot, 15 queries, 1000 episodes, seed 1234, set scoring; score it (the table's "
+                   "command) or drop the row from the table")
+
+
+# --- the printed commands -----------------------------------------------------------------
+
+def commands(page: Path) -> list[str]:
+    """Every metamem / python command of the page's bash blocks, continuation lines joined."""
+    out = []
+    for block in FENCE.findall(page.read_text(encoding="utf-8")):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = " ".join(line.split())
+            if line.startswith(("metamem ", "python ", "METAMEM_DATA=")):
+                out.append(line)
+    return out
+
+
+def unquoted_brackets(line: str) -> list[str]:
+    """Characters a shell would glob or brace-expand outside quotes (``[``, ``]``, ``{``, ``}``)."""
+    quote, bad = "", []
+    for ch in line:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[]{}":
+            bad.append(ch)
+    return bad
+
+
+def _eval_protocol(words: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out = {}
+    for w in words:
+        key, sep, value = w.partition("=")
+        if sep and key.startswith("eval."):
+            v = yaml.safe_load(value)
+            out[key.removeprefix("eval.")] = sorted(v) if isinstance(v, list) else [v]
+    return out
+
+
+def check_command(line: str) -> list[str]:
+    """What is wrong with one printed command (empty: nothing)."""
+    problems = []
+    if "../" in line:
+        problems.append("a relative path above the repository (../)")
+    if unquoted_brackets(line):
+        problems.append("unquoted brackets or braces (quote the whole key=value)")
+    words = shlex.split(line)
+    if words[:2] not in (["metamem", "eval"], ["metamem", "train"]):
+        return problems
+    out = words[words.index("--out") + 1] if "--out" in words else None
+    if out is None:
+        problems.append("no --out (it would write into the run directory)")
+    elif Path(out).as_posix().startswith("results/") or not out.startswith("runs/"):
+        problems.append(f"--out {out} is not under runs/")
+    if words[1] == "train":
+        if not (ROOT / words[2]).is_file():
+            problems.append(f"{words[2]} does not exist")
+        return problems
+    run = words[2]
+    if run.startswith("runs/retrain/"):  # scored after re-training: the committed scores of that row
+        run = next(str(p.relative_to(ROOT)) for p in (ROOT / "results").glob(f"*/{Path(run).name}"))
+    sub = Path(out).name if out else ""
+    file = ROOT / run / ("eval.json" if sub == "eval_train" else f"{sub}/results.json")
+    if not file.is_file():
+        return problems + [f"{file.relative_to(ROOT)} (the scores it reproduces) does not exist"]
+    doc = json.loads(file.read_text(encoding="utf-8"))
+    results = doc["results"] if isinstance(doc, dict) else doc
+    got = _eval_protocol(words)
+    for key in ("n_way", "k_shot", "n_query", "episodes", "seed"):
+        want = sorted({r["protocol"][key] for r in results})
+        if got.get(key) != want:
+            problems.append(f"eval.{key}={got.get(key)} but {file.relative_to(ROOT)} used {want}")
+    return problems
+
+
+def test_check_command_catches_each_mistake() -> None:
+    good = ("metamem eval results/omniglot_paper/protonet 'eval.n_way=[5,20]' 'eval.k_shot=[1,5]' "
+            "eval.n_query=15 eval.episodes=1000 eval.seed=2026 eval.protocol=set --out runs/rescore/protonet/eval")
+    assert check_command(good) == []
+    assert check_command(good.replace("eval.seed=2026", "eval.seed=7")) == [
+        "eval.seed=[7] but results/omniglot_paper/protonet/eval/results.json used [2026]"]
+    assert check_command(good.replace("'eval.n_way=[5,20]'", "eval.n_way=[5,20]")) == [
+        "unquoted brackets or braces (quote the whole key=value)"]
+    assert check_command(good.replace("runs/rescore/protonet/eval", "results/omniglot_paper/protonet/eval")) == [
+        "--out results/omniglot_paper/protonet/eval is not under runs/"]
+    assert "a relative path above the repository (../)" in check_command(
+        "metamem prepare omniglot --from ../shared/data/omniglot/full")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_printed_commands_reproduce_their_tables_as_written(page: Path) -> None:
+    found = commands(page)
+    assert found, f"{page.name} prints no command"
+    problems = [f"{page.name}: {c[:90]}...: {p}" for c in found for p in check_command(c)]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.slow
+def test_a_printed_rescore_command_gives_the_committed_figures(tmp_path: Path, monkeypatch) -> None:
+    """The within-alphabet ProtoNet row, re-scored by the command printed under its table, in
+    a copy of the repository's run (as a fresh clone would hold it), matches its results.json."""
+    import metamem
+    from metamem.cli.main import main
+    from metamem.data.paths import data_root
+
+    try:
+        metamem.load_dataset("omniglot", split="vinyals/test", image_size=28)
+    except (ValueError, FileNotFoundError) as e:
+        pytest.skip(f"the full Omniglot is not prepared in {data_root()} (metamem prepare omniglot): {e}")
+    line = next(c for c in commands(ROOT / "docs" / "results" / "omniglot_paper.md")
+                if c.startswith("metamem eval results/omniglot_paper/protonet") and "within_group" in c)
+    shutil.copytree(ROOT / "results" / "omniglot_paper" / "protonet", tmp_path / "results" / "omniglot_paper" / "protonet")
+    monkeypatch.chdir(tmp_path)
+    assert main([*shlex.split(line)[1:], "--no-progress", "--no-plots"]) == 0
+    (new,) = json.loads((tmp_path / "runs/rescore/protonet/eval_within_alphabet/results.json").read_text())["results"]
+    (old,) = json.loads((ROOT / "results/omniglot_paper/protonet/eval_within_alphabet/results.json").read_text())["results"]
+    assert new["fingerprint"] == old["fingerprint"]
+    assert abs(new["scores"]["set"]["mean"] - old["scores"]["set"]["mean"]) <= 0.0005  # 0.05 points
