@@ -221,7 +221,7 @@ def checkpoint_path(path: str | os.PathLike[str], which: str = "best") -> Path:
 find_checkpoint = checkpoint_path
 
 
-def load_checkpoint(path: str | Path, which: str = "best", *, weights: str | os.PathLike[str] | None = None,
+def load_checkpoint(path: str | os.PathLike[str], which: str = "best", *, weights: str | os.PathLike[str] | None = None,
                     sha256: str | None = None) -> dict[str, Any]:
     """Load a checkpoint with ``torch.load(weights_only=True)`` onto the CPU.
 
@@ -361,7 +361,7 @@ def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], *, resume: bo
         )
 
 
-def load_learner(path: str | Path, *, device: str | torch.device = "cpu", which: str = "best",
+def load_learner(path: str | os.PathLike[str], *, device: str | torch.device = "cpu", which: str = "best",
                  weights: str | os.PathLike[str] | None = None, sha256: str | None = None,
                  ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a trained learner from a run directory or checkpoint file.

@@ -166,7 +166,7 @@ def retrain_commands(root: Path, row: str, done: set[str] | None = None) -> list
     run = root / "results" / row
     config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     cmds: list[str] = []
-    extra = []
+    extra: list[str] = []
     init = (config.get("train") or {}).get("init_from")
     if init:
         parent = Path(init).as_posix().removeprefix("results/")

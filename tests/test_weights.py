@@ -172,9 +172,11 @@ def test_cli_weights_option_takes_a_url_a_file_or_a_folder(tmp_path, server, mon
     for i, extra in enumerate(([f"{server}/w/last.pt", "--sha256", sha], [str(store / "last.pt")],
                                [str(store), "--sha256", sha.upper()])):
         out = tmp_path / f"ev{i}"
-        rc = main(["eval", str(run), "--no-progress", "--no-plots", "--out", str(out), "--weights", *extra])
+        rc = main(["eval", str(run), "--no-progress", "--no-plots", "--out", str(out), "--weights", *extra,
+                   *(["--inspect"] if i == 0 else [])])
         assert rc == 0, capsys.readouterr().err
         scores.append(json_results(out)[0]["scores"])
+    assert (tmp_path / "ev0" / "inspect" / "memory_trace.png").is_file()  # --inspect reads them too
     assert scores[0] == scores[1] == scores[2]
     capsys.readouterr()
     # one clear line for each mistake

@@ -163,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
 
         for i, path in enumerate(paths):
             sub = out / ("inspect" if len(paths) == 1 else f"inspect_{i}")
-            written.update({f"{k}{i}": v for k, v in inspect_run(path, sub).items()})
+            written.update({f"{k}{i}": v for k, v in inspect_run(path, sub, weights=args.weights,
+                                                                  sha256=args.sha256).items()})
     sys.stdout.write(header + "\n\n" + to_markdown(results))
     for r in results:  # scorings a learner cannot do in bounded, linear-in-T cost
         for scoring, why in (r.declined or {}).items():

@@ -91,9 +91,11 @@ def inspect_decoder(learner: Any, batch: Any, out: str | os.PathLike[str], *, ti
                                                 title=f"{title} decoder reads, episode 0")}
 
 
-def inspect_run(path: str | os.PathLike[str], out: str | os.PathLike[str], *, device: str = "cpu") -> dict[str, Path]:
-    """:func:`inspect_episode` on episode 0 of the run's ``eval:`` protocol (its split and seed)."""
-    learner, config = load_run(path, device)
+def inspect_run(path: str | os.PathLike[str], out: str | os.PathLike[str], *, device: str = "cpu",
+                weights: str | os.PathLike[str] | None = None, sha256: str | None = None) -> dict[str, Path]:
+    """:func:`inspect_episode` on episode 0 of the run's ``eval:`` protocol (its split and seed);
+    ``weights``/``sha256``: its weights from elsewhere (:func:`metamem.runs.fetch_weights`)."""
+    learner, config = load_run(path, device, weights=weights, sha256=sha256)
     ev = config.get("eval", {})
     split = ev.get("split", "test")
     dataset = dataset_for(config, split, source=str(path))
