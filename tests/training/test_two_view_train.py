@@ -13,7 +13,9 @@ import torch
 from metamem.config import ConfigError, load_config
 from metamem.data import DatasetError, load_dataset
 from metamem.evaluation import evaluate
+from metamem.evaluation.inspect_memory import inspect_run
 from metamem.learners import build_learner
+from metamem.memory.inspection import decoder_read_maps
 from metamem.training import train
 from metamem.validate import check_experiment
 
@@ -88,6 +90,8 @@ def test_train_on_the_sum_task_and_resume_exactly(name: str, tmp_path: Path) -> 
     assert len(res.evaluation[0]["scores"]["set"]["per_episode"]) == 20
     saved = (tmp_path / "full" / "config.yaml").read_text()
     assert "view_sizes" in saved and "decoder_size" in saved  # the layout is recorded for reloading
+    written = inspect_run(tmp_path / "full", tmp_path / "inspect")  # reloads the run from its config
+    assert written["decoder_reads"].stat().st_size > 1000
     half = load_config(EXPERIMENTS / f"{name}.yaml", [*TINY, "train.steps=3"])
     torch.manual_seed(0)
     train(half, tmp_path / "half", progress=False, final_eval=False)
@@ -116,3 +120,17 @@ def test_train_on_two_view_episodes(tmp_path: Path) -> None:
     res = train(cfg, tmp_path / "run", progress=False)
     assert res.evaluation and res.evaluation[0]["protocol"]["n_way"] == 3
     assert 0.0 <= res.evaluation[0]["scores"]["set"]["mean"] <= 1.0
+    written = inspect_run(tmp_path / "run", tmp_path / "inspect")  # metamem eval --inspect
+    assert written["decoder_reads"].stat().st_size > 1000
+
+
+def test_decoder_read_maps_follow_the_writes() -> None:
+    """The plot's lower row is the read weights times the encoders' write weights: on a memory
+    whose step τ wrote only slot τ, decoder row t reading slot s lands on encoder step s."""
+    reads = torch.zeros(1, 3, 1, 1, 4)  # [B, Td, M, R, S]: decoder step t reads slot (t + 1) % 4
+    for t in range(3):
+        reads[0, t, 0, 0, (t + 1) % 4] = 1.0
+    writes = torch.eye(4)[None, :, None, :]  # [B, T=4, Wh=1, S=4]: step τ wrote slot τ
+    maps = decoder_read_maps({"read_weights": reads, "write_weights": [writes], "memory_names": ["m"]})
+    assert maps[0]["name"] == "m" and maps[0]["slots"].shape == (3, 4)
+    assert torch.equal(maps[0]["steps"], torch.eye(4)[[1, 2, 3]])
