@@ -180,6 +180,9 @@ class EvalCfg:
     #: working memory of one learner call (bytes, or "512MiB"/"2GiB"): caps the images per
     #: call, shrinking batch_size and chunking sequence scoring (docs/reliability.md)
     memory_budget: int | str = "1GiB"
+    #: variable-way, variable-shot episodes (Meta-Dataset's sampler) instead of n_way/k_shot/
+    #: n_query: true for its defaults, or a dict of limits ({max_ways: 20}); set scoring only
+    variable: bool | dict[str, int] = False
 
 
 #: the evaluation defaults (one instance of :class:`EvalCfg`; read, never modified).

@@ -19,7 +19,7 @@ def test_evaluation_defaults_are_the_eval_config() -> None:
     params = inspect.signature(metamem.evaluate).parameters
     # every protocol key but split; data_options there only records what loaded the split
     shared = [k for k in want if k in params and k != "data_options"]
-    assert len(shared) == 9
+    assert len(shared) == 10
     assert {k: params[k].default for k in shared} == {k: want[k] for k in shared}
     proto = {f.name: f.default for f in dataclasses.fields(Protocol)
              if f.name in want and f.default is not dataclasses.MISSING}

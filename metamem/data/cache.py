@@ -23,7 +23,7 @@ import torch
 
 from metamem.data.base import ImageDataset
 from metamem.data.paths import cache_root
-from metamem.files import atomic_write
+from metamem.files import atomic_write, make_readable
 
 __all__ = ["Decoded", "cached_decode", "cache_key", "atomic_write_bytes", "to_dataset", "images_buffer"]
 
@@ -90,6 +90,7 @@ def images_buffer(
     folder = cache_root(cache_dir) / "decoded" / dataset
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".images.", suffix=".npy.tmp", dir=folder)
+    make_readable(fd)
     os.close(fd)
     return np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
 

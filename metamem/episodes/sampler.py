@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from metamem.data.base import ImageDataset
+from metamem.data.staged import StagedImages
 from metamem.device import resolve_device
 from metamem.episodes.augment import AffineAugment
 from metamem.episodes.rng import KEY_BITS, keys_from_mix, keys_from_mix_into, position_mix
@@ -417,6 +418,11 @@ class EpisodeSampler:
             ``METAMEM_FUSED=0`` makes ``auto`` eager. The default here is ``False``: a
             sampler built by hand for a few batches would spend more on the compilation than
             it saves.
+        store_budget: bytes (or ``"8G"``...) of uint8 images the split may occupy on
+            ``device``; a larger split is not moved there but stays in its decode-cache file
+            (a read-only memmap) and is staged per batch (:class:`~metamem.data.staged.StagedImages`:
+            the batch's images read into a pinned buffer, one copy to the device). Default
+            ``$METAMEM_STORE_BUDGET``, else half the device's memory. Batches are the same.
 
     Raises:
         EpisodeSpecError: for ``k_shot < 1``, ``n_query < 0``, ``n_way`` larger than the
@@ -445,6 +451,7 @@ class EpisodeSampler:
         augment: AffineAugment | None = None,
         reuse_buffers: bool = False,
         fused: FusedChoice = False,
+        store_budget: int | str | None = None,
     ) -> None:
         if not isinstance(dataset, ImageDataset):
             raise EpisodeSpecError(
@@ -473,7 +480,9 @@ class EpisodeSampler:
             self.generator.manual_seed(int(seed))
         self.table = ClassTable.from_dataset(dataset, self.device)
         self._group_ids = self._eligible_groups() if self.within_group else None
-        self.images = dataset.images.to(self.device)
+        # a split above the memory budget stays in a host memmap, staged per batch
+        self.staged = StagedImages.for_split(dataset, self.device, store_budget)
+        self.images = dataset.images.to(self.device) if self.staged is None else self.staged.store
         nk, nq = self.n_way * self.k_shot, self.n_way * self.n_query
         self._support_y = torch.arange(self.n_way, device=self.device).repeat_interleave(
             self.k_shot
@@ -615,11 +624,14 @@ class EpisodeSampler:
             x = self._outputs.get((total, *shape), self.dtype, self.device)
         else:
             x = torch.empty((total, *shape), dtype=self.dtype, device=self.device)
-        if self.fused and self._compiled(lambda: fused_gather()(self.images, flat, x))[0]:
+        if self.staged is not None:
+            u8 = self.staged.gather(flat)
+        elif self.fused and self._compiled(lambda: fused_gather()(self.images, flat, x))[0]:
             return x
-        u8 = torch.index_select(
-            self.images, 0, flat, out=self._work("images", b, (total, *shape), self.images.dtype)
-        )
+        else:
+            u8 = torch.index_select(
+                self.images, 0, flat, out=self._work("images", b, (total, *shape), self.images.dtype)
+            )
         row_bytes = x[0].numel() * x.element_size() if total else 1
         if self.device.type == "cpu" and total * row_bytes > _CHUNK_ABOVE_BYTES:
             rows = max(1, _CHUNK_BYTES // row_bytes)

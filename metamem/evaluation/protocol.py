@@ -50,6 +50,9 @@ class Protocol:
         episodes: number of episodes E.
         seed: protocol seed; episode ``i`` has key ``episode_keys_from_seed(seed, i)``.
         within_group: all classes of an episode come from one group (one alphabet).
+        variable_limits: for variable-way, variable-shot episodes (:mod:`metamem.evaluation.variable`)
+            their limits as text (``"min_ways=5 max_ways=50 ..."``); ``n_way``, ``k_shot`` and
+            ``n_query`` are then unused. ``None``: N-way K-shot episodes.
     """
 
     dataset: str | None
@@ -60,6 +63,7 @@ class Protocol:
     episodes: int = _EV.episodes
     seed: int = _EV.seed
     within_group: bool = _EV.within_group
+    variable_limits: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("n_way", "k_shot", "episodes"):
@@ -82,7 +86,10 @@ class Protocol:
         return self.n_way * (self.k_shot + self.n_query)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["variable_limits"] is None:  # N-way K-shot: the record written before variable episodes
+            del d["variable_limits"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Protocol":
@@ -145,6 +152,9 @@ class Protocol:
 
     def describe(self) -> str:
         g = ", within_group" if self.within_group else ""
+        if self.variable_limits is not None:
+            return (f"variable ways and shots ({self.variable_limits}), {self.episodes} episodes, "
+                    f"seed {self.seed}{g}")
         return (
             f"{self.n_way}-way {self.k_shot}-shot, {self.n_query} queries/class, "
             f"{self.episodes} episodes, seed {self.seed}{g}"
@@ -159,7 +169,7 @@ class Fingerprint:
         header = (
             f"{FINGERPRINT_VERSION} episodes={p.episodes} support={p.n_way * p.k_shot} "
             f"query={p.n_way * p.n_query}\n"
-        )
+        ) if p.variable_limits is None else f"{FINGERPRINT_VERSION} episodes={p.episodes} {p.variable_limits}\n"
         self._h = hashlib.sha256(header.encode())
         self.count = 0
 

@@ -90,8 +90,8 @@ def parse_sweep(items: Sequence[str]) -> dict[str, list[Any]]:
 
 def _check_value(key: str, v: Any, item: str) -> None:
     tp = _HINTS[key]
-    if get_origin(tp) in (Union, types.UnionType):  # int | list[int]: a list here is a sweep
-        tp = next(a for a in get_args(tp) if get_origin(a) is not list)
+    if get_origin(tp) in (Union, types.UnionType) and any(get_origin(a) is list for a in get_args(tp)):
+        tp = next(a for a in get_args(tp) if get_origin(a) is not list)  # int | list[int]: a list is a sweep
     if not check_value(v, tp)[0]:
         what = (_WORDS.get(tp) if isinstance(tp, type) else None) or (
             "a mapping such as {rotations: false}" if get_origin(tp) is dict else type_name(tp))
@@ -204,9 +204,11 @@ class SweepPlan:
         else:
             where = str((self.runs[0].config.get("data") or {}).get("name"))
             split = vals("split")
+        shape = (f"{vals('n_way')}-way {vals('k_shot')}-shot, {vals('n_query')} queries per class"
+                 if not any(s.get("variable") for s in self.settings)
+                 else f"variable ways and shots {vals('variable')}")
         return (
-            f"protocol (all rows, same episodes): {where} split {split}, {vals('n_way')}-way "
-            f"{vals('k_shot')}-shot, {vals('n_query')} queries per class, {vals('episodes')} episodes, "
+            f"protocol (all rows, same episodes): {where} split {split}, {shape}, {vals('episodes')} episodes, "
             f"seed {vals('seed')}, within_group {vals('within_group')}, scoring {vals('protocol')}"
         )
 

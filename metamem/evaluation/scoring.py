@@ -509,6 +509,7 @@ def evaluate(
     reuse_features: bool = True,
     memory_budget: int | str = _EV.memory_budget,
     data_options: dict[str, Any] | None = None,
+    variable: bool | dict[str, int] = _EV.variable,
 ) -> EvalResult:
     """Score a learner on a fixed protocol of episodes.
 
@@ -547,6 +548,9 @@ def evaluate(
             (:func:`images_per_call`): the batch of episodes shrinks to fit (the episodes
             and scores do not depend on it) and the sequence scoring of set learners is
             chunked to it, whatever the learner and protocol.
+        variable: score variable-way, variable-shot episodes (Meta-Dataset's sampler) instead
+            of N-way K-shot ones: ``True`` for its defaults or a dict of limits
+            (:mod:`metamem.evaluation.variable`); set scoring only.
 
     Sequence scoring is linear in T for every learner :func:`sequence_path` finds a path
     for. Other set learners (MAML, Matching, Memory Matching, Meta Networks) are declined
@@ -568,6 +572,15 @@ def evaluate(
     if protocol not in SCORINGS:
         raise ProtocolError(
             f"unknown eval.protocol {protocol!r}; valid: {', '.join(SCORINGS)}"
+        )
+    from metamem.evaluation.variable import evaluate_variable, variable_spec
+
+    spec = variable_spec(variable)
+    if spec is not None:
+        return evaluate_variable(
+            learner, dataset, spec, episodes=episodes, seed=seed, protocol=protocol, batch_size=batch_size,
+            device=resolve_device(device) if device is not None else _learner_device(learner),
+            progress=progress, name=name, config=config, source=source, data_options=data_options,
         )
     proto = Protocol.for_dataset(
         dataset, n_way=n_way, k_shot=k_shot, n_query=n_query, episodes=episodes, seed=seed,
