@@ -57,6 +57,8 @@ from metamem.learners.capabilities import (
 from metamem.evaluation.features import FeatureMemo, feature_memo_for, supports_feature_reuse
 from metamem.evaluation.metrics import mean_ci95, presentation_accuracy
 from metamem.evaluation.protocol import Fingerprint, Protocol, ProtocolError
+from metamem.evaluation.variable import describe_spec, fingerprint_variable, variable_spec
+from metamem.episodes.variable import VariableEpisodeBatch, VariableEpisodeSampler, VariableSpec
 from metamem.types import EpisodeBatch, SequenceBatch
 
 __all__ = [
@@ -176,6 +178,18 @@ def score_set(learner: Any, batch: EpisodeBatch, features: FeatureMemo | None = 
         )
     _check_logits(learner, logits, (b, nq, batch.n_way), "query")
     return (logits.argmax(-1) == batch.query_y).to(torch.float64).mean(-1)
+
+
+def score_variable(learner: Any, batch: VariableEpisodeBatch) -> torch.Tensor:
+    """float64 ``[B]``: each episode's accuracy over its own queries."""
+    if not isinstance(learner, SetPrediction):
+        raise TypeError(f"learner {learner_name(learner)} has no set prediction (predict()); variable "
+                        "episodes are scored with the set protocol only")
+    logits = learner.predict(batch.support_x, batch.support_y, batch.query_x, n_way=batch.n_way,
+                             support_mask=batch.support_mask)
+    _check_logits(learner, logits, (*batch.query_y.shape, batch.n_way), "query")
+    hit = (logits.argmax(-1) == batch.query_y) & batch.query_mask
+    return hit.sum(-1).to(torch.float64) / batch.query_mask.sum(-1).to(torch.float64)
 
 
 def score_sequence(
@@ -573,11 +587,9 @@ def evaluate(
         raise ProtocolError(
             f"unknown eval.protocol {protocol!r}; valid: {', '.join(SCORINGS)}"
         )
-    from metamem.evaluation.variable import evaluate_variable, variable_spec
-
     spec = variable_spec(variable)
     if spec is not None:
-        return evaluate_variable(
+        return _evaluate_variable(
             learner, dataset, spec, episodes=episodes, seed=seed, protocol=protocol, batch_size=batch_size,
             device=resolve_device(device) if device is not None else _learner_device(learner),
             progress=progress, name=name, config=config, source=source, data_options=data_options,
@@ -666,4 +678,49 @@ def evaluate(
         data_options=dict(data_options) if data_options else None,
         trace=trace,
         declined=declined or None,
+    )
+
+
+def _evaluate_variable(
+    learner: Any, dataset: ImageDataset, spec: VariableSpec, *, episodes: int, seed: int, protocol: str,
+    batch_size: int, device: torch.device, progress: bool, name: str | None, config: dict[str, Any] | None,
+    source: str | None, data_options: dict[str, Any] | None,
+) -> EvalResult:
+    """:func:`evaluate` on variable episodes (:mod:`metamem.evaluation.variable`)."""
+    if protocol == "sequence":
+        raise ProtocolError("variable episodes are scored with the set protocol only; use eval.protocol=set")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ProtocolError(f"eval batch_size must be >= 1, got {batch_size!r}")
+    proto = Protocol.for_dataset(dataset, n_way=spec.min_ways, k_shot=1, n_query=1, episodes=episodes, seed=seed,
+                                 variable_limits=describe_spec(spec))
+    declined = {"sequence": "variable episodes have no sequence scoring"} if protocol == "both" else None
+    try:
+        sampler = VariableEpisodeSampler(dataset, spec, batch_size=batch_size, device=device)
+    except ValueError as e:
+        raise ProtocolError(f"evaluation protocol ({proto.describe()}): {e}") from None
+    if isinstance(learner, nn.Module):
+        learner.to(device)
+        was_training = learner.training
+        learner.eval()
+    fp = Fingerprint(proto)
+    acc: list[torch.Tensor] = []
+    start = time.perf_counter()
+    bar = tqdm(total=episodes, unit="episode", disable=not progress, desc=name or learner_name(learner))
+    try:
+        with torch.no_grad():
+            for lo in range(0, episodes, batch_size):
+                batch = sampler.sample_keys(proto.keys(lo, min(lo + batch_size, episodes), device))
+                fingerprint_variable(fp, batch)
+                acc.append(score_variable(learner, batch))
+                bar.update(batch.batch_size)
+    finally:
+        bar.close()
+        if isinstance(learner, nn.Module):
+            learner.train(was_training)
+    return EvalResult(
+        protocol=proto, fingerprint=fp.hexdigest(),
+        scores={"set": Score("set", torch.cat(acc).to("cpu", torch.float64))},
+        learner=name or learner_name(learner), device=str(device), seconds=time.perf_counter() - start,
+        version=__version__, config=config, source=source,
+        data_options=dict(data_options) if data_options else None, trace=None, declined=declined,
     )
