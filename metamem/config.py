@@ -6,7 +6,8 @@ An experiment file is a small delta over at most one base file::
     learner: {name: mann, policy: lru}
     train: {steps: 2000}
 
-Loading (:func:`load_config`) goes: read the file with ``yaml.safe_load``; merge it over
+Loading (:func:`load_config`) goes: read the file with :func:`metamem.safe_yaml.safe_load`
+(``yaml.safe_load`` that also refuses duplicate keys and alias bombs); merge it over
 its base (dicts merge key by key; a ``learner``/``optimizer``/``scheduler`` section that
 names a *different* ``name`` than the base replaces the base section instead, so kwargs of
 another builder never leak in); apply command-line overrides ``a.b.c=value`` in order
@@ -33,6 +34,8 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Union, get_args, get_origin, get_type_hints
 
 import yaml
+
+from metamem import safe_yaml
 
 __all__ = [
     "EVAL_DEFAULTS",
@@ -260,11 +263,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+    except safe_yaml.YamlError as e:
+        raise ConfigError(f"{path}: {e}") from None
     except (yaml.YAMLError, RecursionError, ValueError, OverflowError) as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from None
+        raise ConfigError(safe_yaml.shorten(f"{path}: not valid YAML: {e}")) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -327,7 +332,9 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> list[tuple[tuple[
                 "train.steps=2000 or eval.n_way=[5,20])"
             )
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = safe_yaml.safe_load(text) if text.strip() else ""
+        except safe_yaml.YamlError as e:
+            raise ConfigError(f"override {safe_yaml.shorten(item, 80)!r}: {e}") from None
         except yaml.YAMLError:
             value = text
         out.append((parts, value))
@@ -410,7 +417,7 @@ class _Ctx:
 
 def _to_dataclass(cls: type, raw: Any, path: tuple[str, ...], ctx: _Ctx) -> Any:
     if not isinstance(raw, dict):
-        ctx.fail(path, f"expected a section (mapping), got {raw!r}")
+        ctx.fail(path, f"expected a section (mapping), got {_short(raw)}")
     hints = get_type_hints(cls)
     allowed = [f.name for f in dataclasses.fields(cls)]
     kw: dict[str, Any] = {}
@@ -424,15 +431,20 @@ def _to_dataclass(cls: type, raw: Any, path: tuple[str, ...], ctx: _Ctx) -> Any:
 def _convert(value: Any, tp: Any, path: tuple[str, ...], ctx: _Ctx) -> Any:
     if tp is NamedCfg or tp == NamedCfg | None:
         if not isinstance(value, dict) or not isinstance(value.get("name"), str):
-            ctx.fail(path, f"expected a section with a string 'name', got {value!r}")
+            ctx.fail(path, f"expected a section with a string 'name', got {_short(value)}")
         kwargs = {k: v for k, v in value.items() if k != "name"}
         return NamedCfg(value["name"], copy.deepcopy(kwargs))
     if dataclasses.is_dataclass(tp):
         return _to_dataclass(tp, value, path, ctx)
     ok, out = check_value(value, tp)
     if not ok:
-        ctx.fail(path, f"expected {type_name(tp)}, got {value!r} ({type(value).__name__})")
+        ctx.fail(path, f"expected {type_name(tp)}, got {_short(value)} ({type(value).__name__})")
     return out
+
+
+def _short(value: Any) -> str:
+    """``repr(value)`` cut to 80 characters (a value from a YAML alias can be megabytes)."""
+    return safe_yaml.shorten(repr(value), 80)
 
 
 def check_value(value: Any, tp: Any) -> tuple[bool, Any]:

@@ -7,8 +7,8 @@
       cat/ 001.png 002.png ...
       dog/ 001.png ...
 
-``card.yaml`` (read with ``yaml.safe_load``) may give ``name``, ``image_size``,
-``channels`` (1 or 3), ``invert`` (true for dark strokes on a light background, to match
+``card.yaml`` (read with :func:`metamem.safe_yaml.safe_load`: no duplicate keys) may give
+``name``, ``image_size``, ``channels`` (1 or 3), ``invert`` (true for dark strokes on a light background, to match
 data stored the other way round, like Omniglot after loading) and
 ``splits: {train: [class, ...], val: [...], test: [...]}``.
 """
@@ -23,6 +23,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from metamem import safe_yaml
 from metamem.data.base import DATASETS, DatasetError, ImageDataset
 from metamem.data.cache import Decoded, cached_decode, to_dataset
 from metamem.data.sources import GRAY_MODES, FolderSource, decode_images, is_colour
@@ -38,11 +39,13 @@ def read_card(root: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        card = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        card = safe_yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError as e:
         raise DatasetError(f"{path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except safe_yaml.YamlError as e:
+        raise DatasetError(f"{path}: {e}") from None
     except (yaml.YAMLError, RecursionError, ValueError, OverflowError) as e:
-        raise DatasetError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from None
+        raise DatasetError(safe_yaml.shorten(f"{path} is not valid YAML: {e}")) from None
     if not isinstance(card, dict):
         raise DatasetError(f"{path} must hold a mapping (name, image_size, channels, splits)")
     unknown = sorted(set(card) - _CARD_KEYS)
