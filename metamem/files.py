@@ -9,9 +9,12 @@ file is untouched.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -19,7 +22,10 @@ from typing import BinaryIO, Callable
 _KILL_AT = os.environ.get("METAMEM_KILL_AT")
 _KILL_COUNTS: dict[str, int] = {}
 
-__all__ = ["atomic_write", "write_text", "make_readable", "remove_orphan_temps", "kill_point"]
+__all__ = [
+    "atomic_write", "write_text", "make_readable", "remove_orphan_temps", "kill_point",
+    "LOCK_NAME", "DirectoryBusy", "lock_directory", "WriteError", "os_error_in",
+]
 
 
 def make_readable(fd_or_path: int | str | os.PathLike[str]) -> None:
@@ -43,11 +49,17 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        WriteError: when the system refuses the write (disk full, no permission...), also
+            when ``write`` hides the :class:`OSError` behind its own error as ``torch.save``
+            does: one line naming ``path`` and the cause; the old file is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         make_readable(fd)
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -55,8 +67,12 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
             kill_point(f"write:{path.name}")  # crash tests: killed mid-write, temp file left
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        cause = os_error_in(e) if isinstance(e, Exception) else None
+        if cause is not None:
+            raise WriteError(path, cause) from None
         raise
     return path
 
@@ -108,3 +124,82 @@ def kill_point(name: str, before: Callable[[], object] | None = None) -> None:
         if before is not None:
             before()
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+#: the lock file :func:`lock_directory` keeps in a run directory (it holds the writer's pid).
+LOCK_NAME = ".lock"
+
+
+class DirectoryBusy(RuntimeError):
+    """Another live process holds the directory's lock (:func:`lock_directory`)."""
+
+
+@contextmanager
+def lock_directory(folder: str | os.PathLike[str], *, what: str = "run directory") -> Iterator[Path]:
+    """Hold an exclusive advisory lock (``fcntl.flock``) on ``folder/.lock`` for the ``with``
+    block: one writer per run directory.
+
+    The lock belongs to the open file, so the kernel drops it when the process ends in any
+    way (``kill -9`` included): a lock file left by a dead process never blocks. The file
+    stays (removing it would let a third process lock a deleted file); it holds the pid of
+    its last holder, for the message. The folder is created when missing.
+
+    Raises:
+        DirectoryBusy: one line naming the folder and the pid that holds it.
+    """
+    import fcntl  # POSIX only; metamem runs on Linux and macOS
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise DirectoryBusy(
+                f"{what} {folder} is in use by another metamem process (pid {holder}); wait for "
+                "it to finish or stop it, or pass another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
+
+
+class WriteError(RuntimeError):
+    """A file could not be written (disk full, no permission...): one line naming it and why."""
+
+    def __init__(self, path: str | os.PathLike[str], cause: OSError) -> None:
+        code = cause.errno
+        why = os.strerror(code) if code else (cause.strerror or str(cause) or type(cause).__name__)
+        hint = _WRITE_HINTS.get(code or 0, "")
+        super().__init__(f"cannot write {path}: {why}" + (f"; {hint}" if hint else ""))
+        self.errno = code
+        self.path = Path(path)
+
+
+_WRITE_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space or write elsewhere",
+    errno.EDQUOT: "the disk quota is used up: free some space or write elsewhere",
+    errno.EACCES: "no permission: check the folder's owner and mode, or write elsewhere",
+    errno.EROFS: "the file system is read-only: write elsewhere",
+}
+
+
+def os_error_in(e: BaseException) -> OSError | None:
+    """The :class:`OSError` behind ``e``: ``e`` itself or one in its cause/context chain
+    (``torch.save`` turns a failed ``write`` into ``RuntimeError: [enforce fail at
+    inline_container.cc] ... unexpected pos``, with the ``OSError`` as its context)."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, OSError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None

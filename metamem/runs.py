@@ -251,10 +251,9 @@ def _read_checkpoint(file: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise
     except Exception as e:  # UnpicklingError, RuntimeError (zip), EOFError, MemoryError, ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
             f"{file} is not a metamem checkpoint (torch.load with weights_only=True failed: "
-            f"{first[:200]})"
+            f"{_load_failure(e)})"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
@@ -265,6 +264,23 @@ def _read_checkpoint(file: Path) -> dict[str, Any]:
         raise CheckpointError(f"{file}: checkpoint version {ckpt.get('version')!r} is not supported (need {VERSION})")
     ckpt["path"] = str(file)
     return ckpt
+
+
+def _load_failure(e: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in a few words, without torch's advice to
+    load the file with ``weights_only=False`` or to allowlist its globals: that would run
+    whatever code the file holds."""
+    import re
+
+    text = " ".join(str(e).split())
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return (f"it holds a Python object ({found.group(1)}), not only tensors and plain "
+                "values; metamem never loads code from a checkpoint")
+    if "weights_only" in text or "safe_globals" in text:
+        found = re.search(r"WeightsUnpickler error: (.*?)(?: Please| Check the documentation|$)", text)
+        return found.group(1)[:200] if found else "it holds something other than tensors and plain values"
+    return (text or type(e).__name__)[:200]
 
 
 def _get(d: dict[str, Any], dotted: str) -> Any:
@@ -397,6 +413,7 @@ def learner_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
         image_shape=tuple(ckpt["image_shape"]), **kwargs,
     )
     load_weights(model, ckpt, cfg["learner"]["name"])
+    _check_learner_fields(ckpt)  # the weights fit the config's learner: the other fields must agree
     return model
 
 
@@ -412,6 +429,7 @@ def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], learner: str) -> 
         CheckpointError: naming the file, the learner and the first mismatches
             (missing/unexpected keys, size mismatches), on one line.
     """
+    _check_finite_weights(ckpt)
     own = model.state_dict()
     state = {
         k: v.to(own[k].dtype) if (k in own and torch.is_tensor(v) and v.is_floating_point()
@@ -426,6 +444,51 @@ def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], learner: str) -> 
         raise CheckpointError(
             f"{ckpt.get('path', '?')}: weights do not fit learner {learner!r}: {detail[:300]}"
         ) from None
+
+
+def _check_finite_weights(ckpt: dict[str, Any]) -> None:
+    """Refuse weights holding NaN or Inf: they score every episode as one class (20.00% on
+    5-way episodes) and say nothing."""
+    for name, value in (ckpt.get("model") or {}).items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                raise CheckpointError(
+                    f"{ckpt.get('path', '?')}: weights hold NaN/Inf values ({bad} of "
+                    f"{value.numel()} in {name!r}); the checkpoint is damaged or its training "
+                    "diverged: use another checkpoint (checkpoints/last.pt or best.pt) or retrain"
+                )
+
+
+def _check_learner_fields(ckpt: dict[str, Any]) -> None:
+    """The learner of the weights (the checkpoint's ``config``) must be the one its
+    ``learner`` field and, for a checkpoint in a run directory, that run's ``config.yaml``
+    name: an edited field or file is named, never silently ignored."""
+    path = Path(ckpt.get("path", "?"))
+    learner = ckpt["config"].get("learner") or {}
+    field = ckpt.get("learner")
+    if field is not None and field != learner.get("name"):
+        raise CheckpointError(
+            f"{path}: its 'learner' field says {field!r} but its weights are of learner "
+            f"{learner.get('name')!r} (its config's, which they fit); the file was edited: use an "
+            "unedited checkpoint"
+        )
+    run_config = path.parent.parent / "config.yaml"
+    if path.parent.name != "checkpoints" or not run_config.is_file():
+        return
+    from metamem import safe_yaml
+
+    try:
+        saved = safe_yaml.safe_load(run_config.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise CheckpointError(safe_yaml.shorten(f"{run_config}: cannot read it ({e})")) from None
+    diffs = config_differences(current_names(saved if isinstance(saved, dict) else {}),
+                               current_names(ckpt["config"]), keys=("learner",))
+    if diffs:
+        raise CheckpointError(safe_yaml.shorten(
+            f"{run_config} disagrees with the weights in {path} ({'; '.join(diffs)}, "
+            "config.yaml vs checkpoint); the weights are of the checkpoint's learner: put its "
+            "learner section back into config.yaml", 400))
 
 
 def half_precision(state: dict[str, Any]) -> dict[str, Any]:

@@ -150,6 +150,8 @@ def validate_config(cfg: ExperimentCfg, *, source: str = "config", require_learn
         check_builder_kwargs(cls, section.kwargs, section=path, source=source, skip_first=first,
                              origin=origin)
     _check_numbers(cfg, source)
+    _check_finite(cfg, source)
+    _check_device(cfg, source)
     _check_fixed_ways(cfg, source)
     _dry_build_optimizer(cfg, origin)
     if cfg.train.amp_dtype not in ("float16", "bfloat16"):
@@ -455,3 +457,40 @@ def _check_numbers(cfg: ExperimentCfg, source: str) -> None:
         parse_memory_budget(ev.memory_budget)
     except ConfigError as e:
         raise ConfigError(f"{at('eval.memory_budget')}: {e}") from None
+
+
+def _check_finite(cfg: ExperimentCfg, source: str) -> None:
+    """Every number of the config is finite: ``lr=.inf`` or ``gamma=.nan`` pass torch's own
+    checks (``0 <= inf``) and only show up as a NaN loss or a crash mid-run."""
+    from metamem.config import config_to_dict
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{origin_of(cfg, key, source)}: {key}: must be a finite number, got {value}")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v, key)
+
+    walk(config_to_dict(cfg), "")
+
+
+def _check_device(cfg: ExperimentCfg, source: str) -> None:
+    """``device: cuda`` on a machine without CUDA (or ``cuda:N`` past its GPUs) is refused
+    here, before ``train`` creates a run directory. torch is imported only for a CUDA device."""
+    device = str(cfg.device)
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    where = f"{origin_of(cfg, 'device', source)}: device"
+    if not torch.cuda.is_available():
+        raise ConfigError(f"{where}: {device!r} but CUDA is not available here; use device=cpu or device=auto")
+    _, _, index = device.partition(":")
+    if index and int(index) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"{where}: {device!r} but this machine has {torch.cuda.device_count()} CUDA device(s); "
+            "use cuda:0 .. cuda:N-1 or device=auto"
+        )

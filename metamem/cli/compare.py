@@ -76,12 +76,15 @@ def results_file(path: Path) -> Path:
 def load_rows(paths: list[Path]) -> list[EvalResult]:
     """Every row of every results file, in order."""
     from metamem.evaluation.report import read_results
+    from metamem.evaluation.results_check import ResultsError
 
     rows: list[EvalResult] = []
     for path in paths:
         f = results_file(path)
         try:
             found = read_results(f)
+        except ResultsError:
+            raise
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{f}: not a results.json of `metamem eval` ({type(e).__name__}: {e})") from e
         if not found:

@@ -159,6 +159,7 @@ def _decode_pickle(path: Path, wnids: list[str], image_size: int) -> Decoded:
     flat = np.concatenate(idx)
     if flat.size and (flat.min() < 0 or flat.max() >= len(data)):
         raise DatasetError(f"{path}: class_dict indices fall outside image_data (M={len(data)})")
+    _refuse_shared_rows(path, wnids, idx)
     picked = data[flat]  # [M, H, W, 3]
     if picked.shape[1:3] == (image_size, image_size):
         images = picked.transpose(0, 3, 1, 2)
@@ -168,6 +169,24 @@ def _decode_pickle(path: Path, wnids: list[str], image_size: int) -> Decoded:
         )
     labels = np.repeat(np.arange(len(wnids)), [len(i) for i in idx])
     return Decoded(np.ascontiguousarray(images), labels, list(wnids))
+
+
+def _refuse_shared_rows(path: Path, wnids: list[str], idx: list[np.ndarray]) -> None:
+    """One image, one class: a row of ``image_data`` listed twice (in one class or in two)
+    would put one image on both sides of an episode, or count it as two."""
+    flat = np.concatenate(idx) if idx else np.zeros(0, dtype=np.int64)
+    rows, counts = np.unique(flat, return_counts=True)
+    if not (counts > 1).any():
+        return
+    row = int(rows[np.argmax(counts > 1)])
+    owners = [w for w, i in zip(wnids, idx) if (i == row).any()]
+    where = (f"twice in class {owners[0]}" if len(owners) == 1
+             else f"in classes {owners[0]} and {owners[1]}")
+    raise DatasetError(
+        f"{path}: class_dict lists image_data row {row} {where} "
+        f"({int((counts > 1).sum())} row(s) listed more than once); an image must belong to one "
+        "class once: rebuild the pickle"
+    )
 
 
 @DATASETS.register("mini_imagenet")

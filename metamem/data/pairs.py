@@ -239,7 +239,14 @@ def from_pairs(
     images: list[np.ndarray] = []
     raw_labels: list[Label] = []
     for i in range(n):
-        item = dataset[i]
+        try:
+            item = dataset[i]
+        except Exception as e:  # the user's own __getitem__: say which item, keep its traceback
+            first = " ".join(str(e).split())[:200]
+            raise DatasetError(
+                f"pairs: {type(dataset).__name__}[{i}] raised {type(e).__name__}"
+                + (f": {first}" if first else "") + f" (item {i} of {n}); fix the dataset or drop that item"
+            ) from e
         if not (isinstance(item, (tuple, list)) and len(item) >= 2):
             raise DatasetError(f"pairs: item {i} is {type(item).__name__}, expected (image, label)")
         label = _label(item[1], i)

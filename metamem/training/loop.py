@@ -31,6 +31,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,9 @@ from metamem.device import resolve_device
 from metamem.episodes import EpisodeSampler, build_augment
 from metamem.evaluation import evaluate
 from metamem.evaluation.scoring import is_sequence_learner
-from metamem.files import kill_point, remove_orphan_temps, write_text
+from metamem.files import (
+    LOCK_NAME, WriteError, kill_point, lock_directory, remove_orphan_temps, write_text,
+)
 from metamem.learners import build_learner
 from metamem.optim import build_optimizer, build_scheduler
 from metamem.training.distributed import (
@@ -128,23 +131,41 @@ def train(
         cfg.learner.kwargs = {**splits["train"].learner_kwargs(), **cfg.learner.kwargs}
     device = resolve_device(cfg.device, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
     info = init_distributed(device)
+    run_dir = Path(out_dir) if out_dir is not None else None
     try:
-        run = setup(cfg, Path(out_dir) if out_dir is not None else None, device, info,
-                    splits, resume=resume, overwrite=overwrite)
-        bar = tqdm(total=cfg.train.steps, initial=run.start, unit="step", dynamic_ncols=True,
-                   disable=not (progress and info.is_main))
-        try:
-            for step in range(run.start + 1, cfg.train.steps + 1):
-                train_step(run, step)
-                log(run, step, bar)
-                validate(run, step)
-                checkpoint(run, step)
-                bar.update(1)
-        finally:
-            bar.close()
-        return finish(run, final_eval)
+        with _writer_lock(run_dir, info, resume):
+            return _train(cfg, run_dir, device, info, splits, resume=resume,
+                          overwrite=overwrite, progress=progress, final_eval=final_eval)
     finally:
         shutdown(info)
+
+
+def _writer_lock(run_dir: Path | None, info: DistInfo, resume: bool) -> Any:
+    """One writer per run directory: rank 0 holds its lock (:func:`metamem.files.lock_directory`)
+    for the whole run; a second ``metamem train`` on it (``--resume``, ``--overwrite``) is
+    refused with the holder's pid. Nothing is created for a resume of a missing directory."""
+    if run_dir is None or not info.is_main or (resume and not run_dir.is_dir()):
+        return nullcontext()
+    return lock_directory(run_dir)
+
+
+def _train(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info: DistInfo,
+           splits: dict[str, Any], *, resume: bool, overwrite: bool, progress: bool,
+           final_eval: bool) -> TrainResult:
+    """The body of :func:`train`, under the run directory's lock."""
+    run = setup(cfg, run_dir, device, info, splits, resume=resume, overwrite=overwrite)
+    bar = tqdm(total=cfg.train.steps, initial=run.start, unit="step", dynamic_ncols=True,
+               disable=not (progress and info.is_main))
+    try:
+        for step in range(run.start + 1, cfg.train.steps + 1):
+            train_step(run, step)
+            log(run, step, bar)
+            validate(run, step)
+            checkpoint(run, step)
+            bar.update(1)
+    finally:
+        bar.close()
+    return finish(run, final_eval)
 
 
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -240,6 +261,7 @@ def setup(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info: 
         run.sampler.load_state_dict(ckpt["sampler"][min(info.rank, len(ckpt["sampler"]) - 1)])
         run.acc.load(ckpt["accum"], device)
         run.start, run.best = int(ckpt["step"]), ckpt.get("best_val")
+        _warn_threads(ckpt)
     if info.enabled:
         run.model = nn.parallel.DistributedDataParallel(
             learner, device_ids=[device.index] if device.type == "cuda" else None)
@@ -248,6 +270,23 @@ def setup(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info: 
     run.model.train()
     run.clock = (time.perf_counter(), time.process_time())
     return run
+
+
+class ThreadsChanged(UserWarning):
+    """A run resumed with another torch thread count than it was trained with."""
+
+
+def _warn_threads(ckpt: dict[str, Any]) -> None:
+    """Say once when a resume runs on another thread count than the checkpoint was written
+    with: CPU reductions may then sum in another order, so the resumed run is no longer
+    bitwise equal to an uninterrupted one (checkpoints before the count was recorded: no word)."""
+    saved, now = ckpt.get("threads"), torch.get_num_threads()
+    if isinstance(saved, int) and saved != now:
+        warnings.warn(
+            f"resuming with {now} torch thread(s); the run was trained with {saved}: the results "
+            f"are no longer bitwise equal to an uninterrupted run (pass --threads {saved} to keep them)",
+            ThreadsChanged, stacklevel=2,
+        )
 
 
 def _init_weights(learner: nn.Module, name: str, source: str) -> None:
@@ -304,7 +343,7 @@ def log(run: Run, step: int, bar: tqdm) -> None:
     # off schedule at the end: a "final" line that leaves the accumulators alone
     rec = run.acc.flush(step, run.info, run.last_good, reset=on_log)
     t0, c0 = run.clock
-    rec.update(lr=run.opt.param_groups[0]["lr"],
+    rec.update(lr=run.opt.param_groups[0]["lr"], threads=torch.get_num_threads(),
                **_timing(t0, c0, run.start, step, run.cfg.episodes.batch_size * run.info.world_size))
     run.sink(rec if on_log else {**rec, "final": True})
     run.last = rec
@@ -368,7 +407,7 @@ def save(run: Run, name: str, step: int) -> None:
         "step": step, "best_val": run.best, "model": run.learner.state_dict(),
         "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
         "scaler": run.scaler.state_dict(), "sampler": states, "accum": run.acc.state(),
-        "rng": _global_rng_state(),
+        "rng": _global_rng_state(), "threads": torch.get_num_threads(),
     })
 
 
@@ -452,10 +491,14 @@ class _Sink:
         if self.run_dir is None:
             return
         line = json.dumps(record) + "\n"
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            # one write per line; a kill mid-line leaves a cut-short last line that resume drops
-            kill_point("metrics_partial", before=lambda: (f.write(line[: len(line) // 2]), f.flush()))
-            f.write(line)
+        path = self.run_dir / "metrics.jsonl"
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                # one write per line; a kill mid-line leaves a cut-short last line that resume drops
+                kill_point("metrics_partial", before=lambda: (f.write(line[: len(line) // 2]), f.flush()))
+                f.write(line)
+        except OSError as e:  # disk full...: one line naming the file, not a traceback
+            raise WriteError(path, e) from None
         kill_point("metrics_line")  # the line is written, its checkpoint not yet
         if self.tb is not None:
             for key, value in record.items():
@@ -500,7 +543,7 @@ def _prepare_run_dir(run_dir: Path | None, conf: dict[str, Any], resume: bool,
             raise TrainingError(f"cannot resume: {run_dir}/checkpoints/last.pt does not exist")
         ckpt = ck.load_checkpoint(run_dir, which="last")
         ck.check_compatible(ckpt, conf, resume=True)
-    elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+    elif run_dir.exists() and any(p.name != LOCK_NAME for p in run_dir.iterdir()) and not overwrite:
         raise TrainingError(
             f"run directory {run_dir} already exists; pass --resume to continue it, "
             "--overwrite to replace it, or another --out"

@@ -170,6 +170,23 @@ def test_pickle_with_other_classes_is_refused(tiny: dict, tmp_path: Path) -> Non
         load(tiny, "val", "pickle", root=tmp_path, cache_dir=tmp_path)
 
 
+@pytest.mark.parametrize("edit, message", [
+    # one image in two classes: its row moved from the second class into the first as well
+    (lambda cd: cd["n04"].append(cd["n05"][0]), r"lists image_data row \d+ in classes n04 and n05"),
+    (lambda cd: cd["n05"].__setitem__(1, cd["n05"][0]), r"lists image_data row \d+ twice in class n05"),
+])
+def test_pickle_whose_classes_share_or_repeat_a_row_is_refused(tiny: dict, tmp_path: Path, edit,
+                                                               message: str) -> None:
+    with open(tiny["root"] / "mini-imagenet-cache-val.pkl", "rb") as f:
+        doc = pickle.load(f)
+    edit(doc["class_dict"])
+    with open(tmp_path / "mini-imagenet-cache-val.pkl", "wb") as f:
+        pickle.dump(doc, f, protocol=4)
+    with pytest.raises(DatasetError, match=r"mini-imagenet-cache-val\.pkl: class_dict " + message
+                       + r" \(1 row\(s\) listed more than once\); an image must belong to one class once"):
+        load(tiny, "val", "pickle", root=tmp_path, cache_dir=tmp_path)
+
+
 def test_missing_and_corrupt_images_are_named(tiny: dict, tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
     with pytest.raises(DatasetError, match=r"image .*images/n0400000000\.png listed in .*val\.csv is missing"):

@@ -212,3 +212,19 @@ def test_invert_flips_the_pixels_as_the_folder_loader_does() -> None:
     assert (plain.info["preprocess"]["invert"], inv.info["preprocess"]["invert"]) == (False, True)
     with pytest.raises(DatasetError, match=r"pairs: invert must be True or False, got 'yes'"):
         from_pairs(pairs, invert="yes")
+
+
+def test_an_exception_in_a_user_getitem_names_the_item() -> None:
+    class Flaky:
+        def __len__(self) -> int:
+            return 5
+
+        def __getitem__(self, i: int):  # type: ignore[no-untyped-def]
+            if i == 3:
+                raise FileNotFoundError("photo_0003.jpg")
+            return np.zeros((4, 4), dtype=np.uint8), i % 2
+
+    with pytest.raises(DatasetError, match=r"^pairs: Flaky\[3\] raised FileNotFoundError: photo_0003\.jpg "
+                       r"\(item 3 of 5\); fix the dataset or drop that item$") as info:
+        from_pairs(Flaky())
+    assert isinstance(info.value.__cause__, FileNotFoundError)  # the user's traceback is kept

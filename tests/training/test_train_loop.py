@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from metamem.config import ConfigError
 from metamem.cli.main import main
 from metamem.learners.lstm import LSTMLearner
 from metamem.training import CheckpointError, TrainingError, load_learner, train
@@ -147,8 +148,11 @@ def test_checkpoint_weights_of_another_learner(tmp_path: Path, tiny_cfg) -> None
 def test_cuda_requested_without_cuda(tmp_path: Path, tiny_cfg) -> None:
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    with pytest.raises(RuntimeError, match=r"device='cuda' but CUDA is not available; use device=cpu"):
+    # refused by the checks train shares with `metamem validate`: no run directory is made
+    with pytest.raises(ConfigError, match=r"override 'device=cuda': device: 'cuda' but CUDA is not "
+                       r"available here; use device=cpu"):
         train(tiny_cfg("lstm", "device=cuda"), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.gpu
