@@ -16,6 +16,8 @@ data stored the other way round, like Omniglot after loading) and
 from __future__ import annotations
 
 import os
+import unicodedata
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from metamem.data.base import DATASETS, DatasetError, ImageDataset
 from metamem.data.cache import Decoded, cached_decode, to_dataset
 from metamem.data.sources import GRAY_MODES, FolderSource, decode_images, is_colour
 
-__all__ = ["load_folder", "read_card"]
+__all__ = ["EmptyClassFolderWarning", "load_folder", "nfc_names", "read_card"]
 
 _CARD_KEYS = {"name", "image_size", "channels", "invert", "splits", "description", "license", "source"}
 
@@ -111,16 +113,18 @@ def load_folder(
             f"folder {base}: image {base / stray} lies {where}, where it belongs to no class; "
             f"the layout is {base}/<class>/<image>: move it into its class folder or remove it"
         )
-    all_classes = sorted({f.split("/")[0] for f in files})
+    folder_of = nfc_names(base, sorted({f.split("/")[0] for f in files}))  # NFC name -> folder
+    all_classes = sorted(folder_of)
     if not all_classes:
         raise DatasetError(
             f"folder: {base} has no class sub-folders with images; expected {base}/<class>/<image>.png"
         )
+    _warn_empty_folders(base, set(folder_of.values()))
     splits: dict[str, list[Any]] = card.get("splits") or {}
     if split in (None, "all"):
         classes = all_classes
     elif split in splits:
-        classes = sorted({str(c) for c in splits[split]})
+        classes = sorted({unicodedata.normalize("NFC", str(c)) for c in splits[split]})
         absent = [c for c in classes if c not in all_classes]
         if absent:
             raise DatasetError(
@@ -131,7 +135,7 @@ def load_folder(
         raise DatasetError(
             f"folder {base}: unknown split {split!r}; valid splits: {', '.join(['all', *splits])}"
         )
-    wanted = set(classes)
+    wanted = {folder_of[c] for c in classes}
     files = [f for f in files if f.split("/")[0] in wanted]
     colour_hint = None
     if channels is None:  # from the first image; a later colour image is then an error
@@ -148,10 +152,11 @@ def load_folder(
     material = {
         "dataset": "folder", "source": sub.digest(), "classes": classes,
         "image_size": image_size, "channels": channels, "resample": "lanczos",
+        "orientation": "exif",  # entries decoded before EXIF orientation was applied are stale
     }
     if invert:  # only when set, so existing cache entries stay valid
         material["invert"] = True
-    cid = {c: i for i, c in enumerate(classes)}
+    cid = {folder_of[c]: i for i, c in enumerate(classes)}  # by folder, as the files are named
 
     def build() -> Decoded:
         images = decode_images(sub, sub.files, mode="L" if channels == 1 else "RGB", size=image_size,
@@ -163,6 +168,45 @@ def load_folder(
     info = {"source": str(base), "image_size": image_size, "channels": channels, **cinfo,
             "preprocess": {"mode": "L" if channels == 1 else "RGB", "invert": invert, "resample": "lanczos"}}
     return to_dataset(decoded, name=str(name), split=split or "all", info=info)
+
+
+class EmptyClassFolderWarning(UserWarning):
+    """A class folder of a folder dataset holds no images, so the dataset has no such class."""
+
+
+def nfc_names(folder: Path, names: list[str], error: type[Exception] = DatasetError) -> dict[str, str]:
+    """``{name in Unicode NFC: name as stored}`` for the class folders ``names`` of
+    ``folder``: "été" typed on Linux (NFC) and saved by macOS (NFD) is one name, not two
+    classes that print the same.
+
+    Raises:
+        error: for two folders whose names differ only in their Unicode form.
+    """
+    out: dict[str, str] = {}
+    for name in names:
+        key = unicodedata.normalize("NFC", name)
+        if key in out:
+            raise error(
+                f"folder {folder}: class folders {out[key]!r} and {name!r} have the same name "
+                f"{key!r} in different Unicode forms (NFC/NFD); merge them into one folder"
+            )
+        out[key] = name
+    return out
+
+
+def _warn_empty_folders(base: Path, used: set[str]) -> None:
+    """Warn, naming them, about sub-folders that hold no images (they become no class)."""
+    try:
+        empty = sorted(d.name for d in base.iterdir()
+                       if d.is_dir() and not d.name.startswith(".") and d.name not in used)
+    except OSError:
+        return
+    if empty:
+        shown = ", ".join(repr(n) for n in empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        warnings.warn(
+            f"folder {base}: {len(empty)} class folder(s) hold no images and are left out: {shown}",
+            EmptyClassFolderWarning, stacklevel=3,
+        )
 
 
 def _first_is_colour(path: Path) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from metamem.data.base import DatasetError
 
@@ -197,6 +197,10 @@ def open_source(path: str | os.PathLike[str], *, strip_top: bool = True) -> Imag
     raise DatasetError(f"{p} is neither a folder nor a .zip archive")
 
 
+#: the EXIF tag of the orientation a viewer applies (1: as stored)
+_ORIENTATION = 0x0112
+
+
 def image_to_array(
     img: Image.Image,
     *,
@@ -207,7 +211,9 @@ def image_to_array(
 ) -> np.ndarray:
     """A PIL image as uint8 ``[C, H, W]`` (C = 1 for ``"L"``, 3 for ``"RGB"``).
 
-    ``invert`` flips intensities (255 - x) before resizing; ``size`` resizes to
+    The EXIF orientation tag is applied first (a phone photo stored sideways with
+    "rotate 90" in its metadata is read upright, as viewers show it). ``invert`` flips
+    intensities (255 - x) before resizing; ``size`` resizes to
     ``size x size`` (skipped when already that size). Wide-value images are never
     saturated (PIL's own ``convert`` clips them): 16-bit ones (``I;16``, or ``I`` with values
     above 255) are scaled from 0..65535 to 0..255; 32-bit float (``F``) images must hold
@@ -216,6 +222,8 @@ def image_to_array(
     Raises:
         ValueError: for an ``I``/``F`` image whose values no 8-bit image can hold.
     """
+    if img.getexif().get(_ORIENTATION, 1) != 1:  # phone photos: upright, as viewers show them
+        img = ImageOps.exif_transpose(img)
     img = to_8bit(img)
     img = img.convert(mode)
     if invert:

@@ -17,6 +17,7 @@ labels are known, the accuracy.
 from __future__ import annotations
 
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,7 @@ import torch
 from PIL import Image
 
 from metamem.data.base import ImageDataset
+from metamem.data.folder import nfc_names
 from metamem.data.sources import image_to_array
 from metamem.learners.capabilities import SetPrediction
 from metamem.evaluation.scoring import _learner_device, learner_name
@@ -296,6 +298,7 @@ def load_image_folders(
             f"support image {loose[0]} lies beside the class folders, where it has no class; "
             f"move it into {sdir}/<class name>/"
         )
+    label_of = {name: i for i, name in enumerate(nfc_names(sdir, classes, EpisodeInputError))}
     sx, sy = [], []
     for label, name in enumerate(classes):
         files = _images_in(sdir / name)
@@ -314,7 +317,7 @@ def load_image_folders(
             "(labels unknown)"
         )
     if qsub:
-        unknown = sorted(set(qsub) - set(classes))
+        unknown = sorted(n for n in qsub if unicodedata.normalize("NFC", n) not in label_of)
         if unknown:
             raise EpisodeInputError(
                 f"query class folder {qdir / unknown[0]} names no support class; support "
@@ -324,7 +327,7 @@ def load_image_folders(
         for name in qsub:
             files = _images_in(qdir / name)
             qfiles += files
-            qy += [classes.index(name)] * len(files)
+            qy += [label_of[unicodedata.normalize("NFC", name)]] * len(files)
     else:
         qfiles = _images_in(qdir)
     if not qfiles:
@@ -336,7 +339,7 @@ def load_image_folders(
         torch.from_numpy(np.stack(qx)),
         None if qy is None else torch.tensor(qy),
         image_shape=preprocess.image_shape,
-        class_names=classes,
+        class_names=list(label_of),  # the names in NFC, in label order
     )
     ep.query_names = [str(f) for f in qfiles]
     return ep

@@ -212,3 +212,85 @@ def test_16_bit_pngs_are_scaled_not_saturated(tmp_path: Path) -> None:
     ds = load(tmp_path / "d")
     got = ds.images[0, 0].numpy().astype(int)
     assert np.abs(got - np.rint(a / 65535 * 255)).max() <= 1 and 0 < got.mean() < 255
+
+
+# ----------------------------------------------------------------- EXIF, Unicode names, empty folders
+def _sideways_jpeg(path: Path, upright: np.ndarray) -> None:
+    """Save ``upright`` (H x W) as a phone does: pixels stored rotated, with the EXIF
+    orientation 6 ("rotate 90 clockwise to display") that puts them back upright."""
+    stored = np.rot90(upright, k=1)  # 90 degrees counter-clockwise
+    img = Image.fromarray(np.ascontiguousarray(stored))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format="JPEG", quality=100, exif=exif.tobytes())
+
+
+def test_exif_orientation_is_applied_in_datasets_and_user_episodes(tmp_path: Path, write_png) -> None:
+    upright = np.zeros((8, 12), dtype=np.uint8)
+    upright[:2, :] = 255  # a bright top edge: wider than tall
+    _sideways_jpeg(tmp_path / "d" / "a" / "0.jpg", upright)
+    write_png(tmp_path / "d" / "b" / "0.png", np.zeros((8, 12), dtype=np.uint8))
+    ds = load(tmp_path / "d")
+    img = ds.images[0, 0].numpy()  # class a
+    assert img.shape == (8, 12), "the stored (sideways) 12x8 pixels were used"
+    assert img[:2].mean() > 200 and img[2:].mean() < 40
+    query = Preprocess(mode="L", size=(12, 12)).load(tmp_path / "d" / "a" / "0.jpg")  # [1, 12, 12]
+    assert query[0, :2].mean() > 150 and query[0, :, :2].mean() < 150  # bright top, not left
+
+
+def test_class_names_are_nfc_and_a_collision_is_an_error(tmp_path: Path, write_png) -> None:
+    import unicodedata
+
+    nfc, nfd = unicodedata.normalize("NFC", "été"), unicodedata.normalize("NFD", "été")
+    assert nfc != nfd
+    write_png(tmp_path / "d" / nfd / "0.png", gray(0))
+    write_png(tmp_path / "d" / "b" / "0.png", gray(1))
+    ds = load(tmp_path / "d")
+    assert ds.class_names == ["b", nfc]  # the NFD folder is named in NFC
+    (tmp_path / "d" / "card.yaml").write_text(f"splits: {{train: [{nfc}]}}\n", encoding="utf-8")
+    assert load(tmp_path / "d", split="train").class_names == [nfc]  # the card in NFC finds it
+    (tmp_path / "d" / "card.yaml").unlink()
+    write_png(tmp_path / "d" / nfc / "1.png", gray(2))
+    if len({p.name for p in (tmp_path / "d").iterdir()}) < 3:
+        pytest.skip("this file system normalises names itself (one folder)")
+    with pytest.raises(DatasetError, match=r"class folders .* have the same name 'été' in different "
+                       r"Unicode forms \(NFC/NFD\); merge them into one folder"):
+        load(tmp_path / "d")
+    pre = Preprocess(mode="L", size=(6, 6))
+    with pytest.raises(EpisodeInputError, match=r"same name 'été' in different Unicode forms"):
+        load_image_folders(tmp_path / "d", tmp_path / "d" / "b", pre)
+
+
+def test_query_class_folders_match_support_classes_across_unicode_forms(tmp_path: Path, write_png) -> None:
+    import unicodedata
+
+    nfc, nfd = unicodedata.normalize("NFC", "été"), unicodedata.normalize("NFD", "été")
+    write_png(tmp_path / "s" / nfc / "0.png", gray(0))
+    write_png(tmp_path / "s" / "b" / "0.png", gray(1))
+    write_png(tmp_path / "q" / nfd / "1.png", gray(2))
+    ep = load_image_folders(tmp_path / "s", tmp_path / "q", Preprocess(mode="L", size=(6, 6)))
+    assert ep.has_query_labels and ep.class_names == ["b", nfc]
+
+
+def test_empty_class_folders_are_named_in_a_warning(tmp_path: Path, write_png) -> None:
+    from metamem.data.folder import EmptyClassFolderWarning
+
+    write_png(tmp_path / "d" / "a" / "0.png", gray(0))
+    write_png(tmp_path / "d" / "b" / "0.png", gray(1))
+    (tmp_path / "d" / "cat").mkdir()
+    (tmp_path / "d" / "dog").mkdir()
+    (tmp_path / "d" / "dog" / "notes.txt").write_text("no images here")
+    (tmp_path / "d" / ".git").mkdir()  # hidden: not a class, no word
+    with pytest.warns(EmptyClassFolderWarning, match=r"2 class folder\(s\) hold no images and are "
+                      r"left out: 'cat', 'dog'$"):
+        ds = load(tmp_path / "d")
+    assert ds.class_names == ["a", "b"]
+    import warnings
+
+    (tmp_path / "d" / "cat").rmdir()
+    (tmp_path / "d" / "dog" / "notes.txt").unlink()
+    (tmp_path / "d" / "dog").rmdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EmptyClassFolderWarning)
+        load(tmp_path / "d")

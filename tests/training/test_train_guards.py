@@ -183,7 +183,7 @@ def test_a_full_disk_while_appending_a_metrics_line(tmp_path: Path, tiny_cfg, mo
 def test_non_finite_numbers_fail_validate_and_train_before_a_run_directory(
         tmp_path: Path, capsys, override: str, message: str) -> None:
     assert main(["validate", LSTM, override, "--no-data"]) == 1
-    assert capsys.readouterr().err == f"FAIL override '{override}': {message}\n"
+    assert capsys.readouterr().err == f"FAIL {LSTM}: override '{override}': {message}\n"
     with pytest.raises(ConfigError, match=rf"override '{override}': {message}"):
         from metamem.config import load_config
 
