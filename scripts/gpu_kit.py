@@ -73,7 +73,7 @@ ASSUMED = {
     "start_min": 1.5,  # a fresh machine's start ("a minute or more")
     "call_s": 30.0,  # one call: upload of up to 64 MiB and the gap before the next call
     "decode_s": 35.0,  # rebuilding the zips and decoding 50,400 JPEGs into the cache (last data call;
-                       # 23.6 + 9.7 s on the shared CPU, docs/benchmarks.md "mini-ImageNet decode")
+                       # 23.6 + 9.7 s on the shared CPU, docs/benchmarks_data.md "mini-ImageNet decode")
     "row_start_s": 10.0,  # per row, in one process: data to the GPU, learner, sampler compile, export
 }
 

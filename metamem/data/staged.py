@@ -10,7 +10,7 @@ map's pages keeps no file page in the process: its resident memory is the two st
 buffers plus the batch whatever the split's size, while the kernel's page cache keeps what
 memory allows. (Gathering through the map instead leaves every page a batch touched
 resident, up to 16 pages at a time with the kernel's fault-around: 6.2 GiB more after 200
-batches on the 9.5 GB split, see docs/benchmarks.md.)
+batches on the 9.5 GB split, see docs/benchmarks_data.md.)
 
 The episodes are the same as the in-memory path's: only where the bytes come from changes.
 """
