@@ -1,4 +1,5 @@
-"""Render the results tables of docs/results/*.md and README.md from the committed runs.
+"""Render the results tables of docs/results/*.md, docs/learners.md and README.md from the
+committed scores.
 
 Every table (and every result figure quoted in the README) sits between marker comments::
 
@@ -37,7 +38,7 @@ from metamem.runs import recorded_evaluations
 REPO = Path(__file__).resolve().parents[1]
 #: the files whose marked blocks are generated
 PAGES = ("docs/results/omniglot_paper.md", "docs/results/memory_fewshot.md",
-         "docs/results/mini_imagenet.md", "README.md")
+         "docs/results/mini_imagenet.md", "docs/learners.md", "README.md")
 BLOCK = re.compile(r"(<!-- (table|value):(\S+) -->)(.*?)(<!-- /\2 -->)", re.DOTALL)
 
 
@@ -285,6 +286,38 @@ class Paired:
 
 
 @dataclass
+class FileTable:
+    """A table of ``metamem eval`` result files kept outside ``results/`` (runs that are not
+    committed; the page prints the commands that make them): one row per learner, the best
+    mean of each column in bold."""
+
+    files: list[str]
+    columns: list[tuple[str, Want]]
+    rows: list[tuple[str, str, str]]  # (label, the row name ``learner [run]`` in the files, last cell)
+    last_header: str
+
+    def render(self, root: Path) -> str:
+        results = [r for f in self.files for r in json.loads((root / f).read_text(encoding="utf-8"))["results"]]
+        cells: dict[tuple[str, str], dict[str, float]] = {}
+        for label, name, _ in self.rows:
+            for col, want in self.columns:
+                hit = [r for r in results if r["learner"] == name and want.matches(r)]
+                if hit:
+                    cells[label, col] = hit[0]["scores"][want.scoring]
+        best = {col: max((c["mean"] for (_, k), c in cells.items() if k == col), default=None) for col, _ in self.columns}
+        lines = ["| learner | " + " | ".join(c for c, _ in self.columns) + f" | {self.last_header} |",
+                 "|" + "---|" * (len(self.columns) + 2)]
+        for label, _, last in self.rows:
+            row = [label]
+            for col, _ in self.columns:
+                c = cells.get((label, col))
+                text = "–" if c is None else f"{pct(c['mean'])} ± {pct(c['ci95'])}"
+                row.append(f"**{text}**" if c is not None and c["mean"] == best[col] else text)
+            lines.append("| " + " | ".join([*row, last]) + " |")
+        return "\n".join(lines)
+
+
+@dataclass
 class Value:
     """A figure quoted in prose: accuracies by presentation of one row, as ``a / b / c %``."""
 
@@ -397,6 +430,20 @@ BLOCKS: dict[str, Any] = {
         Row("mini_imagenet/probe_resnet12", "pretrain + probe, ResNet-12", "62.02 / 79.64 (Tian et al. 2020)"),
     ], note_header="paper (5w1s / 5w5s)"),
     "readme_mann_500k": Value("omniglot_paper/mann_lru_500k", SEQ5, [2, 3, 5, 10]),
+    "learners_minimal": FileTable(
+        [f"docs/results/omniglot_table/{f}.json" for f in ("set_learners_5way", "any_way_learners_20way", "mann_lstm_5way")],
+        [("5-way 1-shot", Want(5, 1, 2026, episodes=400)), ("5-way 5-shot", Want(5, 5, 2026, episodes=400)),
+         ("20-way 1-shot", Want(20, 1, 2026, n_query=5, episodes=400))],
+        [("protonet", "protonet [protonet]", "300 steps × one 60-way episode"),
+         ("matching", "matching [matching]", "300 steps × 4 episodes"),
+         ("matching (FCE)", "matching [matching_fce]", "300 steps × 4 episodes"),
+         ("memory_matching (LRU)", "memory_matching [memory_matching]", "300 steps × 4 episodes"),
+         ("metanet", "metanet [metanet]", "300 steps × 4 episodes"),
+         ("maml (2nd order)", "maml [maml]", "300 steps × 32 episodes"),
+         ("linear_probe", "linear_probe [linear_probe]", "300 steps × 4 30-way episodes"),
+         ("mann (LRU)", "mann [mann_lru_a]", "6,250 steps × 16 sequences"),
+         ("lstm", "lstm [lstm_100k]", "6,250 steps × 16 sequences")],
+        "training budget"),
 }
 
 
