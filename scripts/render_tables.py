@@ -215,12 +215,21 @@ class Table:
     note_header: str = ""
     fixed: list[list[str]] = field(default_factory=list)  # label + one cell per column (+ note)
     ci_at: int = 2  # the presentation that shows its ± (sequence tables)
+    budget: bool = False  # a column "steps × batch" from the run's config
+
+    def _budget(self, root: Path, row: str) -> str:
+        import yaml
+
+        config = yaml.safe_load((root / "results" / row / "config.yaml").read_text(encoding="utf-8"))
+        return f"{config['train']['steps']:,} × {config['episodes'].get('batch_size', 1)}"
 
     def render(self, root: Path) -> str:
         if self.kind == "set":
             head = ["model", *(c for c, _ in self.columns)]
         else:
             head = ["model", *(ordinal(p) for p in self.presentations), "all steps"]
+        if self.budget:
+            head.append("training steps × batch")
         if self.note_header:
             head.append(self.note_header)
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -239,6 +248,8 @@ class Table:
                     for p in self.presentations:
                         cells.append(pct(pres[p - 1]) + (f" ± {pct(ci[p - 1])}" if p == self.ci_at else ""))
                     cells.append(f"{pct(s['mean'], 2)} ± {pct(s['ci95'], 2)}")
+            if self.budget:
+                cells.append(self._budget(root, row.run))
             if self.note_header:
                 cells.append(row.note)
             lines.append("| " + " | ".join(cells) + " |")
@@ -358,7 +369,7 @@ BLOCKS: dict[str, Any] = {
         Row("omniglot_paper/mann_spread", "MANN (LRUA), spread labels, set scoring", "–"),
         Row("omniglot_paper/lstm", "LSTM, set scoring", "–"),
         Row("omniglot_paper/lstm_spread", "LSTM, spread labels, set scoring", "–"),
-    ], note_header="paper (5w1s / 5w5s / 20w1s / 20w5s)"),
+    ], note_header="paper (5w1s / 5w5s / 20w1s / 20w5s)", budget=True),
     "omniglot_sequence": Table([("seq", SEQ5)], [
         Row("omniglot_paper/mann_lru", "MANN (LRUA), 100,000 episodes"),
         Row("omniglot_paper/mann_lru_500k", "MANN (LRUA), 500,000 episodes"),
@@ -428,7 +439,7 @@ BLOCKS: dict[str, Any] = {
         Row("mini_imagenet/metanet_conv4", "Meta Networks, Conv-4", "49.21 / – (Munkhdalai & Yu 2017)"),
         Row("mini_imagenet/probe_conv4", "pretrain + probe, Conv-4-64", "–"),
         Row("mini_imagenet/probe_resnet12", "pretrain + probe, ResNet-12", "62.02 / 79.64 (Tian et al. 2020)"),
-    ], note_header="paper (5w1s / 5w5s)"),
+    ], note_header="paper (5w1s / 5w5s)", budget=True),
     "readme_mann_500k": Value("omniglot_paper/mann_lru_500k", SEQ5, [2, 3, 5, 10]),
     "learners_minimal": FileTable(
         [f"docs/results/omniglot_table/{f}.json" for f in ("set_learners_5way", "any_way_learners_20way", "mann_lstm_5way")],
