@@ -223,3 +223,36 @@ def test_weights_yaml_mistakes_name_the_file(tmp_path: Path) -> None:
     entry.write_text(f"url: ../store\nsha256: {sha}\n")  # relative to the run directory
     with pytest.raises(CheckpointError, match=r"store holds no last.pt"):
         metamem.load_run(run, device="cpu")
+
+
+# --- scripts/half_weights.py: store half precision only where the figures hold -------------
+
+def test_half_weights_script_measures_then_stores_or_refuses(tmp_path, load_script, capsys) -> None:
+    import json
+
+    from metamem.cli.main import main
+
+    script = load_script("half_weights")
+    run, _ = make_run(tmp_path, half=False, learner="protonet")
+    assert main(["eval", str(run), "eval.episodes=20", "--no-progress", "--no-plots", "--out", str(run / "eval")]) == 0
+    capsys.readouterr()
+    figures = run / "eval" / "results.json"
+    doc = json.loads(figures.read_text())
+    doc["results"][0]["scores"]["set"]["mean"] += 0.001  # a committed figure 0.1 points away
+    figures.write_text(json.dumps(doc))
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    assert script.main([str(run), "--write"]) == 1
+    assert "OUTSIDE 0.05 points" in capsys.readouterr().out
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before  # nothing written
+    doc["results"][0]["scores"]["set"]["mean"] -= 0.001
+    figures.write_text(json.dumps(doc))
+    assert script.main([str(run), "--write"]) == 0
+    out = capsys.readouterr().out
+    assert "within 0.05 points of every committed figure" in out and "wrote float16 checkpoints/last.pt" in out
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert {v.dtype for v in ckpt["model"].values() if v.is_floating_point()} == {torch.float16}
+    # --drop: the weights go, a note names the page with the re-training command
+    assert script.main([str(run), "--drop", "docs/results/x.md"]) == 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["WEIGHTS_NOT_INCLUDED.txt"]
+    with pytest.raises(FileNotFoundError, match=r"shared without its weights: .*docs/results/x.md prints the command"):
+        metamem.load_run(run, device="cpu")
