@@ -128,8 +128,8 @@ def check_command(line: str) -> list[str]:
             problems.append(f"{words[2]} does not exist")
         return problems
     run = words[2]
-    if not run.startswith(("results/", "runs/retrain/")):
-        return problems  # a run the page trains itself: no committed scores to match
+    if not (out or "").startswith("runs/rescore/") or not run.startswith(("results/", "runs/retrain/")):
+        return problems  # not a table row's re-score (a run the page trains, a planned sweep)
     if run.startswith("runs/retrain/"):  # scored after re-training: the committed scores of that row
         run = next(str(p.relative_to(ROOT)) for p in (ROOT / "results").glob(f"*/{Path(run).name}"))
     sub = Path(out).name if out else ""
