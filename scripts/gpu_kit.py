@@ -129,6 +129,9 @@ COMMON = ("train.amp=true", "train.amp_dtype=bfloat16", "train.channels_last=tru
           "eval.protocol=set")
 
 
+MEASURING = ".measuring"  # in the kit folder while `measure` runs (in the background)
+
+
 class KitError(Exception):
     """A step that cannot go on; the message names the file or value and the fix."""
 
@@ -296,6 +299,44 @@ def receive(kit: Path, data_dir: Path) -> tuple[list[str], list[str]]:
     return present, missing
 
 
+def sizes(source: Path, classes: int = 2) -> dict[str, int]:
+    """Bytes of ``classes`` train classes (spread over the split) as the JPEGs shipped and as a
+    decoded uint8 cache compressed losslessly several ways (the alternative to sending JPEGs)."""
+    import bz2
+    import io
+    import lzma
+    import zipfile
+    import zlib
+
+    import numpy as np
+    from PIL import Image
+
+    from metamem.data.mini_imagenet import read_split_csv
+    from metamem.data.paths import bundled_dir
+
+    rows = read_split_csv(bundled_dir("mini_imagenet") / "train.csv")
+    wnids = sorted({w for _, w in rows})
+    picked = wnids[:: max(1, len(wnids) // classes)][:classes]
+    out = dict.fromkeys(("jpeg", "uint8", "zlib-9", "bz2-9", "xz-6", "png", "webp-lossless"), 0)
+    with zipfile.ZipFile(source / "train.zip") as z:
+        for wnid in picked:
+            jpegs = [z.read(f"images/{f}") for f, w in rows if w == wnid]
+            arrays = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in jpegs]
+            raw = np.stack(arrays).tobytes()
+            out["jpeg"] += sum(map(len, jpegs))
+            out["uint8"] += len(raw)
+            out["zlib-9"] += len(zlib.compress(raw, 9))
+            out["bz2-9"] += len(bz2.compress(raw, 9))
+            out["xz-6"] += len(lzma.compress(raw, preset=6))
+            for fmt, key, kw in (("PNG", "png", {"optimize": True}),
+                                 ("WEBP", "webp-lossless", {"lossless": True, "quality": 100})):
+                for a in arrays:
+                    buf = io.BytesIO()
+                    Image.fromarray(a).save(buf, format=fmt, **kw)
+                    out[key] += buf.tell()
+    return out
+
+
 # ----------------------------------------------------------------------------- plan
 @dataclass
 class PlannedRow:
@@ -342,15 +383,18 @@ def assumed_step_s(row: Row) -> float:
 
 def make_plan(*, timing: dict[str, Any] | None, data_calls: int, window_min: float = 15.0,
               margin_min: float = 2.0, call_limit_min: float = 9.0, rows: tuple[Row, ...] = ROWS,
-              steps: int | None = None) -> Plan:
+              steps: int | None = None, left: bool = False) -> Plan:
     """Share out the window's training time among ``rows`` (by ``Row.share``) and turn it into
     steps with each row's seconds per step (measured in ``timing`` where present, else assumed).
     Rows go to run calls in order, a new call when the next row would pass ``call_limit_min``.
-    ``steps`` gives every row that many steps instead (then the plan may not fit)."""
+    ``steps`` gives every row that many steps instead (then the plan may not fit). ``left``:
+    the window is what is left of the device time once the data is there (no start, no data
+    calls: ``run --left-min`` with the minutes the device tool reports as left)."""
     measured = (timing or {}).get("rows", {})
     # `measure` runs in the background during the data calls (setsid): it costs no window time
-    fixed = {"machine start": ASSUMED["start_min"] * 60, "data calls": data_calls * ASSUMED["call_s"],
-             "rebuild + decode": ASSUMED["decode_s"]}
+    fixed = ({} if left else {"machine start": ASSUMED["start_min"] * 60,
+                              "data calls": data_calls * ASSUMED["call_s"],
+                              "rebuild + decode": ASSUMED["decode_s"]})
     margin, window = margin_min * 60, window_min * 60
     other = {r.name: r.eval_s + ASSUMED["row_start_s"] for r in rows}
     # each run call costs a call's overhead too; at most two run calls are planned for
@@ -444,6 +488,15 @@ def measure(kit: Path, rows: tuple[Row, ...], steps: int, extra: list[str], devi
     log = kit / "measure.log"
     kit.mkdir(parents=True, exist_ok=True)
     _use_kit_env(kit)
+    (kit / MEASURING).write_text(str(os.getpid()))
+    try:
+        return _measure(kit, rows, steps, extra, device, synthetic, log)
+    finally:
+        (kit / MEASURING).unlink(missing_ok=True)
+
+
+def _measure(kit: Path, rows: tuple[Row, ...], steps: int, extra: list[str], device: str, synthetic: str,
+             log: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"device": _device_name(device), "steps": steps, "rows": {}}
     for r in rows:
         run = kit / "measure" / r.name
@@ -631,8 +684,12 @@ def _data_calls(kit: Path, tracked_mib: float | None) -> int:
     return math.ceil(DATA_BYTES / room)
 
 
-def _timing(kit: Path, path: Path | None) -> dict[str, Any] | None:
+def _timing(kit: Path, path: Path | None, wait_s: float = 0.0) -> dict[str, Any] | None:
+    """The measured step times, waiting up to ``wait_s`` for a `measure` still running."""
     p = path or kit / "timing.json"
+    end = time.monotonic() + wait_s
+    while (kit / MEASURING).is_file() and time.monotonic() < end:
+        time.sleep(2)
     return read_json(p, "measured step times") if p.is_file() else None
 
 
@@ -644,6 +701,9 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--source", type=Path, default=ROOT.parent / "shared" / "data" / "mini_imagenet")
     a.add_argument("--part-mib", type=float, default=None,
                    help="part size (default: 64 MiB less the tracked files less 2 MiB)")
+    z = sub.add_parser("sizes", help="the train split as JPEGs vs a compressed uint8 cache (a sample of classes)")
+    z.add_argument("--source", type=Path, default=ROOT.parent / "shared" / "data" / "mini_imagenet")
+    z.add_argument("--classes", type=int, default=2)
     r = sub.add_parser("receive", help="verify the parts carried so far; rebuild and decode once all are there")
     r.add_argument("--no-decode", action="store_true", help="do not decode the rebuilt zips into the cache")
     r.add_argument("--image-size", type=int, default=84)
@@ -667,6 +727,10 @@ def main(argv: list[str] | None = None) -> int:
             s.add_argument("--call", type=int, default=1, help="which run call of the plan")
             s.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu_kit_out")))
             s.add_argument("--deadline-min", type=float, default=9.3, help="stop starting rows after this")
+            s.add_argument("--left-min", type=float, default=None,
+                           help="plan for the device minutes left now (the data already there)")
+            s.add_argument("--wait-timing-s", type=float, default=90.0,
+                           help="wait this long for a `measure` still running in the background")
     u = sub.add_parser("unpack", help="verify and unpack the runs brought back (here)")
     u.add_argument("files", type=Path, help="the folder the call's files came back to")
     u.add_argument("--dest", type=Path, default=ROOT / "results" / "mini_imagenet" / "gpu")
@@ -676,15 +740,27 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "pack":
             tracked = tracked_bytes()
             part = int(args.part_mib * MIB) if args.part_mib else UPLOAD_BYTES - tracked - 2 * MIB
+            if part < MIB:
+                raise KitError(f"the tracked files are {tracked / MIB:.1f} MiB: they leave no room for data in a "
+                               f"{UPLOAD_BYTES / MIB:.0f} MiB upload; shrink them (or pass --part-mib for the "
+                               "size they will have)")
             man = pack(args.source, kit, part)
             print(f"tracked files {tracked / MIB:.1f} MiB; {len(man['parts'])} parts of "
                   f"{man['parts'][0]['bytes'] / MIB:.1f} MiB in {kit} (sha256 in manifest.json)")
             for i, pt in enumerate(man["parts"], 1):
-                also = " && python3 scripts/gpu_kit.py measure" if i == 1 else ""
+                also = (" && (setsid nohup python3 scripts/gpu_kit.py measure > .gpukit/measure.out 2>&1 &)"
+                        if i == 1 else "")
                 print(f"call {i}: carry [\".gpukit/{pt['name']}\"]  command: export PYTHONPATH=$PWD; "
                       f"python3 scripts/gpu_kit.py receive{also}")
-            print("then: export PYTHONPATH=$PWD; python3 scripts/gpu_kit.py run --call 1   (and --call 2 if "
-                  "the plan has two)")
+            print("then: export PYTHONPATH=$PWD; python3 scripts/gpu_kit.py run --left-min MINUTES_LEFT --call 1 "
+                  "(and --call 2 if the plan has two); the files come back from $OUT")
+            return 0
+        if args.cmd == "sizes":
+            got = sizes(args.source, args.classes)
+            scale = 64 / args.classes
+            for key, n in got.items():
+                print(f"{key:14s} {n / MIB:7.2f} MiB for {args.classes} classes -> train split ~{scale * n / MIB:6.0f} MiB "
+                      f"({n / got['jpeg']:.2f}x the JPEGs)")
             return 0
         if args.cmd == "receive":
             data = kit / "data" / "mini_imagenet"
@@ -711,10 +787,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "measure":
             measure(kit, rows, args.steps or 40, args.set, args.device)
             return 0
-        timing = _timing(kit, args.timing)
-        plan = make_plan(timing=timing, data_calls=_data_calls(kit, args.tracked_mib), window_min=args.window_min,
-                         margin_min=args.margin_min, call_limit_min=args.call_limit_min, rows=rows,
-                         steps=args.steps)
+        left = args.cmd == "run" and args.left_min is not None
+        timing = _timing(kit, args.timing, wait_s=args.wait_timing_s if args.cmd == "run" else 0.0)
+        plan = make_plan(timing=timing, data_calls=0 if left else _data_calls(kit, args.tracked_mib),
+                         window_min=args.left_min if left else args.window_min, margin_min=args.margin_min,
+                         call_limit_min=args.call_limit_min, rows=rows, steps=args.steps, left=left)
         print(format_plan(plan, timing), flush=True)
         if args.cmd == "plan":
             return 0 if plan.fits else 1

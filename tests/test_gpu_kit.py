@@ -105,6 +105,10 @@ def test_the_dry_run_fits_the_window_and_follows_measured_step_times(kit, tmp_pa
     assert "FITS" in out and "(assumed)" in out and "measured on test" in out
     assert kit.main(["--kit", str(tmp_path), "plan", "--tracked-mib", "25", "--steps", "20000"]) == 1
     assert "DOES NOT FIT" in capsys.readouterr().out
+    # on the device, with the data there: the minutes left go to the rows (no start, no data calls)
+    left = kit.make_plan(timing=None, data_calls=5, window_min=10.0, left=True)
+    assert left.fits and not left.fixed and left.rows[0].steps > plan.rows[0].steps
+    assert left.total_s + left.margin_s <= 10 * 60 + 1e-6
     # rows that pass a call's limit go to a second run call, whose overhead is counted
     split = kit.make_plan(timing=None, data_calls=5, call_limit_min=4.0)
     assert split.calls == 2 and all(sum(p.total_s for p in split.rows if p.call == c) <= 240 for c in (1, 2))
