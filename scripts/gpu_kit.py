@@ -29,13 +29,14 @@ in all. This kit fits the table's rows into that:
 
 Usage (docs/results/mini_imagenet.md, "Rows awaiting a GPU")::
 
-    python scripts/gpu_kit.py pack                  # here; prints the calls
-    python scripts/gpu_kit.py plan                  # the dry run (assumed step times)
-    # device, one call per part, carry [".gpukit/pNN"] (the first one also measures):
-    export PYTHONPATH=$PWD; python3 scripts/gpu_kit.py receive && python3 scripts/gpu_kit.py measure
-    # device, last call(s):
-    export PYTHONPATH=$PWD; python3 scripts/gpu_kit.py run --call 1
-    python scripts/gpu_kit.py unpack FILES_AT --dest results/mini_imagenet/gpu
+    python scripts/gpu_kit.py pack                  # here; prints the device calls
+    python scripts/gpu_kit.py plan                  # the dry run (assumed step times, marked)
+    # device, one call per part, carry [".gpukit/pNN"]; the first also measures, in the background:
+    export PYTHONPATH=$PWD; python3 scripts/gpu_kit.py receive && \
+        (setsid nohup python3 scripts/gpu_kit.py measure > .gpukit/measure.out 2>&1 &)
+    # device, the last call: the rows, planned for the minutes left
+    export PYTHONPATH=$PWD; python3 scripts/gpu_kit.py run --left-min MINUTES_LEFT
+    python scripts/gpu_kit.py unpack FILES_AT --dest runs/mini_imagenet_gpu   # here
 """
 
 from __future__ import annotations
@@ -698,11 +699,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kit", type=Path, default=ROOT / ".gpukit", help="the kit's (git-ignored) folder")
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("pack", help="split the zips into parts that fit the upload (here)")
-    a.add_argument("--source", type=Path, default=ROOT.parent / "shared" / "data" / "mini_imagenet")
+    a.add_argument("--source", type=Path, default=None,
+                   help="folder holding train.zip and test.zip (default: the data root's mini_imagenet/)")
     a.add_argument("--part-mib", type=float, default=None,
                    help="part size (default: 64 MiB less the tracked files less 2 MiB)")
     z = sub.add_parser("sizes", help="the train split as JPEGs vs a compressed uint8 cache (a sample of classes)")
-    z.add_argument("--source", type=Path, default=ROOT.parent / "shared" / "data" / "mini_imagenet")
+    z.add_argument("--source", type=Path, default=None, help="as for pack")
     z.add_argument("--classes", type=int, default=2)
     r = sub.add_parser("receive", help="verify the parts carried so far; rebuild and decode once all are there")
     r.add_argument("--no-decode", action="store_true", help="do not decode the rebuilt zips into the cache")
@@ -733,9 +735,13 @@ def main(argv: list[str] | None = None) -> int:
                            help="wait this long for a `measure` still running in the background")
     u = sub.add_parser("unpack", help="verify and unpack the runs brought back (here)")
     u.add_argument("files", type=Path, help="the folder the call's files came back to")
-    u.add_argument("--dest", type=Path, default=ROOT / "results" / "mini_imagenet" / "gpu")
+    u.add_argument("--dest", type=Path, default=ROOT / "runs" / "mini_imagenet_gpu")
     args = p.parse_args(argv)
     kit: Path = args.kit
+    if getattr(args, "source", "unset") is None:
+        from metamem.data.paths import data_root
+
+        args.source = data_root() / "mini_imagenet"  # $METAMEM_DATA or ~/.cache/metamem/data
     try:
         if args.cmd == "pack":
             tracked = tracked_bytes()
