@@ -344,6 +344,9 @@ def validate_data(
     split = eval_split(cfg)
     if final_eval and split:
         out["test"] = load(split, ev.data_options)  # eval.data_options: this split only
+        if ev.variable:  # variable-way episodes: their limits must fit the split instead
+            _check_variable(out["test"], ev.variable, origin("eval.variable"), split)
+            return out
         ways = ev.n_way if isinstance(ev.n_way, list) else [ev.n_way]
         shots = ev.k_shot if isinstance(ev.k_shot, list) else [ev.k_shot]
         for n_way in ways:
@@ -351,6 +354,21 @@ def validate_data(
                 check(out["test"], f"evaluation ({split!r})", "eval.n_way eval.k_shot eval.n_query",
                       n_way, k_shot, ev.n_query, ev.within_group)
     return out
+
+
+def _check_variable(ds: Any, value: Any, where: str, split: str) -> None:
+    """``eval.variable`` (true or a dict of limits) must give episodes the split can provide."""
+    from metamem.episodes.variable import VariableEpisodeSampler, VariableSpec
+
+    fields = VariableSpec.__dataclass_fields__
+    bad = sorted(set(value) - set(fields)) if isinstance(value, dict) else []
+    if bad:
+        raise ConfigError(f"{where}: eval.variable: unknown key {bad[0]!r}; valid: {', '.join(fields)}")
+    try:
+        VariableEpisodeSampler(ds, VariableSpec(**value) if isinstance(value, dict) else VariableSpec())
+    except ValueError as e:
+        raise ConfigError(f"{where}: eval.variable: the evaluation ({split!r}) split cannot provide "
+                          f"variable episodes: {e}") from None
 
 
 def _check_task_learner(cfg: ExperimentCfg, task: Any, source: str) -> None:

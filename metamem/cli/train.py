@@ -81,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
 def _print_eval(res: dict) -> None:
     proto = res.get("protocol", {})
     head = f"eval {proto.get('split')} {proto.get('n_way')}-way {proto.get('k_shot')}-shot"
+    if proto.get("variable_limits"):
+        head = f"eval {proto.get('split')} variable ways and shots ({proto['variable_limits']})"
     for name, score in res.get("scores", {}).items():
         line = f"{head} [{name}]: {100 * score['mean']:.2f}% ± {100 * score['ci95']:.2f}"
         pres = score.get("per_presentation")

@@ -48,9 +48,10 @@ def result_rows(results: Sequence[EvalResult]) -> list[dict[str, Any]]:
             "source": r.source or "",
             "dataset": p.dataset,
             "split": p.split,
-            "n_way": p.n_way,
-            "k_shot": p.k_shot,
-            "n_query": p.n_query,
+            # variable-way episodes (Meta-Dataset) have no single N, K, Q: their limits are in the protocol
+            "n_way": p.n_way if p.variable_limits is None else "variable",
+            "k_shot": p.k_shot if p.variable_limits is None else "variable",
+            "n_query": p.n_query if p.variable_limits is None else "variable",
             "episodes": p.episodes,
             "seed": p.seed,
             "within_group": p.within_group,

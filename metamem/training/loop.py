@@ -635,12 +635,14 @@ def final_evaluation(learner: nn.Module, cfg: ExperimentCfg, device: torch.devic
     ways = ev.n_way if isinstance(ev.n_way, list) else [ev.n_way]
     shots = ev.k_shot if isinstance(ev.k_shot, list) else [ev.k_shot]
     results, objs = [], []
-    for n_way, k_shot in itertools.product(ways, shots):
+    combos = [(ways[0], shots[0])] if ev.variable else list(itertools.product(ways, shots))  # variable: one
+    for n_way, k_shot in combos:
         res = evaluate(learner, ds, n_way=n_way, k_shot=k_shot, n_query=ev.n_query,
                        episodes=ev.episodes, seed=ev.seed, within_group=ev.within_group,
                        protocol=ev.protocol, batch_size=ev.batch_size, device=device, progress=False,
                        config=conf, source=str(run_dir) if run_dir else None,
-                       data_options=ev.data_options or None, memory_budget=ev.memory_budget)
+                       data_options=ev.data_options or None, memory_budget=ev.memory_budget,
+                       variable=ev.variable)
         results.append(res.to_dict())
         objs.append(res)
         kill_point("eval")  # crash-safety tests: killed during the final evaluation

@@ -29,7 +29,7 @@ import metamem
 from metamem.cli.main import main
 from metamem.data import DatasetError
 from metamem.data.archives import ARCHIVES, prepare_archive, prepare_tiered_imagenet
-from metamem.data.download import DownloadError
+from metamem.data.download import DownloadError, download
 from metamem.data.paths import bundled_dir
 from metamem.data.sources import image_to_array
 
@@ -233,7 +233,8 @@ def test_prepare_refuses_an_archive_without_the_official_md5(cifar_root: Path, t
 def test_download_checks_the_md5_and_refuses_html(cub_root: Path, tmp_path: Path, server_for) -> None:
     good = (cub_root / "CUB_200_2011.tgz").read_bytes()
     base = server_for({"/ok/CUB_200_2011.tgz": ("application/x-gzip", good),
-                       "/html/CUB_200_2011.tgz": ("text/html", b"<!DOCTYPE html><html>quota</html>")})
+                       "/html/CUB_200_2011.tgz": ("text/html", b"<!DOCTYPE html><html>quota</html>"),
+                       "/notar/CUB_200_2011.tgz": ("application/octet-stream", b"\x00not a tar archive" * 40)})
     md5 = __import__("hashlib").md5(good).hexdigest()
     with pytest.raises(DownloadError, match=r"md5 mismatch for CUB_200_2011.tgz"):
         prepare_archive("cub", tmp_path, url=f"{base}/ok/CUB_200_2011.tgz", progress=False)
@@ -242,6 +243,15 @@ def test_download_checks_the_md5_and_refuses_html(cub_root: Path, tmp_path: Path
     assert not (tmp_path / "CUB_200_2011.tgz").exists()
     got = prepare_archive("cub", tmp_path, url=f"{base}/ok/CUB_200_2011.tgz", md5=md5, progress=False)
     assert got.read_bytes() == good
+    sha = __import__("hashlib").sha256(good).hexdigest()
+    with pytest.raises(DownloadError, match=rf"sha256 mismatch for x.tgz .*expected {'0' * 64}, got {sha}"):
+        download(f"{base}/ok/CUB_200_2011.tgz", tmp_path / "x.tgz", sha256="0" * 64, expect_zip=False, progress=False)
+    assert download(f"{base}/ok/CUB_200_2011.tgz", tmp_path / "x.tgz", sha256=sha, expect_zip=False,
+                    expect_tar=True, progress=False).read_bytes() == good
+    with pytest.raises(DownloadError, match=r"x.tgz from .* is not a readable tar archive"):
+        download(f"{base}/notar/CUB_200_2011.tgz", tmp_path / "x.tgz", expect_zip=False, expect_tar=True,
+                 progress=False)
+    assert (tmp_path / "x.tgz").read_bytes() == good  # the previous file is kept
 
 
 def test_prepare_tiered_checks_the_published_counts(tmp_path: Path, capsys) -> None:

@@ -93,4 +93,24 @@ def test_metamem_eval_scores_variable_episodes(tmp_path: Path, monkeypatch, caps
     (row,) = json.loads((out / "results.json").read_text())["results"]
     assert row["protocol"]["variable_limits"].startswith("min_ways=5 max_ways=50")
     assert row["scores"]["set"]["episodes"] == 5
+    table = (out / "results.md").read_text()
+    assert "| variable | variable | variable | 5 |" in table
     assert parse_sweep(["eval.variable={max_ways: 20}"]) == {"eval.variable": [{"max_ways": 20}]}
+
+
+def test_validate_checks_variable_limits_against_the_split(tmp_path: Path, capsys) -> None:
+    cfg = tmp_path / "v.yaml"
+    base = ("learner: {name: protonet}\n"
+            "data: {name: synthetic, options: {num_classes: 20, per_class: 12, image_size: 16}}\n"
+            "episodes: {n_way: 5, k_shot: 1, n_query: 5}\n")
+    cfg.write_text(base + "eval: {variable: {max_ways: 10}, protocol: set}\n")  # 15 queries would not fit
+    assert main(["validate", str(cfg)]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    cfg.write_text(base + "eval: {variable: {min_ways: 25, max_ways: 30}}\n")
+    assert main(["validate", str(cfg)]) == 1
+    got = capsys.readouterr()
+    assert "eval.variable: the evaluation ('test') split cannot provide variable episodes" in got.out + got.err
+    cfg.write_text(base + "eval: {variable: {ways: 5}}\n")
+    assert main(["validate", str(cfg)]) == 1
+    got = capsys.readouterr()
+    assert "eval.variable: unknown key 'ways'" in got.out + got.err
