@@ -546,13 +546,15 @@ def restore_global_rng(ckpt: dict[str, Any]) -> None:
 def recorded_evaluations(run_dir: str | Path) -> list[tuple[Path, dict[str, Any]]]:
     """``(file, result dict)`` of every evaluation a run directory holds: its training run's
     ``eval.json`` and the ``results.json`` of each ``metamem eval --out`` folder inside it
-    (``eval/``, ``eval_set/``...), files in sorted order."""
+    (``eval/``, ``eval_set/``...), files in sorted order, each checked
+    (:func:`metamem.results_check.read_checked_results`)."""
+    from metamem.results_check import read_checked_results
+
     run = Path(run_dir)
     out = []
     for f in sorted([run / "eval.json", *run.glob("*/results.json")]):
         if f.is_file():
-            doc = json.loads(f.read_text(encoding="utf-8"))
-            out += [(f, r) for r in (doc["results"] if isinstance(doc, dict) else doc)]
+            out += [(f, r) for r in read_checked_results(f)]
     return out
 
 

@@ -599,7 +599,12 @@ def run_rows(kit: Path, out: Path, plan: Plan, call: int, extra: list[str], devi
             if rc != 0:
                 item["status"] = f"scoring failed (rc {rc}; see {log.name})"
             else:
-                res = read_json(dest / "eval" / "results.json", "the row's scores")["results"]
+                from metamem.results_check import read_checked_results
+
+                try:  # checked: schema, ranges, stored means against the per-episode scores
+                    res = read_checked_results(dest / "eval" / "results.json")
+                except (OSError, ValueError) as e:
+                    raise KitError(f"the row's scores: {e}") from None
                 item["status"] = "done"
                 item["scores"] = {f"5w{r['protocol']['k_shot']}s": round(100 * r["scores"]["set"]["mean"], 2)
                                   for r in res}

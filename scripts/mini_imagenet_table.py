@@ -20,12 +20,14 @@ from pathlib import Path
 
 import yaml
 
+from metamem.results_check import read_checked_results
+
 
 def row(run: Path) -> str:
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    results = json.loads((run / "eval.json").read_text()) if (run / "eval.json").is_file() else []
+    results = read_checked_results(run / "eval.json") if (run / "eval.json").is_file() else []
     for extra in sorted(run.glob("*/results.json")):  # re-scorings written by `metamem eval --out`
-        results += json.loads(extra.read_text())["results"]
+        results += read_checked_results(extra)
     cells = {}
     for r in results:
         p, s = r["protocol"], r["scores"].get("set")

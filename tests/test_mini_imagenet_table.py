@@ -22,6 +22,14 @@ def test_rows_read_eval_json_and_metamem_eval_folders(load_script, tmp_path: Pat
     line = table.row(tmp_path)
     assert line.startswith("| metanet | conv4 | " + want + " | – |"), line
     # and a training run's own eval.json, both cells, next to a re-scoring of one of them
-    five = dict(r, protocol=dict(r["protocol"], k_shot=5), scores={"set": {"mean": 0.5, "ci95": 0.01}})
+    import torch
+
+    from metamem.evaluation import Score
+
+    per_episode = torch.tensor([0.5 + 0.1 * (-1) ** i for i in range(1000)], dtype=torch.float64)
+    score = Score("set", per_episode)  # a whole score: the reader checks mean and ci95 against it
+    five = dict(r, protocol=dict(r["protocol"], k_shot=5), scores={"set": score.to_dict()})
     (tmp_path / "eval.json").write_text(json.dumps([five]))
-    assert table.row(tmp_path).startswith(f"| metanet | conv4 | {want} | 50.00 ± 1.00 (1000 ep.) |")
+    cell = f"{100 * score.mean:.2f} ± {100 * score.ci95:.2f} (1000 ep.)"
+    assert cell == "50.00 ± 0.62 (1000 ep.)"
+    assert table.row(tmp_path).startswith(f"| metanet | conv4 | {want} | {cell} |")

@@ -76,7 +76,7 @@ def results_file(path: Path) -> Path:
 def load_rows(paths: list[Path]) -> list[EvalResult]:
     """Every row of every results file, in order."""
     from metamem.evaluation.report import read_results
-    from metamem.evaluation.results_check import ResultsError
+    from metamem.results_check import ResultsError
 
     rows: list[EvalResult] = []
     for path in paths:

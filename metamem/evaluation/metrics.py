@@ -16,10 +16,10 @@ from typing import Sequence
 
 import torch
 
+from metamem.results_check import Z95  # the 95% normal quantile, one constant for all
+
 __all__ = ["Z95", "first_presentation_guess", "mean_ci95", "mean_t95", "presentation_accuracy"]
 
-#: two-sided 95% quantile of the standard normal distribution
-Z95 = 1.96
 
 
 def mean_ci95(values: torch.Tensor) -> tuple[float, float]:

@@ -184,25 +184,13 @@ def write_results(
 
 def read_results(path: str | os.PathLike[str]) -> list[EvalResult]:
     """Read the results written by :func:`write_results` (``<stem>.json``), checked
-    (:func:`metamem.evaluation.results_check.check_results`: schema, types, accuracies
+    (:func:`metamem.results_check.read_checked_results`: schema, types, accuracies
     finite and in [0, 1], stored means and intervals equal to the recomputed ones).
 
     Raises:
         ResultsError: one line naming the file and the field at fault (also for a file
             that is not JSON).
     """
-    from metamem.evaluation.results_check import ResultsError, check_results
+    from metamem.results_check import read_checked_results
 
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f, parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ResultsError(f"{path}: not valid JSON ({' '.join(str(e).split())[:120]})") from None
-    except ValueError as e:  # NaN / Infinity: not JSON, and never written by metamem
-        raise ResultsError(f"{path}: {e}") from None
-    return [EvalResult.from_dict(d) for d in check_results(doc, str(path))]
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"holds {name}, which JSON does not allow and metamem never writes; "
-                     "it was edited: score the runs again with `metamem eval`")
+    return [EvalResult.from_dict(d) for d in read_checked_results(path)]

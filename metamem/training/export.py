@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import yaml
 
+from metamem.results_check import read_checked_results
 from metamem.runs import (
     WEIGHTS_NOT_INCLUDED,
     CheckpointError,
@@ -169,7 +170,7 @@ def export_run(
         write_metrics(tmp / "metrics.jsonl",
                       [r for r in read_metrics(run / "metrics.jsonl") if r["step"] <= ckpt["step"]])
         if (run / "eval.json").is_file():
-            results = json.loads((run / "eval.json").read_text(encoding="utf-8"))
+            results = read_checked_results(run / "eval.json")  # an edited file is not shared
             for r in results:
                 r["source"] = _shown(out)
                 if isinstance(r.get("config"), dict):

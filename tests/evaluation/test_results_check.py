@@ -12,7 +12,7 @@ import torch
 
 from metamem.cli.main import main
 from metamem.evaluation import EvalResult, Protocol, Score, read_results, write_results
-from metamem.evaluation.results_check import ResultsError, check_results
+from metamem.results_check import ResultsError, check_results
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,3 +110,21 @@ def test_every_results_and_eval_file_kept_in_the_repository_passes() -> None:
         assert read_results(f)
     for f in evals:
         assert check_results(json.loads(f.read_text()), str(f))
+
+
+def test_every_reader_checks_a_run_directorys_eval_json_and_results(written: Path, tmp_path: Path) -> None:
+    from metamem.results_check import read_checked_results
+    from metamem.runs import recorded_evaluations
+
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    rows = json.loads(written.read_text())["results"]
+    (run / "eval.json").write_text(json.dumps(rows))  # eval.json: a bare list of results
+    (run / "eval" / "results.json").write_text(written.read_text())
+    assert len(recorded_evaluations(run)) == 4
+    assert read_checked_results(run / "eval.json") == rows
+    rows[0]["scores"]["sequence"]["per_episode"][0] = 1.5
+    (run / "eval.json").write_text(json.dumps(rows))
+    with pytest.raises(ResultsError, match=r"eval\.json: results\[0\]: scores.sequence.per_episode\[0\]: "
+                       r"an accuracy must be a finite number in \[0, 1\], got 1.5"):
+        recorded_evaluations(run)

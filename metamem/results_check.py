@@ -11,11 +11,14 @@ values times 100 used to give "+7444.80 ± 387.06 points".
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
+from pathlib import Path
 from typing import Any
 
-__all__ = ["ResultsError", "check_results", "check_row"]
+__all__ = ["ResultsError", "check_results", "check_row", "read_checked_results"]
 
 #: how far a stored mean / interval may be from the one recomputed from ``per_episode``
 TOLERANCE = 1e-9
@@ -76,12 +79,20 @@ def _short(v: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+#: two-sided 95% quantile of the standard normal distribution (the ``ci95`` of
+#: :func:`metamem.evaluation.metrics.mean_ci95`)
+Z95 = 1.96
+
+
 def _mean_ci95(values: list[float]) -> tuple[float, float]:
-    from metamem.evaluation.metrics import mean_ci95
-
-    import torch
-
-    return mean_ci95(torch.tensor(values, dtype=torch.float64))
+    """What :func:`metamem.evaluation.metrics.mean_ci95` stores, in plain Python (this module
+    sits below torch and the evaluation package, so that every reader can use it)."""
+    n = len(values)
+    mean = math.fsum(values) / n
+    if n < 2:
+        return mean, math.nan
+    var = math.fsum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, Z95 * math.sqrt(var) / math.sqrt(n)
 
 
 def _check_score(c: _Checker, s: Any, field: str, name: str, episodes: int) -> None:
@@ -184,3 +195,29 @@ def check_results(doc: Any, path: str) -> list[dict[str, Any]]:
     for i, row in enumerate(rows):
         check_row(row, f"{path}: results[{i}]")
     return rows
+
+
+def read_checked_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The result dicts of a ``results.json`` or ``eval.json`` file, checked.
+
+    Raises:
+        ResultsError: one line naming the file (not JSON, NaN/Infinity in it) and, for a
+            bad row, the row and field.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        doc = json.loads(text, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ResultsError(f"{path}: not valid JSON ({' '.join(str(e).split())[:120]})") from None
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise ResultsError(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:  # NaN / Infinity: not JSON, and never written by metamem
+        raise ResultsError(f"{path}: {e}") from None
+    return check_results(doc, str(path))
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"holds {name}, which JSON does not allow and metamem never writes; "
+                     "it was edited: score the runs again with `metamem eval`")
