@@ -9,7 +9,9 @@
 # Logs go to $OUT (default gpu_check_out/), the ProtoNet run directory to $RUNS (default $OUT).
 # Run on one H200 on 2026-12-04 in 235 s; figures in docs/benchmarks.md ("GPU check"), logs in
 # results/gpu_check/2026-12-04/. MINI_SPLITS names a folder of train.csv/test.csv for a subset of
-# the images (scripts/mini_imagenet_subset.py builds one that fits a small upload).
+# the images (scripts/mini_imagenet_subset.py builds one that fits a small upload). The
+# mini-ImageNet table's rows themselves (full splits, every learner, runs brought back) are
+# scripts/gpu_kit.py.
 #
 #   bash scripts/gpu_check.sh                       # from the repository root
 #   MINI_IMAGENET=/data/mini_imagenet OUT=/tmp/gc bash scripts/gpu_check.sh

@@ -562,6 +562,42 @@ def pack_back(export_dir: Path, out: Path, tag: str, extra_files: list[Path]) ->
     return files
 
 
+def _train_export_score(args: list[str], run: Path, dest: Path, device: str, log: Path,
+                        item: dict[str, Any]) -> str:
+    """Train one row, export it with float16 weights and score the copy; its status line."""
+    rc = _metamem(args, log)
+    if rc != 0:
+        return f"training failed (rc {rc}; see {log.name})"
+    try:
+        export_half(run, dest)
+    except Exception as e:  # a size limit, a missing checkpoint: the rows after it still run
+        return f"export failed ({type(e).__name__}: {e})"
+    rc = _metamem(["eval", str(dest), f"device={device}", "--out", str(dest / "eval"), "--overwrite",
+                   "--no-plots", "--no-progress"], log, exact=True)
+    if rc != 0:
+        shutil.rmtree(dest, ignore_errors=True)  # an unscored copy does not go back
+        return f"scoring failed (rc {rc}; see {log.name})"
+    from metamem.results_check import read_checked_results
+
+    try:  # checked: schema, ranges, stored means against the per-episode scores
+        res = read_checked_results(dest / "eval" / "results.json")
+    except (OSError, ValueError) as e:
+        return f"scoring unreadable ({e})"
+    item["scores"] = {f"5w{r['protocol']['k_shot']}s": round(100 * r["scores"]["set"]["mean"], 2) for r in res}
+    return "done"
+
+
+def _free_device_memory() -> None:
+    """What one row left on the GPU, before the next row starts."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def run_rows(kit: Path, out: Path, plan: Plan, call: int, extra: list[str], device: str,
              deadline_s: float, tag: str | None = None) -> list[dict[str, Any]]:
     """Train, export (float16) and score the rows of run call ``call``, packing after each row."""
@@ -589,25 +625,8 @@ def run_rows(kit: Path, out: Path, plan: Plan, call: int, extra: list[str], devi
         args = ["train", str(ROOT / "experiments" / "mini_imagenet" / f"{p.row.config}.yaml"),
                 *p.row.train_overrides(n), *COMMON, f"train.steps={n}", f"train.log_every={max(1, n // 50)}",
                 f"device={device}", *extra, "--out", str(run), "--overwrite", "--no-progress", "--no-eval"]
-        rc = _metamem(args, log)
-        if rc != 0:
-            item["status"] = f"training failed (rc {rc}; see {log.name})"
-        else:
-            dest = export_half(run, export_dir / p.row.name)
-            rc = _metamem(["eval", str(dest), f"device={device}", "--out", str(dest / "eval"), "--overwrite",
-                           "--no-plots", "--no-progress"], log, exact=True)
-            if rc != 0:
-                item["status"] = f"scoring failed (rc {rc}; see {log.name})"
-            else:
-                from metamem.results_check import read_checked_results
-
-                try:  # checked: schema, ranges, stored means against the per-episode scores
-                    res = read_checked_results(dest / "eval" / "results.json")
-                except (OSError, ValueError) as e:
-                    raise KitError(f"the row's scores: {e}") from None
-                item["status"] = "done"
-                item["scores"] = {f"5w{r['protocol']['k_shot']}s": round(100 * r["scores"]["set"]["mean"], 2)
-                                  for r in res}
+        item["status"] = _train_export_score(args, run, export_dir / p.row.name, device, log, item)
+        _free_device_memory()
         item["seconds"] = round(time.monotonic() - r0, 1)
         done.append(item)
         print(f"{p.row.name}: {item['status']} in {item['seconds']:.0f} s (planned {planned:.0f}) "

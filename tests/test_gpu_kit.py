@@ -207,3 +207,24 @@ def test_one_row_end_to_end_on_cpu(kit, tmp_path: Path, monkeypatch) -> None:
 @pytest.mark.slow
 def test_every_row_end_to_end_on_cpu(kit, tmp_path: Path, monkeypatch) -> None:
     _end_to_end(kit, tmp_path, monkeypatch, ",".join(kit.ROW_NAMES), measure=True)
+
+
+def test_a_failing_or_late_row_does_not_stop_the_others(kit, tmp_path: Path, monkeypatch) -> None:
+    def fake_metamem(args, log, exact=False):  # the first row's training fails, the rest train
+        return 1 if "protonet" in " ".join(args) else 0
+
+    def too_big(run, dest):
+        raise kit.KitError("above the size limit")
+
+    monkeypatch.setattr(kit, "_metamem", fake_metamem)
+    monkeypatch.setattr(kit, "export_half", too_big)
+    plan = kit.make_plan(timing=None, data_calls=4, rows=kit._rows("protonet_conv4_1shot,matching_conv4"), steps=2)
+    out = tmp_path / "out"
+    done = kit.run_rows(tmp_path / "kit", out, plan, 1, [], "cpu", deadline_s=600)
+    assert [d["status"] for d in done] == ["training failed (rc 1; see runs-call1.log)",
+                                           "export failed (KitError: above the size limit)"]
+    assert json.loads((out / "runs-call1-status.json").read_text()) == done
+    assert (out / "runs-call1.json").is_file()  # packed all the same (no run in it)
+    # a row that would end past the deadline is not started
+    late = kit.run_rows(tmp_path / "kit", out, plan, 1, [], "cpu", deadline_s=0.001)
+    assert all(d["status"].startswith("skipped: planned") for d in late)
