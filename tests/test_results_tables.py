@@ -130,7 +130,14 @@ def check_command(line: str) -> list[str]:
         problems.append(f"--out {out} is not under runs/")
     if words[1] == "train":
         if not (ROOT / words[2]).is_file():
-            problems.append(f"{words[2]} does not exist")
+            return problems + [f"{words[2]} does not exist"]
+        from metamem.config import load_config
+
+        overrides = [w for w in words[3:] if "=" in w and not w.startswith("-")]
+        try:  # the committed config, with the command's overrides, is a valid experiment
+            load_config(ROOT / words[2], overrides)
+        except ValueError as e:
+            problems.append(f"{words[2]} does not load: {e}")
         return problems
     run = words[2]
     if not (out or "").startswith("runs/rescore/") or not run.startswith(("results/", "runs/retrain/")):
@@ -163,6 +170,10 @@ def test_check_command_catches_each_mistake() -> None:
         "--out results/omniglot_paper/protonet/eval is not under runs/"]
     assert "a relative path above the repository (../)" in check_command(
         "metamem prepare omniglot --from ../shared/data/omniglot/full")
+    train = "metamem train results/omniglot_paper/matching/config.yaml --out runs/retrain/matching --threads 1"
+    assert check_command(train) == []
+    (bad,) = check_command(train.replace(" --out", " train.stepz=5 --out"))
+    assert bad.startswith("results/omniglot_paper/matching/config.yaml does not load:") and "stepz" in bad
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
