@@ -18,7 +18,7 @@ import torch
 
 from metamem.results_check import Z95  # the 95% normal quantile, one constant for all
 
-__all__ = ["Z95", "first_presentation_guess", "mean_ci95", "mean_t95", "presentation_accuracy"]
+__all__ = ["Z95", "mean_ci95", "mean_t95", "presentation_accuracy", "unseen_label_guess"]
 
 
 
@@ -86,7 +86,7 @@ def presentation_accuracy(
     return total / count
 
 
-def first_presentation_guess(n_way: int) -> float:
+def unseen_label_guess(n_way: int) -> float:
     """Expected accuracy at the 1st presentation of a guess among the labels not shown yet.
 
     No learner can know a label at its 1st presentation. A uniform guess among all N labels

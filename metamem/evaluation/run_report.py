@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from metamem.evaluation.metrics import first_presentation_guess
+from metamem.evaluation.metrics import unseen_label_guess
 from metamem.evaluation.plots import _figure, _save, accuracy_axes, plot_per_presentation
 from metamem.evaluation.report import atomic_write_text, to_markdown
 from metamem.evaluation.scoring import EvalResult
@@ -72,7 +72,7 @@ def protocol_line(r: EvalResult) -> str:
 def _first_presentation_note(results: Sequence[EvalResult]) -> str:
     """What a guess scores at the 1st presentation, for the ways of ``results``."""
     ways = list(dict.fromkeys(r.protocol.n_way for r in results))
-    each = "; ".join(f"{100 / n:.1f}% among all {n} labels, {100 * first_presentation_guess(n):.1f}% "
+    each = "; ".join(f"{100 / n:.1f}% among all {n} labels, {100 * unseen_label_guess(n):.1f}% "
                      "among those not shown yet in the episode" for n in ways)
     return f"The 1st presentation of a class cannot be known: a guess scores {each}."
 

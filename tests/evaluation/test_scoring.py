@@ -222,17 +222,17 @@ def test_printing_a_result_shows_every_scoring_it_ran() -> None:
 
 
 @pytest.mark.parametrize("n_way", [3, 5])
-def test_first_presentation_guess_is_what_a_set_learner_is_credited(n_way, tmp_path) -> None:
+def test_unseen_label_guess_is_what_a_set_learner_is_credited(n_way, tmp_path) -> None:
     """At the 1st presentation a guess among the labels not shown yet scores H_N / N (45.7%
     at 5-way), not the 1/N of a guess among all labels; eval.md states both."""
-    from metamem.evaluation.metrics import first_presentation_guess
+    from metamem.evaluation.metrics import unseen_label_guess
     from metamem.evaluation.run_report import write_run_report
 
     res = _run(UniformLearner(), n_way=n_way, k_shot=1, n_query=2, protocol="sequence")
     guess = sum(1 / k for k in range(1, n_way + 1)) / n_way
     assert res.per_presentation[0] == pytest.approx(guess, abs=1e-12)
-    assert first_presentation_guess(n_way) == pytest.approx(guess, abs=1e-15)
-    assert first_presentation_guess(5) == pytest.approx(0.45667, abs=1e-5)
+    assert unseen_label_guess(n_way) == pytest.approx(guess, abs=1e-15)
+    assert unseen_label_guess(5) == pytest.approx(0.45667, abs=1e-5)
     write_run_report(tmp_path, [res], [], plots=False)
     text = (tmp_path / "eval.md").read_text()
     assert (f"a guess scores {100 / n_way:.1f}% among all {n_way} labels, {100 * guess:.1f}% among "
