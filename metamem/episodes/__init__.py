@@ -7,5 +7,9 @@ from metamem.episodes.sampler import (
     EpisodeSpecError,
     draw_episode_indices,
 )
+from metamem.episodes.variable import VariableEpisodeBatch, VariableEpisodeSampler, VariableSpec
 
-__all__ = ["AffineAugment", "build_augment", "ClassTable", "EpisodeSampler", "EpisodeSpecError", "draw_episode_indices"]
+__all__ = [
+    "AffineAugment", "build_augment", "ClassTable", "EpisodeSampler", "EpisodeSpecError", "draw_episode_indices",
+    "VariableEpisodeBatch", "VariableEpisodeSampler", "VariableSpec",
+]
