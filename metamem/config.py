@@ -51,6 +51,7 @@ __all__ = [
     "load_config",
     "config_from_dict",
     "config_to_dict",
+    "eval_protocols",
     "parse_overrides",
     "check_value",
     "origin_of",
@@ -86,6 +87,14 @@ class DataCfg:
     val_split: str | None = "val"
     test_split: str | None = "test"
     options: dict[str, Any] = field(default_factory=dict)
+
+    def split_name(self, split: str) -> str | None:
+        """The dataset split that ``split`` names: ``train``/``val``/``test`` mean this
+        section's ``train_split``/``val_split``/``test_split`` (None where that is null);
+        any other value is a split name of the dataset itself."""
+        if split in ("train", "val", "test"):
+            return getattr(self, f"{split}_split")  # type: ignore[no-any-return]
+        return split
 
 
 @dataclass
@@ -190,6 +199,81 @@ class EvalCfg:
 
 #: the evaluation defaults (one instance of :class:`EvalCfg`; read, never modified).
 EVAL_DEFAULTS = EvalCfg()
+
+#: settings that only mean something for the set protocol (support + queries)
+SET_SETTINGS = ("k_shot", "n_query")
+#: ``n_query`` used when a set setting switches a sequence-protocol run to the set protocol
+SWITCH_N_QUERY = 15
+
+
+def eval_protocols(
+    base: EvalCfg | Mapping[str, Any], overrides: Mapping[str, list[Any]] | None = None,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every protocol an ``eval:`` section asks for, changed by swept overrides.
+
+    The one expansion of evaluation settings: training's final evaluation, ``metamem eval``
+    and :meth:`metamem.Run.evaluate` all score what it returns. A list value (in ``base``,
+    such as ``n_way: [5, 20]``, or each override's values) sweeps: every combination is one
+    protocol, in order, duplicates dropped.
+
+    A sequence-protocol section (``protocol: sequence`` with ``n_query: 0``, as in MANN runs)
+    given a set setting (``k_shot`` or ``n_query``) and no ``protocol`` switches to the set
+    protocol, with ``n_query`` 15 unless given; the notes say so. With ``protocol=sequence``
+    given explicitly nothing switches. With ``variable`` set (variable-way, variable-shot
+    episodes) the lists of ``n_way`` and ``k_shot`` do not sweep: their first values stand.
+
+    Args:
+        base: an :class:`EvalCfg` or its plain-dict form (a run's ``eval:`` section).
+        overrides: ``{setting: [values]}`` (the ``eval.`` prefix stripped).
+
+    Returns:
+        ``(settings, notes)``: one dict of :class:`EvalCfg` keys per protocol (``split`` and
+        ``data_options`` included; the rest are :func:`metamem.evaluate` keywords), and the
+        distinct notes.
+
+    Raises:
+        ValueError: for a protocol that scores queries with ``n_query < 1``.
+    """
+    import itertools
+
+    base = config_to_dict(base) if isinstance(base, EvalCfg) else dict(base)
+    b_axes = {k: (list(v) if isinstance(v, list) else [v]) for k, v in base.items()}
+    if base.get("variable"):  # variable episodes draw their own ways and shots: one protocol
+        b_axes.update({k: b_axes[k][:1] for k in ("n_way", "k_shot") if k in b_axes})
+    o_axes = dict(overrides or {})
+    out: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for b in itertools.product(*b_axes.values()):
+        for o in itertools.product(*o_axes.values()):
+            s, n = _resolve_settings(dict(zip(b_axes, b)), dict(zip(o_axes, o)))
+            if s not in out:
+                out.append(s)
+            notes += [x for x in n if x not in notes]
+    return out, notes
+
+
+def _resolve_settings(base: dict[str, Any], overrides: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """One protocol: ``base`` changed by ``overrides`` (see :func:`eval_protocols`)."""
+    settings = {**base, **overrides}
+    notes: list[str] = []
+    asked = [k for k in SET_SETTINGS if k in overrides]
+    if asked and "protocol" not in overrides and base.get("protocol") == "sequence":
+        settings["protocol"] = "set"
+        if int(settings.get("n_query") or 0) < 1:
+            settings["n_query"] = SWITCH_N_QUERY
+        notes.append(
+            f"{', '.join('eval.' + k for k in asked)} asked on a run scored with the sequence "
+            f"protocol: scoring with the set protocol instead (eval.protocol=set, "
+            f"eval.n_query={settings['n_query']}); add eval.protocol=sequence to keep the "
+            "sequence protocol, or eval.protocol=both for both"
+        )
+    if settings.get("protocol") in ("set", "both") and int(settings.get("n_query") or 0) < 1:
+        raise ValueError(
+            f"eval.protocol={settings['protocol']} scores queries but eval.n_query="
+            f"{settings.get('n_query')}; set eval.n_query=15 (or another value >= 1) or use "
+            "eval.protocol=sequence"
+        )
+    return settings, notes
 
 
 @dataclass

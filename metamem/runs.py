@@ -1,9 +1,8 @@
 """Run directories and checkpoints: the format, the one place that finds and loads them.
 
 This module sits below evaluation and training (``data -> episodes -> memory -> learners ->
-runs -> evaluation -> training -> cli``): training writes run directories with it,
-``metamem eval`` and :func:`metamem.evaluation.sweep` read them with it, and neither imports
-the other.
+runs -> evaluation -> training -> cli``): training writes run directories with it, and
+:func:`metamem.load_run` (evaluation) reads them with it; neither imports the other.
 
 A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl``,
 ``checkpoints/last.pt`` (written every ``train.checkpoint_every`` steps and at the end) and
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 import yaml
 
+from metamem.config import ExperimentCfg, config_to_dict
 from metamem.data import ImageDataset, load_dataset
 from metamem.files import atomic_write, write_text
 from metamem.learners import LEARNERS, build_learner
@@ -41,12 +41,10 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "checkpoint_path",
-    "find_checkpoint",
-    "load_run",
     "dataset_for",
     "config_differences",
     "check_compatible",
-    "load_learner",
+    "learner_from_checkpoint",
     "half_precision",
     "restore_global_rng",
     "read_metrics",
@@ -217,10 +215,6 @@ def checkpoint_path(path: str | os.PathLike[str], which: str = "best") -> Path:
     )
 
 
-#: the name :func:`checkpoint_path` had in ``metamem.evaluation.runs``.
-find_checkpoint = checkpoint_path
-
-
 def load_checkpoint(path: str | os.PathLike[str], which: str = "best", *, weights: str | os.PathLike[str] | None = None,
                     sha256: str | None = None) -> dict[str, Any]:
     """Load a checkpoint with ``torch.load(weights_only=True)`` onto the CPU.
@@ -283,14 +277,6 @@ def _load_failure(e: BaseException) -> str:
     return (text or type(e).__name__)[:200]
 
 
-def _get(d: dict[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return None
-        d = d[part]
-    return d
-
-
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     if not isinstance(d, dict):
         return {prefix: d}
@@ -338,8 +324,6 @@ def with_added_defaults(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` (a run's saved config) with the section keys metamem added after it was
     written (``train.channels_last``, ``train.amp_dtype``, ...) set to their defaults, which
     are the behaviour of the version that wrote it; learner keywords are left alone."""
-    from metamem.config import ExperimentCfg, config_to_dict
-
     defaults = config_to_dict(ExperimentCfg())
     out = dict(config)
     for section in ("data", "episodes", "train", "eval"):
@@ -375,29 +359,6 @@ def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], *, resume: bo
             + ("; only device, eval.*, train.steps and the train.*_every keys may change on resume"
                if resume else "")
         )
-
-
-def load_learner(path: str | os.PathLike[str], *, device: str | torch.device = "cpu", which: str = "best",
-                 weights: str | os.PathLike[str] | None = None, sha256: str | None = None,
-                 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a trained learner from a run directory or checkpoint file.
-
-    Args:
-        path: a run directory (``checkpoints/best.pt``, else ``last.pt``) or a ``.pt`` file.
-        device: where to put the learner.
-        which: ``"best"`` or ``"last"`` for a run directory.
-        weights: weights kept elsewhere (URL, file or folder; :func:`fetch_weights`).
-        sha256: the sha256 of ``weights``.
-
-    Returns:
-        The learner in eval mode and the resolved config dict it was trained with.
-
-    Raises:
-        CheckpointError: for a file that is not a metamem checkpoint or whose weights do not
-            fit the learner its config describes.
-    """
-    ckpt = load_checkpoint(path, which, weights=weights, sha256=sha256)
-    return learner_from_checkpoint(ckpt).to(device).eval(), ckpt["config"]
 
 
 def learner_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
@@ -499,35 +460,21 @@ def half_precision(state: dict[str, Any]) -> dict[str, Any]:
             for k, v in state.items()}
 
 
-def load_run(path: str | os.PathLike[str], device: torch.device | str = "cpu", *,
-             weights: str | os.PathLike[str] | None = None, sha256: str | None = None,
-             ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """A run directory (its best checkpoint, else the last) or checkpoint file -> ``(learner,
-    config dict)``; the learner is in eval mode on ``device`` (see :func:`load_learner`,
-    whose ``weights``/``sha256`` take the weights from elsewhere)."""
-    return load_learner(path, device=device, weights=weights, sha256=sha256)
-
-
 def dataset_for(
-    config: dict[str, Any], split: str, *, source: str = "the run",
+    config: ExperimentCfg, split: str, *, source: str = "the run",
     options: dict[str, Any] | None = None,
 ) -> ImageDataset:
-    """The split ``split`` of a run's ``data:`` section.
-
-    ``train``/``val``/``test`` map to ``data.train_split``/``val_split``/``test_split``;
-    anything else is a split name of the dataset. ``options`` (``eval.data_options``) are
-    merged over ``data.options``.
+    """The split ``split`` of a config's dataset (:meth:`~metamem.config.DataCfg.split_name`:
+    ``train``/``val``/``test`` mean ``data.<x>_split``, anything else is a split name of the
+    dataset); ``options`` (``eval.data_options``) are merged over ``data.options``.
 
     Raises:
-        ValueError: for a config without a ``data:`` section or without the named split.
+        ValueError: when ``split`` names a split the config sets to null.
     """
-    data = config.get("data")
-    if not isinstance(data, dict) or "name" not in data:
-        raise ValueError(f"config of {source} has no data: section with a name; cannot pick a dataset")
-    real = data.get(f"{split}_split", split) if split in ("train", "val", "test") else split
+    real = config.data.split_name(split)
     if real is None:
         raise ValueError(f"config of {source} has no data.{split}_split; set eval.split to a split name")
-    return load_dataset(data["name"], split=real, **{**(data.get("options") or {}), **(options or {})})
+    return load_dataset(config.data.name, split=real, **{**config.data.options, **(options or {})})
 
 
 def restore_global_rng(ckpt: dict[str, Any]) -> None:

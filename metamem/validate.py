@@ -26,8 +26,8 @@ import math
 from typing import TYPE_CHECKING, Any, Callable
 
 from metamem.config import (
-    PROTOCOL_NAMES, ConfigError, ExperimentCfg, augment_kwargs, check_value, origin_of, parse_memory_budget,
-    type_name,
+    PROTOCOL_NAMES, ConfigError, ExperimentCfg, augment_kwargs, check_value, eval_protocols, origin_of,
+    parse_memory_budget, type_name,
 )
 from metamem.manifest import BuilderSpec, builder_hints, limited_ways_of
 from metamem.manifest import registry as manifest_registry
@@ -341,18 +341,22 @@ def validate_data(
         out["val"] = load(cfg.data.val_split)
         check(out["val"], f"val ({cfg.data.val_split!r})", keys, ep.n_way, ep.k_shot, ep.n_query,
               ep.within_group)
-    split = eval_split(cfg)
-    if final_eval and split:
+    if final_eval and cfg.data.test_split:  # a null test_split: no final evaluation
+        split = cfg.data.split_name(ev.split)
+        if split is None:
+            raise ConfigError(f"{origin('eval.split')}: eval.split: {ev.split} names data.{ev.split}_split, "
+                              "which is null; set eval.split to a split name")
         out["test"] = load(split, ev.data_options)  # eval.data_options: this split only
         if ev.variable:  # variable-way episodes: their limits must fit the split instead
             _check_variable(out["test"], ev.variable, origin("eval.variable"), split)
             return out
-        ways = ev.n_way if isinstance(ev.n_way, list) else [ev.n_way]
-        shots = ev.k_shot if isinstance(ev.k_shot, list) else [ev.k_shot]
-        for n_way in ways:
-            for k_shot in shots:
-                check(out["test"], f"evaluation ({split!r})", "eval.n_way eval.k_shot eval.n_query",
-                      n_way, k_shot, ev.n_query, ev.within_group)
+        try:
+            protocols = eval_protocols(ev)[0]
+        except ValueError as e:
+            raise ConfigError(f"{origin('eval.n_query')}: {e}") from None
+        for p in protocols:
+            check(out["test"], f"evaluation ({split!r})", "eval.n_way eval.k_shot eval.n_query",
+                  p["n_way"], p["k_shot"], p["n_query"], p["within_group"])
     return out
 
 
@@ -383,17 +387,6 @@ def _check_task_learner(cfg: ExperimentCfg, task: Any, source: str) -> None:
             f"{origin_of(cfg, 'data.name', source)}: data.name: {cfg.data.name} is a two-view sequence task; "
             f"learner {cfg.learner.name} cannot read it (no {missing[0]!r} key); use learner.name: dmnc or dcman"
         )
-
-
-def eval_split(cfg: ExperimentCfg) -> str | None:
-    """The split the final evaluation uses: ``eval.split`` ``train``/``val``/``test`` means the
-    split named in ``data``; any other value is a split name; None when ``data.test_split``
-    is null (no final evaluation)."""
-    if not cfg.data.test_split:
-        return None
-    ev = cfg.eval
-    return {"train": cfg.data.train_split, "val": cfg.data.val_split,
-            "test": cfg.data.test_split}.get(ev.split) or ev.split
 
 
 def check_experiment(

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+import metamem
 from metamem.data import ImageDataset, load_dataset
 from metamem.episodes import EpisodeSampler
 from metamem.evaluation import (
@@ -35,7 +36,6 @@ from metamem.evaluation import (
     write_results,
 )
 from metamem.evaluation.plots import plot_per_presentation
-from metamem.evaluation.runs import dataset_for
 from metamem.learners import build_learner
 
 
@@ -66,11 +66,9 @@ def main() -> None:
     args = ap.parse_args()
 
     if args.run is not None:
-        from metamem.training import load_learner
-
-        learner, config = load_learner(args.run)
-        dataset = dataset_for(config, (config.get("eval") or {}).get("split", "test"))
-        n_way = config["episodes"]["n_way"]
+        run = metamem.load_run(args.run)
+        learner, dataset = run.learner, run.dataset(None, run.config.eval.split)
+        n_way = run.config.episodes.n_way
     else:
         learner, dataset = quick_protonet(args.steps)
         n_way = 5

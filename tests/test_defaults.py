@@ -8,7 +8,7 @@ import inspect
 import metamem
 from metamem.config import EVAL_DEFAULTS, PROTOCOL_NAMES, EvalCfg, config_to_dict
 from metamem.evaluation import Protocol
-from metamem.evaluation.runs import DEFAULT_EVAL, OVERRIDE_KEYS
+from metamem.evaluation.sweeps import DEFAULT_EVAL, OVERRIDE_KEYS
 from metamem.evaluation.scoring import SCORINGS
 from metamem.validate import EVAL_PROTOCOLS
 
@@ -39,9 +39,23 @@ def test_one_device_resolver_and_one_atomic_writer() -> None:
     import metamem.evaluation.report as report
     import metamem.training.distributed as distributed
     from metamem import files
-    from metamem.evaluation import runs
+    from metamem.evaluation import sweeps
 
     assert not hasattr(distributed, "resolve_device")
-    assert runs.resolve_device.__module__ == "metamem.device"
+    assert sweeps.resolve_device.__module__ == "metamem.device"
     assert cache.atomic_write_bytes is files.atomic_write
     assert report.atomic_write_text is files.write_text
+
+
+def test_one_run_type_and_one_loader() -> None:
+    import metamem.runs
+    import metamem.training
+    from metamem.evaluation import inspect_memory, sweeps, trained_run
+
+    assert metamem.load_run is trained_run.load_run and metamem.Run is trained_run.Run
+    assert sweeps.load_run is metamem.load_run and inspect_memory.load_run is metamem.load_run
+    for module in (metamem.runs, metamem.training, sweeps):
+        assert not hasattr(module, "load_learner") and "load_run" not in getattr(module, "__all__", ())
+    assert not hasattr(metamem.training, "Run")  # training's state is TrainState
+    assert inspect.signature(metamem.load_run).parameters["device"].default == "auto"
+    assert dataclasses.fields(metamem.Run)[2].type in ("ExperimentCfg", metamem.config.ExperimentCfg)

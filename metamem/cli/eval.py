@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         plot_per_presentation,
     )
     from metamem.evaluation.report import to_markdown, write_results
-    from metamem.evaluation.runs import parse_sweep, plan_sweep, sweep
+    from metamem.evaluation.sweeps import parse_sweep, plan_sweep, sweep
 
     paths, items = split_items(args.items)
     overrides = parse_sweep(items)

@@ -30,10 +30,10 @@ import torch
 
 from metamem.data.two_view_sum import is_sequence_task
 from metamem.evaluation.protocol import Protocol
+from metamem.evaluation.trained_run import load_run
 from metamem.learners.capabilities import DecoderInspection, MemoryInspection, ProgramInspection, StepwiseSequence
 from metamem.memory import plot_trace
 from metamem.memory.inspection import plot_decoder_reads, plot_program_weights, plot_saliency, sequential_jacobian
-from metamem.runs import dataset_for, load_run
 from metamem.types import EpisodeBatch
 
 __all__ = ["inspect_episode", "inspect_decoder", "inspect_run"]
@@ -95,20 +95,18 @@ def inspect_run(path: str | os.PathLike[str], out: str | os.PathLike[str], *, de
                 weights: str | os.PathLike[str] | None = None, sha256: str | None = None) -> dict[str, Path]:
     """:func:`inspect_episode` on episode 0 of the run's ``eval:`` protocol (its split and seed);
     ``weights``/``sha256``: its weights from elsewhere (:func:`metamem.runs.fetch_weights`)."""
-    learner, config = load_run(path, device, weights=weights, sha256=sha256)
-    ev = config.get("eval", {})
-    split = ev.get("split", "test")
-    dataset = dataset_for(config, split, source=str(path))
-    title = str(config.get("learner", {}).get("name", ""))
+    run = load_run(path, device, weights=weights, sha256=sha256)
+    learner, config, ev = run.learner, run.config, run.config.eval
+    dataset = run.dataset(None, ev.split)
+    title = config.learner.name if config.learner else ""
     if is_sequence_task(dataset):  # the first sequence pair of the protocol
-        lengths, a, b = dataset.protocol_sequences(1, int(ev.get("seed", 1234)))
+        lengths, a, b = dataset.protocol_sequences(1, ev.seed)
         batch = dataset.pair_batch(a[:, : int(lengths[0, 0])], b[:, : int(lengths[0, 1])])
         return inspect_decoder(learner, batch, out, title=title)
-    k_shot = ev.get("k_shot", 1)
+    k_shot = ev.k_shot[0] if isinstance(ev.k_shot, list) else ev.k_shot
     protocol = Protocol(
-        dataset=config.get("data", {}).get("name"), split=split, n_way=int(config["episodes"]["n_way"]),
-        k_shot=int(k_shot[0] if isinstance(k_shot, list) else k_shot), n_query=int(ev.get("n_query", 0)),
-        episodes=1, seed=int(ev.get("seed", 1234)), within_group=bool(ev.get("within_group", False)),
+        dataset=config.data.name, split=ev.split, n_way=config.episodes.n_way, k_shot=k_shot,
+        n_query=ev.n_query, episodes=1, seed=ev.seed, within_group=ev.within_group,
     )
     batch = next(iter(protocol.batches(dataset, 1, device)))
     if isinstance(learner, DecoderInspection):

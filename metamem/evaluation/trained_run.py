@@ -17,8 +17,8 @@ warns (:class:`DataMismatchWarning`) when they are far apart: opposite polarity,
 off by more than 2x, mean pixel value off by more than 0.25.
 
 The evaluation settings come from the run's ``eval:`` section (the protocol its training
-ended with), changed by keyword arguments, through :func:`resolve_settings`, which
-``metamem eval`` uses too.
+ended with), changed by keyword arguments, through :func:`metamem.config.eval_protocols`,
+which training's final evaluation and ``metamem eval`` use too.
 """
 
 from __future__ import annotations
@@ -32,17 +32,14 @@ from typing import Any
 
 import torch
 
+from metamem.config import ExperimentCfg, config_from_dict, config_to_dict, eval_protocols
 from metamem.data.base import DATASETS, DatasetError, ImageDataset, load_dataset
 from metamem.data.stats import compare_pixel_stats, pixel_stats
+from metamem.device import resolve_device
 from metamem.evaluation.scoring import EvalResult, evaluate
+from metamem.runs import dataset_for, learner_from_checkpoint, load_checkpoint
 
-__all__ = ["DataMismatchWarning", "Run", "check_loader_options", "load_run", "resolve_settings", "SET_SETTINGS"]
-
-#: settings that only mean something for the set protocol (support + queries)
-SET_SETTINGS = ("k_shot", "n_query")
-#: ``n_query`` used when a set setting switches a sequence-protocol run to the set protocol
-SWITCH_N_QUERY = 15
-
+__all__ = ["DataMismatchWarning", "Run", "check_loader_options", "load_run"]
 
 #: ``info`` key of a dataset :meth:`Run.dataset` made and checked (the run's path)
 _CHECKED = "checked_against_run"
@@ -56,43 +53,6 @@ def _invert_fix(inverted: bool) -> str:
 
 class DataMismatchWarning(UserWarning):
     """New data whose pixel statistics are far from the run's training data."""
-
-
-def resolve_settings(base: dict[str, Any], overrides: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The evaluation settings of a run: its ``eval:`` section ``base`` changed by ``overrides``.
-
-    A sequence-protocol setting (``protocol: sequence`` with ``n_query: 0``, as in MANN
-    runs) given a set setting (``k_shot`` or ``n_query``) and no ``protocol`` switches to
-    the set protocol, with ``n_query`` 15 unless given; the returned notes say so. With
-    ``protocol=sequence`` given explicitly nothing switches.
-
-    Args:
-        base: the run's ``eval:`` section (or the first run's, for several runs).
-        overrides: the settings asked for (``eval.`` prefix stripped).
-
-    Returns:
-        ``(settings, notes)``.
-    """
-    settings = {**base, **overrides}
-    notes: list[str] = []
-    asked = [k for k in SET_SETTINGS if k in overrides]
-    if asked and "protocol" not in overrides and base.get("protocol") == "sequence":
-        settings["protocol"] = "set"
-        if int(settings.get("n_query") or 0) < 1:
-            settings["n_query"] = SWITCH_N_QUERY
-        notes.append(
-            f"{', '.join('eval.' + k for k in asked)} asked on a run scored with the sequence "
-            f"protocol: scoring with the set protocol instead (eval.protocol=set, "
-            f"eval.n_query={settings['n_query']}); add eval.protocol=sequence to keep the "
-            "sequence protocol, or eval.protocol=both for both"
-        )
-    if settings.get("protocol") in ("set", "both") and int(settings.get("n_query") or 0) < 1:
-        raise ValueError(
-            f"eval.protocol={settings['protocol']} scores queries but eval.n_query="
-            f"{settings.get('n_query')}; set eval.n_query=15 (or another value >= 1) or use "
-            "eval.protocol=sequence"
-        )
-    return settings, notes
 
 
 def _loader_keys(name: str) -> list[str] | None:
@@ -142,14 +102,14 @@ class Run:
     Attributes:
         path: the run directory or checkpoint file.
         learner: the trained learner, in eval mode on ``device``.
-        config: the resolved config the run was trained with (a plain dict).
+        config: the resolved config the run was trained with.
         image_shape: ``(C, H, W)`` of the images the learner reads.
         device: where the learner is.
     """
 
     path: Path
     learner: torch.nn.Module
-    config: dict[str, Any]
+    config: ExperimentCfg
     image_shape: tuple[int, int, int]
     device: torch.device
     _train_data: ImageDataset | None = field(default=None, repr=False)
@@ -158,7 +118,7 @@ class Run:
     # ------------------------------------------------------------------ data
     @property
     def data_name(self) -> str:
-        return str((self.config.get("data") or {}).get("name", ""))
+        return self.config.data.name
 
     def training_data(self) -> ImageDataset:
         """The run's training split (decode cache; loaded once)."""
@@ -167,8 +127,6 @@ class Run:
         return self._train_data
 
     def _own_split(self, split: str, options: dict[str, Any] | None = None) -> ImageDataset:
-        from metamem.runs import dataset_for
-
         return dataset_for(self.config, split, source=str(self.path), options=options)
 
     @property
@@ -179,7 +137,7 @@ class Run:
         try:
             invert = bool((self.training_data().info.get("preprocess") or {}).get("invert", False))
         except (DatasetError, FileNotFoundError, ValueError):
-            invert = bool((self.config.get("data", {}).get("options") or {}).get("invert", False))
+            invert = bool(self.config.data.options.get("invert", False))
         return {"image_size": h, "channels": c, "invert": invert, "scale": "pixel / 255"}
 
     def training_stats(self) -> dict[str, Any] | None:
@@ -245,10 +203,7 @@ class Run:
     @property
     def eval_settings(self) -> dict[str, Any]:
         """The run's ``eval:`` section (the protocol its training ended with)."""
-        from metamem.config import EvalCfg, config_to_dict
-
-        defaults = config_to_dict(EvalCfg())
-        return {**defaults, **{k: v for k, v in (self.config.get("eval") or {}).items() if k in defaults}}
+        return config_to_dict(self.config.eval)  # type: ignore[no-any-return]
 
     def evaluate(self, dataset: ImageDataset | None = None, *, progress: bool | None = None,
                  **settings: Any) -> EvalResult:
@@ -261,13 +216,13 @@ class Run:
                 one from another source is checked with :meth:`check_data`.
             progress: a tqdm bar (``None``: on a terminal, for work over a few seconds).
         """
-        resolved, notes = resolve_settings(self.eval_settings, settings)
-        for n in notes:
-            warnings.warn(n, UserWarning, stacklevel=2)
-        sweeps = {k: v for k, v in resolved.items() if isinstance(v, list)}
+        sweeps = {k: v for k, v in self.eval_settings.items() if isinstance(v, list) and k not in settings}
         if sweeps:
             k, v = next(iter(sweeps.items()))
             raise ValueError(f"the run's eval.{k} is a sweep {v}; pass one value, e.g. {k}={v[0]}")
+        (resolved,), notes = eval_protocols(self.eval_settings, {k: [v] for k, v in settings.items()})
+        for n in notes:
+            warnings.warn(n, UserWarning, stacklevel=2)
         split = resolved.pop("split", "test")
         data_options = resolved.pop("data_options", None) or {}
         if data_options:
@@ -277,18 +232,19 @@ class Run:
         elif dataset.name != self.data_name and dataset.info.get(_CHECKED) != str(self.path):
             self.check_data(dataset)
         return evaluate(self.learner, dataset, device=self.device, progress=progress,
-                        config=self.config, source=str(self.path),
+                        config=config_to_dict(self.config), source=str(self.path),
                         data_options=data_options or None, **resolved)
 
     def __repr__(self) -> str:
-        name = (self.config.get("learner") or {}).get("name", "?")
+        name = self.config.learner.name if self.config.learner else "?"
         return f"Run({str(self.path)!r}, learner={name!r}, image_shape={self.image_shape}, device={self.device})"
 
 
 def load_run(path: str | os.PathLike[str], device: str | torch.device = "auto", *,
              weights: str | os.PathLike[str] | None = None, sha256: str | None = None) -> Run:
     """Load a trained run directory (its ``checkpoints/best.pt``, else ``last.pt``, else the
-    weights its ``checkpoints/weights.yaml`` points at) or a checkpoint file.
+    weights its ``checkpoints/weights.yaml`` points at) or a checkpoint file: the one loader
+    of trained runs.
 
     Args:
         path: the run directory or ``.pt`` file.
@@ -300,15 +256,14 @@ def load_run(path: str | os.PathLike[str], device: str | torch.device = "auto", 
 
     Raises:
         FileNotFoundError: for a missing run or checkpoint.
+        CheckpointError: for a file that is not a metamem checkpoint, or weights that do not
+            fit the learner its config describes.
+        ConfigError: for a saved config this version cannot read.
         RuntimeError: for a CUDA device on a machine without CUDA (one line).
     """
-    from metamem.device import resolve_device
-    from metamem.runs import find_checkpoint, learner_from_checkpoint, load_checkpoint
-
-    if weights is None:
-        find_checkpoint(path)
-    dev = resolve_device(device)
     ckpt = load_checkpoint(path, weights=weights, sha256=sha256)
+    dev = resolve_device(device)
+    config = config_from_dict(ckpt["config"], source=f"{ckpt['path']} (its config)")
     learner = learner_from_checkpoint(ckpt).to(dev).eval()
-    shape = tuple(int(v) for v in ckpt["image_shape"])
-    return Run(Path(path), learner, ckpt["config"], shape, dev)  # type: ignore[arg-type]
+    c, h, w = (int(v) for v in ckpt["image_shape"])
+    return Run(Path(path), learner, config, (c, h, w), dev)

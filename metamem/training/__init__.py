@@ -1,11 +1,10 @@
 """Training: the loop behind ``metamem train``, checkpoints, optimizers, DDP plumbing.
 
-Public entry points: :func:`train` (a resolved :class:`~metamem.config.ExperimentCfg` -> a
-run directory) and :func:`load_learner` (a run directory or checkpoint -> the trained
-learner in eval mode and its resolved config dict).
+Public entry point: :func:`train` (a resolved :class:`~metamem.config.ExperimentCfg` -> a
+run directory). A run directory is loaded back with :func:`metamem.load_run`.
 """
 
-from metamem.runs import CheckpointError, load_checkpoint, load_learner
+from metamem.runs import CheckpointError, load_checkpoint
 from metamem.training.loop import TrainingError, TrainResult, train
 
-__all__ = ["CheckpointError", "TrainResult", "TrainingError", "load_checkpoint", "load_learner", "train"]
+__all__ = ["CheckpointError", "TrainResult", "TrainingError", "load_checkpoint", "train"]

@@ -25,7 +25,6 @@ averages gradients, metrics are averaged over ranks, and only rank 0 writes file
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -42,8 +41,7 @@ from torch import nn
 from tqdm import tqdm
 
 from metamem import runs as ck
-from metamem.config import ExperimentCfg, config_to_dict
-from metamem.data import load_dataset
+from metamem.config import ExperimentCfg, config_to_dict, eval_protocols
 from metamem.data.two_view_sum import is_sequence_task
 from metamem.device import resolve_device
 from metamem.episodes import EpisodeSampler, build_augment
@@ -57,10 +55,10 @@ from metamem.optim import build_optimizer, build_scheduler
 from metamem.training.distributed import (
     DistInfo, all_reduce_, barrier, init_distributed, rank_seed, shutdown,
 )
-from metamem.validate import check_experiment, eval_split
+from metamem.validate import check_experiment
 
 __all__ = [
-    "train", "setup", "train_step", "log", "validate", "checkpoint", "finish", "Run",
+    "train", "setup", "train_step", "log", "validate", "checkpoint", "finish", "TrainState",
     "Validator", "validation_protocol", "TrainResult", "TrainingError", "TIMING_KEYS",
 ]
 
@@ -179,8 +177,9 @@ def amp_dtype_of(name: str) -> torch.dtype:
 
 
 @dataclass
-class Run:
-    """What one training run holds: built by :func:`setup`, advanced by the step functions.
+class TrainState:
+    """A training in progress: built by :func:`setup`, advanced by the step functions (a
+    trained run loaded back is a :class:`metamem.Run`).
 
     ``learner`` is the module whose weights are saved; ``model`` is what the step calls (the
     learner, wrapped in DDP under torchrun and in ``torch.compile`` when asked). ``writer``
@@ -218,7 +217,7 @@ class Run:
 
 
 def setup(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info: DistInfo,
-          splits: dict[str, Any], *, resume: bool, overwrite: bool) -> Run:
+          splits: dict[str, Any], *, resume: bool, overwrite: bool) -> TrainState:
     """Prepare the run directory and build learner, optimizer and sampler on the checked
     ``splits`` (restored from ``last.pt`` on resume)."""
     conf = config_to_dict(cfg)
@@ -234,7 +233,7 @@ def setup(cfg: ExperimentCfg, run_dir: Path | None, device: torch.device, info: 
         learner.to(memory_format=torch.channels_last)  # 4-d weights only; others are unchanged
     opt = build_optimizer(learner.parameters(), tr.optimizer.name, **tr.optimizer.kwargs)
     do_val = info.is_main and bool(cfg.data.val_split) and tr.val_every > 0
-    run = Run(
+    run = TrainState(
         cfg=cfg, device=device, info=info, conf=conf, writer=run_dir if info.is_main else None,
         learner=learner, model=learner, opt=opt,
         sched=build_scheduler(opt, tr.scheduler.name, total_steps=tr.steps, **tr.scheduler.kwargs),
@@ -315,7 +314,7 @@ def _init_weights(learner: nn.Module, name: str, source: str) -> None:
         ) from None
 
 
-def train_step(run: Run, step: int) -> None:
+def train_step(run: TrainState, step: int) -> None:
     """One optimizer step on one batch of B episodes; loss and accuracy stay on the device.
 
     Nothing outlives the call that holds the batch, so the sampler reuses its buffers."""
@@ -335,7 +334,7 @@ def train_step(run: Run, step: int) -> None:
     kill_point("step")  # crash-safety tests (tests/training/test_kill_resume.py)
 
 
-def log(run: Run, step: int, bar: tqdm) -> None:
+def log(run: TrainState, step: int, bar: tqdm) -> None:
     """Every ``log_every`` steps (and at the last): a metrics line (one host sync)."""
     on_log, is_last = step % run.cfg.train.log_every == 0, step == run.cfg.train.steps
     if not (on_log or is_last):
@@ -350,7 +349,7 @@ def log(run: Run, step: int, bar: tqdm) -> None:
     bar.set_postfix(loss=f"{rec['loss']:.4f}", acc=f"{rec['acc']:.3f}")
 
 
-def validate(run: Run, step: int) -> None:
+def validate(run: TrainState, step: int) -> None:
     """Every ``val_every`` steps (and at the last): score the validation protocol with
     :func:`metamem.evaluate`; a new best accuracy writes ``best.pt``."""
     tr = run.cfg.train
@@ -369,7 +368,7 @@ def validate(run: Run, step: int) -> None:
         save(run, "best.pt", step)
 
 
-def checkpoint(run: Run, step: int) -> None:
+def checkpoint(run: TrainState, step: int) -> None:
     """Every ``checkpoint_every`` steps (and at the last): write ``last.pt``."""
     every = run.cfg.train.checkpoint_every
     if (every and step % every == 0) or step == run.cfg.train.steps:
@@ -377,7 +376,7 @@ def checkpoint(run: Run, step: int) -> None:
         save(run, "last.pt", step)
 
 
-def finish(run: Run, final_eval: bool) -> TrainResult:
+def finish(run: TrainState, final_eval: bool) -> TrainResult:
     """The final test-split evaluation (rank 0, when the run trained any step or its
     ``eval.json`` is missing) and the result."""
     cfg, evaluation = run.cfg, None
@@ -394,7 +393,7 @@ def finish(run: Run, final_eval: bool) -> TrainResult:
                        run.sampler.state_dict())
 
 
-def save(run: Run, name: str, step: int) -> None:
+def save(run: TrainState, name: str, step: int) -> None:
     """Write ``checkpoints/<name>``. ``last.pt`` holds every rank's sampler state (a
     collective: all ranks call it); ``best.pt`` is written by rank 0 alone and only ever
     loads weights."""
@@ -596,7 +595,7 @@ class Validator:
 
     def __init__(self, cfg: ExperimentCfg, device: torch.device, dataset: Any = None) -> None:
         if dataset is None:
-            dataset = load_dataset(cfg.data.name, split=cfg.data.val_split, **cfg.data.options)
+            dataset = ck.dataset_for(cfg, "val")
         self.dataset = dataset
         self.settings = validation_protocol(cfg)
         self.device = device
@@ -622,27 +621,20 @@ def final_evaluation(learner: nn.Module, cfg: ExperimentCfg, device: torch.devic
                      dataset: Any = None) -> list[dict[str, Any]]:
     """Evaluate with ``metamem.evaluate`` for every (n_way, k_shot) of ``cfg.eval``.
 
-    ``eval.split`` ``train``/``val``/``test`` means the split named in ``data``; any other
-    value is a split name (:func:`metamem.validate.eval_split`); ``dataset`` is that split
-    when already loaded. The results are written to ``eval.json`` in the run directory,
-    with ``eval.md``, ``learning_curve.png`` and ``per_presentation.png``.
+    The protocols are those of :func:`metamem.config.eval_protocols` (as ``metamem eval``
+    scores them); ``eval.split`` ``train``/``val``/``test`` means the split named in ``data``
+    (:func:`metamem.runs.dataset_for`); ``dataset`` is that split when already loaded. The
+    results are written to ``eval.json`` in the run directory, with ``eval.md``,
+    ``learning_curve.png`` and ``per_presentation.png``.
     """
     ev = cfg.eval
-    ds = dataset
-    if ds is None:
-        ds = load_dataset(cfg.data.name, split=eval_split(cfg) or ev.split,
-                          **{**cfg.data.options, **ev.data_options})
-    ways = ev.n_way if isinstance(ev.n_way, list) else [ev.n_way]
-    shots = ev.k_shot if isinstance(ev.k_shot, list) else [ev.k_shot]
+    ds = dataset if dataset is not None else ck.dataset_for(cfg, ev.split, options=ev.data_options)
     results, objs = [], []
-    combos = [(ways[0], shots[0])] if ev.variable else list(itertools.product(ways, shots))  # variable: one
-    for n_way, k_shot in combos:
-        res = evaluate(learner, ds, n_way=n_way, k_shot=k_shot, n_query=ev.n_query,
-                       episodes=ev.episodes, seed=ev.seed, within_group=ev.within_group,
-                       protocol=ev.protocol, batch_size=ev.batch_size, device=device, progress=False,
-                       config=conf, source=str(run_dir) if run_dir else None,
-                       data_options=ev.data_options or None, memory_budget=ev.memory_budget,
-                       variable=ev.variable)
+    for settings in eval_protocols(ev)[0]:
+        settings.pop("split")
+        data_options = settings.pop("data_options") or None
+        res = evaluate(learner, ds, **settings, device=device, progress=False, config=conf,
+                       source=str(run_dir) if run_dir else None, data_options=data_options)
         results.append(res.to_dict())
         objs.append(res)
         kill_point("eval")  # crash-safety tests: killed during the final evaluation

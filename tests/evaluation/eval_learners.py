@@ -7,6 +7,8 @@ use that to be perfect, to guess, or to report what they were shown.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -166,3 +168,26 @@ class UniformSequenceLearner(OracleSequenceLearner):
 
     def forward_sequence(self, seq):
         return torch.zeros(seq.batch_size, seq.steps, seq.n_way, device=seq.y.device)
+
+
+def fake_run(path: Any, learner: nn.Module, config: dict[str, Any], device: Any = "cpu") -> Any:
+    """A :class:`metamem.Run` of a hand-written learner and a plain config dict (what
+    ``metamem.load_run`` would return for a checkpoint of it); the image shape is that of
+    the config's own test split."""
+    from pathlib import Path
+
+    from metamem import Run
+    from metamem.config import config_from_dict
+    from metamem.runs import dataset_for
+
+    cfg = config_from_dict(config)
+    c, h, w = dataset_for(cfg, "test").image_shape
+    return Run(Path(path), learner.to(device).eval(), cfg, (c, h, w), torch.device(device))
+
+
+def patch_load_run(monkeypatch: Any, load: Any) -> None:
+    """Make ``metamem eval`` and :func:`metamem.evaluation.sweep` load every run with
+    ``load(path, device) -> (learner, config dict)`` instead of reading its checkpoint."""
+    from metamem.evaluation import sweeps
+
+    monkeypatch.setattr(sweeps, "load_run", lambda path, device: fake_run(path, *load(path, device), device))

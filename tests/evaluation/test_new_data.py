@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from eval_learners import NearestNeighbourLearner, OracleSequenceLearner
+from eval_learners import NearestNeighbourLearner, OracleSequenceLearner, patch_load_run
 from PIL import Image
 
 import metamem
@@ -19,9 +19,9 @@ from metamem.cli.main import main
 from metamem.config import ConfigError
 from metamem.data import DatasetError, ImageDataset
 from metamem.data.stats import compare_pixel_stats, pixel_stats
-from metamem.evaluation import runs as runs_mod
-from metamem.evaluation.runs import parse_sweep, plan_sweep
-from metamem.evaluation.trained_run import DataMismatchWarning, Run, resolve_settings
+from metamem.config import config_from_dict, eval_protocols
+from metamem.evaluation.sweeps import parse_sweep, plan_sweep
+from metamem.evaluation.trained_run import DataMismatchWarning, Run
 
 DATA = {"name": "synthetic", "train_split": "train", "val_split": "val", "test_split": "test",
         "options": {"num_classes": 8, "per_class": 9, "image_size": 5, "noise": 0.35}}
@@ -44,9 +44,9 @@ def _fake_loader(monkeypatch, configs: dict[str, dict]) -> None:
     def load(path, device):
         cfg = configs[Path(path).name]
         cls = OracleSequenceLearner if cfg["learner"]["name"] == "oracle" else NearestNeighbourLearner
-        return cls().to(device), cfg
+        return cls(), cfg
 
-    monkeypatch.setattr(runs_mod, "load_run", load)
+    patch_load_run(monkeypatch, load)
 
 
 def _strokes(dark_background: bool, n: int = 40, size: int = 12, width: int = 1) -> ImageDataset:
@@ -109,6 +109,12 @@ def test_ink_warning_fires_for_strokes_2_7_times_the_training_ink() -> None:
 
 
 # ----------------------------------------------------------------------- settings
+def resolve_settings(base: dict, overrides: dict) -> tuple[dict, list[str]]:
+    """One protocol of :func:`eval_protocols` (each override a single value)."""
+    (settings,), notes = eval_protocols(base, {k: [v] for k, v in overrides.items()})
+    return settings, notes
+
+
 def test_set_settings_switch_a_sequence_run_to_the_set_protocol() -> None:
     seq = {"n_way": 5, "k_shot": 10, "n_query": 0, "protocol": "sequence"}
     s, notes = resolve_settings(seq, {"k_shot": 5})
@@ -121,6 +127,17 @@ def test_set_settings_switch_a_sequence_run_to_the_set_protocol() -> None:
     with pytest.raises(ValueError, match=r"eval.protocol=both scores queries but eval.n_query=0"):
         resolve_settings(seq, {"protocol": "both"})
     assert resolve_settings({**seq, "protocol": "set", "n_query": 15}, {"k_shot": 5})[1] == []
+
+
+def test_eval_protocols_expands_lists_in_order_without_duplicates() -> None:
+    # the one expansion: training's final evaluation and metamem eval both score these
+    from metamem.config import EvalCfg
+
+    got, notes = eval_protocols(EvalCfg(n_way=[5, 20], k_shot=[1, 5], n_query=2))
+    assert [(s["n_way"], s["k_shot"]) for s in got] == [(5, 1), (5, 5), (20, 1), (20, 5)] and notes == []
+    assert all(s["split"] == "test" and s["n_query"] == 2 for s in got)
+    got, _ = eval_protocols({"n_way": [5, 20], "k_shot": 1}, {"n_way": [20, 5, 20]})
+    assert [s["n_way"] for s in got] == [20, 5]
 
 
 def test_data_overrides_parse() -> None:
@@ -218,7 +235,7 @@ def test_run_dataset_applies_preprocessing_and_warns(tmp_path, monkeypatch) -> N
             Image.fromarray(a).save(root / f"c{c}" / f"{i}.png")
     train = _strokes(True, size=6, width=2)  # as much ink as the folder's strokes at 6x6
     train.info["preprocess"] = {"invert": True}
-    run = Run(tmp_path, NearestNeighbourLearner(), _config("nn"), (1, 6, 6), torch.device("cpu"))
+    run = Run(tmp_path, NearestNeighbourLearner(), config_from_dict(_config("nn")), (1, 6, 6), torch.device("cpu"))
     monkeypatch.setattr(run, "training_data", lambda: train)
     assert run.preprocess == {"image_size": 6, "channels": 1, "invert": True, "scale": "pixel / 255"}
     with warnings.catch_warnings():

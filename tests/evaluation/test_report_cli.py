@@ -7,18 +7,17 @@ import json
 from pathlib import Path
 
 import pytest
-from eval_learners import NearestNeighbourLearner, OracleSequenceLearner, UniformLearner
+from eval_learners import NearestNeighbourLearner, OracleSequenceLearner, UniformLearner, patch_load_run
 
 import metamem
 from metamem.cli.main import main
 from metamem.evaluation import evaluate, parse_sweep, read_results, sweep, write_results
-from metamem.evaluation import runs as runs_mod
 from metamem.evaluation.plots import (
     plot_accuracy_vs_shots,
     plot_memory_trace,
     plot_per_presentation,
 )
-from metamem.evaluation.runs import find_checkpoint
+from metamem.runs import checkpoint_path
 
 PNG = b"\x89PNG"
 DATA = {"name": "synthetic", "train_split": "train", "val_split": "val", "test_split": "test",
@@ -45,9 +44,9 @@ def fake_runs(tmp_path, monkeypatch):
 
     def load(path, device):
         cls, name = learners[Path(path).name]
-        return cls().to(device), _config(name)
+        return cls(), _config(name)
 
-    monkeypatch.setattr(runs_mod, "load_run", load)
+    patch_load_run(monkeypatch, load)
     return [_run_dir(tmp_path, "a"), _run_dir(tmp_path, "b")]
 
 
@@ -127,9 +126,9 @@ def test_cli_errors(tmp_path, fake_runs, capsys):
     assert main(["eval", str(empty)]) == 1
     assert "has no checkpoint" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match=r"run directory .*empty_run has no checkpoint \(looked for .*best.pt and last.pt\)"):
-        find_checkpoint(empty)
+        checkpoint_path(empty)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        find_checkpoint(tmp_path / "nope")
+        checkpoint_path(tmp_path / "nope")
     assert main(["eval", str(fake_runs[0]), "eval.n_way=9", "--no-progress"]) == 1
     assert "n_way=9 is larger than the 8 classes of dataset 'synthetic' split 'test'" in capsys.readouterr().err
     assert main(["eval", str(fake_runs[0]), "eval.k_shot=8", "--no-progress"]) == 1

@@ -8,11 +8,12 @@ bundled official ``background_small1`` set, so it runs offline.
 from __future__ import annotations
 
 import pytest
-from eval_learners import NearestNeighbourLearner
+from eval_learners import NearestNeighbourLearner, patch_load_run
 
 from metamem.cli.main import main
 from metamem.evaluation import parse_sweep, sweep
-from metamem.evaluation import runs as runs_mod
+from metamem.config import config_from_dict
+from metamem.runs import dataset_for
 from metamem.evaluation.protocol import Protocol
 
 DATA = {"name": "omniglot", "train_split": "background_small1", "val_split": None,
@@ -27,7 +28,7 @@ def run_dir(tmp_path, monkeypatch):
     d = tmp_path / "bg_run"
     (d / "checkpoints").mkdir(parents=True)
     (d / "checkpoints" / "last.pt").write_bytes(b"")
-    monkeypatch.setattr(runs_mod, "load_run", lambda path, device: (NearestNeighbourLearner(), CONFIG))
+    patch_load_run(monkeypatch, lambda path, device: (NearestNeighbourLearner(), CONFIG))
     return d
 
 
@@ -36,7 +37,7 @@ def test_episodes_from_one_alphabet_original_characters_only(run_dir):
                           "eval.data_options={rotations: false}", "eval.episodes=6"])
     (res,) = sweep([run_dir], ov)
     assert res.data_options == {"rotations": False}
-    ds = runs_mod.dataset_for(CONFIG, "test", options={"rotations": False})
+    ds = dataset_for(config_from_dict(CONFIG), "test", options={"rotations": False})
     assert ds.num_classes == 136 and not any("/rot" in n for n in ds.class_names)
     proto = Protocol.for_dataset(ds, n_way=20, k_shot=1, n_query=1, episodes=6, seed=3,
                                  within_group=True)

@@ -12,11 +12,12 @@ import pytest
 import torch
 import yaml
 
-from metamem.config import ConfigError, load_config
+from metamem import load_run
+from metamem.config import ConfigError, config_to_dict, load_config
 from metamem.learners import LEARNERS, build_learner
 from metamem.manifest import _spec_from_json, _spec_to_json, spec_of
 from metamem.registry import RenamedKeyError, RenamedKeyWarning, renamed_keys, renames_of
-from metamem.runs import check_compatible, load_run
+from metamem.runs import check_compatible
 from metamem.validate import validate_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,7 +136,8 @@ def test_a_run_committed_with_the_old_keys_loads_and_scores(tmp_path: Path) -> N
     assert "memory_slots" in yaml.safe_load((OLD_RUN / "config.yaml").read_text())["learner"]
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
-        model, cfg = load_run(OLD_RUN)  # the weights load strictly into the renamed learner
+        run = load_run(OLD_RUN, device="cpu")  # the weights load strictly into the renamed learner
+    model, cfg = run.learner, config_to_dict(run.config)
     assert "memory_slots" in _one_warning([w for w in rec if "memory_slots" in str(w.message)])
     assert model.core.memory.slots == 128 and model.core.memory.width == 40
     # a resume with the config rewritten in the new words is the same learner

@@ -14,7 +14,8 @@ import yaml
 
 from metamem.evaluation import parse_sweep, sweep
 from metamem.evaluation.plots import learning_curve, plot_learning_curves
-from metamem.training import load_learner, train
+from metamem import load_run
+from metamem.training import train
 from metamem.runs import load_checkpoint, read_metrics
 from metamem.training.export import ExportError, export_run
 
@@ -49,7 +50,7 @@ def test_export_keeps_weights_drops_state_and_paths(trained, tmp_path, monkeypat
     assert str(tmp_path) not in text and str(trained) not in text
     assert json.loads((dest / "eval.json").read_text())[0]["source"] == "results/row"
     # re-scorable from the copy: the same learner scores the same episodes alike
-    learner, _ = load_learner(dest)
+    learner = load_run(dest, device="cpu").learner
     assert learner.state_dict().keys() == orig["model"].keys()
     (a,) = sweep([dest], parse_sweep(["eval.episodes=3", "eval.seed=5", "device=cpu"]))
     (b,) = sweep([trained / "checkpoints" / "last.pt"],

@@ -10,7 +10,7 @@ import torch
 import torch.multiprocessing as mp
 
 from metamem.config import load_config
-from metamem.training.checkpoint import read_metrics
+from metamem.runs import read_metrics
 from metamem.training.distributed import rank_seed
 
 SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "smoke"

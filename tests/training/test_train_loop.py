@@ -13,8 +13,10 @@ import yaml
 from metamem.config import ConfigError
 from metamem.cli.main import main
 from metamem.learners.lstm import LSTMLearner
-from metamem.training import CheckpointError, TrainingError, load_learner, train
-from metamem.training.checkpoint import load_checkpoint, read_metrics
+from metamem import load_run
+from metamem.config import config_from_dict
+from metamem.runs import load_checkpoint, read_metrics
+from metamem.training import CheckpointError, TrainingError, train
 from metamem.training.loop import TIMING_KEYS
 
 SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "smoke"
@@ -44,8 +46,9 @@ def test_train_writes_a_run_directory(tmp_path: Path, capsys: pytest.CaptureFixt
     assert saved["train"]["steps"] == 10 and saved["learner"]["name"] == "mann"
     evaluation = json.loads((run / "eval.json").read_text())
     assert {"set", "sequence"} == set(evaluation[0]["scores"])
-    model, cfg = load_learner(run)
-    assert not model.training and cfg == saved
+    loaded = load_run(run, device="cpu")
+    model = loaded.learner
+    assert not model.training and loaded.config == config_from_dict(saved)
     ckpt = load_checkpoint(run, which="last")
     for key, value in ckpt["model"].items():
         torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0)
@@ -122,17 +125,17 @@ def test_files_that_are_not_checkpoints(tmp_path: Path) -> None:
     junk.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match=r"junk\.pt is not a metamem checkpoint \(torch\.load "
                                               r"with weights_only=True failed"):
-        load_learner(junk)
+        load_run(junk)
     other = tmp_path / "other.pt"
     torch.save({"state_dict": {}}, other)
     with pytest.raises(CheckpointError, match=r"other\.pt is not a metamem checkpoint \(no "
                                               r"format='metamem-checkpoint' marker\)"):
-        load_learner(other)
+        load_run(other)
     with pytest.raises(FileNotFoundError, match=r"checkpoint or run directory .*nowhere.* not found"):
-        load_learner(tmp_path / "nowhere")
+        load_run(tmp_path / "nowhere")
     (tmp_path / "empty_run").mkdir()
     with pytest.raises(FileNotFoundError, match=r"empty_run has no checkpoint \(looked for .*best\.pt and last\.pt\)"):
-        load_learner(tmp_path / "empty_run")
+        load_run(tmp_path / "empty_run")
 
 
 def test_checkpoint_weights_of_another_learner(tmp_path: Path, tiny_cfg) -> None:
@@ -142,7 +145,7 @@ def test_checkpoint_weights_of_another_learner(tmp_path: Path, tiny_cfg) -> None
     ckpt["config"]["learner"] = {"name": "mann", "controller_size": 16}
     torch.save({k: v for k, v in ckpt.items() if k != "path"}, tmp_path / "edited.pt")
     with pytest.raises(CheckpointError, match=r"edited\.pt: weights do not fit learner 'mann'"):
-        load_learner(tmp_path / "edited.pt")
+        load_run(tmp_path / "edited.pt", device="cpu")
 
 
 def test_cuda_requested_without_cuda(tmp_path: Path, tiny_cfg) -> None:
@@ -162,7 +165,7 @@ def test_cuda_with_amp(tmp_path: Path, tiny_cfg, name: str) -> None:
                    tmp_path / "run", progress=False)
     assert result.evaluation and all(r["step"] <= 6 for r in read_metrics(tmp_path / "run" / "metrics.jsonl"))
     assert all(torch.isfinite(p).all() for p in result.learner.parameters())
-    model, _ = load_learner(tmp_path / "run", device="cuda")
+    model = load_run(tmp_path / "run", device="cuda").learner
     assert next(model.parameters()).is_cuda
 
 

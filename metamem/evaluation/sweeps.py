@@ -1,41 +1,41 @@
-"""Evaluating trained runs: checkpoint lookup, ``key=value`` overrides and sweeps.
+"""Sweeps: several trained runs scored on one common protocol, over every combination of
+``key=value`` overrides.
 
 This is the engine of ``metamem eval``. A run directory (``config.yaml``,
 ``checkpoints/best.pt`` or ``last.pt``) or a checkpoint file is loaded with
-:func:`metamem.runs.load_run` (evaluation never imports training); the dataset is the run's ``data:`` section with the
-split chosen by ``eval.split`` (``train``/``val``/``test`` name the run's
-``data.<x>_split``; anything else is a split name of the dataset). Overrides whose value is
-a list sweep: every checkpoint is evaluated on every combination.
+:func:`metamem.load_run` (evaluation never imports training); the dataset is the run's
+``data:`` section with the split chosen by ``eval.split`` (``train``/``val``/``test`` name
+the run's ``data.<x>_split``; anything else is a split name of the dataset). Overrides whose
+value is a list sweep: every run is evaluated on every combination
+(:func:`metamem.config.eval_protocols`).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union, get_args, get_origin, get_type_hints
+from typing import Any, Sequence, Union, get_args, get_origin, get_type_hints
 
-import torch
-
-from metamem.config import EVAL_DEFAULTS, EvalCfg, check_value, config_to_dict, parse_overrides, type_name
+from metamem.config import (
+    EVAL_DEFAULTS, EvalCfg, ExperimentCfg, check_value, config_to_dict, eval_protocols, parse_overrides, type_name,
+)
 from metamem.data.base import ImageDataset
 from metamem.device import resolve_device
 from metamem.evaluation.scoring import EvalResult, evaluate
+from metamem.evaluation.trained_run import Run, check_loader_options, load_run
 from metamem.learners.capabilities import LimitedWays
-from metamem.runs import dataset_for, find_checkpoint
+from metamem.runs import checkpoint_path, dataset_for
 
 __all__ = [
     "DEFAULT_EVAL",
     "OVERRIDE_KEYS",
-    "EvalJob",
-    "dataset_for",
-    "find_checkpoint",
-    "load_run",
+    "SweepPlan",
+    "parse_data_spec",
     "parse_sweep",
-    "resolve_device",
+    "plan_sweep",
     "sweep",
 ]
 
@@ -98,33 +98,6 @@ def _check_value(key: str, v: Any, item: str) -> None:
         raise ValueError(f"override {item!r}: {key} must be {what}, got {v!r}")
 
 
-def __getattr__(name: str) -> Any:
-    if name == "parse_overrides":  # its name before metamem.config.parse_overrides became the one parser
-        import warnings
-
-        warnings.warn("parse_overrides of metamem.evaluation is deprecated; use parse_sweep",
-                      DeprecationWarning, stacklevel=2)
-        return parse_sweep
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def load_run(path: str | os.PathLike[str], device: torch.device | str = "auto", *,
-             weights: str | os.PathLike[str] | None = None, sha256: str | None = None) -> Any:
-    """Load a run directory or checkpoint as a :class:`~metamem.evaluation.trained_run.Run`
-    (``weights``/``sha256``: its weights from elsewhere, see :func:`metamem.runs.fetch_weights`)."""
-    from metamem.evaluation.trained_run import load_run as _load
-
-    return _load(path, device=device, weights=weights, sha256=sha256)
-
-
-@dataclass
-class EvalJob:
-    """One evaluation of a sweep: a checkpoint and one combination of settings."""
-
-    source: str
-    settings: dict[str, Any]
-
-
 def parse_data_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``folder:PATH`` -> ``("folder", {"root": PATH})``; ``NAME`` -> ``(NAME, {})``."""
     name, sep, root = spec.partition(":")
@@ -133,36 +106,8 @@ def parse_data_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name, ({"root": root} if sep else {})
 
 
-def _axes(d: dict[str, Any]) -> dict[str, list[Any]]:
-    return {k: (list(v) if isinstance(v, list) else [v]) for k, v in d.items()}
-
-
-def combinations(base: dict[str, Any], overrides: dict[str, list[Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every combination of evaluation settings, each resolved with
-    :func:`~metamem.evaluation.trained_run.resolve_settings`.
-
-    Args:
-        base: the (first) run's ``eval:`` section; a list there sweeps too (``n_way: [5, 20]``).
-        overrides: ``{setting: [values]}`` (``eval.`` prefix stripped).
-
-    Returns:
-        ``(settings, notes)``: one dict per combination, and the distinct notes.
-    """
-    from metamem.evaluation.trained_run import resolve_settings
-
-    b_axes, o_axes = _axes(base), overrides
-    out, notes = [], []
-    for b in itertools.product(*b_axes.values()):
-        for o in itertools.product(*o_axes.values()):
-            s, n = resolve_settings(dict(zip(b_axes, b)), dict(zip(o_axes, o)))
-            if s not in out:
-                out.append(s)
-            notes += [x for x in n if x not in notes]
-    return out, notes
-
-
-def _display_name(path: str, config: dict[str, Any]) -> str:
-    learner = (config.get("learner") or {}).get("name", "learner")
+def _display_name(path: str, config: ExperimentCfg) -> str:
+    learner = config.learner.name if config.learner else "learner"
     p = Path(path)
     run = p.parent.parent.name if p.is_file() and p.parent.name == "checkpoints" else p.name
     if p.is_file() and p.parent.name != "checkpoints":
@@ -170,20 +115,18 @@ def _display_name(path: str, config: dict[str, Any]) -> str:
     return f"{learner} [{run}]"
 
 
-def _data_identity(config: dict[str, Any], split: str) -> tuple[Any, ...]:
+def _data_identity(config: ExperimentCfg, split: str) -> tuple[Any, ...]:
     """What fixes the episodes of a run's own data (image size and channels do not)."""
-    data = config.get("data") or {}
-    real = data.get(f"{split}_split", split) if split in ("train", "val", "test") else split
-    opts = {k: v for k, v in (data.get("options") or {}).items()
+    opts = {k: v for k, v in config.data.options.items()
             if k not in ("image_size", "channels", "resample", "cache", "cache_dir")}
-    return data.get("name"), real, json.dumps(opts, sort_keys=True, default=str)
+    return config.data.name, config.data.split_name(split), json.dumps(opts, sort_keys=True, default=str)
 
 
 @dataclass
 class SweepPlan:
     """What :func:`sweep` scores: the runs, the common settings and what it noted."""
 
-    runs: list[Any]
+    runs: list[Run]
     names: list[str]
     settings: list[dict[str, Any]]
     notes: list[str]
@@ -202,7 +145,7 @@ class SweepPlan:
             where = f"{name} {opts.get('root', '')}".strip()
             split = s0.get("split") or "all"
         else:
-            where = str((self.runs[0].config.get("data") or {}).get("name"))
+            where = self.runs[0].config.data.name
             split = vals("split")
         shape = (f"{vals('n_way')}-way {vals('k_shot')}-shot, {vals('n_query')} queries per class"
                  if not any(s.get("variable") for s in self.settings)
@@ -225,21 +168,18 @@ def plan_sweep(
     paths: Sequence[str | os.PathLike[str]],
     overrides: dict[str, list[Any]] | None = None,
     *,
-    loader: Callable[[str, torch.device], Any] | None = None,
     weights: str | os.PathLike[str] | None = None,
     sha256: str | None = None,
 ) -> SweepPlan:
     """Load the runs and fix one common protocol, or refuse with the rows at fault.
 
     The protocol is the first run's ``eval:`` section changed by the overrides (see
-    :func:`combinations`); every run is scored on it. Refused, before anything is scored:
+    :func:`metamem.config.eval_protocols`); every run is scored on it. Refused, before anything is scored:
     a sequence learner asked for another ``n_way`` than it was built for, and runs on
     different data (dataset, split or class-defining options) without a ``data=`` override.
     ``weights``/``sha256`` take the (one) run's weights from a URL, file or folder
     (:func:`metamem.runs.fetch_weights`).
     """
-    from metamem.evaluation.trained_run import Run, check_loader_options
-
     overrides = dict(overrides or {})
     device = resolve_device(overrides.pop("device", ["auto"])[0])
     data_spec = overrides.pop("data", [None])[0]
@@ -257,25 +197,17 @@ def plan_sweep(
             check_loader_options(name, {key: value}, section="data.options",
                                  source=_as_override(f"data.options.{key}", value))
         data = (name, {**opts, **data_opts})
-    if weights is not None:
-        if len(paths) != 1:
-            raise ValueError(f"--weights replaces the weights of one run; got {len(paths)} runs "
-                             "(score the others in a separate call)")
-        hosted = (weights, sha256)
-        loader = loader or (lambda src, dev: load_run(src, dev, weights=hosted[0], sha256=hosted[1]))
-    loader = loader or load_run
+    if weights is not None and len(paths) != 1:
+        raise ValueError(f"--weights replaces the weights of one run; got {len(paths)} runs "
+                         "(score the others in a separate call)")
     runs, names = [], []
     for path in paths:
         src = str(path)
         if weights is None:
-            find_checkpoint(src)
-        got = loader(src, device)
-        if not isinstance(got, Run):  # a (learner, config) pair
-            learner, config = got
-            shape = dataset_for(config, "test", source=src).image_shape
-            got = Run(Path(src), learner, config, shape, device)
-        runs.append(got)
-        names.append(_display_name(src, got.config))
+            checkpoint_path(src)  # a missing run fails before any is loaded onto the device
+        run = load_run(src, device, weights=weights, sha256=sha256)
+        runs.append(run)
+        names.append(_display_name(src, run.config))
     eval_over = {k.removeprefix("eval."): v for k, v in overrides.items()}
     for value in eval_over.get("data_options", []):  # options of the runs' own loader
         for run in runs:
@@ -284,7 +216,7 @@ def plan_sweep(
                                  source=_as_override("eval.data_options", value))
     if data is not None and "split" not in eval_over:
         eval_over["split"] = [None]  # a new dataset: every class unless eval.split is given
-    settings, notes = combinations(runs[0].eval_settings, eval_over)
+    settings, notes = eval_protocols(runs[0].eval_settings, eval_over)
     for run, name in zip(runs, names):
         if isinstance(run.learner, LimitedWays):  # label units of MANN/LSTM/MetaNet
             limit = run.learner.max_way
@@ -315,7 +247,6 @@ def sweep(
     *,
     progress: bool = False,
     keep_trace: bool = False,
-    loader: Callable[[str, torch.device], Any] | None = None,
     plan: SweepPlan | None = None,
 ) -> list[EvalResult]:
     """Evaluate every run on every combination of one common protocol.
@@ -326,13 +257,12 @@ def sweep(
             ``data.options.*``).
         progress: tqdm progress bars.
         keep_trace: keep a memory trace of episode 0 of each run's first evaluation.
-        loader: ``(path, device) -> Run or (learner, config)`` (default :func:`load_run`).
         plan: a plan from :func:`plan_sweep` (made from the arguments above if not given).
 
     Returns:
         One :class:`EvalResult` per run x combination, runs in the order given.
     """
-    plan = plan or plan_sweep(paths, overrides, loader=loader)
+    plan = plan or plan_sweep(paths, overrides)
     datasets: dict[str, ImageDataset] = {}
     results: list[EvalResult] = []
     for run, name in zip(plan.runs, plan.names):
@@ -347,7 +277,7 @@ def sweep(
                 if dkey not in datasets:
                     datasets[dkey] = run.dataset(dname, split, **opts)
             else:
-                dkey = json.dumps([run.config.get("data"), split, data_options], sort_keys=True, default=str)
+                dkey = json.dumps([config_to_dict(run.config.data), split, data_options], sort_keys=True, default=str)
                 if dkey not in datasets:
                     datasets[dkey] = dataset_for(run.config, split, source=str(run.path),
                                                  options=data_options)
@@ -355,7 +285,7 @@ def sweep(
                 evaluate(
                     run.learner, datasets[dkey], **s,
                     device=run.device, progress=progress, name=name,
-                    config=run.config, source=str(run.path), keep_trace=keep_trace and i == 0,
+                    config=config_to_dict(run.config), source=str(run.path), keep_trace=keep_trace and i == 0,
                     data_options=data_options or None,
                 )
             )
