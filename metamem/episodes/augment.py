@@ -6,7 +6,7 @@ random-resized crop and a horizontal flip, composed into one matrix per image an
 one ``affine_grid`` + ``grid_sample`` -- then its own colour jitter (brightness, contrast,
 saturation) as a few batched pointwise ops: no Python loop over episodes or images. The parameters of an image are a
 pure function of its episode key and its position in the episode (the counter-based hash of
-:mod:`metamem.episodes.rng`), so augmented episodes are as reproducible as the episodes
+:mod:`metamem.rng`), so augmented episodes are as reproducible as the episodes
 themselves, whatever else is in the batch, and the sampler needs no extra generator state.
 
 Santoro et al. (2016) and the public MANN reimplementations that reach the paper's curve

@@ -5,7 +5,7 @@ The split sits on the device as one uint8 tensor ``[M, C, H, W]``. A batch of B 
 1. B episode keys drawn from the sampler's own CPU ``torch.Generator`` (one tiny copy to
    the device);
 2. one batched index draw on the device: random keys for every (episode, class) and every
-   (episode, class, sample slot) from a counter-based hash (:mod:`metamem.episodes.rng`),
+   (episode, class, sample slot) from a counter-based hash (:mod:`metamem.rng`),
    then ``topk`` picks N distinct classes and K+Q distinct samples per class (on the CPU,
    short rows are ranked by numpy's sort instead, with the same result: :func:`topk_indices`);
 3. one ``index_select`` of all B·N·(K+Q) images, converted to float on the device.
@@ -35,7 +35,7 @@ from metamem.data.base import ImageDataset
 from metamem.data.staged import StagedImages
 from metamem.device import resolve_device
 from metamem.episodes.augment import AffineAugment
-from metamem.episodes.rng import KEY_BITS, keys_from_mix, keys_from_mix_into, position_mix
+from metamem.rng import KEY_BITS, keys_from_mix, keys_from_mix_into, position_mix
 from metamem.rng import M31
 from metamem.types import EpisodeBatch
 
@@ -185,7 +185,7 @@ def topk_indices(keys: torch.Tensor, k: int) -> torch.Tensor:
     largest first, computed faster for short rows on the CPU.
 
     ``keys`` are int64 values in ``[0, 2**31)`` (the counter-based hash of
-    :mod:`metamem.episodes.rng`), distinct within a row, or ``-1`` (masked out) where at
+    :mod:`metamem.rng`), distinct within a row, or ``-1`` (masked out) where at
     least ``k`` keys of the row are not. Then the result is unique and equals ``topk``'s.
 
     On the CPU, for rows of at most ``_SORT_ROWS_UP_TO`` keys (Omniglot's 20 samples per
@@ -236,7 +236,7 @@ def fused_gather() -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 @functools.cache
 def fused_hash() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """:func:`~metamem.episodes.rng.keys_from_mix` compiled by ``torch.compile`` into one
+    """:func:`~metamem.rng.keys_from_mix` compiled by ``torch.compile`` into one
     loop over its ``[B, n]`` output (eager torch makes ten passes over it); the same integer
     values. Built once per process, used by ``EpisodeSampler(fused=True)``."""
     return torch.compile(keys_from_mix, dynamic=None)

@@ -4,7 +4,7 @@ A :class:`Protocol` is ``(dataset, split, n_way, k_shot, n_query, episodes, seed
 within_group)``. Episode ``i`` has the key ``episode_keys_from_seed(seed, i)`` and is drawn
 with :meth:`EpisodeSampler.sample_keys`, so it depends only on ``(seed, i)`` and the split:
 every learner sees the same episodes, whatever the evaluation batch size and whatever the
-device (the counter-based hash of :mod:`metamem.episodes.rng` is bit-identical on CPU and
+device (the counter-based hash of :mod:`metamem.rng` is bit-identical on CPU and
 GPU).
 
 The :class:`Fingerprint` of a protocol is the SHA-256 of a text header (format version,
@@ -24,7 +24,7 @@ import torch
 
 from metamem.config import EVAL_DEFAULTS as _EV
 from metamem.data.base import ImageDataset
-from metamem.episodes.rng import episode_keys_from_seed
+from metamem.rng import episode_keys_from_seed
 from metamem.episodes.sampler import EpisodeSampler, EpisodeSpecError
 from metamem.types import EpisodeBatch
 

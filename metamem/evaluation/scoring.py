@@ -65,7 +65,6 @@ __all__ = [
     "EvalResult",
     "Score",
     "evaluate",
-    "is_sequence_learner",
     "learner_name",
     "memory_trace",
     "score_sequence",
@@ -125,18 +124,13 @@ def sequence_path(learner: Any) -> str | None:
     (MAML, Matching and Memory Matching Networks, Meta Networks) would need one ``predict``
     on ~T/2 support images per step, T²/2 image passes per episode.
     """
-    if is_sequence_learner(learner):
+    if isinstance(learner, SequencePrediction):
         return "native"
     if isinstance(learner, RunningSetPrediction):
         return "predict_sequence"
     if supports_feature_reuse(learner):
         return "features"
     return None
-
-
-def is_sequence_learner(learner: Any) -> bool:
-    """True for learners that read sequences natively (:class:`SequencePrediction`)."""
-    return isinstance(learner, SequencePrediction)
 
 
 def learner_name(learner: Any) -> str:
@@ -209,7 +203,7 @@ def score_sequence(
         learner at a label's first presentation.
     """
     b, t = seq.y.shape
-    if is_sequence_learner(learner):
+    if isinstance(learner, SequencePrediction):
         logits = learner.forward_sequence(seq)
         _check_logits(learner, logits, (b, t, seq.n_way), "sequence")
         return (logits.argmax(-1) == seq.y).to(torch.float64)

@@ -13,15 +13,15 @@ experiment config (``metamem validate`` checks them against the builder's signat
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 from torch import nn
 
-from metamem.learners.capabilities import SequencePrediction, SetPrediction
+from metamem.learners.capabilities import SetPrediction
 from metamem.registry import Registry
 from metamem.types import EpisodeBatch, LearnerOutput
 
-__all__ = ["Learner", "SequenceLearner", "LEARNERS", "BACKBONES", "build_learner"]
+__all__ = ["Learner", "LEARNERS", "BACKBONES", "build_learner"]
 
 #: Learner builders: ``builder(*, n_way, image_shape, **kwargs) -> nn.Module``.
 LEARNERS: Registry[Callable[..., nn.Module]] = Registry("learner")
@@ -34,14 +34,12 @@ BACKBONES: Registry[Callable[..., nn.Module]] = Registry("backbone")
 class Learner(SetPrediction, Protocol):
     """What every learner provides: a training/eval ``forward`` and, as every learner of
     metamem can score a support/query episode, :class:`SetPrediction`. Further capabilities
-    are declared by inheriting them (:mod:`metamem.learners.capabilities`).
-
-    Attributes:
-        episode_format: ``"set"`` (support/query learners) or ``"sequence"`` (learners that
-            read the episode as a sequence with labels one step late, like MANN).
+    are declared by inheriting them (:mod:`metamem.learners.capabilities`); a *sequence
+    learner* is one that declares
+    :class:`~metamem.learners.capabilities.SequencePrediction` (it reads the episode as a
+    sequence with labels one step late, like MANN; metamem's own share the base
+    :class:`~metamem.learners.lstm.SequenceLearner`).
     """
-
-    episode_format: Literal["set", "sequence"]
 
     def forward(self, batch: EpisodeBatch) -> LearnerOutput:
         """Training/eval forward pass.
@@ -50,11 +48,6 @@ class Learner(SetPrediction, Protocol):
         per-step logits ``[B, T, N]`` of ``batch.as_sequence()``.
         """
         ...
-
-
-@runtime_checkable
-class SequenceLearner(Learner, SequencePrediction, Protocol):
-    """A learner that reads sequences natively (MANN, LSTM)."""
 
 
 def build_learner(name: str, *, n_way: int, image_shape: tuple[int, int, int], **kwargs: Any) -> nn.Module:

@@ -32,7 +32,7 @@ Shapes follow the legend of :mod:`metamem.types` (``S`` support items, ``Qn`` qu
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -56,7 +56,6 @@ __all__ = [
     "SetPrediction",
     "LimitedWays",
     "StepwiseSequence",
-    "capabilities_of",
 ]
 
 
@@ -191,19 +190,10 @@ class SetLearner(nn.Module, SetPrediction):
     """Base of support/query learners whose training pass is their ``predict`` on the full
     episode: subclasses implement :meth:`~SetPrediction.predict` only."""
 
-    episode_format: Literal["set", "sequence"] = "set"
-
     def forward(self, batch: EpisodeBatch) -> LearnerOutput:
         """Query logits ``[B, N*Q, N]`` of ``predict`` on the episode, and the mean query
         cross-entropy."""
         return forward_via_predict(self, batch)
-
-
-def capabilities_of(learner: Any) -> list[str]:
-    """Names of the capabilities ``learner`` has (declared or structural), for messages."""
-    caps = (SetPrediction, SequencePrediction, MemoryInspection, ProgramInspection, StepwiseSequence, FeaturePrediction,
-            RunningSetPrediction, DecoderInspection, AnyWay, LimitedWays)
-    return [c.__name__ for c in caps if isinstance(learner, c)]
 
 
 class EmbeddingLearner(SetLearner, FeaturePrediction):

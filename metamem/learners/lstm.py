@@ -3,9 +3,9 @@
 Santoro et al. (2016), "Meta-Learning with Memory-Augmented Neural Networks" (ICML), Table 1
 compare MANN with a plain LSTM that reads the same labelled-late stream: at step t the input
 is ``[x_t ; onehot(y_{t-1})]`` and the output is the class of ``x_t``. :class:`LSTMLearner` is
-that baseline; :class:`SequenceLearnerBase` holds what it shares with MANN
+that baseline; :class:`SequenceLearner` holds what it shares with MANN
 (:mod:`metamem.learners.mann`): the image encoder, the input assembly, the loss over all
-steps, and the set-protocol :meth:`~SequenceLearnerBase.predict`.
+steps, and the set-protocol :meth:`~SequenceLearner.predict`.
 
 Set protocol (``predict``): the present support items are run as a sequence, labels one step
 late, in a fixed pseudo-random order (a permutation of the S positions from a local generator
@@ -19,7 +19,7 @@ queries never see each other. Classes with no present support item get logit ``-
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ from metamem.types import NO_LABEL, EpisodeBatch, LearnerOutput, SequenceBatch
 
 _LABEL_UNIT_STREAM = 21  # rng stream of the label units an episode is spread onto (spread_labels)
 
-__all__ = ["ImageEncoder", "LSTMState", "RecurrentState", "SequenceLearnerBase", "support_order", "LSTMLearner", "build_lstm"]
+__all__ = ["ImageEncoder", "LSTMState", "RecurrentState", "SequenceLearner", "support_order", "LSTMLearner", "build_lstm"]
 
 
 class ImageEncoder(nn.Module):
@@ -85,8 +85,8 @@ class LSTMState(NamedTuple):
 RecurrentState = TypeVar("RecurrentState", bound=tuple)
 
 
-class SequenceLearnerBase(nn.Module, SetPrediction, SequencePrediction, StepwiseSequence, LimitedWays):
-    """Shared machinery of sequence learners (``episode_format = "sequence"``).
+class SequenceLearner(nn.Module, SetPrediction, SequencePrediction, StepwiseSequence, LimitedWays):
+    """The base of metamem's sequence learners (they declare :class:`SequencePrediction`).
 
     Subclasses implement :meth:`run` (and :meth:`repeat_state`); everything else, the
     training forward, the loss and the set protocol, lives here.
@@ -116,7 +116,6 @@ class SequenceLearnerBase(nn.Module, SetPrediction, SequencePrediction, Stepwise
         conv_channels: channels of the conv encoder.
     """
 
-    episode_format: Literal["sequence"] = "sequence"
     #: put each training episode's labels on random units of all ``max_way`` (see above)
     spread_labels: bool = False
 
@@ -231,7 +230,7 @@ class SequenceLearnerBase(nn.Module, SetPrediction, SequencePrediction, Stepwise
         return logits.masked_fill(~present[:, None, :], float("-inf"))
 
 
-class LSTMLearner(SequenceLearnerBase):
+class LSTMLearner(SequenceLearner):
     """LSTM baseline of Santoro et al. (2016): the MANN controller without memory.
 
     Args:
@@ -288,7 +287,7 @@ def build_lstm(
     """LSTM sequence baseline (Santoro et al. 2016): the MANN controller with no memory.
 
     ``max_way``: label units (default ``n_way``); episodes of any N <= ``max_way`` ways.
-    ``spread_labels``: train every unit on N-way episodes (see :class:`SequenceLearnerBase`).
+    ``spread_labels``: train every unit on N-way episodes (see :class:`SequenceLearner`).
     """
     learner = LSTMLearner(label_units("lstm", n_way, max_way), image_shape, controller_size, encoder, conv_channels)
     learner.spread_labels = bool(spread_labels)

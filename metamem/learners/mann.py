@@ -13,7 +13,7 @@ content addressing, and the output is ``W_o [h_t ; r_t]``: class logits at every
 memory is wiped at the start of every episode. The controller and memory are
 :class:`metamem.memory.MemoryCore`; the shared sequence machinery (loss over all steps, the
 set-protocol ``predict``: support as a sequence, then each query as one extra step from the
-repeated state) is :class:`~metamem.learners.lstm.SequenceLearnerBase`.
+repeated state) is :class:`~metamem.learners.lstm.SequenceLearner`.
 
 Other cores (``core: ntm | dnc``, see ``metamem ls cores``) swap the slot memory for an NTM
 or DNC memory under the same controller. ``programs: P`` stores the memory's interface
@@ -31,7 +31,7 @@ from torch import nn
 
 from metamem.learners.base import LEARNERS
 from metamem.learners.capabilities import MemoryInspection, ProgramInspection
-from metamem.learners.lstm import SequenceLearnerBase, label_units
+from metamem.learners.lstm import SequenceLearner, label_units
 from metamem.memory import build_core
 from metamem.memory.inspection import trace_core
 from metamem.memory.nsm import annealed_weight, attach_programs, program_regulariser
@@ -63,7 +63,7 @@ class MANNState(NamedTuple):
     start: int
 
 
-class MANN(SequenceLearnerBase, MemoryInspection, ProgramInspection):
+class MANN(SequenceLearner, MemoryInspection, ProgramInspection):
     """Memory-augmented LSTM of Santoro et al. (2016) (see the module docstring).
 
     Args:
@@ -182,10 +182,10 @@ def build_mann(
     """MANN (Santoro et al. 2016): LSTM controller + a memory core (slot/NTM/DNC), optional NSM programs.
 
     ``max_way``: label units (default ``n_way``); episodes of any N <= ``max_way`` ways
-    (see :class:`~metamem.learners.lstm.SequenceLearnerBase`). ``slots``, ``width``,
+    (see :class:`~metamem.learners.lstm.SequenceLearner`). ``slots``, ``width``,
     ``policy`` are the memory's words; the old ``memory_slots``, ``memory_width``,
     ``write_policy`` still load, with a warning. ``spread_labels``: train every one of the
-    ``max_way`` label units on N-way episodes (see :class:`~metamem.learners.lstm.SequenceLearnerBase`).
+    ``max_way`` label units on N-way episodes (see :class:`~metamem.learners.lstm.SequenceLearner`).
     """
     learner = MANN(
         label_units("mann", n_way, max_way), image_shape, controller_size=controller_size, slots=slots,

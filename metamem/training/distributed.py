@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from metamem.episodes.rng import episode_keys_from_seed
+from metamem.rng import episode_keys_from_seed
 
 __all__ = ["DistInfo", "init_distributed", "rank_seed", "all_reduce_", "barrier", "shutdown"]
 

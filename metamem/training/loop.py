@@ -46,11 +46,11 @@ from metamem.data.two_view_sum import is_sequence_task
 from metamem.device import resolve_device
 from metamem.episodes import EpisodeSampler, build_augment
 from metamem.evaluation import evaluate
-from metamem.evaluation.scoring import is_sequence_learner
 from metamem.files import (
     LOCK_NAME, WriteError, kill_point, lock_directory, remove_orphan_temps, write_text,
 )
 from metamem.learners import build_learner
+from metamem.learners.capabilities import SequencePrediction
 from metamem.optim import build_optimizer, build_scheduler
 from metamem.training.distributed import (
     DistInfo, all_reduce_, barrier, init_distributed, rank_seed, shutdown,
@@ -602,7 +602,7 @@ class Validator:
         self.memory_budget = cfg.eval.memory_budget
 
     def __call__(self, learner: nn.Module, step: int) -> dict[str, Any]:
-        scoring = "sequence" if is_sequence_learner(learner) else "set"
+        scoring = "sequence" if isinstance(learner, SequencePrediction) else "set"
         res = evaluate(learner, self.dataset, protocol=scoring, device=self.device, progress=False,
                        memory_budget=self.memory_budget, **self.settings)
         rec: dict[str, Any] = {"step": step, "val_acc": res.mean, "val_ci95": _finite(res.ci95),

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from metamem import EpisodeSampler, EpisodeSpecError, ImageDataset, NO_LABEL
-from metamem.episodes.rng import episode_keys_from_seed, hash31, random_keys
+from metamem.rng import episode_keys_from_seed, hash31, random_keys
 
 
 def _check_episode_batch(ds: ImageDataset, b, n: int, k: int, q: int, bsz: int) -> None:

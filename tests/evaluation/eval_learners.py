@@ -53,7 +53,6 @@ def _present(support_y: torch.Tensor, n_way: int, mask: torch.Tensor | None) -> 
 
 
 class _SetBase(nn.Module):
-    episode_format = "set"
 
     def __init__(self) -> None:
         super().__init__()
@@ -133,7 +132,6 @@ class OracleSequenceLearner(nn.Module):
     """A sequence learner that is perfect from the 2nd presentation and answers label 0 at
     the 1st (so its 1st-presentation accuracy is exactly 1/N)."""
 
-    episode_format = "sequence"
 
     def __init__(self) -> None:
         super().__init__()

@@ -13,7 +13,7 @@ from eval_learners import (
     coded_dataset,
 )
 
-from metamem.episodes.rng import episode_keys_from_seed
+from metamem.rng import episode_keys_from_seed
 from metamem.episodes.sampler import EpisodeSampler
 from metamem.evaluation import Protocol, ProtocolError, evaluate
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from metamem.data import load_dataset
 from metamem.episodes.sampler import EpisodeSampler
-from metamem.learners import BACKBONES, LEARNERS, Learner, build_learner
+from metamem.learners import BACKBONES, LEARNERS, Learner, SequenceLearner, build_learner
 from metamem.learners import capabilities as caps
 from metamem.registry import UnknownNameError
 from metamem.types import EpisodeBatch, LearnerOutput
@@ -45,7 +45,7 @@ def batches() -> tuple[EpisodeBatch, EpisodeBatch]:
 
 
 def expected_targets(model: nn.Module, batch: EpisodeBatch) -> torch.Tensor:
-    return batch.query_y if model.episode_format == "set" else batch.as_sequence().y
+    return batch.as_sequence().y if isinstance(model, caps.SequencePrediction) else batch.query_y
 
 
 def test_registry_is_populated() -> None:
@@ -63,7 +63,6 @@ def test_builds_with_defaults(name: str) -> None:
     assert not required, f"learner {name!r} needs {sorted(required)}: add test values to REQUIRED_KWARGS"
     model = build(name)
     assert isinstance(model, nn.Module) and isinstance(model, Learner)
-    assert model.episode_format in ("set", "sequence")
     assert inspect.getdoc(LEARNERS.get(name)), f"learner {name!r}: builder needs a docstring"
 
 
@@ -178,7 +177,8 @@ def test_capabilities_are_declared_and_implemented(name: str) -> None:
         assert declared == has, f"{name}: {cap.__name__} declared={declared} but methods present={has}"
         for m in methods if declared else ():
             assert getattr(cls, m) is not getattr(cap, m), f"{name} declares {cap.__name__} but not {m}()"
-    assert (cls.episode_format == "sequence") == (caps.SequencePrediction in cls.__mro__), name
+    # a sequence learner (SequencePrediction) is one of metamem's SequenceLearner subclasses
+    assert issubclass(cls, SequenceLearner) == (caps.SequencePrediction in cls.__mro__), name
     # LimitedWays (with max_way) is declared by exactly the learners that refuse more ways
     limited = caps.LimitedWays in cls.__mro__
     assert not (limited and issubclass(cls, caps.AnyWay)), name

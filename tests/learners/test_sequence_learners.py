@@ -9,6 +9,7 @@ import torch
 from metamem.data import load_dataset
 from metamem.episodes import EpisodeSampler
 from metamem.learners import SequenceLearner, build_learner
+from metamem.learners.capabilities import SequencePrediction
 from metamem.learners.lstm import support_order
 from metamem.types import NO_LABEL
 
@@ -55,7 +56,7 @@ def reference_predict(model, sx, sy, qx, mask):
 @pytest.mark.parametrize("name", ["lstm", "mann"])
 def test_forward_is_a_sequence_learner(name: str, batch) -> None:
     model = build(name)
-    assert isinstance(model, SequenceLearner) and model.episode_format == "sequence"
+    assert isinstance(model, SequenceLearner) and isinstance(model, SequencePrediction)
     out = model(batch)
     seq = batch.as_sequence()
     assert out.logits.shape == (B, N * (K + Q), N)
