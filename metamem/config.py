@@ -38,6 +38,8 @@ import yaml
 from metamem import safe_yaml
 
 __all__ = [
+    "DEFAULT_K_SHOT",
+    "DEFAULT_N_WAY",
     "EVAL_DEFAULTS",
     "PROTOCOL_NAMES",
     "ProtocolName",
@@ -164,6 +166,11 @@ class TrainCfg:
     init_from: str | None = None
 
 
+#: the evaluation's default ways and shots (one value each; :class:`EvalCfg` may hold lists)
+DEFAULT_N_WAY: int = 5
+DEFAULT_K_SHOT: int = 1
+
+
 @dataclass
 class EvalCfg:
     """The evaluation protocol: the final evaluation of a training run, ``metamem eval``,
@@ -180,8 +187,8 @@ class EvalCfg:
     """
 
     split: str = "test"
-    n_way: int | list[int] = 5
-    k_shot: int | list[int] = 1
+    n_way: int | list[int] = DEFAULT_N_WAY
+    k_shot: int | list[int] = DEFAULT_K_SHOT
     n_query: int = 15
     episodes: int = 1000
     seed: int = 1234

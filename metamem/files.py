@@ -11,16 +11,11 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable
-
-#: crash-test hook: ``METAMEM_KILL_AT=<point>:<n>`` (see :func:`kill_point`); read once.
-_KILL_AT = os.environ.get("METAMEM_KILL_AT")
-_KILL_COUNTS: dict[str, int] = {}
 
 __all__ = [
     "atomic_write", "write_text", "make_readable", "remove_orphan_temps", "kill_point",
@@ -103,27 +98,16 @@ def remove_orphan_temps(folder: str | os.PathLike[str]) -> list[Path]:
 
 
 def kill_point(name: str, before: Callable[[], object] | None = None) -> None:
-    """A named point where the crash-safety tests kill the process with SIGKILL.
+    """A named point where a crash would hurt most; does nothing.
 
-    With ``METAMEM_KILL_AT=<name>:<n>`` in the environment, the ``n``-th time (1-based) the
-    process reaches the point ``name`` it calls ``before()`` (e.g. to write half a line)
-    and then sends itself ``SIGKILL``: no ``finally`` block, ``atexit`` hook or buffered
-    write runs, exactly as with ``kill -9``. Without the variable this is one ``is None``
-    test. Points: ``step`` (after an optimizer step), ``metrics_line`` (a metrics line
-    written, its checkpoint not yet), ``metrics_partial`` (half a metrics line written),
-    ``eval`` (during the final evaluation) and ``write:<file name>`` (inside
-    :func:`atomic_write`, the temp file written but not yet moved in place).
+    The crash-safety tests (``tests/training/kill_at.py``) replace this function, in a
+    process of their own, with one that calls ``before()`` (e.g. to write half a line) and
+    sends the process ``SIGKILL`` the n-th time it reaches a point. Points: ``step`` (after
+    an optimizer step), ``metrics_line`` (a metrics line written, its checkpoint not yet),
+    ``metrics_partial`` (half a metrics line written), ``eval`` (during the final
+    evaluation) and ``write:<file name>`` (inside :func:`atomic_write`, the temp file
+    written but not yet moved in place).
     """
-    if _KILL_AT is None:
-        return
-    target, _, count = _KILL_AT.rpartition(":")
-    if target != name:
-        return
-    _KILL_COUNTS[name] = _KILL_COUNTS.get(name, 0) + 1
-    if _KILL_COUNTS[name] == int(count):
-        if before is not None:
-            before()
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 #: the lock file :func:`lock_directory` keeps in a run directory (it holds the writer's pid).

@@ -25,13 +25,12 @@ from metamem.data.base import DATASETS, DatasetError, ImageDataset
 from metamem.data.cache import Decoded, cached_decode, to_dataset
 from metamem.data.cifar import read_name_list
 from metamem.data.paths import bundled_dir, data_root
-from metamem.data.sources import FolderSource, decode_images, file_md5, image_to_array
+from metamem.data.sources import IMAGE_EXTENSIONS, FolderSource, decode_images, file_md5, image_to_array
 
 __all__ = ["load_cub"]
 
 SPLITS = ("train", "val", "test")
 _IMAGES = ("CUB_200_2011", "images")
-_EXT = (".jpg", ".jpeg", ".png")
 
 
 def _decode(data: bytes, where: str, size: int) -> np.ndarray:
@@ -55,7 +54,7 @@ def _from_archive(path: Path, classes: list[str], size: int) -> tuple[np.ndarray
             for m in tf:
                 parts = m.name.split("/")
                 if (len(parts) == 4 and tuple(parts[:2]) == _IMAGES and parts[2] in cid and m.isfile()
-                        and parts[3].lower().endswith(_EXT) and not parts[3].startswith(".")):
+                        and parts[3].lower().endswith(IMAGE_EXTENSIONS) and not parts[3].startswith(".")):
                     f = tf.extractfile(m)
                     assert f is not None
                     found.append((cid[parts[2]], parts[3], _decode(f.read(), f"{path}:{m.name}", size)))
@@ -117,7 +116,7 @@ def load_cub(
         if missing:
             raise DatasetError(f"cub: class folder {folder / missing[0]} is missing; extract the official archive again")
         names = sorted(f"{c}/{p.name}" for c in classes for p in (folder / c).iterdir()
-                       if p.is_file() and p.name.lower().endswith(_EXT) and not p.name.startswith("."))
+                       if p.is_file() and p.name.lower().endswith(IMAGE_EXTENSIONS) and not p.name.startswith("."))
         src = FolderSource(folder, files=names)
         layout, source = "folder", str(folder)
         material["source"] = src.digest()

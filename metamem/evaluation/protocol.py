@@ -22,6 +22,7 @@ from typing import Any, Iterator
 
 import torch
 
+from metamem.config import DEFAULT_K_SHOT, DEFAULT_N_WAY
 from metamem.config import EVAL_DEFAULTS as _EV
 from metamem.data.base import ImageDataset
 from metamem.rng import episode_keys_from_seed
@@ -57,8 +58,8 @@ class Protocol:
 
     dataset: str | None
     split: str | None
-    n_way: int = _EV.n_way  # type: ignore[assignment]
-    k_shot: int = _EV.k_shot  # type: ignore[assignment]
+    n_way: int = DEFAULT_N_WAY
+    k_shot: int = DEFAULT_K_SHOT
     n_query: int = _EV.n_query
     episodes: int = _EV.episodes
     seed: int = _EV.seed

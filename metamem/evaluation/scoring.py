@@ -38,15 +38,16 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from metamem._version import __version__
-from metamem.config import EVAL_DEFAULTS, PROTOCOL_NAMES, ConfigError, ProtocolName
+from metamem.config import DEFAULT_K_SHOT, DEFAULT_N_WAY, EVAL_DEFAULTS, PROTOCOL_NAMES, ConfigError, ProtocolName
 from metamem.config import parse_memory_budget as _parse_budget
 from metamem.data.base import ImageDataset
 from metamem.data.two_view_sum import is_sequence_task
@@ -500,8 +501,8 @@ def evaluate(
     learner: Any,
     dataset: ImageDataset,
     *,
-    n_way: int = _EV.n_way,  # type: ignore[assignment]
-    k_shot: int = _EV.k_shot,  # type: ignore[assignment]
+    n_way: int = DEFAULT_N_WAY,
+    k_shot: int = DEFAULT_K_SHOT,
     n_query: int = _EV.n_query,
     episodes: int = _EV.episodes,
     seed: int = _EV.seed,
@@ -588,82 +589,37 @@ def evaluate(
             device=resolve_device(device) if device is not None else _learner_device(learner),
             progress=progress, name=name, config=config, source=source, data_options=data_options,
         )
+    shown = name or learner_name(learner)
+    scorings, declined = _scorings(learner, protocol, shown)
     proto = Protocol.for_dataset(
         dataset, n_way=n_way, k_shot=k_shot, n_query=n_query, episodes=episodes, seed=seed,
         within_group=within_group,
     )
-    run_set = protocol in ("set", "both")
-    run_seq = protocol in ("sequence", "both")
-    declined: dict[str, str] = {}
-    if protocol == "both" and sequence_path(learner) is None:
-        run_seq = False
-        declined["sequence"] = (
-            f"learner {name or learner_name(learner)} has no linear-in-T sequence path "
-            "(forward_sequence, predict_sequence, or embed + predict_features): scoring "
-            "sequences would take one predict per step (T^2/2 image passes per episode); "
-            "use protocol='sequence' to score it anyway"
-        )
-    per_call = images_per_call(dataset.image_shape, memory_budget)
-    # the episodes do not depend on the batch size: shrink it to fit the memory budget
-    if isinstance(batch_size, int) and batch_size >= 1:  # (a bad one is refused below)
-        batch_size = min(batch_size, max(1, per_call // max(1, n_way * (k_shot + n_query))))
-    if run_set and n_query < 1:
+    if "set" in scorings and n_query < 1:
         raise ProtocolError(
             f"the set scoring needs n_query >= 1 (got {n_query}); raise eval.n_query or use "
             "eval.protocol=sequence"
         )
+    per_call = images_per_call(dataset.image_shape, memory_budget)
+    # the episodes do not depend on the batch size: shrink it to fit the memory budget
+    if isinstance(batch_size, int) and batch_size >= 1:  # (a bad one is refused by the sampler)
+        batch_size = min(batch_size, max(1, per_call // max(1, n_way * (k_shot + n_query))))
     dev = resolve_device(device) if device is not None else _learner_device(learner)
-    if isinstance(learner, nn.Module):
-        learner.to(dev)
-        was_training = learner.training
-        learner.eval()
-    sampler = proto.sampler(dataset, dev)
-    memo = None
-    if reuse_features and run_set and supports_feature_reuse(learner):
-        memo = feature_memo_for(learner, dataset.images, sampler.images, sampler.dtype)
-    fp = Fingerprint(proto)
-    set_acc: list[torch.Tensor] = []
-    seq_acc: list[torch.Tensor] = []
-    seq_pres: list[torch.Tensor] = []
-    trace = None
-    p_max = k_shot + n_query
     start = time.perf_counter()
-    bar = tqdm(total=episodes, unit="episode", desc=name or learner_name(learner),
-               disable=None if progress is None else not progress,  # None: a terminal only
-               delay=PROGRESS_DELAY_S if progress is None else 0.0)
-    try:
-        with torch.no_grad():
-            for batch in proto.batches(dataset, batch_size, dev, sampler=sampler):
-                fp.update_batch(batch)
-                if run_set:
-                    set_acc.append(score_set(learner, batch, memo))
-                if run_seq:
-                    seq = batch.as_sequence()
-                    correct = score_sequence(learner, seq, max_support_images=per_call)
-                    seq_acc.append(correct.mean(-1))
-                    seq_pres.append(presentation_accuracy(correct, seq.presentation, p_max))
-                if keep_trace:  # episode 0 only
-                    trace = memory_trace(learner, batch.select(slice(0, 1)))
-                    keep_trace = False
-                bar.update(batch.batch_size)
-            scores: dict[str, Score] = {}
-            if run_set:
-                scores["set"] = Score("set", torch.cat(set_acc).to("cpu", torch.float64))
-            if run_seq:
-                scores["sequence"] = Score(
-                    "sequence",
-                    torch.cat(seq_acc).to("cpu", torch.float64),
-                    torch.cat(seq_pres).to("cpu", torch.float64),
-                )
-    finally:
-        bar.close()
-        if isinstance(learner, nn.Module):
-            learner.train(was_training)
+    with _eval_mode(learner, dev), torch.no_grad():
+        episodes_run = _EpisodeScorer(learner, dataset, proto, scorings, dev, per_call, reuse_features)
+        bar = tqdm(total=episodes, unit="episode", desc=shown,
+                   disable=None if progress is None else not progress,  # None: a terminal only
+                   delay=PROGRESS_DELAY_S if progress is None else 0.0)
+        try:
+            trace = episodes_run.run(batch_size, bar, keep_trace)
+        finally:
+            bar.close()
     return EvalResult(
         protocol=proto,
-        fingerprint=fp.hexdigest(),
-        scores=scores,
-        learner=name or learner_name(learner),
+        fingerprint=episodes_run.fingerprint.hexdigest(),
+        scores=episodes_run.scores(),
+        learner=shown,
         device=str(dev),
         seconds=time.perf_counter() - start,
         version=__version__,
@@ -692,16 +648,12 @@ def _evaluate_variable(
         sampler = VariableEpisodeSampler(dataset, spec, batch_size=batch_size, device=device)
     except ValueError as e:
         raise ProtocolError(f"evaluation protocol ({proto.describe()}): {e}") from None
-    if isinstance(learner, nn.Module):
-        learner.to(device)
-        was_training = learner.training
-        learner.eval()
     fp = Fingerprint(proto)
     acc: list[torch.Tensor] = []
     start = time.perf_counter()
     bar = tqdm(total=episodes, unit="episode", disable=not progress, desc=name or learner_name(learner))
     try:
-        with torch.no_grad():
+        with _eval_mode(learner, device), torch.no_grad():
             for lo in range(0, episodes, batch_size):
                 batch = sampler.sample_keys(proto.keys(lo, min(lo + batch_size, episodes), device))
                 fingerprint_variable(fp, batch)
@@ -709,8 +661,6 @@ def _evaluate_variable(
                 bar.update(batch.batch_size)
     finally:
         bar.close()
-        if isinstance(learner, nn.Module):
-            learner.train(was_training)
     return EvalResult(
         protocol=proto, fingerprint=fp.hexdigest(),
         scores={"set": Score("set", torch.cat(acc).to("cpu", torch.float64))},
@@ -718,3 +668,77 @@ def _evaluate_variable(
         version=__version__, config=config, source=source,
         data_options=dict(data_options) if data_options else None, trace=None, declined=declined,
     )
+
+
+def _scorings(learner: Any, protocol: str, name: str) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The scorings ``protocol`` (a valid name) asks of ``learner`` and those declined (with why)."""
+    if protocol != "both":
+        return (protocol,), {}
+    if sequence_path(learner) is None:
+        return ("set",), {"sequence": (
+            f"learner {name} has no linear-in-T sequence path "
+            "(forward_sequence, predict_sequence, or embed + predict_features): scoring "
+            "sequences would take one predict per step (T^2/2 image passes per episode); "
+            "use protocol='sequence' to score it anyway"
+        )}
+    return ("set", "sequence"), {}
+
+
+@contextmanager
+def _eval_mode(learner: Any, device: torch.device) -> Iterator[None]:
+    """An ``nn.Module`` learner on ``device`` in eval mode; its mode restored after."""
+    if not isinstance(learner, nn.Module):
+        yield
+        return
+    learner.to(device)
+    was_training = learner.training
+    learner.eval()
+    try:
+        yield
+    finally:
+        learner.train(was_training)
+
+
+class _EpisodeScorer:
+    """Scores a protocol's episodes batch by batch and collects the per-episode scores."""
+
+    def __init__(self, learner: Any, dataset: ImageDataset, proto: Protocol, scorings: tuple[str, ...],
+                 device: torch.device, per_call: int, reuse_features: bool) -> None:
+        self.learner, self.dataset, self.proto, self.device = learner, dataset, proto, device
+        self.scorings, self.per_call = scorings, per_call
+        self.sampler = proto.sampler(dataset, device)
+        self.memo = None
+        if reuse_features and "set" in scorings and supports_feature_reuse(learner):
+            self.memo = feature_memo_for(learner, dataset.images, self.sampler.images, self.sampler.dtype)
+        self.fingerprint = Fingerprint(proto)
+        self.set_acc: list[torch.Tensor] = []
+        self.seq_acc: list[torch.Tensor] = []
+        self.seq_pres: list[torch.Tensor] = []
+
+    def run(self, batch_size: int, bar: Any, keep_trace: bool) -> Any:
+        """Score every batch; returns the memory trace of episode 0 (``keep_trace``) or None."""
+        trace = None
+        p_max = self.proto.k_shot + self.proto.n_query
+        for batch in self.proto.batches(self.dataset, batch_size, self.device, sampler=self.sampler):
+            self.fingerprint.update_batch(batch)
+            if "set" in self.scorings:
+                self.set_acc.append(score_set(self.learner, batch, self.memo))
+            if "sequence" in self.scorings:
+                seq = batch.as_sequence()
+                correct = score_sequence(self.learner, seq, max_support_images=self.per_call)
+                self.seq_acc.append(correct.mean(-1))
+                self.seq_pres.append(presentation_accuracy(correct, seq.presentation, p_max))
+            if keep_trace:  # episode 0 only
+                trace = memory_trace(self.learner, batch.select(slice(0, 1)))
+                keep_trace = False
+            bar.update(batch.batch_size)
+        return trace
+
+    def scores(self) -> dict[str, Score]:
+        out: dict[str, Score] = {}
+        if self.set_acc:
+            out["set"] = Score("set", torch.cat(self.set_acc).to("cpu", torch.float64))
+        if self.seq_acc:
+            out["sequence"] = Score("sequence", torch.cat(self.seq_acc).to("cpu", torch.float64),
+                                    torch.cat(self.seq_pres).to("cpu", torch.float64))
+        return out

@@ -28,13 +28,12 @@ from PIL import Image
 
 from metamem.data.base import ImageDataset
 from metamem.data.folder import nfc_names
-from metamem.data.sources import image_to_array
+from metamem.data.sources import IMAGE_EXTENSIONS, image_to_array
 from metamem.learners.capabilities import SetPrediction
 from metamem.evaluation.scoring import _learner_device, learner_name
 from metamem.types import EpisodeBatch
 
 __all__ = [
-    "IMAGE_SUFFIXES",
     "EpisodeInputError",
     "Predictions",
     "Preprocess",
@@ -44,7 +43,6 @@ __all__ = [
     "predict_episode",
 ]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 class EpisodeInputError(ValueError):
@@ -254,7 +252,7 @@ def _visible(folder: Path) -> list[Path]:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return [p for p in _visible(folder) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    return [p for p in _visible(folder) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
 
 
 def _class_dirs(folder: Path) -> list[str]:
@@ -331,7 +329,7 @@ def load_image_folders(
     else:
         qfiles = _images_in(qdir)
     if not qfiles:
-        raise EpisodeInputError(f"query folder {qdir} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise EpisodeInputError(f"query folder {qdir} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     qx = [preprocess.load(f, resize=resize) for f in qfiles]
     ep = episode_from_tensors(
         torch.from_numpy(np.stack(sx)),

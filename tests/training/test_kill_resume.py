@@ -6,8 +6,9 @@ equal those of an uninterrupted run byte for byte once the timing fields are rem
 weights must be identical, and no temp file may be left behind.
 
 The kill is a real ``SIGKILL`` the process sends itself at a named point
-(:func:`metamem.files.kill_point`, armed by ``METAMEM_KILL_AT=<point>:<n>``), so the points
-are exact and the test is deterministic: no ``finally``, ``atexit`` or buffered write runs.
+(:func:`metamem.files.kill_point`, replaced by ``kill_at.py`` in the killed process only),
+so the points are exact and the test is deterministic: no ``finally``, ``atexit`` or
+buffered write runs.
 """
 
 from __future__ import annotations
@@ -63,10 +64,9 @@ def strip_eval(path: Path) -> str:
 
 
 def train_killed(run: Path, point: str, n: int) -> int:
-    env = {**os.environ, "METAMEM_KILL_AT": f"{point}:{n}", "PYTHONPATH": str(ROOT),
-           "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "metamem", "train", CONFIG, *OVERRIDES, "--out", str(run),
-            "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, str(Path(__file__).with_name("kill_at.py")), point, str(n),
+            "train", CONFIG, *OVERRIDES, "--out", str(run), "--no-progress"]
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300).returncode
 
 
