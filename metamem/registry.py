@@ -28,7 +28,7 @@ from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
 T = TypeVar("T", bound=Callable[..., Any])
 
 __all__ = [
-    "Registry", "UnknownNameError", "load_plugins", "renamed_keys", "renames_of", "rename_keys",
+    "Registry", "UnknownNameError", "forwards_to", "load_plugins", "renamed_keys", "renames_of", "rename_keys",
     "RenamedKeyWarning", "RenamedKeyError",
 ]
 
@@ -199,6 +199,38 @@ def renamed_keys(**renames: str) -> Callable[[T], T]:
 
         wrapper.__renamed__ = dict(renames)  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
+
+    return deco
+
+
+def forwards_to(target: Callable[..., Any], *, drop: tuple[str, ...] = ()) -> Callable[[T], T]:
+    """Decorator for a builder that builds some parts itself and passes its other keyword
+    arguments on to ``target`` (a class): ``def build(*, n_way, backbone="conv4", **options)``.
+
+    The builder's signature becomes its own keyword parameters followed by ``target``'s
+    keyword parameters (less ``drop``, the parts the builder makes, and the names it has
+    itself), with their defaults and annotations. So ``inspect.signature`` and
+    ``typing.get_type_hints`` (``metamem validate``, ``metamem ls``) see every key, while
+    each default is written once, on ``target``. ``target``'s annotations are resolved in
+    the builder's module, so both must live in the same module.
+    """
+
+    def deco(builder: T) -> T:
+        own = inspect.signature(builder)
+        kept = [p for p in own.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        if len(kept) == len(own.parameters):
+            raise ValueError(f"forwards_to on {_qualname(builder)}: the builder needs **options to forward")
+        skip = {p.name for p in kept} | set(drop)
+        keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        init = getattr(target, "__init__", target) if isinstance(target, type) else target
+        annotations = getattr(init, "__annotations__", {})
+        extra = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in inspect.signature(target).parameters.values()
+                 if p.kind in keyword and p.name not in skip]
+        builder.__signature__ = own.replace(parameters=kept + extra)  # type: ignore[attr-defined]
+        var_kw = next(p.name for p in own.parameters.values() if p.kind is p.VAR_KEYWORD)
+        builder.__annotations__ = {**{k: v for k, v in builder.__annotations__.items() if k != var_kw},
+                                   **{p.name: annotations[p.name] for p in extra if p.name in annotations}}
+        return builder
 
     return deco
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from metamem.registry import Registry, UnknownNameError
+from metamem.registry import Registry, UnknownNameError, forwards_to
 
 
 def test_register_get_build_and_list() -> None:
@@ -43,3 +43,50 @@ def test_duplicate_registration_is_refused() -> None:
     reg.register("a")(lambda: 1)
     with pytest.raises(ValueError, match="widget 'a' is already registered"):
         reg.register("a")(lambda: 2)
+
+
+class Model:
+    def __init__(self, trunk: object, *, width: int = 8, mode: str = "a") -> None:
+        self.trunk, self.width, self.mode = trunk, width, mode
+
+
+@forwards_to(Model, drop=("trunk",))
+def build(*, depth: int = 2, **options: object) -> Model:
+    return Model(depth, **options)
+
+
+def test_forwards_to_gives_the_builder_the_target_signature_and_defaults() -> None:
+    # a builder that makes one part and forwards the rest: every key is seen, defaults once
+    import inspect
+
+    from metamem.manifest import builder_hints
+
+    sig = inspect.signature(build)
+    assert list(sig.parameters) == ["depth", "width", "mode"]
+    assert sig.parameters["width"].default == 8 and sig.parameters["mode"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert builder_hints(build) == {"depth": int, "width": int, "mode": str, "return": Model}
+    m = build(width=3)
+    assert (m.trunk, m.width, m.mode) == (2, 3, "a")
+    with pytest.raises(ValueError, match=r"needs \*\*options"):
+        forwards_to(Model)(lambda *, depth=2: None)
+
+
+def test_learner_builders_forward_to_their_class_defaults() -> None:
+    # maml, memory_matching, mann, lstm: the builder's defaults are the class's, written once
+    import inspect
+
+    from metamem.learners import LEARNERS
+    from metamem.learners.lstm import LSTMLearner
+    from metamem.learners.maml import MAML
+    from metamem.learners.mann import MANN
+    from metamem.learners.memory_matching import MemoryMatchingNet
+
+    for name, cls in (("maml", MAML), ("memory_matching", MemoryMatchingNet), ("mann", MANN), ("lstm", LSTMLearner)):
+        builder = LEARNERS.get(name)
+        code = inspect.unwrap(builder).__code__  # the parameters the builder's own def names
+        own = set(code.co_varnames[: code.co_argcount + code.co_kwonlyargcount])
+        bp = inspect.signature(builder).parameters
+        for p in inspect.signature(cls).parameters.values():
+            if p.default is not p.empty:
+                assert p.name not in own, f"{name}: {p.name}'s default is written twice"
+                assert bp[p.name].default == p.default, (name, p.name)

@@ -19,13 +19,14 @@ queries never see each other. Classes with no present support item get logit ``-
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from metamem.learners.base import LEARNERS
+from metamem.registry import forwards_to
 from metamem.learners.capabilities import LimitedWays, SequencePrediction, SetPrediction, StepwiseSequence
 from metamem.rng import random_keys
 from metamem.types import NO_LABEL, EpisodeBatch, LearnerOutput, SequenceBatch
@@ -116,12 +117,11 @@ class SequenceLearner(nn.Module, SetPrediction, SequencePrediction, StepwiseSequ
         conv_channels: channels of the conv encoder.
     """
 
-    #: put each training episode's labels on random units of all ``max_way`` (see above)
-    spread_labels: bool = False
-
-    def __init__(self, n_way: int, image_shape: tuple[int, int, int], encoder: str, conv_channels: int) -> None:
+    def __init__(self, n_way: int, image_shape: tuple[int, int, int], encoder: str, conv_channels: int,
+                 spread_labels: bool = False) -> None:
         super().__init__()
         self.n_way = int(n_way)
+        self.spread_labels = bool(spread_labels)
         self.encoder = ImageEncoder(image_shape, encoder, conv_channels)
         self.input_dim = self.encoder.out_dim + self.n_way
 
@@ -234,18 +234,19 @@ class LSTMLearner(SequenceLearner):
     """LSTM baseline of Santoro et al. (2016): the MANN controller without memory.
 
     Args:
-        n_way: N.
+        n_way: N, the label units.
         image_shape: ``(C, H, W)``.
         controller_size: LSTM hidden units (200 in the paper's reference code).
         encoder: ``"flatten"`` or ``"conv"``.
         conv_channels: channels of the conv encoder.
+        spread_labels: train every label unit on N-way episodes (see :class:`SequenceLearner`).
     """
 
     def __init__(
         self, n_way: int, image_shape: tuple[int, int, int], controller_size: int = 200,
-        encoder: str = "flatten", conv_channels: int = 32,
+        encoder: str = "flatten", conv_channels: int = 32, spread_labels: bool = False,
     ) -> None:
-        super().__init__(n_way, image_shape, encoder, conv_channels)
+        super().__init__(n_way, image_shape, encoder, conv_channels, spread_labels)
         self.lstm = nn.LSTM(self.input_dim, controller_size, batch_first=True)
         self.head = nn.Linear(controller_size, n_way)
 
@@ -279,16 +280,13 @@ def label_units(owner: str, n_way: int, max_way: int | None) -> int:
 
 
 @LEARNERS.register("lstm")
+@forwards_to(LSTMLearner)
 def build_lstm(
-    *, n_way: int, image_shape: tuple[int, int, int], controller_size: int = 200,
-    encoder: str = "flatten", conv_channels: int = 32, max_way: int | None = None,
-    spread_labels: bool = False,
+    *, n_way: int, image_shape: tuple[int, int, int], max_way: int | None = None, **options: Any,
 ) -> LSTMLearner:
     """LSTM sequence baseline (Santoro et al. 2016): the MANN controller with no memory.
 
     ``max_way``: label units (default ``n_way``); episodes of any N <= ``max_way`` ways.
-    ``spread_labels``: train every unit on N-way episodes (see :class:`SequenceLearner`).
+    The other options are :class:`LSTMLearner`'s.
     """
-    learner = LSTMLearner(label_units("lstm", n_way, max_way), image_shape, controller_size, encoder, conv_channels)
-    learner.spread_labels = bool(spread_labels)
-    return learner
+    return LSTMLearner(label_units("lstm", n_way, max_way), image_shape, **options)

@@ -50,7 +50,7 @@ present item gets logit ``-inf``.
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,7 @@ from torch.func import functional_call, grad, vmap
 from metamem.learners._common import mask_absent, present_classes, support_onehot
 from metamem.learners.backbones import build_trunk
 from metamem.learners.base import LEARNERS
+from metamem.registry import forwards_to
 from metamem.learners.capabilities import SetLearner
 
 __all__ = ["MAML", "build_maml"]
@@ -226,19 +227,14 @@ class MAML(SetLearner):
 
 
 @LEARNERS.register("maml")
+@forwards_to(MAML, drop=("net",))
 def build_maml(
     *,
     n_way: int,
     image_shape: tuple[int, int, int],
     backbone: str = "conv4",
     backbone_channels: int | None = None,
-    inner_steps: int = 1,
-    inner_lr: float = 0.4,
-    eval_inner_steps: int | None = None,
-    first_order: bool = False,
-    head_init: Literal["learned", "zero"] = "learned",
-    eval_chunk_images: int | None = 512,
-    episode_batching: Literal["auto", "vmap", "loop"] = "auto",
+    **options: Any,
 ) -> MAML:
     """MAML (Finn et al. 2017): backbone + linear head adapted per episode by inner SGD steps.
 
@@ -248,14 +244,4 @@ def build_maml(
     """
     body = build_trunk(backbone, image_shape, backbone_channels, owner="maml", track_running_stats=False)
     net = nn.Sequential(body, nn.Linear(int(body.out_dim), n_way))
-    return MAML(
-        net,
-        n_way=n_way,
-        inner_steps=inner_steps,
-        inner_lr=inner_lr,
-        eval_inner_steps=eval_inner_steps,
-        first_order=first_order,
-        head_init=head_init,
-        eval_chunk_images=eval_chunk_images,
-        episode_batching=episode_batching,
-    )
+    return MAML(net, n_way=n_way, **options)

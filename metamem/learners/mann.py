@@ -35,7 +35,7 @@ from metamem.learners.lstm import SequenceLearner, label_units
 from metamem.memory import build_core
 from metamem.memory.inspection import trace_core
 from metamem.memory.nsm import annealed_weight, attach_programs, program_regulariser
-from metamem.registry import renamed_keys
+from metamem.registry import forwards_to, renamed_keys
 from metamem.types import EpisodeBatch, LearnerOutput, SequenceBatch
 
 __all__ = ["MANN", "MANNState", "build_mann"]
@@ -85,6 +85,8 @@ class MANN(SequenceLearner, MemoryInspection, ProgramInspection):
         programs: P > 0 attaches a program memory of P programs per control head (NUTM).
         program_options: ``key_size`` (2), the regulariser weight ``reg`` (0.1), its
             ``decay`` (0.9) applied every ``every`` training batches (1000).
+        spread_labels: train every label unit on N-way episodes (see
+            :class:`~metamem.learners.lstm.SequenceLearner`).
     """
 
     def __init__(
@@ -93,9 +95,9 @@ class MANN(SequenceLearner, MemoryInspection, ProgramInspection):
         policy: str = "lru", policy_options: dict[str, Any] | None = None,
         key_strength: bool = True, top_k: int | None = None, encoder: str = "flatten",
         conv_channels: int = 32, core: str = "lstm_slot", core_options: dict[str, Any] | None = None,
-        programs: int = 0, program_options: dict[str, Any] | None = None,
+        programs: int = 0, program_options: dict[str, Any] | None = None, spread_labels: bool = False,
     ) -> None:
-        super().__init__(n_way, image_shape, encoder, conv_channels)
+        super().__init__(n_way, image_shape, encoder, conv_channels, spread_labels)
         sizes = dict(input_size=self.input_dim, hidden_size=controller_size, slots=slots,
                      width=width, read_heads=read_heads)
         if core == "lstm_slot":
@@ -170,29 +172,15 @@ class MANN(SequenceLearner, MemoryInspection, ProgramInspection):
 
 @LEARNERS.register("mann")
 @renamed_keys(memory_slots="slots", memory_width="width", write_policy="policy")
+@forwards_to(MANN)
 def build_mann(
-    *, n_way: int, image_shape: tuple[int, int, int], controller_size: int = 200,
-    slots: int = 128, width: int = 40, read_heads: int = 4,
-    policy: str = "lru", policy_options: dict[str, Any] | None = None,
-    key_strength: bool = True, top_k: int | None = None, encoder: str = "flatten",
-    conv_channels: int = 32, core: str = "lstm_slot", core_options: dict[str, Any] | None = None,
-    programs: int = 0, program_options: dict[str, Any] | None = None, max_way: int | None = None,
-    spread_labels: bool = False,
+    *, n_way: int, image_shape: tuple[int, int, int], max_way: int | None = None, **options: Any,
 ) -> MANN:
     """MANN (Santoro et al. 2016): LSTM controller + a memory core (slot/NTM/DNC), optional NSM programs.
 
     ``max_way``: label units (default ``n_way``); episodes of any N <= ``max_way`` ways
     (see :class:`~metamem.learners.lstm.SequenceLearner`). ``slots``, ``width``,
     ``policy`` are the memory's words; the old ``memory_slots``, ``memory_width``,
-    ``write_policy`` still load, with a warning. ``spread_labels``: train every one of the
-    ``max_way`` label units on N-way episodes (see :class:`~metamem.learners.lstm.SequenceLearner`).
+    ``write_policy`` still load, with a warning. The other options are :class:`MANN`'s.
     """
-    learner = MANN(
-        label_units("mann", n_way, max_way), image_shape, controller_size=controller_size, slots=slots,
-        width=width, read_heads=read_heads, policy=policy,
-        policy_options=policy_options, key_strength=key_strength, top_k=top_k,
-        encoder=encoder, conv_channels=conv_channels, core=core, core_options=core_options,
-        programs=programs, program_options=program_options,
-    )
-    learner.spread_labels = bool(spread_labels)
-    return learner
+    return MANN(label_units("mann", n_way, max_way), image_shape, **options)

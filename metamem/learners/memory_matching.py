@@ -56,7 +56,7 @@ from metamem.learners.backbones import build_trunk
 from metamem.learners.metanet import check_set_inputs
 from metamem.memory import WRITE_POLICIES, CachedUniformWrite, MemoryState, SlotMemory
 from metamem.memory.state import check_positive
-from metamem.registry import renamed_keys
+from metamem.registry import forwards_to, renamed_keys
 
 __all__ = ["MemoryMatchingNet", "build_memory_matching", "write_key_value_memory", "memory_class_logits"]
 
@@ -163,6 +163,11 @@ class MemoryMatchingNet(EmbeddingLearner, AnyWay):
         read_sharpness: float = 10.0,
     ) -> None:
         super().__init__()
+        check_positive("memory_matching", key_dim=key_dim, slots=slots, context_hidden=context_hidden)
+        if read_sharpness <= 0:
+            raise ValueError(f"memory_matching: read_sharpness must be > 0, got {read_sharpness!r}")
+        if policy not in WRITE_POLICIES:
+            raise ValueError(f"memory_matching: {WRITE_POLICIES.unknown_message(policy)}")
         feat = int(trunk.out_dim)
         self.trunk = trunk
         self.key = nn.Linear(feat, key_dim)
@@ -209,18 +214,14 @@ class MemoryMatchingNet(EmbeddingLearner, AnyWay):
 
 @LEARNERS.register("memory_matching")
 @renamed_keys(memory_slots="slots", write_policy="policy")
+@forwards_to(MemoryMatchingNet, drop=("trunk",))
 def build_memory_matching(
     *,
     n_way: int,
     image_shape: tuple[int, int, int],
     backbone: str = "conv4",
     backbone_channels: int | None = None,
-    key_dim: int = 64,
-    slots: int = 32,
-    policy: str = "lru",
-    policy_options: dict[str, Any] | None = None,
-    context_hidden: int = 64,
-    read_sharpness: float = 10.0,
+    **options: Any,
 ) -> MemoryMatchingNet:
     """Memory Matching Networks (Cai et al. 2018): support written to a slot memory, FiLM'd query matched against it.
 
@@ -229,28 +230,14 @@ def build_memory_matching(
         image_shape: (C, H, W) of the data.
         backbone: BACKBONES key of the embedding CNN.
         backbone_channels: filters per block of ``conv4`` (None: the backbone default).
-        key_dim: D, width of the keys and the slots.
-        slots: S (episodes with more support items than slots must forget some).
-        policy: ``lru``, ``usage``, ``uniform`` or ``cached_uniform``
-            (:data:`metamem.memory.WRITE_POLICIES`).
-        policy_options: keyword options of the write policy (e.g. ``{"gamma": 0.95}``).
-        context_hidden: units per direction of the contextual bi-LSTM.
-        read_sharpness: initial sharpness of the cosine matching.
+        **options: :class:`MemoryMatchingNet`'s (``key_dim``, ``slots``, ``policy``,
+            ``policy_options``, ``context_hidden``, ``read_sharpness``).
 
     The old names ``memory_slots`` and ``write_policy`` still load, with a warning.
 
     Raises:
         ValueError: on a non-positive size or an unknown write policy (listing the valid ones).
     """
-    check_positive(
-        "memory_matching", n_way=n_way, key_dim=key_dim, slots=slots, context_hidden=context_hidden
-    )
-    if read_sharpness <= 0:
-        raise ValueError(f"memory_matching: read_sharpness must be > 0, got {read_sharpness!r}")
-    if policy not in WRITE_POLICIES:
-        raise ValueError(f"memory_matching: {WRITE_POLICIES.unknown_message(policy)}")
+    check_positive("memory_matching", n_way=n_way)
     trunk = build_trunk(backbone, image_shape, backbone_channels, owner="memory_matching")
-    return MemoryMatchingNet(
-        trunk, key_dim=key_dim, slots=slots, policy=policy,
-        policy_options=policy_options, context_hidden=context_hidden, read_sharpness=read_sharpness,
-    )
+    return MemoryMatchingNet(trunk, **options)

@@ -98,7 +98,7 @@ def test_two_extends_levels_are_rejected(files: Path) -> None:
 
 @pytest.mark.parametrize("override, match", [
     ("learner.slotz=3", r"learner\.slotz: unknown key for build_mann; allowed keys: "
-                               r"controller_size, slots"),
+                               r"max_way, controller_size, slots"),
     ("learner.slots=big", r"learner\.slots: expected int, got 'big'"),
     ("learner.n_way=3", r"learner\.n_way: set by the framework from episodes\.n_way; remove it"),
     ("learner.name=manm", r"learner\.name: unknown learner 'manm' \(did you mean 'mann'\?\)"),
