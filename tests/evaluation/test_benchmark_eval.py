@@ -7,10 +7,9 @@ import json
 
 import pytest
 from benchmark_archives import cifar100_archive, cub_archive, tiered_release
-from eval_learners import NearestNeighbourLearner
+from eval_learners import NearestNeighbourLearner, patch_load_run
 
 from metamem.cli.main import main
-from metamem.evaluation import runs as runs_mod
 
 CONFIG = {"seed": 0, "device": "cpu", "learner": {"name": "nn"},
           "data": {"name": "synthetic", "train_split": "train", "val_split": "val", "test_split": "test",
@@ -35,7 +34,7 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("name", ["cifar_fs", "fc100", "cub", "tiered_imagenet"])
 def test_metamem_eval_scores_a_run_on_each_benchmark(name, archives, tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(runs_mod, "load_run", lambda path, device: (NearestNeighbourLearner().to(device), CONFIG))
+    patch_load_run(monkeypatch, lambda path, device: (NearestNeighbourLearner(), CONFIG))
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.pt").write_bytes(b"")

@@ -198,7 +198,7 @@ def test_a_loader_option_typo_is_one_line_naming_its_key_path(tmp_path, monkeypa
     assert main(["train", smoke, "eval.data_options={noize: 0.1}", "--out", str(tmp_path / "t")]) == 1
     assert capsys.readouterr().err.splitlines() == [err[0].replace("metamem eval", "metamem train")]
     assert not (tmp_path / "t").exists()
-    run = Run(tmp_path, NearestNeighbourLearner(), _config("nn"), (1, 5, 5), torch.device("cpu"))
+    run = Run(tmp_path, NearestNeighbourLearner(), config_from_dict(_config("nn")), (1, 5, 5), torch.device("cpu"))
     with pytest.raises(ConfigError, match=r"^Run.dataset\('folder'\): options.invrt: unknown key for load_folder"):
         run.dataset("folder", root=root, invrt=False)
     with pytest.raises(ConfigError, match=r"^Run.evaluate: data_options.noize: unknown key for make_synthetic"):
@@ -270,7 +270,7 @@ def test_light_on_dark_data_warns_once_with_the_fix_that_works(tmp_path, monkeyp
             arrays.append((a, c))
     train = _strokes(True, size=6, width=2)  # as much ink as the folder's strokes at 6x6
     train.info["preprocess"] = {"invert": True}
-    run = Run(tmp_path, NearestNeighbourLearner(), _config("nn"), (1, 6, 6), torch.device("cpu"))
+    run = Run(tmp_path, NearestNeighbourLearner(), config_from_dict(_config("nn")), (1, 6, 6), torch.device("cpu"))
     monkeypatch.setattr(run, "training_data", lambda: train)
     proto = {"n_way": 3, "k_shot": 1, "n_query": 1, "episodes": 4, "protocol": "set"}
     with warnings.catch_warnings(record=True) as caught:
