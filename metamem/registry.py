@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import typing
 import warnings
 from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
 
@@ -209,10 +210,9 @@ def forwards_to(target: Callable[..., Any], *, drop: tuple[str, ...] = ()) -> Ca
 
     The builder's signature becomes its own keyword parameters followed by ``target``'s
     keyword parameters (less ``drop``, the parts the builder makes, and the names it has
-    itself), with their defaults and annotations. So ``inspect.signature`` and
-    ``typing.get_type_hints`` (``metamem validate``, ``metamem ls``) see every key, while
-    each default is written once, on ``target``. ``target``'s annotations are resolved in
-    the builder's module, so both must live in the same module.
+    itself), with their defaults and annotations (resolved here, in ``target``'s module).
+    So ``inspect.signature`` and ``typing.get_type_hints`` (``metamem validate``, ``metamem
+    ls``) see every key, while each default is written once, on ``target``.
     """
 
     def deco(builder: T) -> T:
@@ -222,8 +222,8 @@ def forwards_to(target: Callable[..., Any], *, drop: tuple[str, ...] = ()) -> Ca
             raise ValueError(f"forwards_to on {_qualname(builder)}: the builder needs **options to forward")
         skip = {p.name for p in kept} | set(drop)
         keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        init = getattr(target, "__init__", target) if isinstance(target, type) else target
-        annotations = getattr(init, "__annotations__", {})
+        init = target.__init__ if isinstance(target, type) else target
+        annotations = typing.get_type_hints(init)
         extra = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in inspect.signature(target).parameters.values()
                  if p.kind in keyword and p.name not in skip]
         builder.__signature__ = own.replace(parameters=kept + extra)  # type: ignore[attr-defined]

@@ -19,10 +19,13 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
-from metamem.memory.core import MemoryCore
-from metamem.memory.dnc import MAX_LINK_SLOTS, DNCMemory
+from metamem.memory.core import MemoryCore, SlotMemory
+from metamem.memory.dnc import DNCMemory
 from metamem.memory.ntm import NTMMemory
-from metamem.registry import Registry
+from metamem.registry import Registry, forwards_to
+
+#: the sizes every core builder takes and passes to its memory
+_SIZES = ("hidden_size", "slots", "width", "read_heads")
 
 __all__ = ["MEMORY_CORES", "build_core"]
 
@@ -31,37 +34,35 @@ MEMORY_CORES: Registry[Callable[..., MemoryCore]] = Registry("memory core")
 
 
 @MEMORY_CORES.register("lstm_slot")
+@forwards_to(SlotMemory, drop=_SIZES)
 def build_lstm_slot(
-    *, input_size: int, hidden_size: int, slots: int, width: int, read_heads: int,
-    policy: str = "lru", policy_options: dict[str, Any] | None = None, top_k: int | None = None,
-    key_strength: bool = True,
+    *, input_size: int, hidden_size: int, slots: int, width: int, read_heads: int, **options: Any,
 ) -> MemoryCore:
-    """LSTM + slot memory with content reads and a named write policy (Santoro et al. 2016)."""
-    return MemoryCore(
-        input_size, hidden_size=hidden_size, slots=slots, width=width, read_heads=read_heads,
-        policy=policy, policy_options=policy_options, top_k=top_k, key_strength=key_strength,
-    )
+    """LSTM + slot memory with content reads and a named write policy (Santoro et al. 2016);
+    the options are :class:`~metamem.memory.SlotMemory`'s."""
+    memory = SlotMemory(hidden_size, slots=slots, width=width, read_heads=read_heads, **options)
+    return MemoryCore(input_size, hidden_size=hidden_size, memory=memory)
 
 
 @MEMORY_CORES.register("ntm")
+@forwards_to(NTMMemory, drop=_SIZES)
 def build_ntm(
-    *, input_size: int, hidden_size: int, slots: int, width: int, read_heads: int,
-    write_heads: int = 1, shifts: int = 1,
+    *, input_size: int, hidden_size: int, slots: int, width: int, read_heads: int, **options: Any,
 ) -> MemoryCore:
-    """LSTM + NTM heads: content, interpolation, circular shift, sharpening (Graves et al. 2014)."""
-    memory = NTMMemory(
-        hidden_size, slots=slots, width=width, read_heads=read_heads, write_heads=write_heads, shifts=shifts
-    )
+    """LSTM + NTM heads: content, interpolation, circular shift, sharpening (Graves et al. 2014);
+    the options are :class:`~metamem.memory.ntm.NTMMemory`'s."""
+    memory = NTMMemory(hidden_size, slots=slots, width=width, read_heads=read_heads, **options)
     return MemoryCore(input_size, hidden_size=hidden_size, memory=memory)
 
 
 @MEMORY_CORES.register("dnc")
+@forwards_to(DNCMemory, drop=_SIZES)
 def build_dnc(
-    *, input_size: int, hidden_size: int, slots: int, width: int, read_heads: int,
-    max_link_slots: int = MAX_LINK_SLOTS,
+    *, input_size: int, hidden_size: int, slots: int, width: int, read_heads: int, **options: Any,
 ) -> MemoryCore:
-    """LSTM + DNC memory: usage allocation, temporal links, three read modes (Graves et al. 2016)."""
-    memory = DNCMemory(hidden_size, slots=slots, width=width, read_heads=read_heads, max_link_slots=max_link_slots)
+    """LSTM + DNC memory: usage allocation, temporal links, three read modes (Graves et al. 2016);
+    the options are :class:`~metamem.memory.dnc.DNCMemory`'s."""
+    memory = DNCMemory(hidden_size, slots=slots, width=width, read_heads=read_heads, **options)
     return MemoryCore(input_size, hidden_size=hidden_size, memory=memory)
 
 
