@@ -19,7 +19,7 @@ import yaml
 import metamem
 from metamem.data.download import DownloadError
 from metamem.learners import build_learner
-from metamem.runs import CheckpointError, fetch_weights, half_precision, load_learner, save_checkpoint
+from metamem.runs import CheckpointError, fetch_weights, half_precision, save_checkpoint
 
 DATA = {"name": "synthetic", "train_split": "train", "val_split": "val", "test_split": "test",
         "options": {"num_classes": 9, "per_class": 5, "image_size": 16}}
@@ -56,7 +56,7 @@ def test_float16_weights_load_into_a_float32_learner_as_the_rounded_weights(tmp_
     run, model = make_run(tmp_path, half=True, learner=learner)
     assert all(v.dtype == torch.float16 for v in torch.load(run / "checkpoints" / "last.pt",
                weights_only=True)["model"].values() if v.is_floating_point())
-    loaded, _ = load_learner(run)
+    loaded = metamem.load_run(run, device="cpu").learner
     for (k, got), want in zip(loaded.state_dict().items(), model.state_dict().values()):
         assert got.dtype == want.dtype, k  # float32 learner, integer buffers as they were
         if want.is_floating_point():

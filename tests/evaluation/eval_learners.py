@@ -188,4 +188,4 @@ def patch_load_run(monkeypatch: Any, load: Any) -> None:
     ``load(path, device) -> (learner, config dict)`` instead of reading its checkpoint."""
     from metamem.evaluation import sweeps
 
-    monkeypatch.setattr(sweeps, "load_run", lambda path, device: fake_run(path, *load(path, device), device))
+    monkeypatch.setattr(sweeps, "load_run", lambda path, device, **_: fake_run(path, *load(path, device), device))

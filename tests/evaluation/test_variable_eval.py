@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from eval_learners import NearestNeighbourLearner
+from eval_learners import NearestNeighbourLearner, patch_load_run
 
 from metamem.cli.main import main
 from metamem.data import load_dataset
 from metamem.episodes.variable import VariableEpisodeSampler, VariableSpec
-from metamem.evaluation import runs as runs_mod
-from metamem.evaluation.runs import parse_sweep
+from metamem.evaluation.sweeps import parse_sweep
 from metamem.evaluation.protocol import Protocol, ProtocolError
 from metamem.evaluation.scoring import evaluate
 from metamem.learners import build_learner
@@ -81,7 +80,7 @@ def test_metamem_eval_scores_variable_episodes(tmp_path: Path, monkeypatch, caps
                     "options": {"num_classes": 9, "per_class": 8, "image_size": 5}},
            "eval": {"split": "test", "n_way": 3, "k_shot": 1, "n_query": 2, "episodes": 4, "seed": 3,
                     "protocol": "set"}}
-    monkeypatch.setattr(runs_mod, "load_run", lambda path, device: (NearestNeighbourLearner(), cfg))
+    patch_load_run(monkeypatch, lambda path, device: (NearestNeighbourLearner(), cfg))
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.pt").write_bytes(b"")

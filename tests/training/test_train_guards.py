@@ -20,7 +20,8 @@ import torch
 from metamem.cli.main import main
 from metamem.config import ConfigError
 from metamem.files import LOCK_NAME, WriteError, atomic_write
-from metamem.runs import CheckpointError, load_checkpoint, load_learner, read_metrics, save_checkpoint
+from metamem import load_run
+from metamem.runs import CheckpointError, load_checkpoint, read_metrics, save_checkpoint
 from metamem.training import train
 from metamem.training.loop import ThreadsChanged
 
@@ -207,7 +208,7 @@ def test_nan_weights_are_refused_by_eval(two_steps: Path, tmp_path: Path, capsys
     save_checkpoint(run / "checkpoints" / "best.pt", {k: v for k, v in ckpt.items()
                                                       if k not in ("path", "format", "version")})
     with pytest.raises(CheckpointError, match=rf"best\.pt: weights hold NaN/Inf values \(\d+ of \d+ in '{name}'\)"):
-        load_learner(run)
+        load_run(run, device="cpu")
     assert main(["eval", str(run), "eval.episodes=4", "--out", str(tmp_path / "ev")]) == 1
     err = capsys.readouterr().err
     assert "weights hold NaN/Inf values" in err and len(err.strip().splitlines()) == 1
@@ -221,7 +222,7 @@ def test_a_learner_field_or_config_yaml_that_disagrees_with_the_weights_is_named
     (run / "config.yaml").write_text(cfg.replace("controller_size: 16", "controller_size: 32"))
     with pytest.raises(CheckpointError, match=r"config\.yaml disagrees with the weights in .*last\.pt "
                                               r"\(learner\.controller_size: 32 vs 16, config\.yaml vs checkpoint\)"):
-        load_learner(run)
+        load_run(run, device="cpu")
     (run / "config.yaml").write_text(cfg)
     ckpt = load_checkpoint(run, which="best")
     ckpt["learner"] = "mann"
@@ -229,8 +230,8 @@ def test_a_learner_field_or_config_yaml_that_disagrees_with_the_weights_is_named
     save_checkpoint(edited, {k: v for k, v in ckpt.items() if k not in ("path", "format", "version")})
     with pytest.raises(CheckpointError, match=r"edited\.pt: its 'learner' field says 'mann' but its "
                                               r"weights are of learner 'lstm'"):
-        load_learner(edited)
-    load_learner(run)  # the unedited run loads
+        load_run(edited, device="cpu")
+    load_run(run, device="cpu")  # the unedited run loads
 
 
 def test_a_checkpoint_holding_code_gets_no_unsafe_advice(tmp_path: Path) -> None:
