@@ -109,7 +109,7 @@ def test_unknown_job_name_is_refused(queue: ModuleType, tmp_path: Path, capsys: 
 
 def test_the_committed_queue_files_parse(queue: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)  # their paths are relative to the repository root
-    files = sorted((ROOT / "experiments" / "queue").glob("*.yaml"))
+    files = sorted((ROOT / "queues").glob("*.yaml"))
     assert files
     for f in files:
         jobs, threads, _ = queue.read_queue(f)
