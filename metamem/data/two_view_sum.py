@@ -33,9 +33,11 @@ import torch
 from metamem.data.base import DATASETS, DatasetError
 from metamem.types import TwoViewBatch
 
-__all__ = ["TwoViewSumTask", "TwoViewSampler", "load_two_view_sum", "is_sequence_task", "sum_targets"]
+__all__ = ["TwoViewSumTask", "TwoViewSampler", "load_two_view_sum", "is_sequence_task", "sum_targets", "SEQUENCE_TASKS"]
 
 SPLITS = ("train", "val", "test")
+#: the registered dataset names that are sequence tasks, not image datasets
+SEQUENCE_TASKS = ("two_view_sum",)
 PAIRINGS = ("reversed", "aligned")
 
 
@@ -129,12 +131,12 @@ class TwoViewSumTask:
         return lengths, digits[0], digits[1]
 
     def fingerprint(self, episodes: int, seed: int) -> str:
-        """SHA-256 (12 hex digits) of the evaluation sequences and the pairing."""
+        """SHA-256 (hex) of the evaluation sequences and the pairing."""
         lengths, a, b = self.protocol_sequences(episodes, seed)
         h = hashlib.sha256(f"two_view_sum-v1 base={self.base} E={episodes} pairing={self.pairing}".encode())
         for t in (lengths, a, b):
             h.update(t.to(torch.int64).contiguous().numpy().tobytes())
-        return h.hexdigest()[:12]
+        return h.hexdigest()
 
     def per_episode_accuracy(self, learner: Any, *, episodes: int, seed: int, batch_size: int = 64,
                              device: torch.device | str = "cpu") -> torch.Tensor:

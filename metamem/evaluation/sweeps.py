@@ -23,6 +23,7 @@ from metamem.config import (
     EVAL_DEFAULTS, EvalCfg, ExperimentCfg, check_value, config_to_dict, eval_protocols, parse_overrides, type_name,
 )
 from metamem.data.base import ImageDataset
+from metamem.data.two_view_sum import SEQUENCE_TASKS
 from metamem.device import resolve_device
 from metamem.evaluation.scoring import EvalResult, evaluate
 from metamem.evaluation.trained_run import Run, check_loader_options, load_run
@@ -147,6 +148,9 @@ class SweepPlan:
         else:
             where = self.runs[0].config.data.name
             split = vals("split")
+        if where in SEQUENCE_TASKS:  # fixed sequence pairs, scored per pair; no ways or shots
+            return (f"protocol (all rows, same sequences): {where} split {split}, {vals('episodes')} sequence "
+                    f"pairs, seed {vals('seed')}, accuracy over decoder steps")
         shape = (f"{vals('n_way')}-way {vals('k_shot')}-shot, {vals('n_query')} queries per class"
                  if not any(s.get("variable") for s in self.settings)
                  else f"variable ways and shots {vals('variable')}")

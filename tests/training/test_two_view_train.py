@@ -54,6 +54,7 @@ def test_evaluation_does_not_depend_on_batch_size() -> None:
     r1 = evaluate(model, task, episodes=25, seed=3, batch_size=4)
     r2 = evaluate(model, task, episodes=25, seed=3, batch_size=25)
     assert r1.fingerprint == r2.fingerprint and r1.protocol.dataset == "two_view_sum"
+    assert len(r1.fingerprint) == 64  # a full SHA-256, as results files require
     assert torch.allclose(r1.per_episode, r2.per_episode)
     # per-episode accuracy = fraction of that pair's decoder steps predicted right
     lengths, a, b = task.protocol_sequences(25, 3)
