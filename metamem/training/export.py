@@ -60,7 +60,9 @@ def _machine_paths(node: Any, prefix: str = "") -> list[str]:
 
 
 def portable_config(config: dict[str, Any], *, where: str = "config") -> dict[str, Any]:
-    """``config`` without the machine keys of ``data.options``.
+    """``config`` without the machine keys of ``data.options``, and with an absolute
+    ``train.init_from`` inside the working directory made relative to it (a run continued
+    from a committed run names that run as ``results/...``, re-trainable from a checkout).
 
     Raises:
         ExportError: naming the first other key that still holds an absolute path.
@@ -69,6 +71,13 @@ def portable_config(config: dict[str, Any], *, where: str = "config") -> dict[st
     options = (out.get("data") or {}).get("options") or {}
     for key in MACHINE_KEYS:
         options.pop(key, None)
+    train = out.get("train") or {}
+    source = train.get("init_from")
+    if isinstance(source, str) and _is_machine_path(source):
+        try:
+            train["init_from"] = Path(source).expanduser().resolve().relative_to(Path.cwd().resolve()).as_posix()
+        except ValueError:
+            pass  # outside the working directory: refused below
     bad = _machine_paths(out)
     if bad:
         raise ExportError(

@@ -183,3 +183,16 @@ def test_export_in_float16_halves_the_weights_and_loads_them_rounded(trained, tm
     for k, v in learner.state_dict().items():
         if v.is_floating_point():
             assert v.dtype == torch.float32 and torch.equal(v, orig["model"][k].to(torch.float16).float()), k
+
+
+def test_export_names_a_run_continued_from_the_checkout_by_its_relative_path(trained, tmp_path, monkeypatch):
+    from metamem.training.export import portable_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results" / "row").mkdir(parents=True)
+    cfg = {"train": {"init_from": str(tmp_path / "results" / "row")}, "data": {"options": {}}}
+    assert portable_config(cfg)["train"]["init_from"] == "results/row"
+    assert cfg["train"]["init_from"] == str(tmp_path / "results" / "row")  # the input is left alone
+    # a source outside the working directory names this machine: refused
+    with pytest.raises(ExportError, match="key train.init_from holds a path of this machine"):
+        portable_config({"train": {"init_from": "/elsewhere/run"}})
