@@ -358,7 +358,8 @@ def _paper5(label: str, values: str) -> list[str]:
 
 BLOCKS: dict[str, Any] = {
     "omniglot_nway": Table(SET_2026, [
-        Row("omniglot_paper/protonet", "ProtoNet", "98.8 / 99.7 / 96.0 / 98.9 (Snell et al. 2017)"),
+        Row("omniglot_paper/protonet_7000", "ProtoNet, 7,000 steps", "98.8 / 99.7 / 96.0 / 98.9 (Snell et al. 2017)"),
+        Row("omniglot_paper/protonet", "ProtoNet, 2,500 steps", "98.8 / 99.7 / 96.0 / 98.9 (Snell et al. 2017)"),
         Row("omniglot_paper/matching_scale10", "Matching Networks, cosine × 10", "98.1 / 98.9 / 93.8 / 98.5 (Vinyals et al. 2016)"),
         Row("omniglot_paper/matching", "Matching Networks, plain cosine", "98.1 / 98.9 / 93.8 / 98.5 (Vinyals et al. 2016)"),
         Row("omniglot_paper/memory_matching", "Memory Matching Networks", "99.28 at 5w1s (Cai et al. 2018)"),
@@ -383,7 +384,8 @@ BLOCKS: dict[str, Any] = {
     "omniglot_within_alphabet": Table([
         ("20w1s", Want(20, 1, 2026, n_query=1, within_group=True, data_options={"rotations": False})),
     ], [
-        Row("omniglot_paper/protonet", "ProtoNet, trained on `vinyals/train`, scored on the 12 alphabets of `vinyals/test`"),
+        Row("omniglot_paper/protonet_7000", "ProtoNet (7,000 steps), trained on `vinyals/train`, scored on the 12 alphabets of `vinyals/test`"),
+        Row("omniglot_paper/protonet", "ProtoNet (2,500 steps), trained on `vinyals/train`, scored on the 12 alphabets of `vinyals/test`"),
         Row("omniglot_paper/background_only", "ProtoNet, trained on the background set, scored on the 20 evaluation alphabets (Lake et al.'s protocol)"),
     ]),
     "memory_5class": Table([("seq", SEQ5)], [
