@@ -15,7 +15,7 @@ clock stopped.
   ``process_support_set`` then ``forward`` (support and query pass the network separately;
   logits are minus plain Euclidean distances).
 - ablations of metamem, to find which recipe difference matters: ``metamem-euclid``
-  (plain-distance logits) and ``metamem-separate`` (support and query in separate backbone
+  (``learner.distance: euclidean``, plain-distance logits) and ``metamem-separate`` (support and query in separate backbone
   calls, so BatchNorm normalises each with its own batch statistics).
 
 easyfsl imports torchvision for models this script does not use; where torchvision is absent
@@ -59,7 +59,7 @@ DATA = dict(image_size=28, rotations=True)
 
 def _torchvision_stand_in() -> None:
     """Register a minimal ``torchvision`` so that ``import easyfsl.methods`` succeeds."""
-    if importlib.util.find_spec("torchvision") is not None:
+    if "torchvision" in sys.modules or importlib.util.find_spec("torchvision") is not None:
         return
 
     class _Unavailable(nn.Module):
@@ -99,7 +99,8 @@ class _Learner:
 
             self.model: nn.Module = PrototypicalNetworks(easyfsl_conv4())
         else:
-            self.model = build_learner("protonet", n_way=60, image_shape=(1, 28, 28))
+            distance = "euclidean" if kind == "metamem-euclid" else "sqeuclidean"
+            self.model = build_learner("protonet", n_way=60, image_shape=(1, 28, 28), distance=distance)
             self.model.to(memory_format=torch.channels_last)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
 
@@ -114,9 +115,6 @@ class _Learner:
         else:
             both = net.backbone(torch.cat([sx, qx]))
             s, q = both[None, : len(sx)], both[None, len(sx):]
-        if self.kind == "metamem-euclid":
-            protos = (F.one_hot(sy, n_way).float().T @ s[0]) / F.one_hot(sy, n_way).sum(0)[:, None]
-            return -torch.cdist(q[0], protos)
         return net.predict_features(s, sy[None], q, n_way=n_way)[0]
 
     def step(self, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, qy: torch.Tensor, n_way: int) -> None:
@@ -203,7 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-seed", type=int, default=2026)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("runs/vs_easyfsl"))
+    p.add_argument("--summarise", nargs="+", type=Path, metavar="RESULTS_JSON",
+                   help="train nothing: pool the points of earlier runs' results.json into --out")
     args = p.parse_args(argv)
+    if args.summarise:
+        points = [pt for f in args.summarise for pt in json.loads(f.read_text())["points"]]
+        keys = [(pt["learner"], pt["seed"], pt["budget_cpu_min"]) for pt in points]
+        if len(set(keys)) != len(keys):
+            p.error("the files share a learner, seed and budget: pool runs of different seeds")
+        _write(args.out, points, {"pooled": [str(f) for f in args.summarise]})
+        return 0
     torch.set_num_threads(args.threads)
     if "easyfsl" in args.learners and importlib.util.find_spec("easyfsl") is None:
         p.error("easyfsl is not installed: pip install --no-deps easyfsl==1.5.0")
@@ -214,19 +221,22 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.test_episodes):
         b = ts.sample()
         test.append((b.support_x[0].clone(), b.support_y[0].clone(), b.query_x[0].clone(), b.query_y[0].clone()))
+    meta = {"torch": torch.__version__, "threads": args.threads, "test_episodes": args.test_episodes,
+            "test_seed": args.test_seed, "command": " ".join(sys.argv)}
     points: list[dict[str, Any]] = []
     for seed in args.seeds:
         for kind in args.learners:
             points += run(kind, seed, args.budgets, train_ds, test)
-    args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"torch": torch.__version__, "threads": args.threads, "test_episodes": args.test_episodes,
-            "test_seed": args.test_seed, "command": " ".join(sys.argv)}
-    write_text(args.out / "results.json", json.dumps({"meta": meta, "points": points}, indent=1) + "\n")
-    table = summarise(points)
-    write_text(args.out / "results.md", table)
-    plot(points, args.out / "accuracy_vs_cpu.png")
-    print(table)
+            _write(args.out, points, meta)  # after each run: a crash keeps what was measured
+    print(summarise(points))
     return 0
+
+
+def _write(out: Path, points: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "results.json", json.dumps({"meta": meta, "points": points}, indent=1) + "\n")
+    write_text(out / "results.md", summarise(points))
+    plot(points, out / "accuracy_vs_cpu.png")
 
 
 if __name__ == "__main__":

@@ -168,6 +168,30 @@ def test_protonet_matches_naive_squared_distances() -> None:
             torch.testing.assert_close(got[b, :, k], want)
 
 
+def test_protonet_euclidean_matches_cdist_with_gradients() -> None:
+    torch.manual_seed(3)
+    sx = torch.randn(2, 7, 1, 3, 5, dtype=torch.float64)
+    sy = torch.tensor([[0, 1, 2, 0, 1, 2, 0], [2, 2, 1, 0, 0, 1, 1]])
+    qx = torch.randn(2, 5, 1, 3, 5, dtype=torch.float64)
+    net = ProtoNet(Flat(15), distance="euclidean")
+    w = torch.randn(2, 5, 3, dtype=torch.float64)
+    sxa, qxa = sx.clone().requires_grad_(), qx.clone().requires_grad_()
+    got = net.predict(sxa, sy, qxa, n_way=3)
+    (got * w).sum().backward()
+    sxb, qxb = sx.clone().requires_grad_(), qx.clone().requires_grad_()
+    protos = torch.stack([torch.stack([sxb[b][sy[b] == k].flatten(1).mean(0) for k in range(3)]) for b in range(2)])
+    want = -torch.stack([torch.cdist(qxb[b].flatten(1), protos[b]) for b in range(2)])
+    (want * w).sum().backward()
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(sxa.grad, sxb.grad)
+    torch.testing.assert_close(qxa.grad, qxb.grad)
+    # the same ranking as the squared distance, so the same predictions
+    sq = ProtoNet(Flat(15)).predict(sx, sy, qx, n_way=3)
+    assert torch.equal(sq.argmax(-1), got.argmax(-1))
+    with pytest.raises(ValueError, match="learner.distance: unknown distance 'cosine'"):
+        ProtoNet(Flat(15), distance="cosine")
+
+
 def test_matching_matches_naive_cosine_attention() -> None:
     sx, sy, qx, mask = toy_episode()
     net = MatchingNet(Flat(5), scale=3.0)
