@@ -17,6 +17,7 @@ Usage::
 
     python scripts/bench_learners.py                      # every learner, 1 thread
     python scripts/bench_learners.py protonet matching --steps 5 --rounds 3
+    python scripts/bench_learners.py protonet --profile     # where a "before" step's CPU goes
 """
 
 from __future__ import annotations
@@ -91,6 +92,28 @@ def _nothing() -> Iterator[None]:
     yield
 
 
+#: operator families of a Conv-4 step, by the start of their aten names (``--profile``)
+FAMILIES = {
+    "convolution": ("aten::convolution", "aten::mkldnn_convolution", "aten::_convolution"),
+    "BatchNorm": ("aten::native_batch_norm", "aten::batch_norm"),
+    "ReLU": ("aten::relu", "aten::clamp_min", "aten::threshold"),
+    "max-pool (and its zero-fill)": ("aten::max_pool2d", "aten::fill_", "aten::zero_"),
+}
+
+
+def profile(name: str, steps: int, cache: dict[str, object]) -> None:
+    """Print the share of a ``before`` step's self CPU time per operator family."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile  # noqa: PLC0415
+
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        per_episode(name, steps, 1, False, True, cache)
+    total = sum(e.self_cpu_time_total for e in prof.key_averages())
+    print(f"{name}: self CPU time by operator family (before path, {steps} steps)")
+    for family, prefixes in FAMILIES.items():
+        t = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key.startswith(prefixes))
+        print(f"  {family:<30} {100 * t / total:5.1f} %")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("learners", nargs="*", default=LEARNERS, help=f"among {', '.join(LEARNERS)}")
@@ -98,12 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--profile", action="store_true", help="print where a before-path step's CPU time goes")
     args = p.parse_args(argv)
     bad = [n for n in args.learners if n not in LEARNERS]
     if bad:
         p.error(f"unknown learner(s) {bad}; choose among {LEARNERS}")
     torch.set_num_threads(args.threads)
     cache: dict[str, object] = {}
+    if args.profile:
+        for name in args.learners:
+            profile(name, args.steps, cache)
+        return 0
     print(f"torch {torch.__version__}, {args.threads} thread(s), CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}, median of {args.rounds} rounds x {args.steps} steps")
     print(f"{'learner':<16} {'before CPU-s/ep':>16} {'after CPU-s/ep':>15} {'before/after':>13}")

@@ -55,6 +55,8 @@ from metamem.learners import build_learner
 
 LEARNERS = ("metamem", "easyfsl", "metamem-euclid", "metamem-separate")
 DATA = dict(image_size=28, rotations=True)
+LABELS = {"metamem": "metamem, squared distance (paper)", "metamem-euclid": "metamem, plain distance",
+          "easyfsl": "easyfsl 1.5.0", "metamem-separate": "metamem, separate support/query passes"}
 
 
 def _torchvision_stand_in() -> None:
@@ -169,6 +171,7 @@ def summarise(points: list[dict[str, Any]]) -> str:
 
 def plot(points: list[dict[str, Any]], path: Path) -> None:
     import matplotlib  # noqa: PLC0415
+    import matplotlib.ticker  # noqa: PLC0415
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
@@ -178,11 +181,14 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
         budgets = sorted({p["budget_cpu_min"] for p in points if p["learner"] == k})
         means = [100 * statistics.mean(p["accuracy"] for p in points
                                        if p["learner"] == k and p["budget_cpu_min"] == b) for b in budgets]
-        ax.plot(budgets, means, marker="o", label=k)
-        for p in points:
-            if p["learner"] == k:
-                ax.scatter(p["budget_cpu_min"], 100 * p["accuracy"], s=8, alpha=0.4)
+        (line,) = ax.plot(budgets, means, marker="o", label=LABELS.get(k, k))
+        mine = [p for p in points if p["learner"] == k]
+        ax.scatter([p["budget_cpu_min"] for p in mine], [100 * p["accuracy"] for p in mine], s=10,
+                   alpha=0.4, color=line.get_color())
     ax.set_xscale("log")
+    ax.set_xticks(sorted({p["budget_cpu_min"] for p in points}))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("training CPU-minutes (one thread)")
     ax.set_ylabel("5-way 1-shot accuracy, vinyals/test (%)")
     ax.grid(alpha=0.3)
