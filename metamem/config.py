@@ -252,7 +252,7 @@ def eval_protocols(
     notes: list[str] = []
     for b in itertools.product(*b_axes.values()):
         for o in itertools.product(*o_axes.values()):
-            s, n = _resolve_settings(dict(zip(b_axes, b)), dict(zip(o_axes, o)))
+            s, n = _resolve_settings(dict(zip(b_axes, b, strict=True)), dict(zip(o_axes, o, strict=True)))
             if s not in out:
                 out.append(s)
             notes += [x for x in n if x not in notes]
@@ -436,7 +436,7 @@ def apply_overrides(
     raw: dict[str, Any], origins: dict[tuple[str, ...], str], overrides: list[str] | tuple[str, ...]
 ) -> None:
     """Apply dotted overrides to a plain config dict in place (recording their origin)."""
-    for (parts, value), item in zip(parse_overrides(overrides), overrides):
+    for (parts, value), item in zip(parse_overrides(overrides), overrides, strict=True):
         node = raw
         for i, key in enumerate(parts[:-1]):
             child = node.get(key)
@@ -461,10 +461,11 @@ def config_from_dict(
     ctx = _Ctx(origins or {}, source)
     raw = dict(raw)
     raw.pop("extends", None)
-    cfg = _to_dataclass(ExperimentCfg, raw, (), ctx)
+    cfg: ExperimentCfg = _to_dataclass(ExperimentCfg, raw, (), ctx)
     if not _DEVICE_RE.match(cfg.device):
         ctx.fail(("device",), f"expected auto, cpu, cuda or cuda:N, got {cfg.device!r}")
-    cfg.origins = dict(origins or {})  # type: ignore[attr-defined]  (not a config key)
+    # where each key was set, for origin_of (an attribute, not a config key)
+    cfg.origins = dict(origins or {})  # type: ignore[attr-defined]
     return cfg
 
 
@@ -506,7 +507,7 @@ class _Ctx:
         raise ConfigError(f"{self.where(path)}: {key}: {msg}")
 
 
-def _to_dataclass(cls: type, raw: Any, path: tuple[str, ...], ctx: _Ctx) -> Any:
+def _to_dataclass(cls: Any, raw: Any, path: tuple[str, ...], ctx: _Ctx) -> Any:
     if not isinstance(raw, dict):
         ctx.fail(path, f"expected a section (mapping), got {_short(raw)}")
     hints = get_type_hints(cls)
@@ -579,7 +580,7 @@ def check_value(value: Any, tp: Any) -> tuple[bool, Any]:
         else:
             args = (args[0] if args else Any,) * len(value)
         items = []
-        for item, arg in zip(value, args):
+        for item, arg in zip(value, args, strict=True):
             ok, out = check_value(item, arg)
             if not ok:
                 return False, value

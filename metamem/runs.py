@@ -299,12 +299,16 @@ def config_differences(a: dict[str, Any], b: dict[str, Any], keys: tuple[str, ..
     fa, fb = _flatten(a), _flatten(b)
     out = []
     for key in sorted(set(fa) | set(fb)):
-        under = lambda prefixes: any(key == p or key.startswith(p + ".") for p in prefixes)  # noqa: E731
-        if (keys is not None and not under(keys)) or under(ignore):
+        if (keys is not None and not _under(key, keys)) or _under(key, ignore):
             continue
         if fa.get(key) != fb.get(key):
             out.append(f"{key}: {fa.get(key)!r} vs {fb.get(key)!r}")
     return out
+
+
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether the dotted ``key`` is one of ``prefixes`` or lies below one."""
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
 def current_names(config: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ sets inside an episode only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -121,7 +121,7 @@ class EpisodeBatch:
 
     def select(self, episodes: torch.Tensor | slice) -> "EpisodeBatch":
         """The sub-batch of the given episodes (index tensor or slice along B)."""
-        kw = {}
+        kw: dict[str, Any] = {}
         for f in fields(self):
             v = getattr(self, f.name)
             kw[f.name] = v[episodes] if isinstance(v, torch.Tensor) else v
@@ -180,7 +180,10 @@ class LearnerOutput:
         return (self.logits.argmax(-1) == self.targets).float().mean(-1)
 
 
-def _to(obj: Any, device: torch.device | str) -> Any:
+_B = TypeVar("_B", "EpisodeBatch", "SequenceBatch")
+
+
+def _to(obj: _B, device: torch.device | str) -> _B:
     return replace(
         obj,
         **{

@@ -48,6 +48,21 @@ def cpu_per_call(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def make_step(m: torch.nn.Module, train: bool, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor,
+              qy: torch.Tensor, n: int) -> Callable[[], None]:
+    """One timed call: a training pass (predict + cross-entropy + backward) or a no-grad score."""
+
+    def step() -> None:
+        if train:
+            logits = m.predict(sx, sy, qx, n_way=n)
+            F.cross_entropy(logits.reshape(-1, n), qy.reshape(-1)).backward()
+        else:
+            with torch.no_grad():
+                m.predict(sx, sy, qx, n_way=n)
+
+    return step
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1)
@@ -76,14 +91,8 @@ def main() -> None:
                 m.first_order = what == "train, first order"
                 m.train(what.startswith("train"))
 
-                def step() -> None:
-                    if what.startswith("train"):
-                        logits = m.predict(sx, sy, qx, n_way=n)
-                        F.cross_entropy(logits.reshape(-1, n), qy.reshape(-1)).backward()
-                    else:
-                        with torch.no_grad():
-                            m.predict(sx, sy, qx_eval, n_way=n)
-
+                step = make_step(m, what.startswith("train"), sx, sy, qx if what.startswith("train") else qx_eval,
+                                 qy, n)
                 t[mode] = cpu_per_call(step, args.repeats) / b
             print(f"{name:20s} {what:21s} vmap {t['vmap']:.3f}  loop {t['loop']:.3f}  ratio {t['vmap'] / t['loop']:.2f}x",
                   flush=True)

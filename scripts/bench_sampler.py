@@ -83,7 +83,7 @@ class PerEpisodeSampler:
 
     def sample(self) -> tuple[torch.Tensor, ...]:
         eps = [self.episode() for _ in range(self.b)]
-        return tuple(torch.stack(parts) for parts in zip(*eps))
+        return tuple(torch.stack(parts) for parts in zip(*eps, strict=True))
 
 
 def episodes_per_s(fn: Callable[[], object], batch: int, seconds: float, sync: Callable[[], None]) -> tuple[float, float]:
@@ -142,18 +142,18 @@ def main() -> None:
         bound = Bound(fresh)
         held: list[object] = [None]
 
-        def loop_step() -> None:  # metamem's loops let go of a batch before drawing the next
-            held[0] = None
+        def loop_step(loop: EpisodeSampler = loop, held: list[object] = held) -> None:
+            held[0] = None  # metamem's loops let go of a batch before drawing the next
             held[0] = loop.sample()
 
-        def holding_step() -> None:  # a loop that holds batch t-1 while drawing batch t
-            held[0] = loop.sample()
+        def holding_step(loop: EpisodeSampler = loop, held: list[object] = held) -> None:
+            held[0] = loop.sample()  # a loop that holds batch t-1 while drawing batch t
 
-        def eager_step() -> None:
+        def eager_step(eager: EpisodeSampler = eager, held: list[object] = held) -> None:
             held[0] = None
             held[0] = eager.sample()
 
-        def fused_step() -> None:
+        def fused_step(fused: EpisodeSampler | None = fused, held: list[object] = held) -> None:
             assert fused is not None
             held[0] = None
             held[0] = fused.sample()
@@ -186,7 +186,7 @@ def main() -> None:
         if dev.type == "cuda":  # the host's CPU time says nothing about a GPU: wall clock first
             med, wmed = wmed, med
         ours = med["loop"]
-        pct = lambda key: 100 * med[key] / med["bound"]  # noqa: E731
+        pct = lambda key, med=med: 100 * med[key] / med["bound"]  # noqa: E731
         path = "fused" if loop.fused else "eager (torch.compile unavailable)"
         line = (f"{n}-way {k}-shot {q}-query: metamem default ({path}) {ours:,.0f} episodes/s = "
                 f"{pct('loop'):.0f}% of the bound ({med['bound']:,.0f} episodes/s) "

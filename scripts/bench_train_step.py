@@ -160,7 +160,7 @@ def profile(batch_size: int, steps: int, programs: int, top: int = 12) -> None:
         model = build_learner("mann", n_way=N_WAY, image_shape=(1, IMAGE, IMAGE), programs=p, **SIZES)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-        def step(b: EpisodeBatch) -> None:
+        def step(b: EpisodeBatch, model: torch.nn.Module = model, opt: torch.optim.Optimizer = opt) -> None:
             opt.zero_grad(set_to_none=True)
             model(b).loss.backward()
             opt.step()

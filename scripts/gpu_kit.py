@@ -284,7 +284,7 @@ def receive(kit: Path, data_dir: Path) -> tuple[list[str], list[str]]:
         h = hashlib.sha256()
         with open(tmp, "wb") as out:
             lo, hi = f["offset"], f["offset"] + f["bytes"]
-            for part, start, size in zip(manifest["parts"], starts, sizes):
+            for part, start, size in zip(manifest["parts"], starts, sizes, strict=True):
                 a, b = max(lo, start), min(hi, start + size)
                 if a >= b:
                     continue

@@ -67,5 +67,5 @@ def test_the_benchmark_script_runs_each_variant_in_its_own_process() -> None:
          "--n-query", "1"], capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(script.parents[1])},
     ).stdout.splitlines()
     names = ["system, one vmap", "kept, one vmap", "kept, chunks"]
-    assert len(out) == 4 and all(line.startswith(n) and "CPU-s/episode" in line for line, n in zip(out[1:], names))
+    assert len(out) == 4 and all(line.startswith(n) and "CPU-s/episode" in line for line, n in zip(out[1:], names, strict=True))
     assert out[1].endswith("1.00x")

@@ -57,7 +57,7 @@ def test_float16_weights_load_into_a_float32_learner_as_the_rounded_weights(tmp_
     assert all(v.dtype == torch.float16 for v in torch.load(run / "checkpoints" / "last.pt",
                weights_only=True)["model"].values() if v.is_floating_point())
     loaded = metamem.load_run(run, device="cpu").learner
-    for (k, got), want in zip(loaded.state_dict().items(), model.state_dict().values()):
+    for (k, got), want in zip(loaded.state_dict().items(), model.state_dict().values(), strict=True):
         assert got.dtype == want.dtype, k  # float32 learner, integer buffers as they were
         if want.is_floating_point():
             assert torch.equal(got, want.half().to(want.dtype)), k
@@ -144,7 +144,7 @@ def test_weights_yaml_url_downloads_once_checks_and_scores(tmp_path, server, mon
     assert cached.read_bytes() == blob and _Handler.hits["/w/last.pt"] == 1
     b = metamem.load_run(run, device="cpu")  # the cached copy, checked again, no second download
     assert _Handler.hits["/w/last.pt"] == 1
-    assert all(torch.equal(x, y) for x, y in zip(a.learner.state_dict().values(), b.learner.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(a.learner.state_dict().values(), b.learner.state_dict().values(), strict=True))
     assert main(["eval", str(run), "--no-progress", "--no-plots", "--out", str(tmp_path / "ev")]) == 0
     assert json_results(tmp_path / "ev")[0]["source"] == str(run)
     # a cached file changed on disk is refused and fetched again

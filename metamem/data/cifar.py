@@ -169,7 +169,7 @@ def _load(
             raise DatasetError(f"{list_path}: {what} {unknown[0]!r} is not a CIFAR-100 {what} of {path}")
         if by_superclass:
             keep = {coarse_names.index(w) for w in wanted}
-            classes = sorted({int(f) for f, c in zip(fine, coarse) if int(c) in keep})
+            classes = sorted({int(f) for f, c in zip(fine, coarse, strict=True) if int(c) in keep})
         else:
             classes = sorted(fine_names.index(w) for w in wanted)
         cid = np.full(len(fine_names), -1, dtype=np.int64)

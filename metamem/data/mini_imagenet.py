@@ -179,7 +179,7 @@ def _refuse_shared_rows(path: Path, wnids: list[str], idx: list[np.ndarray]) -> 
     if not (counts > 1).any():
         return
     row = int(rows[np.argmax(counts > 1)])
-    owners = [w for w, i in zip(wnids, idx) if (i == row).any()]
+    owners = [w for w, i in zip(wnids, idx, strict=True) if (i == row).any()]
     where = (f"twice in class {owners[0]}" if len(owners) == 1
              else f"in classes {owners[0]} and {owners[1]}")
     raise DatasetError(

@@ -173,7 +173,7 @@ def _concat(parts: list[ImageDataset], split: str) -> ImageDataset:
     gid = {g: i for i, g in enumerate(group_names)}
     groups = [gid[p.group_names[int(g)]] for p in parts for g in p.groups]  # type: ignore[index,union-attr]
     offsets = np.cumsum([0] + [p.num_classes for p in parts])[:-1]
-    labels = torch.cat([p.labels + int(o) for p, o in zip(parts, offsets)])
+    labels = torch.cat([p.labels + int(o) for p, o in zip(parts, offsets, strict=True)])
     merged = ImageDataset(
         images=torch.cat([p.images for p in parts]),
         labels=labels,

@@ -305,15 +305,15 @@ class OutputBuffers:
                     self._bufs.append(self._bufs.pop(i))
                     return buf
         buf = torch.empty(shape, dtype=dtype, device=device)
-        alone = _storage_use_count(buf)
-        if alone is None:
+        count = _storage_use_count(buf)
+        if count is None:
             return buf
         if len(self._bufs) >= self.capacity:  # make room: forget a free buffer of another shape
             free = [i for i, (b, a) in enumerate(self._bufs) if _storage_use_count(b) == a]
             if not free:
                 return buf
             self._bufs.pop(free[0])
-        self._bufs.append((buf, alone))
+        self._bufs.append((buf, count))
         return buf
 
 
@@ -635,7 +635,7 @@ class EpisodeSampler:
         row_bytes = x[0].numel() * x.element_size() if total else 1
         if self.device.type == "cpu" and total * row_bytes > _CHUNK_ABOVE_BYTES:
             rows = max(1, _CHUNK_BYTES // row_bytes)
-            for u, o in zip(u8.split(rows), x.split(rows)):
+            for u, o in zip(u8.split(rows), x.split(rows), strict=True):
                 o.copy_(u).mul_(1.0 / 255.0)
         elif self.device.type == "cpu":
             x.copy_(u8).mul_(1.0 / 255.0)
@@ -691,6 +691,7 @@ class EpisodeSampler:
         else:  # a draw ahead: temporaries, freed with it
             rk = keys_from_mix_into(keys, mix, torch.empty((b, mix.shape[0]), dtype=torch.int64, device=keys.device),
                                     torch.empty((b, mix.shape[0]), dtype=torch.int64, device=keys.device))
+        assert rk is not None  # one of the three paths above drew the keys
         ckeys = rk[:, :n_cls]
         if self._group_ids is not None:
             assert t.groups is not None

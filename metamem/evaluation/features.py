@@ -74,10 +74,11 @@ class FeatureMemo:
             self.table[idx] = f
             self.done[idx] = True
             self.embedded += idx.numel()
-        assert self.table is not None or flat.numel() == 0
-        return self.table[flat].view(*index.shape, -1)  # type: ignore[index]
+        if self.table is None:  # nothing asked for yet (an empty index): no feature width known
+            return torch.empty((*index.shape, 0), dtype=self.dtype, device=self.images.device)
+        return self.table[flat].view(*index.shape, -1)
 
-    def predict(self, learner: Any, batch: EpisodeBatch) -> torch.Tensor:
+    def predict(self, learner: FeaturePrediction, batch: EpisodeBatch) -> torch.Tensor:
         """Query logits ``[B, N*Q, N]`` of ``batch`` via ``learner.predict_features``."""
         return learner.predict_features(
             self.features(batch.support_index), batch.support_y, self.features(batch.query_index),

@@ -52,8 +52,9 @@ def inspect_episode(learner: Any, batch: EpisodeBatch, out: str | os.PathLike[st
         )
     out = Path(out)
     seq = batch.select(slice(0, 1)).as_sequence()  # episode 0
-    was_training = learner.training
-    learner.eval()
+    module: Any = learner  # (an nn.Module: its mode is set for the call and restored)
+    was_training = module.training
+    module.eval()
     written: dict[str, Path] = {}
     try:
         with torch.no_grad():
@@ -73,7 +74,7 @@ def inspect_episode(learner: Any, batch: EpisodeBatch, out: str | os.PathLike[st
         written["saliency"] = plot_saliency(jac, out / "saliency.png",
                                             title=f"{title} sequential Jacobian ‖∂ log p_t(y_t) / ∂ x_τ‖")
     finally:
-        learner.train(was_training)
+        module.train(was_training)
     return written
 
 
@@ -100,8 +101,9 @@ def inspect_run(path: str | os.PathLike[str], out: str | os.PathLike[str], *, de
     dataset = run.dataset(None, ev.split)
     title = config.learner.name if config.learner else ""
     if is_sequence_task(dataset):  # the first sequence pair of the protocol
-        lengths, a, b = dataset.protocol_sequences(1, ev.seed)
-        batch = dataset.pair_batch(a[:, : int(lengths[0, 0])], b[:, : int(lengths[0, 1])])
+        task: Any = dataset
+        lengths, a, b = task.protocol_sequences(1, ev.seed)
+        batch = task.pair_batch(a[:, : int(lengths[0, 0])], b[:, : int(lengths[0, 1])])
         return inspect_decoder(learner, batch, out, title=title)
     k_shot = ev.k_shot[0] if isinstance(ev.k_shot, list) else ev.k_shot
     protocol = Protocol(

@@ -229,14 +229,14 @@ def plot_learning_curves(
     for i, (name, records) in enumerate(runs.items()):
         c = learning_curve(records)
         color = f"C{i % 10}"
-        for ax, key in zip(axes, keys):
+        for ax, key in zip(axes, keys, strict=True):
             scale = _CURVE_AXES[key][1]
             ax.plot([v / scale for v in c[key]], c["acc"], color=color, lw=0.8, alpha=0.6,
                     label=f"{name} (train)")
             if c["val_acc"]:
                 ax.plot([v / scale for v in c[f"val_{key}"]], c["val_acc"], color=color, marker="o",
                         ms=3.5, lw=1.2, label=f"{name} (val)")
-    for ax, key in zip(axes, keys):
+    for ax, key in zip(axes, keys, strict=True):
         ax.set_xlabel(_CURVE_AXES[key][0])
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy")

@@ -633,7 +633,7 @@ def evaluate(
 
 def _evaluate_variable(
     learner: Any, dataset: ImageDataset, spec: VariableSpec, *, episodes: int, seed: int, protocol: str,
-    batch_size: int, device: torch.device, progress: bool, name: str | None, config: dict[str, Any] | None,
+    batch_size: int, device: torch.device, progress: bool | None, name: str | None, config: dict[str, Any] | None,
     source: str | None, data_options: dict[str, Any] | None,
 ) -> EvalResult:
     """:func:`evaluate` on variable episodes (:mod:`metamem.evaluation.variable`)."""

@@ -68,7 +68,7 @@ def parse_sweep(items: Sequence[str]) -> dict[str, list[Any]]:
             empty list, a value of the wrong type, or a swept ``device`` or ``data``.
     """
     out: dict[str, list[Any]] = {}
-    for item, (parts, value) in zip(items, parse_overrides(list(items))):
+    for item, (parts, value) in zip(items, parse_overrides(list(items)), strict=True):
         key = ".".join(parts)
         if key not in OVERRIDE_KEYS and not (key.startswith("data.options.") and len(parts) == 3):
             raise ValueError(
@@ -221,7 +221,7 @@ def plan_sweep(
     if data is not None and "split" not in eval_over:
         eval_over["split"] = [None]  # a new dataset: every class unless eval.split is given
     settings, notes = eval_protocols(runs[0].eval_settings, eval_over)
-    for run, name in zip(runs, names):
+    for run, name in zip(runs, names, strict=True):
         if isinstance(run.learner, LimitedWays):  # label units of MANN/LSTM/MetaNet
             limit = run.learner.max_way
             bad = sorted({s["n_way"] for s in settings if s["n_way"] > limit})
@@ -234,7 +234,7 @@ def plan_sweep(
     if data is None and len(runs) > 1:
         for s in settings:
             ids = [_data_identity(r.config, s["split"]) for r in runs]
-            for run, name, ident in zip(runs[1:], names[1:], ids[1:]):
+            for run, name, ident in zip(runs[1:], names[1:], ids[1:], strict=True):
                 if ident != ids[0]:
                     raise ValueError(
                         f"cannot score these runs on one protocol: row {name} ({run.path}) uses "
@@ -269,7 +269,7 @@ def sweep(
     plan = plan or plan_sweep(paths, overrides)
     datasets: dict[str, ImageDataset] = {}
     results: list[EvalResult] = []
-    for run, name in zip(plan.runs, plan.names):
+    for run, name in zip(plan.runs, plan.names, strict=True):
         for i, s in enumerate(plan.settings):
             s = dict(s)
             split = s.pop("split")

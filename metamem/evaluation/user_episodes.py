@@ -142,8 +142,8 @@ class UserEpisode:
     has_query_labels: bool
 
 
-def _as_images(x: Any, what: str) -> torch.Tensor:
-    x = torch.as_tensor(x)
+def _as_images(images: Any, what: str) -> torch.Tensor:
+    x = torch.as_tensor(images)
     if x.dim() != 4:
         raise EpisodeInputError(f"{what} must be [count, C, H, W], got shape {tuple(x.shape)}")
     if x.dtype == torch.uint8:
@@ -153,8 +153,8 @@ def _as_images(x: Any, what: str) -> torch.Tensor:
     return x.float()
 
 
-def _as_labels(y: Any, count: int, what: str, images: str) -> torch.Tensor:
-    y = torch.as_tensor(y)
+def _as_labels(labels: Any, count: int, what: str, images: str) -> torch.Tensor:
+    y = torch.as_tensor(labels)
     if y.dim() != 1 or y.numel() != count:
         raise EpisodeInputError(
             f"{what} has {y.numel()} labels (shape {tuple(y.shape)}) but {images} has {count} "
@@ -367,7 +367,7 @@ class Predictions:
 
     def table(self) -> str:
         """One line per query: ``name<TAB>predicted class``."""
-        return "\n".join(f"{q}\t{c}" for q, c in zip(self.query_names, self.predicted_names))
+        return "\n".join(f"{q}\t{c}" for q, c in zip(self.query_names, self.predicted_names, strict=True))
 
 
 def predict_episode(

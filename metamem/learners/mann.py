@@ -24,6 +24,7 @@ loss gains the annealed key-orthogonality term ``η_t l_p``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import torch
@@ -45,8 +46,13 @@ def _tree_map(fn: Any, *trees: Any) -> Any:
     """Apply ``fn`` leaf-wise over nested NamedTuples of tensors."""
     first = trees[0]
     if isinstance(first, tuple):
-        return type(first)(*(_tree_map(fn, *parts) for parts in zip(*trees)))
+        return type(first)(*(_tree_map(fn, *parts) for parts in zip(*trees, strict=True)))
     return fn(*trees)
+
+
+def _keep_where(keep: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """``new`` where ``keep [B]`` (episodes still reading), else ``old``; any trailing dims."""
+    return torch.where(keep.view(-1, *([1] * (new.dim() - 1))), new, old)
 
 
 class MANNState(NamedTuple):
@@ -150,11 +156,7 @@ class MANN(SequenceLearner, MemoryInspection, ProgramInspection):
         feats = []
         for i in range(t):
             out = self.core(inputs[:, i : i + 1], core_state, start=start + i, write_steps=horizon)
-            keep = i < lengths
-            core_state = _tree_map(
-                lambda new, old: torch.where(keep.view(-1, *([1] * (new.dim() - 1))), new, old),
-                out.state, core_state,
-            )
+            core_state = _tree_map(functools.partial(_keep_where, i < lengths), out.state, core_state)
             feats.append(out.features)
         return self.head(torch.cat(feats, 1)), MANNState(core_state, start + t)
 

@@ -94,7 +94,7 @@ def write_key_value_memory(
     for t in range(steps):  # the write steps of the memory (not episodes)
         m_t = present[:, t]
         _, new_state = memory.step(keys[:, t], state, t, steps)
-        state = MemoryState(*(_blend(m_t, n, o) for n, o in zip(new_state, state)))
+        state = MemoryState(*(_blend(m_t, n, o) for n, o in zip(new_state, state, strict=True)))
         w = new_state.write_weights.sum(1).clamp(max=1.0) * m_t.unsqueeze(-1).to(keys.dtype)  # [B, S]
         if summarise:
             gate = m_t.unsqueeze(-1).to(keys.dtype)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
+from torch import nn
+
 from metamem.memory.core import MemoryCore, SlotMemory
 from metamem.memory.dnc import DNCMemory
 from metamem.memory.ntm import NTMMemory
@@ -33,37 +35,29 @@ __all__ = ["MEMORY_CORES", "build_core"]
 MEMORY_CORES: Registry[Callable[..., MemoryCore]] = Registry("memory core")
 
 
-@MEMORY_CORES.register("lstm_slot")
-@forwards_to(SlotMemory, drop=_SIZES)
-def build_lstm_slot(
-    *, input_size: int, hidden_size: int, slots: int, width: int, read_heads: int, **options: Any,
-) -> MemoryCore:
-    """LSTM + slot memory with content reads and a named write policy (Santoro et al. 2016);
-    the options are :class:`~metamem.memory.SlotMemory`'s."""
-    memory = SlotMemory(hidden_size, slots=slots, width=width, read_heads=read_heads, **options)
-    return MemoryCore(input_size, hidden_size=hidden_size, memory=memory)
+def _core_of(memory: type[nn.Module], name: str, doc: str) -> Callable[..., MemoryCore]:
+    """The builder of an LSTM core around ``memory``: the sizes go to both, the other keyword
+    options to ``memory`` (its signature, defaults and annotations: :func:`forwards_to`)."""
+
+    def build(*, input_size: int, hidden_size: int, slots: int, width: int, read_heads: int,
+              **options: Any) -> MemoryCore:
+        mem = memory(hidden_size, slots=slots, width=width, read_heads=read_heads, **options)
+        return MemoryCore(input_size, hidden_size=hidden_size, memory=mem)
+
+    build.__name__ = build.__qualname__ = f"build_{name}"
+    build.__doc__ = doc
+    return forwards_to(memory, drop=_SIZES)(build)
 
 
-@MEMORY_CORES.register("ntm")
-@forwards_to(NTMMemory, drop=_SIZES)
-def build_ntm(
-    *, input_size: int, hidden_size: int, slots: int, width: int, read_heads: int, **options: Any,
-) -> MemoryCore:
-    """LSTM + NTM heads: content, interpolation, circular shift, sharpening (Graves et al. 2014);
-    the options are :class:`~metamem.memory.ntm.NTMMemory`'s."""
-    memory = NTMMemory(hidden_size, slots=slots, width=width, read_heads=read_heads, **options)
-    return MemoryCore(input_size, hidden_size=hidden_size, memory=memory)
-
-
-@MEMORY_CORES.register("dnc")
-@forwards_to(DNCMemory, drop=_SIZES)
-def build_dnc(
-    *, input_size: int, hidden_size: int, slots: int, width: int, read_heads: int, **options: Any,
-) -> MemoryCore:
-    """LSTM + DNC memory: usage allocation, temporal links, three read modes (Graves et al. 2016);
-    the options are :class:`~metamem.memory.dnc.DNCMemory`'s."""
-    memory = DNCMemory(hidden_size, slots=slots, width=width, read_heads=read_heads, **options)
-    return MemoryCore(input_size, hidden_size=hidden_size, memory=memory)
+MEMORY_CORES.register("lstm_slot")(_core_of(SlotMemory, "lstm_slot", (
+    "LSTM + slot memory with content reads and a named write policy (Santoro et al. 2016); "
+    "the options are :class:`~metamem.memory.SlotMemory`'s.")))
+MEMORY_CORES.register("ntm")(_core_of(NTMMemory, "ntm", (
+    "LSTM + NTM heads: content, interpolation, circular shift, sharpening (Graves et al. 2014); "
+    "the options are :class:`~metamem.memory.ntm.NTMMemory`'s.")))
+MEMORY_CORES.register("dnc")(_core_of(DNCMemory, "dnc", (
+    "LSTM + DNC memory: usage allocation, temporal links, three read modes (Graves et al. 2016); "
+    "the options are :class:`~metamem.memory.dnc.DNCMemory`'s.")))
 
 
 def build_core(name: str, **kwargs: Any) -> MemoryCore:

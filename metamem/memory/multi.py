@@ -233,7 +233,7 @@ class DualMemoryCore(nn.Module):
         shared = states[0].memory
         feats: list[list[torch.Tensor]] = [[], []]
         for t in range(max(v.shape[1] for v in views)):
-            for i, (enc, view) in enumerate(zip(self.encoders, views)):
+            for i, (enc, view) in enumerate(zip(self.encoders, views, strict=True)):
                 if t < view.shape[1]:
                     out = enc(view[:, t : t + 1], states[i]._replace(memory=shared), start=t)
                     states[i], shared = out.state, out.state.memory
@@ -245,7 +245,7 @@ class DualMemoryCore(nn.Module):
         memory). ``trace`` records the write weights (late fusion only)."""
         writes: list[torch.Tensor] | None = None
         if self.fusion == "late":
-            outs = [enc(view, trace=trace) for enc, view in zip(self.encoders, views)]
+            outs = [enc(view, trace=trace) for enc, view in zip(self.encoders, views, strict=True)]
             memories = [o.state.memory.memory for o in outs]
             states, enc_feats = [o.state for o in outs], [o.features for o in outs]
             if trace:

@@ -196,7 +196,7 @@ def test_invalid_pixels_are_never_accepted(imgs: list) -> None:
         from_pairs(items, channels=1)
     except DatasetError:
         return
-    for im, b in zip(imgs, bad):
+    for im, b in zip(imgs, bad, strict=True):
         a = im if not isinstance(im, torch.Tensor) else im.numpy().transpose(1, 2, 0)
         if b and not isinstance(im, Image.Image):
             # only colour images with valid values may be accepted (converted by channels=1)

@@ -75,7 +75,7 @@ def test_same_seed_same_episodes_and_state_restore(synth: ImageDataset) -> None:
     first = [a.sample().query_index for _ in range(3)]
     a.load_state_dict(state)
     again = [a.sample().query_index for _ in range(3)]
-    assert all(torch.equal(u, v) for u, v in zip(first, again))
+    assert all(torch.equal(u, v) for u, v in zip(first, again, strict=True))
 
 
 def test_sampler_uses_no_global_rng(synth: ImageDataset) -> None:
@@ -292,7 +292,7 @@ def test_auto_takes_the_fused_path_where_it_compiles(synth: ImageDataset, monkey
     got = _batches(auto)
     assert auto.fused and calls["gather"] >= 4 and calls["hash"] >= 2
     want = _batches(EpisodeSampler(synth, fused=False, **_AUTO_KW))
-    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
     monkeypatch.setenv(sm.FUSED_ENV, "0")
     assert not EpisodeSampler(synth, fused="auto", **_AUTO_KW).fused
     with pytest.raises(EpisodeSpecError, match=r"fused must be true, false or 'auto', got 'yes'"):
@@ -321,13 +321,13 @@ def test_auto_falls_back_to_the_same_episodes_and_says_so_once(synth: ImageDatas
         got = _batches(EpisodeSampler(synth, fused="auto", **_AUTO_KW))
     assert len(tries) == 1  # the first failure settles it
     want = _batches(EpisodeSampler(synth, fused=False, **_AUTO_KW))
-    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # said once: a second sampler neither tries nor warns
         later = EpisodeSampler(synth, fused="auto", **_AUTO_KW)
-        assert not later.fused and all(torch.equal(a, b) for a, b in zip(_batches(later), want))
+        assert not later.fused and all(torch.equal(a, b) for a, b in zip(_batches(later), want, strict=True))
     assert len(tries) == 1
     with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):  # an explicit fused=True does raise
         EpisodeSampler(synth, fused=True, **_AUTO_KW).sample()

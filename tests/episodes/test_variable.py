@@ -46,10 +46,10 @@ def reference_episode(ds: ImageDataset, key: int, spec: VariableSpec) -> dict:
     size = min(spec.max_support, total)
     alpha = random_keys(k, 24, (n_max,))[0].tolist()
     weights = [int(SHOT_WEIGHTS[alpha[i] >> 19]) * counts[c] for i, c in enumerate(classes)]
-    shots = [min(w * max(size - ways, 0) // sum(weights) + 1, counts[c] - q) for w, c in zip(weights, classes)]
+    shots = [min(w * max(size - ways, 0) // sum(weights) + 1, counts[c] - q) for w, c in zip(weights, classes, strict=True)]
     skeys = random_keys(k, 25, (n_max, max(counts)))[0]
     support, support_y, query, query_y = [], [], [], []
-    for label, (c, kc) in enumerate(zip(classes, shots)):
+    for label, (c, kc) in enumerate(zip(classes, shots, strict=True)):
         row = skeys[label].tolist()
         order = sorted(range(counts[c]), key=lambda p: -row[p])  # a random order of the class
         support += [members[c][p] for p in order[:kc]]

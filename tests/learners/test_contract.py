@@ -132,7 +132,7 @@ def test_seeded_builds_are_identical(name: str, batches: tuple[EpisodeBatch, Epi
     s1, s2 = m1.state_dict(), m2.state_dict()
     assert s1.keys() == s2.keys()
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
-    assert any(not torch.equal(p, q) for p, q in zip(m1.parameters(), other.parameters()))
+    assert any(not torch.equal(p, q) for p, q in zip(m1.parameters(), other.parameters(), strict=True))
     m1.eval(), m2.eval()
     assert torch.equal(_logits(m1, batches[0]), _logits(m2, batches[0]))
 

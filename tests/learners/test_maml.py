@@ -47,7 +47,7 @@ def manual_adapt(model: MAML, params: dict, sx: torch.Tensor, sy: torch.Tensor, 
     for _ in range(steps):
         loss = F.cross_entropy(functional_call(model.net, params, (sx,)), sy)
         grads = torch.autograd.grad(loss, list(params.values()), create_graph=not model.first_order)
-        params = {k: p - model.inner_lr * g for (k, p), g in zip(params.items(), grads)}
+        params = {k: p - model.inner_lr * g for (k, p), g in zip(params.items(), grads, strict=True)}
     return params
 
 
@@ -75,7 +75,7 @@ def test_second_order_outer_gradient_against_finite_differences(tiny_batch: Epis
     names = [n for n, _ in model.net.named_parameters()]
 
     def outer(*ps: torch.Tensor) -> torch.Tensor:
-        params = dict(zip(names, ps))
+        params = dict(zip(names, ps, strict=True))
         losses = [
             F.cross_entropy(
                 functional_call(model.net, model.adapt(params, tiny_batch.support_x[b], tiny_batch.support_y[b], 2),
@@ -99,7 +99,7 @@ def assert_batched_matches_reference(model: MAML, batch: EpisodeBatch, steps: in
     ref = reference_outer_loss(model, batch, dict(model.net.named_parameters()), steps)
     torch.testing.assert_close(out.loss, ref)
     ref_grads = torch.autograd.grad(ref, list(model.net.parameters()))
-    for (name, p), g in zip(model.net.named_parameters(), ref_grads):
+    for (name, p), g in zip(model.net.named_parameters(), ref_grads, strict=True):
         torch.testing.assert_close(p.grad, g, msg=name)
 
 
@@ -135,11 +135,11 @@ def test_first_order_drops_the_hessian_term(tiny_batch: EpisodeBatch) -> None:
         adapted = {k: v.detach().requires_grad_() for k, v in
                    manual_adapt(fo, params, tiny_batch.support_x[b], tiny_batch.support_y[b], 2).items()}
         loss = F.cross_entropy(functional_call(fo.net, adapted, (tiny_batch.query_x[b],)), tiny_batch.query_y[b])
-        for k, g in zip(adapted, torch.autograd.grad(loss, list(adapted.values()))):
+        for k, g in zip(adapted, torch.autograd.grad(loss, list(adapted.values())), strict=True):
             want[k] += g / B
     for k, p in fo.net.named_parameters():
         torch.testing.assert_close(p.grad, want[k], msg=k)
-    assert any(not torch.allclose(p.grad, q.grad) for p, q in zip(fo.parameters(), so.parameters()))
+    assert any(not torch.allclose(p.grad, q.grad) for p, q in zip(fo.parameters(), so.parameters(), strict=True))
 
 
 def test_eval_mode_uses_eval_inner_steps(tiny_batch: EpisodeBatch) -> None:

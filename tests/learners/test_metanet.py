@@ -27,7 +27,7 @@ STEPS = 60
 def test_preprocess_gradients_matches_rule_and_is_differentiable() -> None:
     g = torch.tensor([3.0, -0.5, 1e-2, -1e-4, 0.0, 5e-4, -2e-3], dtype=torch.float64)
     out = preprocess_gradients(g, p=7.0)
-    for v, (a, b) in zip(g.tolist(), out.tolist()):
+    for v, (a, b) in zip(g.tolist(), out.tolist(), strict=True):
         if abs(v) >= math.exp(-7):
             ref = (math.log(abs(v)) / 7, math.copysign(1.0, v))
         else:

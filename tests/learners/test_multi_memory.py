@@ -109,7 +109,7 @@ def test_memories_are_write_protected_while_decoding(name: str, kw: dict) -> Non
     before = [(m.clone(), m._version) for m in enc.memories]
     q = torch.rand(2, 4, 15, generator=_gen(4), dtype=torch.float64)
     model.decode(enc, q)
-    for m, (value, version) in zip(enc.memories, before):
+    for m, (value, version) in zip(enc.memories, before, strict=True):
         assert m._version == version and torch.equal(m, value)
     both = model.predict(x, y, x[:, :2], n_way=3)
     alone = model.predict(x, y, x[:, 1:2], n_way=3)
@@ -134,7 +134,7 @@ def _naive_predict(model: TwoViewLearner, sx: torch.Tensor, sy: torch.Tensor, qx
             width = max(va.shape[-1], vb.shape[-1]) + 1
             sep = torch.zeros(1, 1, width, dtype=sx.dtype)
             sep[..., -1] = 1
-            pad = lambda v: torch.cat((v, torch.zeros(1, v.shape[1], width - v.shape[-1], dtype=sx.dtype)), -1)  # noqa: E731
+            pad = lambda v, w=width: torch.cat((v, torch.zeros(1, v.shape[1], w - v.shape[-1], dtype=sx.dtype)), -1)  # noqa: E731
             enc = model.core.encode([torch.cat((pad(va), sep, pad(vb)), 1)])
         elif model.concat:
             enc = model.core.encode([torch.cat((va, vb), -1)])
@@ -182,7 +182,7 @@ def test_predict_matches_naive_loop_with_gradients(name: str, kw: dict) -> None:
     weights = torch.rand(2, 3, 2, generator=_gen(7), dtype=torch.float64)
     grads = torch.autograd.grad((got[..., :2] * weights).sum(), [sx, qx, *model.parameters()], allow_unused=True)
     ref_grads = torch.autograd.grad((ref[..., :2] * weights).sum(), [sx, qx, *model.parameters()], allow_unused=True)
-    for g, r in zip(grads, ref_grads):
+    for g, r in zip(grads, ref_grads, strict=True):
         assert (g is None) == (r is None)
         if g is not None:
             assert torch.allclose(g, r, atol=1e-9)

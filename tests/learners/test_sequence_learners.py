@@ -132,7 +132,7 @@ def test_every_write_policy_trains(policy: str, batch) -> None:
     assert sum(float(g.abs().sum()) for g in grads) > 0
     old = [p.detach().clone() for p in model.parameters()]
     opt.step()  # a real optimizer step: the weights move and the loss on this batch drops
-    assert any(not torch.equal(o, p) for o, p in zip(old, model.parameters()))
+    assert any(not torch.equal(o, p) for o, p in zip(old, model.parameters(), strict=True))
     with torch.no_grad():
         assert model(batch).loss < before.detach()
 

@@ -43,7 +43,7 @@ def test_decoder_matches_naive_loop() -> None:
                     cos = []
                     for s in range(S):
                         row = mems[m][b, s].tolist()
-                        dot = sum(k * v for k, v in zip(key, row))
+                        dot = sum(k * v for k, v in zip(key, row, strict=True))
                         cos.append(dot / (math.sqrt(sum(k * k for k in key) + 1e-8) * math.sqrt(sum(v * v for v in row) + 1e-8)))
                     e = [math.exp(beta * v) for v in cos]
                     w = [v / sum(e) for v in e]

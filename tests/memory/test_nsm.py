@@ -48,7 +48,7 @@ def _naive(layer: ProgramLinear, h: torch.Tensor) -> tuple[torch.Tensor, torch.T
             cos = []
             for i in range(P):
                 key = keys[g, i].tolist()
-                dot = sum(a * c for a, c in zip(k, key))
+                dot = sum(a * c for a, c in zip(k, key, strict=True))
                 cos.append(dot / (math.sqrt(sum(a * a for a in k) + 1e-8) * math.sqrt(sum(c * c for c in key) + 1e-8)))
             e = [math.exp(beta * c) for c in cos]
             weights[b, g] = torch.tensor([v / sum(e) for v in e], dtype=torch.float64)
@@ -89,7 +89,7 @@ def test_orthogonality_regulariser_matches_loop() -> None:
         for i in range(P):
             for j in range(i + 1, P):
                 a, c = layer.keys[g, i].tolist(), layer.keys[g, j].tolist()
-                ref += sum(x * y for x, y in zip(a, c)) / (
+                ref += sum(x * y for x, y in zip(a, c, strict=True)) / (
                     math.sqrt(sum(x * x for x in a) + 1e-8) * math.sqrt(sum(y * y for y in c) + 1e-8))
     assert math.isclose(float(layer.orthogonality().detach()), ref, rel_tol=1e-10)
     assert math.isclose(float(program_regulariser(torch.nn.Sequential(layer)).detach()), ref, rel_tol=1e-10)
