@@ -104,8 +104,8 @@ class MANN(SequenceLearner, MemoryInspection, ProgramInspection):
         programs: int = 0, program_options: dict[str, Any] | None = None, spread_labels: bool = False,
     ) -> None:
         super().__init__(n_way, image_shape, encoder, conv_channels, spread_labels)
-        sizes = dict(input_size=self.input_dim, hidden_size=controller_size, slots=slots,
-                     width=width, read_heads=read_heads)
+        sizes: dict[str, Any] = dict(input_size=self.input_dim, hidden_size=controller_size, slots=slots,
+                                     width=width, read_heads=read_heads)
         if core == "lstm_slot":
             sizes.update(policy=policy, policy_options=policy_options, top_k=top_k, key_strength=key_strength)
         elif policy != "lru" or policy_options or top_k is not None:

@@ -123,7 +123,7 @@ def init_state(
         raise ValueError(
             f"init_state: cache_size and hidden_size must be >= 0, got {cache_size}, {hidden_size}"
         )
-    kw = {"device": device, "dtype": dtype}
+    kw: dict[str, Any] = {"device": device, "dtype": dtype}
     memory = torch.full((batch_size, slots, width), MEMORY_INIT, **kw)
     usage = torch.zeros(batch_size, slots, **kw)
     usage[:, 0] = 1.0
