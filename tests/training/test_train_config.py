@@ -173,3 +173,15 @@ def test_validate_cli(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "ok" in capsys.readouterr().out
     assert main(["validate", str(files), "learner.slotz=3"]) == 1
     assert "learner.slotz: unknown key" in capsys.readouterr().err
+
+
+def test_one_split_resolver(files: Path) -> None:
+    # train/val/test mean data.<x>_split everywhere; a null one is an error, not a split named "val"
+    from metamem.config import DataCfg
+    from metamem.validate import check_experiment
+
+    data = DataCfg(train_split="background", val_split=None, test_split="evaluation")
+    assert [data.split_name(s) for s in ("train", "val", "test", "other")] == ["background", None, "evaluation", "other"]
+    cfg = load_config(files, ["data.val_split=null", "eval.split=val", "train.val_every=0"])
+    with pytest.raises(ConfigError, match=r"eval\.split: val names data\.val_split, which is null; set eval\.split"):
+        check_experiment(cfg, source=str(files))
