@@ -19,7 +19,7 @@ queries never see each other. Classes with no present support item get logit ``-
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -86,7 +86,7 @@ class LSTMState(NamedTuple):
 RecurrentState = TypeVar("RecurrentState", bound=tuple)
 
 
-class SequenceLearner(nn.Module, SetPrediction, SequencePrediction, StepwiseSequence, LimitedWays):
+class SequenceLearner(nn.Module, SetPrediction, SequencePrediction, StepwiseSequence, LimitedWays, Generic[RecurrentState]):
     """The base of metamem's sequence learners (they declare :class:`SequencePrediction`).
 
     Subclasses implement :meth:`run` (and :meth:`repeat_state`); everything else, the
@@ -230,7 +230,7 @@ class SequenceLearner(nn.Module, SetPrediction, SequencePrediction, StepwiseSequ
         return logits.masked_fill(~present[:, None, :], float("-inf"))
 
 
-class LSTMLearner(SequenceLearner):
+class LSTMLearner(SequenceLearner[LSTMState]):
     """LSTM baseline of Santoro et al. (2016): the MANN controller without memory.
 
     Args:

@@ -69,7 +69,7 @@ class MANNState(NamedTuple):
     start: int
 
 
-class MANN(SequenceLearner, MemoryInspection, ProgramInspection):
+class MANN(SequenceLearner[MANNState], MemoryInspection, ProgramInspection):
     """Memory-augmented LSTM of Santoro et al. (2016) (see the module docstring).
 
     Args:
