@@ -177,7 +177,7 @@ class MAML(SetLearner):
         Raises:
             ValueError: for another ``n_way`` when the network has no ``nn.Linear`` head.
         """
-        params = dict(self.net.named_parameters())
+        params: dict[str, torch.Tensor] = dict(self.net.named_parameters())
         if self.head_init == "learned" and n_way == self.n_way:
             return params
         if self.head_name is None:
