@@ -24,7 +24,7 @@ import importlib
 import os
 import sys
 import types
-from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from metamem.registry import Registry
 
 __all__ = [
-    "REGISTRIES", "BuilderSpec", "builder_hints", "registry", "manifest_path", "build_manifest", "limited_ways_of",
+    "REGISTRIES", "BuilderSpec", "registry", "manifest_path", "build_manifest", "limited_ways_of",
 ]
 
 #: listable name -> (module that fills the registry, registry attribute)
@@ -100,30 +100,15 @@ def _decode_type(node: Any) -> Any:
     if kind == "literal":
         return Literal[tuple(val)]
     args = tuple(Ellipsis if v == "ellipsis" else _decode_type(v) for v in val)
-    base = {"list": list, "tuple": tuple, "dict": dict}[kind]
+    base: Any = {"list": list, "tuple": tuple, "dict": dict}[kind]
     return base[args] if args else base
-
-
-def builder_hints(builder: Any) -> dict[str, Any]:
-    """The resolved annotations of a builder (a class's ``__init__``, or a function).
-
-    Raises:
-        TypeError: an annotation names something the builder's module does not define or
-            import (a missing import is a bug: its config would go unchecked).
-    """
-    target = builder.__init__ if isinstance(builder, type) else builder
-    try:
-        return get_type_hints(target)
-    except NameError as e:
-        where = f"{getattr(builder, '__module__', '?')}.{getattr(builder, '__qualname__', builder)}"
-        raise TypeError(f"{where}: its type annotations do not resolve ({e}); import that name in its module") from e
 
 
 def spec_of(name: str, builder: Any) -> BuilderSpec:
     """The :class:`BuilderSpec` of a live builder (a function or a class)."""
     import inspect
 
-    from metamem.registry import renames_of
+    from metamem.registry import builder_hints, renames_of
 
     doc = inspect.getdoc(builder) or ""
     return BuilderSpec(name, doc.splitlines()[0] if doc else "", inspect.signature(builder), builder_hints(builder),
@@ -138,6 +123,8 @@ def limited_ways_of(builder: Any) -> bool:
     function)."""
     if isinstance(builder, BuilderSpec):
         return builder.limited_ways
+    from metamem.registry import builder_hints
+
     cls = builder if isinstance(builder, type) else builder_hints(builder).get("return")
     if not isinstance(cls, type):
         return False

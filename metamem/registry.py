@@ -29,7 +29,7 @@ from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
 T = TypeVar("T", bound=Callable[..., Any])
 
 __all__ = [
-    "Registry", "UnknownNameError", "forwards_to", "load_plugins", "renamed_keys", "renames_of", "rename_keys",
+    "Registry", "UnknownNameError", "builder_hints", "forwards_to", "load_plugins", "renamed_keys", "renames_of", "rename_keys",
     "RenamedKeyWarning", "RenamedKeyError",
 ]
 
@@ -204,6 +204,21 @@ def renamed_keys(**renames: str) -> Callable[[T], T]:
     return deco
 
 
+def builder_hints(builder: Any) -> dict[str, Any]:
+    """The resolved annotations of a builder (a class's ``__init__``, or a function).
+
+    Raises:
+        TypeError: an annotation names something the builder's module does not define or
+            import (a missing import is a bug: its config would go unchecked).
+    """
+    target = typing.cast(Any, builder).__init__ if isinstance(builder, type) else builder
+    try:
+        return typing.get_type_hints(target)
+    except NameError as e:
+        where = f"{getattr(builder, '__module__', '?')}.{getattr(builder, '__qualname__', builder)}"
+        raise TypeError(f"{where}: its type annotations do not resolve ({e}); import that name in its module") from e
+
+
 def forwards_to(target: Callable[..., Any], *, drop: tuple[str, ...] = ()) -> Callable[[T], T]:
     """Decorator for a builder that builds some parts itself and passes its other keyword
     arguments on to ``target`` (a class): ``def build(*, n_way, backbone="conv4", **options)``.
@@ -222,8 +237,7 @@ def forwards_to(target: Callable[..., Any], *, drop: tuple[str, ...] = ()) -> Ca
             raise ValueError(f"forwards_to on {_qualname(builder)}: the builder needs **options to forward")
         skip = {p.name for p in kept} | set(drop)
         keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        init = target.__init__ if isinstance(target, type) else target
-        annotations = typing.get_type_hints(init)
+        annotations = builder_hints(target)
         extra = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in inspect.signature(target).parameters.values()
                  if p.kind in keyword and p.name not in skip]
         builder.__signature__ = own.replace(parameters=kept + extra)  # type: ignore[attr-defined]

@@ -29,9 +29,9 @@ from metamem.config import (
     PROTOCOL_NAMES, ConfigError, ExperimentCfg, augment_kwargs, check_value, eval_protocols, origin_of,
     parse_memory_budget, type_name,
 )
-from metamem.manifest import BuilderSpec, builder_hints, limited_ways_of
+from metamem.manifest import BuilderSpec, limited_ways_of
 from metamem.manifest import registry as manifest_registry
-from metamem.registry import Registry, RenamedKeyError, UnknownNameError, rename_keys, renames_of
+from metamem.registry import Registry, RenamedKeyError, UnknownNameError, builder_hints, rename_keys, renames_of
 
 if TYPE_CHECKING:
     from metamem.data.base import ImageDataset

@@ -59,7 +59,7 @@ def test_forwards_to_gives_the_builder_the_target_signature_and_defaults() -> No
     # a builder that makes one part and forwards the rest: every key is seen, defaults once
     import inspect
 
-    from metamem.manifest import builder_hints
+    from metamem.registry import builder_hints
 
     sig = inspect.signature(build)
     assert list(sig.parameters) == ["depth", "width", "mode"]

@@ -121,7 +121,8 @@ def test_validate_against_builders(files: Path, override: str, match: str) -> No
 def test_every_builder_annotation_resolves() -> None:
     # a missing import in a builder's annotations would leave its config unchecked: all resolve
     import metamem.data, metamem.learners, metamem.memory, metamem.optim  # noqa: F401  (fill the registries)
-    from metamem.manifest import REGISTRIES, builder_hints, registry
+    from metamem.manifest import REGISTRIES, registry
+    from metamem.registry import builder_hints
 
     for what in REGISTRIES:
         reg = registry(what)
@@ -130,7 +131,7 @@ def test_every_builder_annotation_resolves() -> None:
 
 
 def test_unresolvable_annotation_is_an_error_naming_the_builder() -> None:
-    from metamem.manifest import builder_hints
+    from metamem.registry import builder_hints
     from metamem.validate import check_builder_kwargs
 
     def build_broken(*, mode: "Literall['a']" = "a") -> None:  # noqa: F821  (the bug under test)
