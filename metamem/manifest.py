@@ -26,7 +26,6 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
-
 if TYPE_CHECKING:
     import inspect
     from pathlib import Path
@@ -58,7 +57,7 @@ class BuilderSpec:
     (A plain class, not a dataclass: this module is imported by every ``metamem`` start.)
     """
 
-    def __init__(self, name: str, doc: str, signature: "inspect.Signature", hints: dict[str, Any],
+    def __init__(self, name: str, doc: str, signature: inspect.Signature, hints: dict[str, Any],
                  builder_name: str = "", renamed: dict[str, str] | None = None,
                  limited_ways: bool = False) -> None:
         self.name, self.doc, self.signature, self.hints = name, doc, signature, hints

@@ -8,7 +8,8 @@ once per training step; ``cosine`` defaults ``T_max`` to ``train.steps``.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 

@@ -24,7 +24,8 @@ import functools
 import inspect
 import typing
 import warnings
-from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T", bound=Callable[..., Any])
 

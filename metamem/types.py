@@ -66,7 +66,7 @@ class SequenceBatch:
     def steps(self) -> int:
         return int(self.y.shape[1])
 
-    def to(self, device: torch.device | str) -> "SequenceBatch":
+    def to(self, device: torch.device | str) -> SequenceBatch:
         return _to(self, device)
 
 
@@ -116,10 +116,10 @@ class EpisodeBatch:
         c, h, w = self.support_x.shape[-3:]
         return int(c), int(h), int(w)
 
-    def to(self, device: torch.device | str) -> "EpisodeBatch":
+    def to(self, device: torch.device | str) -> EpisodeBatch:
         return _to(self, device)
 
-    def select(self, episodes: torch.Tensor | slice) -> "EpisodeBatch":
+    def select(self, episodes: torch.Tensor | slice) -> EpisodeBatch:
         """The sub-batch of the given episodes (index tensor or slice along B)."""
         kw: dict[str, Any] = {}
         for f in fields(self):
@@ -209,6 +209,6 @@ class TwoViewBatch:
     decoder_inputs: torch.Tensor
     targets: torch.Tensor
 
-    def to(self, device: torch.device | str) -> "TwoViewBatch":
+    def to(self, device: torch.device | str) -> TwoViewBatch:
         return TwoViewBatch((self.views[0].to(device), self.views[1].to(device)), self.decoder_inputs.to(device),
                             self.targets.to(device))

@@ -23,11 +23,19 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from metamem.config import (
-    PROTOCOL_NAMES, ConfigError, ExperimentCfg, augment_kwargs, check_value, eval_protocols, origin_of,
-    parse_memory_budget, type_name,
+    PROTOCOL_NAMES,
+    ConfigError,
+    ExperimentCfg,
+    augment_kwargs,
+    check_value,
+    eval_protocols,
+    origin_of,
+    parse_memory_budget,
+    type_name,
 )
 from metamem.manifest import BuilderSpec, limited_ways_of
 from metamem.manifest import registry as manifest_registry
@@ -282,7 +290,7 @@ def _one_line(e: BaseException) -> str:
 
 def validate_data(
     cfg: ExperimentCfg, *, source: str = "config", final_eval: bool = True
-) -> dict[str, "ImageDataset | None"]:
+) -> dict[str, ImageDataset | None]:
     """Load the splits ``train`` will use and check each can provide its episodes.
 
     Args:
@@ -309,13 +317,13 @@ def validate_data(
     origin = lambda key: origin_of(cfg, key, source)  # noqa: E731
     loaded: dict[tuple[str, str], Any] = {}
 
-    def load(split: str, extra: dict[str, Any] | None = None) -> "ImageDataset":
+    def load(split: str, extra: dict[str, Any] | None = None) -> ImageDataset:
         key = (split, repr(sorted((extra or {}).items())))
         if key not in loaded:
             loaded[key] = load_dataset(cfg.data.name, split=split, **{**cfg.data.options, **(extra or {})})
         return loaded[key]
 
-    def check(ds: "ImageDataset", role: str, keys: str, n_way: int, k_shot: int, n_query: int,
+    def check(ds: ImageDataset, role: str, keys: str, n_way: int, k_shot: int, n_query: int,
               within_group: bool) -> None:
         if is_sequence_task(ds):  # a sequence task (two_view_sum) has no episodes to check
             return
@@ -392,7 +400,7 @@ def _check_task_learner(cfg: ExperimentCfg, task: Any, source: str) -> None:
 def check_experiment(
     cfg: ExperimentCfg, *, source: str = "config", data: bool = True, final_eval: bool = True,
     require_learner: bool = True,
-) -> dict[str, "ImageDataset | None"] | None:
+) -> dict[str, ImageDataset | None] | None:
     """Everything ``metamem train`` checks before it writes anything (also ``metamem validate``).
 
     Returns:

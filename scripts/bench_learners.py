@@ -103,7 +103,8 @@ FAMILIES = {
 
 def profile(name: str, steps: int, cache: dict[str, object]) -> None:
     """Print the share of a ``before`` step's self CPU time per operator family."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile  # noqa: PLC0415
+    from torch.profiler import ProfilerActivity  # noqa: PLC0415
+    from torch.profiler import profile as torch_profile
 
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         per_episode(name, steps, 1, False, True, cache)

@@ -150,7 +150,8 @@ def bench(batch_size: int, steps: int, warmup: int, compile_: bool, device: str 
 def profile(batch_size: int, steps: int, programs: int, top: int = 12) -> None:
     """torch.profiler's busiest operators (self CPU time) over ``steps`` training steps of MANN
     and of NUTM (``programs`` per head), after one warm-up step each."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     ds = load_dataset("synthetic", num_classes=60, per_class=20, image_size=IMAGE, seed=0)
     sampler = EpisodeSampler(ds, n_way=N_WAY, k_shot=K_SHOT, n_query=0, batch_size=batch_size, seed=0)

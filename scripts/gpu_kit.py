@@ -216,7 +216,7 @@ class _Stream:
     def __init__(self, paths: list[Path]) -> None:
         self.paths, self.i, self.f = paths, 0, None
 
-    def __enter__(self) -> "_Stream":
+    def __enter__(self) -> _Stream:
         return self
 
     def __exit__(self, *exc: object) -> None:

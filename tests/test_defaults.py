@@ -8,8 +8,8 @@ import inspect
 import metamem
 from metamem.config import EVAL_DEFAULTS, PROTOCOL_NAMES, EvalCfg, config_to_dict
 from metamem.evaluation import Protocol
-from metamem.evaluation.sweeps import DEFAULT_EVAL, OVERRIDE_KEYS
 from metamem.evaluation.scoring import SCORINGS
+from metamem.evaluation.sweeps import DEFAULT_EVAL, OVERRIDE_KEYS
 from metamem.validate import EVAL_PROTOCOLS
 
 

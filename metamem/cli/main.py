@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 #: command name -> module under metamem.cli
 COMMANDS: dict[str, str] = {

@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from metamem.config import load_config
-    from metamem.training import train
     from metamem.runs import load_checkpoint, restore_global_rng
+    from metamem.training import train
 
     apply_threads(args.threads)
     overrides = list(args.overrides)

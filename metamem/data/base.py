@@ -7,8 +7,9 @@ exactly what the GPU-batched :class:`~metamem.episodes.EpisodeSampler` gathers f
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -22,7 +23,7 @@ class DatasetError(ValueError):
 
 
 #: Registered dataset builders: ``builder(split=..., **options) -> ImageDataset``.
-DATASETS: Registry[Callable[..., "ImageDataset"]] = Registry("dataset")
+DATASETS: Registry[Callable[..., ImageDataset]] = Registry("dataset")
 
 
 @dataclass
@@ -103,7 +104,7 @@ class ImageDataset:
         """int64 ``[num_classes]``: images per class."""
         return torch.bincount(self.labels, minlength=self.num_classes)
 
-    def subset(self, class_ids: Sequence[int], split: str | None = None) -> "ImageDataset":
+    def subset(self, class_ids: Sequence[int], split: str | None = None) -> ImageDataset:
         """A new dataset holding only ``class_ids`` (relabelled 0.. in the given order)."""
         ids = torch.as_tensor(list(class_ids), dtype=torch.int64)
         remap = torch.full((self.num_classes,), -1, dtype=torch.int64)

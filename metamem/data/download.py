@@ -26,9 +26,9 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from metamem.data.base import DatasetError
-from metamem.files import make_readable
 from metamem.data.paths import data_root
 from metamem.data.sources import file_md5
+from metamem.files import make_readable
 
 __all__ = [
     "DownloadError",

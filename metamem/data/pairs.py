@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Protocol, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ class PairDataset(Protocol):
     def __getitem__(self, index: int) -> Any: ...
 
 
-Label = Union[int, str]
+Label = int | str
 
 
 def _label(raw: Any, i: int) -> Label:

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metamem.data.base import DatasetError
-from metamem.files import make_readable
 from metamem.data.paths import bundled_dir, data_root
 from metamem.data.sources import _is_image
+from metamem.files import make_readable
 
 __all__ = [
     "FULL_SETS",

@@ -31,8 +31,9 @@ Shapes follow :mod:`metamem.types` (B episodes, C/H/W image).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F

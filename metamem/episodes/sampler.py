@@ -25,8 +25,9 @@ import functools
 import operator
 import os
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -35,8 +36,7 @@ from metamem.data.base import ImageDataset
 from metamem.data.staged import StagedImages
 from metamem.device import resolve_device
 from metamem.episodes.augment import AffineAugment
-from metamem.rng import KEY_BITS, keys_from_mix, keys_from_mix_into, position_mix
-from metamem.rng import M31
+from metamem.rng import KEY_BITS, M31, keys_from_mix, keys_from_mix_into, position_mix
 from metamem.types import EpisodeBatch
 
 __all__ = [
@@ -118,7 +118,7 @@ class ClassTable:
         return self._mixes[key]
 
     @classmethod
-    def from_dataset(cls, dataset: ImageDataset, device: torch.device) -> "ClassTable":
+    def from_dataset(cls, dataset: ImageDataset, device: torch.device) -> ClassTable:
         labels = dataset.labels
         counts = torch.bincount(labels, minlength=dataset.num_classes)
         order = torch.argsort(labels, stable=True)
@@ -343,7 +343,7 @@ class _DrawAhead:
         self.keys = self.classes = self.samples = self.flat = None
         self.cursor = 0
 
-    def take(self, keys: torch.Tensor, sampler: "EpisodeSampler") -> tuple[torch.Tensor, torch.Tensor] | None:
+    def take(self, keys: torch.Tensor, sampler: EpisodeSampler) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(classes [B, N], flat indices)`` of ``keys`` if they are the next keys drawn ahead,
         else None (see :meth:`EpisodeSampler._assemble` for the flat layout)."""
         if self.keys is None:
@@ -362,7 +362,7 @@ class _DrawAhead:
             return self.classes[c : c + b], self.flat[c // b]
         return self.classes[c : c + b], sampler._layout(self.samples[c : c + b], 1)[0]
 
-    def refill(self, keys: torch.Tensor, sampler: "EpisodeSampler") -> tuple[torch.Tensor, torch.Tensor]:
+    def refill(self, keys: torch.Tensor, sampler: EpisodeSampler) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``keys`` (just taken from the generator) and the keys of the batches after them."""
         b = keys.shape[0]
         row = sampler.table.mix(sampler.n_way).shape[0]

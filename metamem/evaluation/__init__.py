@@ -18,8 +18,8 @@ from metamem.evaluation.compare import (
 from metamem.evaluation.metrics import mean_ci95, mean_t95, presentation_accuracy
 from metamem.evaluation.protocol import Fingerprint, Protocol, ProtocolError
 from metamem.evaluation.report import read_results, to_csv, to_markdown, write_results
-from metamem.evaluation.sweeps import parse_sweep, sweep
 from metamem.evaluation.scoring import EvalResult, Score, evaluate, score_sequence, score_set
+from metamem.evaluation.sweeps import parse_sweep, sweep
 from metamem.evaluation.user_episodes import (
     EpisodeInputError,
     Predictions,

@@ -86,7 +86,7 @@ class FeatureMemo:
         )
 
 
-_MEMOS: "weakref.WeakKeyDictionary[Any, tuple[tuple, FeatureMemo]]" = weakref.WeakKeyDictionary()
+_MEMOS: weakref.WeakKeyDictionary[Any, tuple[tuple, FeatureMemo]] = weakref.WeakKeyDictionary()
 
 
 def _state_key(learner: Any, split: torch.Tensor, device: torch.device, dtype: torch.dtype) -> tuple:

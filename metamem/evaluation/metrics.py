@@ -12,7 +12,7 @@ interval is undefined and reported as ``nan`` (``null`` in JSON).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

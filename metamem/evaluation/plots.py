@@ -16,8 +16,9 @@ from __future__ import annotations
 import io
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from metamem.evaluation.compare import PairedDifference
 from metamem.evaluation.scoring import EvalResult

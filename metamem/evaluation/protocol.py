@@ -17,16 +17,17 @@ the same sequence order.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from metamem.config import DEFAULT_K_SHOT, DEFAULT_N_WAY
 from metamem.config import EVAL_DEFAULTS as _EV
 from metamem.data.base import ImageDataset
-from metamem.rng import episode_keys_from_seed
 from metamem.episodes.sampler import EpisodeSampler, EpisodeSpecError
+from metamem.rng import episode_keys_from_seed
 from metamem.types import EpisodeBatch
 
 __all__ = ["Protocol", "ProtocolError", "Fingerprint", "FINGERPRINT_VERSION"]
@@ -77,7 +78,7 @@ class Protocol:
             raise ProtocolError(f"protocol seed must be an integer, got {self.seed!r}")
 
     @classmethod
-    def for_dataset(cls, dataset: ImageDataset, **kwargs: Any) -> "Protocol":
+    def for_dataset(cls, dataset: ImageDataset, **kwargs: Any) -> Protocol:
         """A protocol on ``dataset`` (its name and split are recorded)."""
         return cls(dataset=dataset.name, split=dataset.split, **kwargs)
 
@@ -93,7 +94,7 @@ class Protocol:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Protocol":
+    def from_dict(cls, d: dict[str, Any]) -> Protocol:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 

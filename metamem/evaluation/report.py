@@ -12,8 +12,9 @@ import json
 import math
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from metamem.evaluation.scoring import EvalResult
 from metamem.files import write_text

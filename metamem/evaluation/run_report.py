@@ -12,8 +12,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from metamem.evaluation.metrics import unseen_label_guess
 from metamem.evaluation.plots import _figure, _save, accuracy_axes, plot_per_presentation

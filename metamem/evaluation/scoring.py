@@ -38,9 +38,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,14 +53,17 @@ from metamem.config import parse_memory_budget as _parse_budget
 from metamem.data.base import ImageDataset
 from metamem.data.two_view_sum import is_sequence_task
 from metamem.device import resolve_device
-from metamem.learners.capabilities import (
-    MemoryInspection, RunningSetPrediction, SequencePrediction, SetPrediction,
-)
+from metamem.episodes.variable import VariableEpisodeBatch, VariableEpisodeSampler, VariableSpec
 from metamem.evaluation.features import FeatureMemo, feature_memo_for, supports_feature_reuse
 from metamem.evaluation.metrics import mean_ci95, presentation_accuracy
 from metamem.evaluation.protocol import Fingerprint, Protocol, ProtocolError
 from metamem.evaluation.variable import describe_spec, fingerprint_variable, variable_spec
-from metamem.episodes.variable import VariableEpisodeBatch, VariableEpisodeSampler, VariableSpec
+from metamem.learners.capabilities import (
+    MemoryInspection,
+    RunningSetPrediction,
+    SequencePrediction,
+    SetPrediction,
+)
 from metamem.types import EpisodeBatch, SequenceBatch
 
 __all__ = [
@@ -332,7 +336,7 @@ class Score:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Score":
+    def from_dict(cls, d: dict[str, Any]) -> Score:
         pe = torch.tensor(d["per_episode"], dtype=torch.float64)
         ppe = None
         if d.get("per_presentation_episode") is not None:  # [E, P], null where no such step
@@ -453,7 +457,7 @@ class EvalResult:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EvalResult":
+    def from_dict(cls, d: dict[str, Any]) -> EvalResult:
         return cls(
             protocol=Protocol.from_dict(d["protocol"]),
             fingerprint=d["fingerprint"],

@@ -15,12 +15,20 @@ from __future__ import annotations
 import json
 import os
 import types
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence, Union, get_args, get_origin, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from metamem.config import (
-    EVAL_DEFAULTS, EvalCfg, ExperimentCfg, check_value, config_to_dict, eval_protocols, parse_overrides, type_name,
+    EVAL_DEFAULTS,
+    EvalCfg,
+    ExperimentCfg,
+    check_value,
+    config_to_dict,
+    eval_protocols,
+    parse_overrides,
+    type_name,
 )
 from metamem.data.base import ImageDataset
 from metamem.data.two_view_sum import SEQUENCE_TASKS

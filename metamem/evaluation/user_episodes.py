@@ -29,8 +29,8 @@ from PIL import Image
 from metamem.data.base import ImageDataset
 from metamem.data.folder import nfc_names
 from metamem.data.sources import IMAGE_EXTENSIONS, image_to_array
-from metamem.learners.capabilities import SetPrediction
 from metamem.evaluation.scoring import _learner_device, learner_name
+from metamem.learners.capabilities import SetPrediction
 from metamem.types import EpisodeBatch
 
 __all__ = [
@@ -74,7 +74,7 @@ class Preprocess:
         return (1 if self.mode == "L" else 3, *self.size)
 
     @classmethod
-    def like(cls, dataset: ImageDataset) -> "Preprocess":
+    def like(cls, dataset: ImageDataset) -> Preprocess:
         """The preprocessing of ``dataset``: channels and size from its images, inversion and
         resampling from ``dataset.info`` (keys ``invert``/``resample``, also looked up under
         ``info["preprocess"]``); Omniglot is inverted when its info does not say."""

@@ -17,7 +17,6 @@ property in train mode. Without it, only eval mode is checked.
 from __future__ import annotations
 
 from collections.abc import Callable
-
 from typing import Any
 
 import torch

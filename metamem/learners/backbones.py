@@ -16,7 +16,7 @@ always normalises with the statistics of the batch it sees (see :mod:`metamem.le
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

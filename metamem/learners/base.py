@@ -13,7 +13,8 @@ experiment config (``metamem validate`` checks them against the builder's signat
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 from torch import nn
 

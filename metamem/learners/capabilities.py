@@ -99,7 +99,7 @@ class SequencePrediction(Protocol):
 class MemoryInspection(Protocol):
     """Shows what its memory did: read and write weights of every step."""
 
-    def memory_trace(self, seq: SequenceBatch) -> "MemoryTrace":
+    def memory_trace(self, seq: SequenceBatch) -> MemoryTrace:
         """The memory trace of ``seq`` (read/write weights ``[B, T, R, S]``), no gradients needed."""
         ...
 

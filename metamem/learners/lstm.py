@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from metamem.learners.base import LEARNERS
-from metamem.registry import forwards_to
 from metamem.learners.capabilities import LimitedWays, SequencePrediction, SetPrediction, StepwiseSequence
+from metamem.registry import forwards_to
 from metamem.rng import random_keys
 from metamem.types import NO_LABEL, EpisodeBatch, LearnerOutput, SequenceBatch
 

@@ -50,7 +50,8 @@ present item gets logit ``-inf``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -60,8 +61,8 @@ from torch.func import functional_call, grad, vmap
 from metamem.learners._common import mask_absent, present_classes, support_onehot
 from metamem.learners.backbones import build_trunk
 from metamem.learners.base import LEARNERS
-from metamem.registry import forwards_to
 from metamem.learners.capabilities import SetLearner
+from metamem.registry import forwards_to
 
 __all__ = ["MAML", "build_maml"]
 

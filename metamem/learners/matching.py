@@ -20,7 +20,6 @@ f' and g' share one backbone. The paper found FCE helps on mini-ImageNet, not Om
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn

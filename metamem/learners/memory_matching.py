@@ -50,9 +50,9 @@ from metamem.learners._common import (
     present_classes,
     support_onehot,
 )
+from metamem.learners.backbones import build_trunk
 from metamem.learners.base import LEARNERS
 from metamem.learners.capabilities import AnyWay, EmbeddingLearner
-from metamem.learners.backbones import build_trunk
 from metamem.learners.metanet import check_set_inputs
 from metamem.memory import WRITE_POLICIES, CachedUniformWrite, MemoryState, SlotMemory
 from metamem.memory.state import check_positive

@@ -30,7 +30,8 @@ Asynchronous Two-view Sequential Learning", KDD 2018 (arXiv:1802.00662).
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from metamem.learners._common import class_means, mask_absent, present_classes, support_onehot
-from metamem.learners.capabilities import AnyWay, EmbeddingLearner
 from metamem.learners.base import BACKBONES, LEARNERS
+from metamem.learners.capabilities import AnyWay, EmbeddingLearner
 
 __all__ = ["ProtoNet", "build_protonet"]
 

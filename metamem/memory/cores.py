@@ -17,7 +17,8 @@ Learners choose one with a YAML key (``learner.core: ntm`` on MANN).
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 

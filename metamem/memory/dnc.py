@@ -59,12 +59,12 @@ class DNCState(NamedTuple):
     link: torch.Tensor
     precedence: torch.Tensor
 
-    def select(self, index: torch.Tensor | slice | int) -> "DNCState":
+    def select(self, index: torch.Tensor | slice | int) -> DNCState:
         if isinstance(index, int):
             index = slice(index, index + 1)
         return DNCState(*(f[index] for f in self))
 
-    def detach(self) -> "DNCState":
+    def detach(self) -> DNCState:
         return DNCState(*(f.detach() for f in self))
 
 

@@ -26,7 +26,8 @@ Asynchronous Two-view Sequential Learning", KDD 2018 (arXiv:1802.00662).
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import nn

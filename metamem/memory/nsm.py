@@ -32,7 +32,7 @@ Reference: H. Le, T. Tran, S. Venkatesh, "Neural Stored-program Memory", ICLR 20
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn

@@ -23,7 +23,8 @@ At a step that does not write, memory and usage carry over, the write weights ar
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 #: Write rules by name: ``builder(*, slots, width, read_heads, hidden_size, **options)``.
-WRITE_POLICIES: Registry[Callable[..., "WritePolicy"]] = Registry("write policy")
+WRITE_POLICIES: Registry[Callable[..., WritePolicy]] = Registry("write policy")
 
 
 class WritePolicy(nn.Module):

@@ -50,16 +50,16 @@ class MemoryState(NamedTuple):
     def batch_size(self) -> int:
         return int(self.memory.shape[0])
 
-    def select(self, index: torch.Tensor | slice | int) -> "MemoryState":
+    def select(self, index: torch.Tensor | slice | int) -> MemoryState:
         """The state of the episodes ``index`` (a slice, an int or an index tensor)."""
         if isinstance(index, int):
             index = slice(index, index + 1)
         return MemoryState(*(f[index] for f in self))
 
-    def to(self, device: torch.device | str) -> "MemoryState":
+    def to(self, device: torch.device | str) -> MemoryState:
         return MemoryState(*(f.to(device) for f in self))
 
-    def detach(self) -> "MemoryState":
+    def detach(self) -> MemoryState:
         """The same values cut from the autograd graph (truncated backprop between chunks)."""
         return MemoryState(*(f.detach() for f in self))
 

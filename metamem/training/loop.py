@@ -31,10 +31,11 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,13 +48,23 @@ from metamem.device import resolve_device
 from metamem.episodes import EpisodeSampler, build_augment
 from metamem.evaluation import evaluate
 from metamem.files import (
-    LOCK_NAME, WriteError, kill_point, lock_directory, remove_orphan_temps, write_text,
+    LOCK_NAME,
+    WriteError,
+    kill_point,
+    lock_directory,
+    remove_orphan_temps,
+    write_text,
 )
 from metamem.learners import build_learner
 from metamem.learners.capabilities import SequencePrediction
 from metamem.optim import build_optimizer, build_scheduler
 from metamem.training.distributed import (
-    DistInfo, all_reduce_, barrier, init_distributed, rank_seed, shutdown,
+    DistInfo,
+    all_reduce_,
+    barrier,
+    init_distributed,
+    rank_seed,
+    shutdown,
 )
 from metamem.validate import check_experiment
 
@@ -197,9 +208,9 @@ class TrainState:
     sched: Any
     scaler: torch.amp.GradScaler
     sampler: EpisodeSampler
-    acc: "_Accum"
-    validator: "Validator | None"
-    sink: "_Sink"
+    acc: _Accum
+    validator: Validator | None
+    sink: _Sink
     image_shape: list[int]
     splits: dict[str, Any]
     start: int = 0

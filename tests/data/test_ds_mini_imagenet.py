@@ -120,8 +120,9 @@ def test_real_test_split_from_the_shared_zip(tmp_path: Path) -> None:
     assert ds.class_counts().tolist() == [600] * 20
     assert ds.images.dtype == torch.uint8 and 60 < ds.images.float().mean() < 200
     with zipfile.ZipFile(SHARED_MINI / "test.zip") as z:  # first image of the first class
-        from PIL import Image
         import io
+
+        from PIL import Image
         first = sorted(f for f, w in read_split_csv(bundled_dir("mini_imagenet", "test.csv"))
                        if w == ds.class_names[0])[0]
         ref = np.asarray(Image.open(io.BytesIO(z.read(f"images/{first}"))).convert("RGB"))

@@ -17,8 +17,8 @@ import sys
 import tempfile
 import textwrap
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -33,7 +33,7 @@ from metamem.data.folder import read_card
 from metamem.data.mini_imagenet import restricted_pickle_load
 from metamem.data.sources import ZipSource, decode_images
 from metamem.evaluation.user_episodes import EpisodeInputError, Preprocess
-from metamem.runs import CheckpointError, FORMAT, load_checkpoint, save_checkpoint
+from metamem.runs import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from metamem.validate import validate_config
 
 SEED = 20261203

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metamem import EpisodeSampler, EpisodeSpecError, ImageDataset, NO_LABEL
+from metamem import NO_LABEL, EpisodeSampler, EpisodeSpecError, ImageDataset
 from metamem.rng import episode_keys_from_seed, hash31, random_keys
 
 

@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metamem import EpisodeSampler, ImageDataset
-from metamem.rng import keys_from_mix, keys_from_mix_into, position_mix, random_keys
 from metamem.episodes.sampler import (
     _AHEAD_VALUES,
     _SORT_ROWS_UP_TO,
@@ -19,6 +18,7 @@ from metamem.episodes.sampler import (
     fused_hash,
     topk_indices,
 )
+from metamem.rng import keys_from_mix, keys_from_mix_into, position_mix, random_keys
 
 
 def _uneven_grouped(shuffle: bool) -> ImageDataset:

@@ -16,8 +16,8 @@ import torch
 from eval_learners import NearestNeighbourLearner, PredictOnly
 
 from metamem import evaluate
-from metamem.data import load_dataset
 from metamem.config import EvalCfg, parse_memory_budget
+from metamem.data import load_dataset
 from metamem.evaluation.protocol import ProtocolError
 from metamem.evaluation.scoring import images_per_call, sequence_path
 from metamem.learners import build_learner

@@ -16,10 +16,9 @@ from PIL import Image
 
 import metamem
 from metamem.cli.main import main
-from metamem.config import ConfigError
+from metamem.config import ConfigError, config_from_dict, eval_protocols
 from metamem.data import DatasetError, ImageDataset
 from metamem.data.stats import compare_pixel_stats, pixel_stats
-from metamem.config import config_from_dict, eval_protocols
 from metamem.evaluation.sweeps import parse_sweep, plan_sweep
 from metamem.evaluation.trained_run import DataMismatchWarning, Run
 

@@ -13,9 +13,9 @@ from eval_learners import (
     coded_dataset,
 )
 
-from metamem.rng import episode_keys_from_seed
 from metamem.episodes.sampler import EpisodeSampler
 from metamem.evaluation import Protocol, ProtocolError, evaluate
+from metamem.rng import episode_keys_from_seed
 
 KW = dict(n_way=5, k_shot=2, n_query=3, episodes=23, seed=7)
 

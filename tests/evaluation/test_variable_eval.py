@@ -13,9 +13,9 @@ from eval_learners import NearestNeighbourLearner, patch_load_run
 from metamem.cli.main import main
 from metamem.data import load_dataset
 from metamem.episodes.variable import VariableEpisodeSampler, VariableSpec
-from metamem.evaluation.sweeps import parse_sweep
 from metamem.evaluation.protocol import Protocol, ProtocolError
 from metamem.evaluation.scoring import evaluate
+from metamem.evaluation.sweeps import parse_sweep
 from metamem.learners import build_learner
 
 SPEC = {"min_ways": 3, "max_ways": 8, "max_support": 25, "max_support_per_class": 6, "max_query": 4}

@@ -11,10 +11,10 @@ import pytest
 from eval_learners import NearestNeighbourLearner, patch_load_run
 
 from metamem.cli.main import main
-from metamem.evaluation import parse_sweep, sweep
 from metamem.config import config_from_dict
-from metamem.runs import dataset_for
+from metamem.evaluation import parse_sweep, sweep
 from metamem.evaluation.protocol import Protocol
+from metamem.runs import dataset_for
 
 DATA = {"name": "omniglot", "train_split": "background_small1", "val_split": None,
         "test_split": "background_small1", "options": {"image_size": 8, "rotations": True}}

@@ -8,15 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 import torch
 import yaml
+from PIL import Image
 
+from metamem import load_run
 from metamem.evaluation import parse_sweep, sweep
 from metamem.evaluation.plots import learning_curve, plot_learning_curves
-from metamem import load_run
-from metamem.training import train
 from metamem.runs import load_checkpoint, read_metrics
+from metamem.training import train
 from metamem.training.export import ExportError, export_run
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from metamem import load_run
 from metamem.cli.main import main
 from metamem.config import ConfigError
 from metamem.files import LOCK_NAME, WriteError, atomic_write
-from metamem import load_run
 from metamem.runs import CheckpointError, load_checkpoint, read_metrics, save_checkpoint
 from metamem.training import train
 from metamem.training.loop import ThreadsChanged

@@ -10,11 +10,10 @@ import pytest
 import torch
 import yaml
 
-from metamem.config import ConfigError
-from metamem.cli.main import main
-from metamem.learners.lstm import LSTMLearner
 from metamem import load_run
-from metamem.config import config_from_dict
+from metamem.cli.main import main
+from metamem.config import ConfigError, config_from_dict
+from metamem.learners.lstm import LSTMLearner
 from metamem.runs import load_checkpoint, read_metrics
 from metamem.training import CheckpointError, TrainingError, train
 from metamem.training.loop import TIMING_KEYS

@@ -12,9 +12,9 @@ import pytest
 from metamem.cli.main import main
 from metamem.config import ConfigError, load_config
 from metamem.data import DATASETS, ImageDataset, load_dataset  # (builder annotations resolve in module scope)
-from metamem.training import CheckpointError, train
 from metamem.files import remove_orphan_temps
 from metamem.runs import read_metrics
+from metamem.training import CheckpointError, train
 from metamem.training.loop import TIMING_KEYS
 from metamem.validate import check_experiment, validate_config
 

@@ -96,7 +96,7 @@ def test_train_on_the_sum_task_and_resume_exactly(name: str, tmp_path: Path) -> 
     half = load_config(EXPERIMENTS / f"{name}.yaml", [*TINY, "train.steps=3"])
     torch.manual_seed(0)
     train(half, tmp_path / "half", progress=False, final_eval=False)
-    from metamem.runs import restore_global_rng, load_checkpoint
+    from metamem.runs import load_checkpoint, restore_global_rng
 
     restore_global_rng(load_checkpoint(tmp_path / "half", which="last"))
     more = load_config(tmp_path / "half" / "config.yaml", ["train.steps=6"])
