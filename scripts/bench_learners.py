@@ -26,7 +26,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -76,7 +76,7 @@ def per_episode(name: str, steps: int, warmup: int, channels_last: bool, textboo
     sampler = EpisodeSampler(ds, n_way=ep.n_way, k_shot=ep.k_shot, n_query=ep.n_query,  # type: ignore[arg-type]
                              batch_size=ep.batch_size, seed=0)
     learner.train()
-    with textbook_order() if textbook else _nothing():
+    with textbook_order() if textbook else nullcontext():
         for i in range(warmup + steps):
             if i == warmup:
                 c0 = time.process_time()
@@ -85,11 +85,6 @@ def per_episode(name: str, steps: int, warmup: int, channels_last: bool, textboo
             out.loss.backward()
             opt.step()
     return (time.process_time() - c0) / (steps * ep.batch_size)
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 #: operator families of a Conv-4 step, by the start of their aten names (``--profile``)

@@ -38,6 +38,7 @@ import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import yaml
@@ -61,9 +62,9 @@ class Job:
     export: Path | None = None
     rescore: dict[str, list[str]] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def steps(self) -> int:
-        """Target step count: the config's ``train.steps`` after the job's overrides."""
+        """Target step count: the config's ``train.steps`` after the job's overrides (read once)."""
         cfg = load_config(self.config, self.overrides)
         return int(cfg.train.steps)
 
