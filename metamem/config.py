@@ -143,6 +143,11 @@ class TrainCfg:
     CPU about 20% on a Conv-4 training step at 84x84 (docs/benchmarks.md); results equal
     the NCHW ones up to float rounding.
 
+    ``snapshot_every`` (steps, 0 = off) keeps the weights at every multiple in
+    ``checkpoints/step_<step>.pt`` (weights and config only, no optimizer state), so that a
+    learning curve can be scored on the test protocol afterwards
+    (``scripts/time_to_accuracy.py``); ``last.pt`` and ``best.pt`` are unaffected.
+
     ``init_from`` starts the learner from the weights of another run (its directory, whose
     ``checkpoints/best.pt`` else ``last.pt`` is read, or a checkpoint file; a relative path
     is relative to the working directory): a warm start, e.g. a curriculum from 5-way to
@@ -160,6 +165,7 @@ class TrainCfg:
     val_episodes: int = 100
     log_every: int = 10
     checkpoint_every: int = 500
+    snapshot_every: int = 0
     amp: bool = False
     amp_dtype: str = "float16"
     channels_last: bool = False

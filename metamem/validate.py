@@ -454,6 +454,7 @@ def _check_numbers(cfg: ExperimentCfg, source: str) -> None:
         ("train.steps", tr.steps, 1), ("train.log_every", tr.log_every, 1),
         ("train.val_every", tr.val_every, 0), ("train.val_episodes", tr.val_episodes, 1),
         ("train.checkpoint_every", tr.checkpoint_every, 0),
+        ("train.snapshot_every", tr.snapshot_every, 0),
         ("eval.n_query", ev.n_query, 0), ("eval.episodes", ev.episodes, 1),
         ("eval.batch_size", ev.batch_size, 1),
     ]

@@ -380,11 +380,16 @@ def validate(run: TrainState, step: int) -> None:
 
 
 def checkpoint(run: TrainState, step: int) -> None:
-    """Every ``checkpoint_every`` steps (and at the last): write ``last.pt``."""
-    every = run.cfg.train.checkpoint_every
+    """Every ``checkpoint_every`` steps (and at the last): write ``last.pt``; every
+    ``snapshot_every`` steps: keep the weights in ``step_<step>.pt``."""
+    every, snap = run.cfg.train.checkpoint_every, run.cfg.train.snapshot_every
     if (every and step % every == 0) or step == run.cfg.train.steps:
         run.acc.check(step, run.info, run.last_good)
         save(run, "last.pt", step)
+    if snap and step % snap == 0 and run.writer is not None and run.info.is_main:
+        ck.save_checkpoint(run.writer / "checkpoints" / f"step_{step:06d}.pt", {
+            "config": run.conf, "learner": run.cfg.learner.name, "image_shape": run.image_shape,
+            "step": step, "best_val": run.best, "model": run.learner.state_dict()})
 
 
 def finish(run: TrainState, final_eval: bool) -> TrainResult:
