@@ -6,7 +6,7 @@ An experiment file is a small delta over at most one base file::
     learner: {name: mann, policy: lru}
     train: {steps: 2000}
 
-Loading (:func:`load_config`) goes: read the file with :func:`metamem.safe_yaml.safe_load`
+Loading (:func:`load_config`) goes: read the file with :func:`metamem.safe_yaml.load_file`
 (``yaml.safe_load`` that also refuses duplicate keys and alias bombs); merge it over
 its base (dicts merge key by key; a ``learner``/``optimizer``/``scheduler`` section that
 names a *different* ``name`` than the base replaces the base section instead, so kwargs of
@@ -361,13 +361,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} not found")
     try:
-        data = safe_yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+        data = safe_yaml.load_file(path)
     except safe_yaml.YamlError as e:
-        raise ConfigError(f"{path}: {e}") from None
-    except (yaml.YAMLError, RecursionError, ValueError, OverflowError) as e:
-        raise ConfigError(safe_yaml.shorten(f"{path}: not valid YAML: {e}")) from None
+        raise ConfigError(str(e)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

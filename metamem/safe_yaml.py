@@ -9,15 +9,18 @@
 - **self-referencing aliases** (``&d {options: *d}``).
 
 Every error is one :class:`YamlError` line of at most :data:`MAX_MESSAGE` characters.
+:func:`load_file` reads a UTF-8 file and names it in every error (configs, dataset cards).
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["YamlError", "safe_load", "MAX_NODES", "MAX_MESSAGE", "shorten"]
+__all__ = ["YamlError", "safe_load", "load_file", "MAX_NODES", "MAX_MESSAGE", "shorten"]
 
 #: most values (scalars, lists, mappings) a document may expand to; a config is a few dozen.
 MAX_NODES = 100_000
@@ -120,3 +123,21 @@ def safe_load(text: str, *, max_nodes: int = MAX_NODES) -> Any:
         raise YamlError("nested too deeply (more than a thousand levels)") from None
     finally:
         loader.dispose()
+
+
+def load_file(path: str | os.PathLike[str], *, max_nodes: int = MAX_NODES) -> Any:
+    """:func:`safe_load` of a UTF-8 text file, every error naming the file.
+
+    Raises:
+        YamlError: one line ``<path>: ...``: the file is not UTF-8 text (the byte at fault),
+            not YAML, or refused by :func:`safe_load`.
+        OSError: the file cannot be read (the caller says what it expected there).
+    """
+    try:
+        return safe_load(Path(path).read_text(encoding="utf-8"), max_nodes=max_nodes)
+    except UnicodeDecodeError as e:
+        raise YamlError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+    except YamlError as e:
+        raise YamlError(f"{path}: {e}") from None
+    except (yaml.YAMLError, RecursionError, ValueError, OverflowError) as e:
+        raise YamlError(shorten(f"{path}: not valid YAML: {e}")) from None

@@ -11,7 +11,7 @@ import pytest
 from metamem.config import ConfigError, load_config
 from metamem.data.base import DatasetError
 from metamem.data.folder import read_card
-from metamem.safe_yaml import MAX_MESSAGE, YamlError, safe_load
+from metamem.safe_yaml import MAX_MESSAGE, YamlError, load_file, safe_load
 
 
 def _list_bomb(depth: int) -> str:
@@ -82,3 +82,24 @@ def test_plain_yaml_loads_as_safe_load_does() -> None:
     text = "a: [1, 2.5, null, true, '3']\nb: {c: &x {d: 1}, e: *x}\nf: 2026-12-07\n"
     assert safe_load(text) == yaml.safe_load(text)
     assert safe_load("") is None
+
+
+def test_load_file_names_the_file_in_every_error_config_and_card_alike(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("a: 1\n", encoding="utf-8")
+    assert load_file(good) == {"a": 1}
+    cases = {
+        "latin1": (b"name: caf\xe9\n", r"not UTF-8 text \(byte 9\); save the file as UTF-8"),
+        "broken": (b"a: [1, 2\n", r"not valid YAML: "),
+        "dup": (b"a: 1\na: 2\n", r"line 2: duplicate key 'a'"),
+    }
+    for name, (raw, msg) in cases.items():
+        (tmp_path / f"{name}.yaml").write_bytes(raw)
+        with pytest.raises(YamlError, match=rf"{name}\.yaml: {msg}"):
+            load_file(tmp_path / f"{name}.yaml")
+        with pytest.raises(ConfigError, match=rf"{name}\.yaml: {msg}"):
+            load_config(tmp_path / f"{name}.yaml")
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "card.yaml").write_bytes(raw)
+        with pytest.raises(DatasetError, match=rf"{name}/card\.yaml: {msg}"):
+            read_card(tmp_path / name)

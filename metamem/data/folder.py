@@ -7,7 +7,7 @@
       cat/ 001.png 002.png ...
       dog/ 001.png ...
 
-``card.yaml`` (read with :func:`metamem.safe_yaml.safe_load`: no duplicate keys) may give
+``card.yaml`` (read with :func:`metamem.safe_yaml.load_file`: no duplicate keys) may give
 ``name``, ``image_size``, ``channels`` (1 or 3), ``invert`` (true for dark strokes on a light background, to match
 data stored the other way round, like Omniglot after loading) and
 ``splits: {train: [class, ...], val: [...], test: [...]}``.
@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from PIL import Image
 
 from metamem import safe_yaml
@@ -41,13 +40,9 @@ def read_card(root: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        card = safe_yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"{path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+        card = safe_yaml.load_file(path) or {}
     except safe_yaml.YamlError as e:
-        raise DatasetError(f"{path}: {e}") from None
-    except (yaml.YAMLError, RecursionError, ValueError, OverflowError) as e:
-        raise DatasetError(safe_yaml.shorten(f"{path} is not valid YAML: {e}")) from None
+        raise DatasetError(str(e)) from None
     if not isinstance(card, dict):
         raise DatasetError(f"{path} must hold a mapping (name, image_size, channels, splits)")
     unknown = sorted(set(card) - _CARD_KEYS)

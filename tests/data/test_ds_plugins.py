@@ -49,7 +49,7 @@ def test_folder_card_size_channels_and_yaml_safety(tmp_path: Path, write_png) ->
     assert ds.image_shape == (3, 5, 5)
     assert torch.equal(ds.images[:, 0], ds.images[:, 2])  # gray converted to RGB
     (tmp_path / "p" / "card.yaml").write_text("name: !!python/object/apply:os.system ['true']\n")
-    with pytest.raises(DatasetError, match=r"card\.yaml is not valid YAML"):
+    with pytest.raises(DatasetError, match=r"card\.yaml: not valid YAML"):
         metamem.load_dataset("folder", root=tmp_path / "p", cache=False)
     (tmp_path / "p" / "card.yaml").write_text("image_sise: 5\n")
     with pytest.raises(DatasetError, match=r"card\.yaml: unknown key 'image_sise'"):
