@@ -19,7 +19,7 @@ from pathlib import Path
 
 from metamem.data.base import DatasetError
 from metamem.data.download import DownloadError, _is_tarfile, download
-from metamem.data.paths import data_root
+from metamem.data.paths import dataset_dir
 from metamem.data.sources import file_md5
 from metamem.files import make_readable
 
@@ -104,7 +104,7 @@ def prepare_archive(
     if name not in ARCHIVE_OF:
         raise DatasetError(f"no official archive for {name!r}; valid: {', '.join(sorted(ARCHIVE_OF))}")
     a = ARCHIVES[ARCHIVE_OF[name]]
-    target = Path(root).expanduser() if root is not None else data_root() / a.folder
+    target = dataset_dir(root, a.folder)
     dest = target / a.filename
     want = (md5 or a.md5).lower()
     if source is not None:
@@ -154,7 +154,7 @@ def prepare_tiered_imagenet(
     if not src.is_dir():
         raise DatasetError(f"{src} is not a folder; pass the folder holding <split>_labels.pkl and "
                            "<split>_images_png.pkl (or <split>_images.npz)")
-    target = Path(root).expanduser() if root is not None else data_root() / "tiered_imagenet"
+    target = dataset_dir(root, "tiered_imagenet")
     todo: list[Path] = []
     for split in splits:
         labels = src / f"{split}_labels.pkl"

@@ -15,11 +15,37 @@ import torch
 
 from metamem.registry import Registry
 
-__all__ = ["ImageDataset", "DATASETS", "load_dataset", "DatasetError"]
+__all__ = ["ImageDataset", "DATASETS", "load_dataset", "DatasetError", "SPLITS", "check_split", "check_image_size"]
+
+#: the splits of the meta-learning benchmarks (class-disjoint)
+SPLITS = ("train", "val", "test")
 
 
 class DatasetError(ValueError):
     """Bad dataset input (missing files, bad archives, too-small classes...)."""
+
+
+def check_split(dataset: str, split: str | None, splits: Sequence[str] = SPLITS) -> str:
+    """``split`` (``train`` when None), checked to be one of ``splits``.
+
+    Raises:
+        DatasetError: ``<dataset>: unknown split ...``, listing the valid ones.
+    """
+    split = split or "train"
+    if split not in splits:
+        raise DatasetError(f"{dataset}: unknown split {split!r}; valid splits: {', '.join(splits)}")
+    return split
+
+
+def check_image_size(dataset: str, image_size: object) -> int:
+    """``image_size`` checked to be an int >= 1 (not a bool).
+
+    Raises:
+        DatasetError: ``<dataset>: image_size must be a positive int, ...``.
+    """
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise DatasetError(f"{dataset}: image_size must be a positive int, got {image_size!r}")
+    return image_size
 
 
 #: Registered dataset builders: ``builder(split=..., **options) -> ImageDataset``.

@@ -26,7 +26,8 @@ from metamem.data.base import ImageDataset
 from metamem.data.paths import cache_root
 from metamem.files import atomic_write, make_readable
 
-__all__ = ["Decoded", "cached_decode", "cache_key", "atomic_write_bytes", "to_dataset", "images_buffer"]
+__all__ = ["Decoded", "cached_decode", "cache_key", "atomic_write_bytes", "to_dataset", "decoded_dataset",
+           "images_buffer"]
 
 CACHE_VERSION = 1
 
@@ -169,3 +170,22 @@ def to_dataset(d: Decoded, *, name: str, split: str | None, info: dict[str, Any]
         split=split,
         info=info,
     )
+
+
+def decoded_dataset(
+    name: str,
+    split: str,
+    material: dict[str, Any],
+    build: Callable[[], Decoded],
+    *,
+    info: dict[str, Any],
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache: bool = True,
+) -> ImageDataset:
+    """A loader's last step: :func:`cached_decode` then :func:`to_dataset`, whose ``info`` is
+    ``info`` followed by the cache info (``cache_path``, ``cache_key``, ``cache_hit``).
+
+    ``info`` is read after the decode, so ``build`` may add to it (mini-ImageNet's ``decode_s``).
+    """
+    decoded, cinfo = cached_decode(name, material, build, cache_dir=cache_dir, cache=cache)
+    return to_dataset(decoded, name=name, split=split, info={**info, **cinfo})

@@ -25,15 +25,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from metamem.data.base import DATASETS, DatasetError, ImageDataset
-from metamem.data.cache import Decoded, cached_decode, to_dataset
+from metamem.data.base import DATASETS, DatasetError, ImageDataset, check_image_size, check_split
+from metamem.data.cache import Decoded, decoded_dataset
 from metamem.data.mini_imagenet import restricted_pickle_loadf
-from metamem.data.paths import bundled_dir, data_root
+from metamem.data.paths import dataset_dir, split_file
 from metamem.data.sources import file_md5, image_to_array
 
 __all__ = ["CIFAR_FILES", "load_cifar_fs", "load_fc100", "read_cifar100", "read_name_list"]
 
-SPLITS = ("train", "val", "test")
 #: members of the official archive (under ``cifar-100-python/``)
 CIFAR_FILES = ("train", "test", "meta")
 _TOP = "cifar-100-python"
@@ -148,15 +147,11 @@ def _load(
     split_dir: str | os.PathLike[str] | None, cache_dir: str | os.PathLike[str] | None, cache: bool,
     by_superclass: bool,
 ) -> ImageDataset:
-    split = split or "train"
-    if split not in SPLITS:
-        raise DatasetError(f"{name}: unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise DatasetError(f"{name}: image_size must be a positive int, got {image_size!r}")
-    list_path = (Path(split_dir) if split_dir is not None else bundled_dir(name)) / f"{split}.txt"
+    split = check_split(name, split)
+    check_image_size(name, image_size)
+    list_path = split_file(split_dir, name, f"{split}.txt")
     wanted = read_name_list(list_path)
-    root_dir = Path(root).expanduser() if root is not None else data_root() / "cifar100"
-    kind, path, digest = _source(root_dir)
+    kind, path, digest = _source(dataset_dir(root, "cifar100"))
     material = {"dataset": name, "split": split, "list": file_md5(list_path), "source": digest,
                 "image_size": image_size, "resample": "lanczos"}
 
@@ -193,9 +188,8 @@ def _load(
         return Decoded(np.ascontiguousarray(images), labels, [fine_names[c] for c in classes],
                        [used.index(int(s)) for s in sup], [coarse_names[g] for g in used])
 
-    decoded, cinfo = cached_decode(name, material, build, cache_dir=cache_dir, cache=cache)
-    info = {"source": path, "layout": kind, "split_file": str(list_path), "image_size": image_size, **cinfo}
-    return to_dataset(decoded, name=name, split=split, info=info)
+    info = {"source": path, "layout": kind, "split_file": str(list_path), "image_size": image_size}
+    return decoded_dataset(name, split, material, build, info=info, cache_dir=cache_dir, cache=cache)
 
 
 @DATASETS.register("cifar_fs")

@@ -21,15 +21,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from metamem.data.base import DATASETS, DatasetError, ImageDataset
-from metamem.data.cache import Decoded, cached_decode, to_dataset
+from metamem.data.base import DATASETS, DatasetError, ImageDataset, check_image_size, check_split
+from metamem.data.cache import Decoded, decoded_dataset
 from metamem.data.cifar import read_name_list
-from metamem.data.paths import bundled_dir, data_root
+from metamem.data.paths import dataset_dir, split_file
 from metamem.data.sources import IMAGE_EXTENSIONS, FolderSource, decode_images, file_md5, image_to_array
 
 __all__ = ["load_cub"]
 
-SPLITS = ("train", "val", "test")
 _IMAGES = ("CUB_200_2011", "images")
 
 
@@ -92,14 +91,11 @@ def load_cub(
     Returns:
         uint8 RGB images ``[M, 3, S, S]``; classes in folder order, images by file name.
     """
-    split = split or "train"
-    if split not in SPLITS:
-        raise DatasetError(f"cub: unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise DatasetError(f"cub: image_size must be a positive int, got {image_size!r}")
-    list_path = (Path(split_dir) if split_dir is not None else bundled_dir("cub")) / f"{split}.txt"
+    split = check_split("cub", split)
+    check_image_size("cub", image_size)
+    list_path = split_file(split_dir, "cub", f"{split}.txt")
     classes = sorted(read_name_list(list_path))
-    root_dir = Path(root).expanduser() if root is not None else data_root() / "cub"
+    root_dir = dataset_dir(root, "cub")
     archive, folder = root_dir / "CUB_200_2011.tgz", root_dir.joinpath(*_IMAGES)
     material = {"dataset": "cub", "split": split, "list": file_md5(list_path), "image_size": image_size,
                 "resample": "lanczos"}
@@ -131,6 +127,5 @@ def load_cub(
             f"cub: no data in {root_dir}: expected CUB_200_2011.tgz or CUB_200_2011/images/; "
             "run: metamem prepare cub (or --from PATH for a local copy)"
         )
-    decoded, cinfo = cached_decode("cub", material, build, cache_dir=cache_dir, cache=cache)
-    info = {"source": source, "layout": layout, "split_file": str(list_path), "image_size": image_size, **cinfo}
-    return to_dataset(decoded, name="cub", split=split, info=info)
+    info = {"source": source, "layout": layout, "split_file": str(list_path), "image_size": image_size}
+    return decoded_dataset("cub", split, material, build, info=info, cache_dir=cache_dir, cache=cache)

@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from metamem.data.base import DatasetError
-from metamem.data.paths import data_root
+from metamem.data.paths import dataset_dir
 from metamem.data.sources import file_md5
 from metamem.files import make_readable
 
@@ -274,7 +274,7 @@ def prepare_omniglot(
         The verified archive paths. An archive already present with the right md5 is not
         downloaded again.
     """
-    target = Path(root).expanduser() if root is not None else data_root() / "omniglot"
+    target = dataset_dir(root, "omniglot")
     base = omniglot_base_url(base_url)
     done = []
     for s in sets:

@@ -28,14 +28,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from metamem.data.base import DATASETS, DatasetError, ImageDataset
-from metamem.data.cache import Decoded, cached_decode, to_dataset
-from metamem.data.paths import bundled_dir, data_root
+from metamem.data.base import DATASETS, SPLITS, DatasetError, ImageDataset, check_image_size, check_split
+from metamem.data.cache import Decoded, decoded_dataset
+from metamem.data.paths import dataset_dir, split_file
 from metamem.data.sources import FolderSource, ImageSource, ZipSource, decode_images, file_md5, image_to_array
 
 __all__ = ["load_mini_imagenet", "read_split_csv", "restricted_pickle_load", "restricted_pickle_loadf", "SPLITS"]
-
-SPLITS = ("train", "val", "test")
 LAYOUTS = ("auto", "zip", "images", "pickle")
 
 #: (module, name) pairs a mini-ImageNet pickle may reference: numpy arrays and containers.
@@ -218,22 +216,18 @@ def load_mini_imagenet(
     Returns:
         uint8 RGB images ``[M, 3, image_size, image_size]``; classes sorted by WordNet id.
     """
-    split = split or "train"
-    if split not in SPLITS:
-        raise DatasetError(f"mini_imagenet: unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    split = check_split("mini_imagenet", split)
     if layout not in LAYOUTS:
         raise DatasetError(f"mini_imagenet: unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
-    if not isinstance(image_size, int) or image_size < 1:
-        raise DatasetError(f"mini_imagenet: image_size must be a positive int, got {image_size!r}")
-    root_dir = Path(root).expanduser() if root is not None else data_root() / "mini_imagenet"
-    csv_path = (Path(split_dir) if split_dir is not None else bundled_dir("mini_imagenet")) / f"{split}.csv"
+    check_image_size("mini_imagenet", image_size)
+    root_dir = dataset_dir(root, "mini_imagenet")
+    csv_path = split_file(split_dir, "mini_imagenet", f"{split}.csv")
     rows = read_split_csv(csv_path)
     wnids = sorted({w for _, w in rows})
     pkl = _pickle_path(root_dir, split)
     zpath = root_dir / f"{split}.zip"
     if layout == "auto":
         layout = "pickle" if pkl.is_file() else "zip" if zpath.is_file() else "images"
-    timing: dict[str, float] = {}  # decode_s: set when this call decoded the images
     material: dict[str, Any] = {
         "dataset": "mini_imagenet", "split": split, "layout": layout,
         "csv": file_md5(csv_path), "image_size": image_size, "resample": "lanczos",
@@ -284,10 +278,9 @@ def load_mini_imagenet(
             names = [f for f, _ in rows]  # sorted by (wnid, filename)
             images = decode_images(src, names, mode="RGB", size=image_size)
             labels = np.array([cid[w] for _, w in rows], dtype=np.int64)
-            timing["decode_s"] = round(time.perf_counter() - t0, 3)
+            info["decode_s"] = round(time.perf_counter() - t0, 3)  # set when this call decoded the images
             return Decoded(images, labels, list(wnids))
 
-    decoded, cinfo = cached_decode("mini_imagenet", material, build, cache_dir=cache_dir, cache=cache)
-    info = {"source": source_path, "layout": layout, "split_file": str(csv_path), "image_size": image_size,
-            **timing, **cinfo}
-    return to_dataset(decoded, name="mini_imagenet", split=split, info=info)
+    info: dict[str, Any] = {"source": source_path, "layout": layout, "split_file": str(csv_path),
+                            "image_size": image_size}
+    return decoded_dataset("mini_imagenet", split, material, build, info=info, cache_dir=cache_dir, cache=cache)

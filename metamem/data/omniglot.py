@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from metamem.data.base import DATASETS, DatasetError, ImageDataset
+from metamem.data.base import DATASETS, DatasetError, ImageDataset, check_image_size
 from metamem.data.cache import Decoded, cached_decode, to_dataset
 from metamem.data.download import OMNIGLOT_FILES
-from metamem.data.paths import bundled_dir, data_root
+from metamem.data.paths import bundled_dir, dataset_dir
 from metamem.data.sources import RESAMPLE, ImageSource, decode_images, open_source
 from metamem.data.verify import FULL_SETS, read_manifest, zip_content_digest
 
@@ -265,13 +265,12 @@ def load_omniglot(
         uint8 images ``[M, 1, image_size, image_size]``, strokes 255 on a 0 background.
     """
     split = split or "background"
-    if not isinstance(image_size, int) or image_size < 1:
-        raise DatasetError(f"omniglot: image_size must be a positive int, got {image_size!r}")
+    check_image_size("omniglot", image_size)
     if resample not in RESAMPLE:
         raise DatasetError(
             f"omniglot: unknown resample {resample!r}; valid: {', '.join(RESAMPLE)}"
         )
-    root_dir = Path(root).expanduser() if root is not None else data_root() / "omniglot"
+    root_dir = dataset_dir(root, "omniglot")
     sdir = Path(splits_dir) if splits_dir is not None else bundled_dir("omniglot", "splits")
     metas = meta_splits(sdir)
     if split not in OFFICIAL_SETS and split not in metas:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["bundled_dir", "data_root", "cache_root"]
+__all__ = ["bundled_dir", "data_root", "dataset_dir", "split_file", "cache_root"]
 
 _PKG = Path(__file__).resolve().parents[1]
 
@@ -30,6 +30,16 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path:
         return Path(root).expanduser()
     env = os.environ.get("METAMEM_DATA")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "metamem" / "data"
+
+
+def dataset_dir(root: str | os.PathLike[str] | None, folder: str) -> Path:
+    """``root`` if given, else the dataset's folder ``folder`` under :func:`data_root`."""
+    return data_root(root) if root is not None else data_root() / folder
+
+
+def split_file(split_dir: str | os.PathLike[str] | None, dataset: str, name: str) -> Path:
+    """The split list ``name`` in ``split_dir`` if given, else in the bundled ``datasets/<dataset>``."""
+    return (Path(split_dir) if split_dir is not None else bundled_dir(dataset)) / name
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:

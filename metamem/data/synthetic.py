@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from metamem.data.base import DATASETS, DatasetError, ImageDataset
+from metamem.data.base import DATASETS, SPLITS, DatasetError, ImageDataset, check_split
 
 __all__ = ["make_synthetic"]
 
@@ -32,10 +32,8 @@ def make_synthetic(
             "synthetic: num_classes, per_class, image_size, channels and num_groups must be "
             f">= 1, got {num_classes}, {per_class}, {image_size}, {channels}, {num_groups}"
         )
-    split = split or "train"
-    salt = {"train": 0, "val": 1, "test": 2}.get(split)
-    if salt is None:
-        raise DatasetError(f"synthetic: unknown split {split!r}; valid splits: train, val, test")
+    split = check_split("synthetic", split)
+    salt = SPLITS.index(split)
     g = torch.Generator().manual_seed(seed * 7 + salt)
     protos = torch.rand(num_classes, channels, image_size, image_size, generator=g) < 0.5
     flips = torch.rand(num_classes, per_class, channels, image_size, image_size, generator=g)

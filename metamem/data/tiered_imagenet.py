@@ -33,15 +33,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from metamem.data.base import DATASETS, DatasetError, ImageDataset
-from metamem.data.cache import Decoded, cached_decode, images_buffer, to_dataset
+from metamem.data.base import DATASETS, DatasetError, ImageDataset, check_image_size, check_split
+from metamem.data.cache import Decoded, decoded_dataset, images_buffer
 from metamem.data.mini_imagenet import restricted_pickle_load
-from metamem.data.paths import bundled_dir, data_root
+from metamem.data.paths import dataset_dir, split_file
 from metamem.data.sources import FolderSource, file_md5, image_to_array
 
 __all__ = ["PUBLISHED", "load_tiered_imagenet", "read_tiered_labels", "read_tiered_split"]
 
-SPLITS = ("train", "val", "test")
 LAYOUTS = ("auto", "pickle", "npz", "images")
 #: published (classes, superclasses, images) per split
 PUBLISHED = {"train": (351, 20, 448_695), "val": (97, 6, 124_261), "test": (160, 8, 206_209)}
@@ -147,19 +146,16 @@ def load_tiered_imagenet(
     Returns:
         uint8 RGB images ``[M, 3, S, S]``, class by class; ``groups`` the superclass.
     """
-    split = split or "train"
-    if split not in SPLITS:
-        raise DatasetError(f"tiered_imagenet: unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    split = check_split("tiered_imagenet", split)
     if layout not in LAYOUTS:
         raise DatasetError(f"tiered_imagenet: unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
     if channel_order not in (None, "rgb", "bgr"):
         raise DatasetError(f"tiered_imagenet: channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise DatasetError(f"tiered_imagenet: image_size must be a positive int, got {image_size!r}")
-    csv_path = (Path(split_dir) if split_dir is not None else bundled_dir("tiered_imagenet")) / f"{split}.csv"
+    check_image_size("tiered_imagenet", image_size)
+    csv_path = split_file(split_dir, "tiered_imagenet", f"{split}.csv")
     rows = read_tiered_split(csv_path)
     n_cls, n_sup = len(rows), len({s for _, s in rows})
-    root_dir = Path(root).expanduser() if root is not None else data_root() / "tiered_imagenet"
+    root_dir = dataset_dir(root, "tiered_imagenet")
     png, npz = root_dir / f"{split}_images_png.pkl", root_dir / f"{split}_images.npz"
     labels_path = root_dir / f"{split}_labels.pkl"
     if layout == "auto":
@@ -263,6 +259,5 @@ def load_tiered_imagenet(
             labels = np.array([cid[n.split("/")[0]] for n in ordered], dtype=np.int64)
             return Decoded(out, labels, wnids, [sups.index(s) for _, s in rows], sups)
 
-    decoded, cinfo = cached_decode("tiered_imagenet", material, build, cache_dir=cache_dir, cache=cache)
-    info = {"source": source, "layout": layout, "split_file": str(csv_path), "image_size": image_size, **cinfo}
-    return to_dataset(decoded, name="tiered_imagenet", split=split, info=info)
+    info = {"source": source, "layout": layout, "split_file": str(csv_path), "image_size": image_size}
+    return decoded_dataset("tiered_imagenet", split, material, build, info=info, cache_dir=cache_dir, cache=cache)

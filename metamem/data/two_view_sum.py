@@ -30,12 +30,11 @@ from typing import Any, Literal
 
 import torch
 
-from metamem.data.base import DATASETS, DatasetError
+from metamem.data.base import DATASETS, DatasetError, check_split
 from metamem.types import TwoViewBatch
 
 __all__ = ["TwoViewSumTask", "TwoViewSampler", "load_two_view_sum", "is_sequence_task", "sum_targets", "SEQUENCE_TASKS"]
 
-SPLITS = ("train", "val", "test")
 #: the registered dataset names that are sequence tasks, not image datasets
 SEQUENCE_TASKS = ("two_view_sum",)
 PAIRINGS = ("reversed", "aligned")
@@ -181,9 +180,7 @@ class TwoViewSampler:
 def load_two_view_sum(split: str | None = "train", *, min_length: int = 1, max_length: int = 10,
                       base: int = 10, pairing: Literal["reversed", "aligned"] = "reversed") -> TwoViewSumTask:
     """DMNC's two-view sum task (a sequence task for ``dmnc``/``dcman``; Le et al. KDD 2018)."""
-    split = split or "train"
-    if split not in SPLITS:
-        raise DatasetError(f"two_view_sum: unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    split = check_split("two_view_sum", split)
     for key, v in (("min_length", min_length), ("max_length", max_length), ("base", base)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise DatasetError(f"two_view_sum: data.options.{key} must be an integer >= 1, got {v!r}")

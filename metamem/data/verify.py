@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metamem.data.base import DatasetError
-from metamem.data.paths import bundled_dir, data_root
+from metamem.data.paths import bundled_dir, dataset_dir
 from metamem.data.sources import _is_image
 from metamem.files import make_readable
 
@@ -324,7 +324,7 @@ def prepare_from(
         if absent:
             raise DatasetError(f"{path}: Omniglot set {absent[0]!r} not found there (found: {', '.join(found)})")
         found = {s: found[s] for s in sets}
-    target = Path(root).expanduser() if root is not None else data_root() / "omniglot"
+    target = dataset_dir(root, "omniglot")
     manifests = {s: read_manifest(s, manifest_dir) for s in found}
     verified = {s: verify_content(src, s, manifests[s]) for s, src in found.items()}
     target.mkdir(parents=True, exist_ok=True)

@@ -273,3 +273,14 @@ def test_ls_datasets_lists_the_benchmarks(capsys) -> None:
     out = capsys.readouterr().out
     for name in ("cifar_fs", "fc100", "cub", "tiered_imagenet"):
         assert any(line.startswith(name + " ") for line in out.splitlines()), name
+
+
+@pytest.mark.parametrize("name", ["cifar_fs", "fc100", "cub", "mini_imagenet", "tiered_imagenet", "omniglot"])
+def test_every_loader_checks_split_and_image_size_alike_before_reading(name: str, tmp_path: Path) -> None:
+    split = "background" if name == "omniglot" else "train"
+    for bad in (0, True, 2.5):  # a bool is not a size (mini_imagenet and omniglot took True as 1)
+        with pytest.raises(DatasetError, match=rf"^{name}: image_size must be a positive int, got {bad!r}$"):
+            metamem.load_dataset(name, split, root=tmp_path, image_size=bad, cache=False)
+    if name != "omniglot":  # omniglot's splits are its sets and meta-splits (test_ds_omniglot)
+        with pytest.raises(DatasetError, match=rf"^{name}: unknown split 'dev'; valid splits: train, val, test$"):
+            metamem.load_dataset(name, "dev", root=tmp_path, cache=False)
