@@ -18,7 +18,6 @@ unpickler (numpy arrays and plain containers only).
 from __future__ import annotations
 
 import os
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from metamem.data.base import DATASETS, DatasetError, ImageDataset, check_image_
 from metamem.data.cache import Decoded, decoded_dataset
 from metamem.data.mini_imagenet import restricted_pickle_loadf
 from metamem.data.paths import dataset_dir, split_file
-from metamem.data.sources import file_md5, image_to_array
+from metamem.data.sources import file_md5, image_to_array, read_tar_members
 
 __all__ = ["CIFAR_FILES", "load_cifar_fs", "load_fc100", "read_cifar100", "read_name_list"]
 
@@ -92,20 +91,12 @@ def read_cifar100(kind: str, path: str) -> tuple[np.ndarray, np.ndarray, np.ndar
     """
     parts: dict[str, dict[str, Any]] = {}
     if kind == "archive":
-        try:
-            tf = tarfile.open(path, "r:*")
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise DatasetError(f"{path} is not a readable tar archive ({e}); fetch it again") from None
-        with tf:
-            try:
-                for m in tf:
-                    top, _, leaf = m.name.partition("/")
-                    if top == _TOP and leaf in CIFAR_FILES and m.isfile():
-                        f = tf.extractfile(m)
-                        assert f is not None
-                        parts[leaf] = _str_keys(restricted_pickle_loadf(f, f"{path}:{m.name}"), f"{path}:{m.name}")
-            except (tarfile.TarError, OSError, EOFError) as e:
-                raise DatasetError(f"{path}: cannot read the archive ({e}); fetch it again") from None
+        members = {f"{_TOP}/{leaf}": leaf for leaf in CIFAR_FILES}
+        for m, part in read_tar_members(
+            path, lambda m: m.name in members,
+            lambda m, f: _str_keys(restricted_pickle_loadf(f, f"{path}:{m.name}"), f"{path}:{m.name}"),
+        ):
+            parts[members[m.name]] = part
         missing = [f for f in CIFAR_FILES if f not in parts]
         if missing:
             raise DatasetError(f"{path} lacks member {_TOP}/{missing[0]}; it is not the official CIFAR-100 archive")

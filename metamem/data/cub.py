@@ -25,7 +25,14 @@ from metamem.data.base import DATASETS, DatasetError, ImageDataset, check_image_
 from metamem.data.cache import Decoded, decoded_dataset
 from metamem.data.cifar import read_name_list
 from metamem.data.paths import dataset_dir, split_file
-from metamem.data.sources import IMAGE_EXTENSIONS, FolderSource, decode_images, file_md5, image_to_array
+from metamem.data.sources import (
+    IMAGE_EXTENSIONS,
+    FolderSource,
+    decode_images,
+    file_md5,
+    image_to_array,
+    read_tar_members,
+)
 
 __all__ = ["load_cub"]
 
@@ -43,22 +50,14 @@ def _decode(data: bytes, where: str, size: int) -> np.ndarray:
 
 def _from_archive(path: Path, classes: list[str], size: int) -> tuple[np.ndarray, np.ndarray]:
     cid = {c: i for i, c in enumerate(classes)}
-    found: list[tuple[int, str, np.ndarray]] = []
-    try:
-        tf = tarfile.open(path, "r:*")
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise DatasetError(f"{path} is not a readable tar archive ({e}); fetch it again") from None
-    with tf:
-        try:
-            for m in tf:
-                parts = m.name.split("/")
-                if (len(parts) == 4 and tuple(parts[:2]) == _IMAGES and parts[2] in cid and m.isfile()
-                        and parts[3].lower().endswith(IMAGE_EXTENSIONS) and not parts[3].startswith(".")):
-                    f = tf.extractfile(m)
-                    assert f is not None
-                    found.append((cid[parts[2]], parts[3], _decode(f.read(), f"{path}:{m.name}", size)))
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise DatasetError(f"{path}: cannot read the archive ({e}); fetch it again") from None
+
+    def want(m: tarfile.TarInfo) -> bool:
+        parts = m.name.split("/")
+        return (len(parts) == 4 and tuple(parts[:2]) == _IMAGES and parts[2] in cid
+                and parts[3].lower().endswith(IMAGE_EXTENSIONS) and not parts[3].startswith("."))
+
+    found = [(cid[m.name.split("/")[2]], m.name.split("/")[3], image)
+             for m, image in read_tar_members(path, want, lambda m, f: _decode(f.read(), f"{path}:{m.name}", size))]
     have = {c for c, _, _ in found}
     missing = [c for c in classes if cid[c] not in have]
     if missing:

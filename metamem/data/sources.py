@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import tarfile
 import threading
 import zipfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -28,6 +30,7 @@ __all__ = [
     "FolderSource",
     "ZipSource",
     "open_source",
+    "read_tar_members",
     "file_md5",
     "decode_images",
     "image_to_array",
@@ -195,6 +198,37 @@ def open_source(path: str | os.PathLike[str], *, strip_top: bool = True) -> Imag
     if p.is_dir():
         return FolderSource(p)
     raise DatasetError(f"{p} is neither a folder nor a .zip archive")
+
+
+_T = TypeVar("_T")
+
+
+def read_tar_members(
+    path: str | os.PathLike[str], want: Callable[[tarfile.TarInfo], bool],
+    read: Callable[[tarfile.TarInfo, IO[bytes]], _T],
+) -> list[tuple[tarfile.TarInfo, _T]]:
+    """``read(member, file)`` of each regular file of the tar archive ``path`` (any
+    compression) that ``want(member)`` accepts, in archive order, in one pass.
+
+    Raises:
+        DatasetError: the archive cannot be opened or read (the message says to fetch it
+            again); whatever ``read`` raises otherwise passes through.
+    """
+    try:
+        tf = tarfile.open(path, "r:*")
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DatasetError(f"{path} is not a readable tar archive ({e}); fetch it again") from None
+    out = []
+    with tf:
+        try:
+            for m in tf:
+                if m.isfile() and want(m):
+                    f = tf.extractfile(m)
+                    assert f is not None
+                    out.append((m, read(m, f)))
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise DatasetError(f"{path}: cannot read the archive ({e}); fetch it again") from None
+    return out
 
 
 #: the EXIF tag of the orientation a viewer applies (1: as stored)
