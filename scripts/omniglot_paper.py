@@ -19,6 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 from metamem.evaluation.plots import plot_learning_curves
 from metamem.runs import read_metrics
 from metamem.training.export import DEFAULT_MAX_BYTES, export_run
@@ -34,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="final weights (default) or the best validation checkpoint")
     e.add_argument("--max-mb", type=float, default=DEFAULT_MAX_BYTES / 2**20)
     e.add_argument("--overwrite", action="store_true")
+    e.add_argument("--half", action="store_true",
+                   help="store the weights in float16 (half the size; score the copy, not the run)")
     e.add_argument("--no-weights", action="store_true",
                    help="leave the weights out (a network too large to share), with a note saying so")
     c = sub.add_parser("curves", help="accuracy against wall and CPU minutes (or steps) of runs")
@@ -46,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "export":
         out = export_run(args.run, args.dest, which=args.which,
                          max_bytes=int(args.max_mb * 2**20), overwrite=args.overwrite,
-                         weights=not args.no_weights)
+                         weights=not args.no_weights,
+                         weights_dtype=torch.float16 if args.half else None)
         size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
         print(f"exported {args.run} -> {out} ({size / 2**20:.2f} MiB)")
         return 0

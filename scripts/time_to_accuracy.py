@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--cpu-offset-min", type=float, default=0.0,
                     help="CPU-minutes spent before this run (the run its train.init_from names)")
-    ap.add_argument("--every", type=int, default=1, help="score every k-th snapshot only")
+    ap.add_argument("--every", type=int, default=1, help="score every k-th snapshot only (and the last)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, help="default: RUN/time_to_accuracy.json")
     args = ap.parse_args(argv)
@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         parse_setting(key)
         targets[key] = float(value)
     folder = args.snapshots or args.run / "checkpoints"
-    snaps = snapshots(folder)[:: args.every]
+    found = snapshots(folder)
+    snaps = found[:: args.every] + ([found[-1]] if found and (len(found) - 1) % args.every else [])  # the last always
     if not snaps:
         raise SystemExit(f"{folder}: no step_*.pt snapshots; train with train.snapshot_every=N")
     curve = cumulative_cpu(args.run / "metrics.jsonl")

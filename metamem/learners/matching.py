@@ -20,6 +20,8 @@ f' and g' share one backbone. The paper found FCE helps on mini-ImageNet, not Om
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,16 +42,23 @@ class MatchingNet(EmbeddingLearner, AnyWay):
         fce: use full context embeddings (bidirectional support LSTM + attention LSTM).
         fce_steps: K, processing steps of the query attention LSTM.
         scale: multiplies the cosine similarities before the softmax (1.0 = the paper).
+        learn_scale: learn the scale, starting from ``scale`` (kept positive as the exp of a
+            learned log). The backbone's features follow a ReLU, so their cosines lie in
+            [0, 1] and a fixed scale caps how sharp the attention can get.
     """
 
-    def __init__(self, backbone: nn.Module, *, fce: bool = False, fce_steps: int = 5, scale: float = 1.0) -> None:
+    def __init__(self, backbone: nn.Module, *, fce: bool = False, fce_steps: int = 5, scale: float = 1.0,
+                 learn_scale: bool = False) -> None:
         super().__init__()
         if fce_steps < 1:
             raise ValueError(f"matching: fce_steps must be >= 1, got {fce_steps}")
+        if not scale > 0:
+            raise ValueError(f"matching: scale must be > 0, got {scale}")
         self.backbone = backbone
         self.fce = fce
         self.fce_steps = fce_steps
         self.scale = scale
+        self.log_scale = nn.Parameter(torch.tensor(math.log(scale))) if learn_scale else None
         d = int(backbone.out_dim)  # type: ignore[arg-type]
         if fce:
             self.support_lstm = nn.LSTM(d, d, batch_first=True, bidirectional=True)
@@ -64,7 +73,8 @@ class MatchingNet(EmbeddingLearner, AnyWay):
             support = self._context_support(support, support_mask)
             query = self._context_query(query, support, support_mask)
         cos = F.normalize(query, dim=-1) @ F.normalize(support, dim=-1).transpose(1, 2)  # [B, Qn, S]
-        return attention_class_logits(self.scale * cos, support_onehot(support_y, n_way, support_mask))
+        scale = self.scale if self.log_scale is None else self.log_scale.exp()
+        return attention_class_logits(scale * cos, support_onehot(support_y, n_way, support_mask))
 
     def _context_support(self, g0: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """``g(x_i, S)`` ``[B, S, D]``: bidirectional LSTM over the present support items, in order."""
@@ -110,7 +120,9 @@ def build_matching(
     fce: bool = False,
     fce_steps: int = 5,
     scale: float = 1.0,
+    learn_scale: bool = False,
 ) -> MatchingNet:
     """Matching Networks (Vinyals et al. 2016): cosine attention over the support set, optional FCE."""
     del n_way  # any number of ways works at predict time
-    return MatchingNet(BACKBONES.build(backbone, image_shape=image_shape), fce=fce, fce_steps=fce_steps, scale=scale)
+    return MatchingNet(BACKBONES.build(backbone, image_shape=image_shape), fce=fce, fce_steps=fce_steps, scale=scale,
+                       learn_scale=learn_scale)

@@ -175,10 +175,14 @@ def export_run(
                 encoding="utf-8",
             )
         (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        # lines logged after the exported weights (a run stopped between checkpoints) go
+        # lines logged after the last checkpoint (a run stopped between checkpoints) go; the
+        # best weights keep the curve after them, which shows what validation chose against
+        last_step = ckpt["step"] if which == "last" else load_checkpoint(run, "last")["step"]
         write_metrics(tmp / "metrics.jsonl",
-                      [r for r in read_metrics(run / "metrics.jsonl") if r["step"] <= ckpt["step"]])
-        if (run / "eval.json").is_file():
+                      [r for r in read_metrics(run / "metrics.jsonl") if r["step"] <= last_step])
+        # the final evaluation scored the final weights: it belongs to the copy only when the
+        # copy holds them (score exported best weights with `metamem eval`)
+        if (run / "eval.json").is_file() and ckpt["step"] == last_step:
             results = read_checked_results(run / "eval.json")  # an edited file is not shared
             for r in results:
                 r["source"] = _shown(out)

@@ -202,6 +202,25 @@ def test_matching_matches_naive_cosine_attention() -> None:
     torch.testing.assert_close(probs, torch.ones_like(probs))
 
 
+def test_matching_learned_scale_starts_at_scale_and_gets_a_gradient() -> None:
+    """learn_scale=True: the same logits as the fixed scale at the start, and the loss reaches
+    the scale (d loss / d log s = s * d loss / d s, checked against the naive attention)."""
+    sx, sy, qx, mask = toy_episode()
+    fixed = MatchingNet(Flat(5), scale=3.0)
+    learned = MatchingNet(Flat(5), scale=3.0, learn_scale=True)
+    assert fixed.log_scale is None and learned.log_scale is not None
+    got = learned.predict(sx, sy, qx, n_way=3, support_mask=mask)
+    torch.testing.assert_close(got, fixed.predict(sx, sy, qx, n_way=3, support_mask=mask))
+    got[..., 0].nan_to_num(0.0, neginf=0.0).sum().backward()
+    s = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
+    cos = F.cosine_similarity(qx.flatten(2).unsqueeze(2), sx.flatten(2).unsqueeze(1), dim=-1).double()
+    naive_attention_logits(s * cos, sy, mask, 3)[..., 0].nan_to_num(0.0, neginf=0.0).sum().backward()
+    assert learned.log_scale.grad is not None and s.grad is not None
+    torch.testing.assert_close(learned.log_scale.grad.double(), 3.0 * s.grad, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="scale must be > 0"):
+        MatchingNet(Flat(5), scale=0.0, learn_scale=True)
+
+
 SET_CONFIGS = {
     "protonet": ("protonet", {}),
     "matching": ("matching", {}),

@@ -196,3 +196,15 @@ def test_export_names_a_run_continued_from_the_checkout_by_its_relative_path(tra
     # a source outside the working directory names this machine: refused
     with pytest.raises(ExportError, match="key train.init_from holds a path of this machine"):
         portable_config({"train": {"init_from": "/elsewhere/run"}})
+
+
+def test_export_of_best_weights_drops_the_final_evaluation_and_keeps_the_curve(trained, tmp_path):
+    """The final evaluation scored the final weights: a copy of earlier best weights must not
+    carry it (it would quote figures those weights never gave), and keeps the whole curve."""
+    best, last = load_checkpoint(trained, "best")["step"], load_checkpoint(trained, "last")["step"]
+    dest = export_run(trained, tmp_path / "row", which="best")
+    assert load_checkpoint(dest, "last")["step"] == best
+    assert read_metrics(dest / "metrics.jsonl") == read_metrics(trained / "metrics.jsonl")
+    assert (dest / "eval.json").is_file() == (best == last)
+    if best == last:  # the same weights: the final evaluation is theirs
+        pytest.skip("the smoke run's best validation is at its last step")
