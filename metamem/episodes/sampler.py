@@ -22,6 +22,7 @@ a pure function of its key, so the same seed gives the same episodes on CPU and 
 from __future__ import annotations
 
 import functools
+import math
 import operator
 import os
 import warnings
@@ -242,14 +243,58 @@ def fused_hash() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     return torch.compile(keys_from_mix, dynamic=None)
 
 
+class UnsoundKernelError(RuntimeError):
+    """A compiled kernel that wrote outside its output or gave other values than eager torch."""
+
+
+#: ``(image shape, image dtype, rows, output dtype, device type)`` whose compiled gather passed
+#: :func:`check_fused_gather` in this process
+_GATHER_SOUND: set[tuple[Any, ...]] = set()
+#: spare elements after the output in the self-test: room for a kernel's stray vector stores
+_GUARD_ELEMENTS = 4096
+
+
+def check_fused_gather(images: torch.Tensor, index: torch.Tensor, dtype: torch.dtype) -> None:
+    """Run the compiled gather once for this shape into an output followed by guard elements,
+    and compare with eager torch.
+
+    Some torch builds' compiled CPU kernels store past the end of their output for some row
+    sizes (torch 2.13 with AVX-512 kernels on 20x20 uint8 images writes 8 floats past an
+    800-image output, which corrupts the heap and aborts the process later). The guard
+    elements catch those stores here, harmlessly. Passed shapes are remembered per process.
+
+    Raises:
+        UnsoundKernelError: when the kernel wrote into the guard or its values differ.
+    """
+    shape = (index.shape[0], *images.shape[1:])
+    key = (tuple(images.shape[1:]), images.dtype, shape[0], dtype, images.device.type)
+    if key in _GATHER_SOUND:
+        return
+    n = math.prod(shape)
+    sentinel = -1.0  # the gather writes values in [0, 1]
+    buf = torch.full((n + _GUARD_ELEMENTS,), sentinel, dtype=dtype, device=images.device)
+    out = buf[:n].view(shape)
+    fused_gather()(images, index, out)
+    stray = int((buf[n:] != sentinel).sum())
+    if stray:
+        raise UnsoundKernelError(f"the compiled gather wrote {stray} elements past its {list(shape)} output "
+                                 f"(a torch {torch.__version__} code generation bug on this CPU)")
+    want = torch.empty(shape, dtype=dtype, device=images.device)
+    _gather_scale_into(images, index, want)
+    if not torch.equal(out, want):
+        raise UnsoundKernelError(f"the compiled gather's {list(shape)} output differs from eager torch's")
+    _GATHER_SOUND.add(key)
+
+
 def _fused_fell_back(device: torch.device, err: BaseException) -> None:
     """Remember that the fused sampler does not compile on ``device``'s type; say so once."""
     if device.type in _FUSED_BROKEN:
         return
     _FUSED_BROKEN.add(device.type)
     first = (str(err).strip().splitlines() or [""])[0][:200]
+    what = "builds an unsound fused sampler" if isinstance(err, UnsoundKernelError) else "cannot build the fused sampler"
     warnings.warn(
-        f"episodes.fused=auto: torch.compile cannot build the fused sampler on {device.type} here "
+        f"episodes.fused: torch.compile {what} on {device.type} here "
         f"({type(err).__name__}: {first}); using the eager gather instead (the same episodes, slower). "
         f"Set episodes.fused: false (or {FUSED_ENV}=0) to skip the attempt",
         RuntimeWarning, stacklevel=4,
@@ -626,7 +671,7 @@ class EpisodeSampler:
             x = torch.empty((total, *shape), dtype=self.dtype, device=self.device)
         if self.staged is not None:
             u8 = self.staged.gather(flat)
-        elif self.fused and self._compiled(lambda: fused_gather()(self.images, flat, x))[0]:
+        elif self.fused and self._compiled(lambda: self._fused_gather(flat, x))[0]:
             return x
         else:
             u8 = torch.index_select(
@@ -643,14 +688,26 @@ class EpisodeSampler:
             torch.mul(u8, 1.0 / 255.0, out=x)
         return x
 
+    def _fused_gather(self, flat: torch.Tensor, x: torch.Tensor) -> None:
+        """The compiled gather into ``x``, after its self-test for this shape
+        (:func:`check_fused_gather`)."""
+        check_fused_gather(self.images, flat, x.dtype)
+        fused_gather()(self.images, flat, x)
+
     def _compiled(self, call: Callable[[], Any]) -> tuple[bool, Any]:
         """``(True, call())`` for a call of a compiled function. With ``fused="auto"`` a failure
-        to compile switches this sampler to the eager path (warning once): ``(False, None)``."""
-        if not self._fused_auto:
-            return True, call()
+        to compile switches this sampler to the eager path (warning once): ``(False, None)``.
+        A kernel that fails its self-test (:class:`UnsoundKernelError`) does so with
+        ``fused=True`` too: the eager path gives the same episodes."""
         try:
             return True, call()
+        except UnsoundKernelError as err:
+            _fused_fell_back(self.device, err)
+            self.fused = self._fused_auto = False
+            return False, None
         except Exception as err:  # BackendCompilerFailed, a missing C++ compiler, ...
+            if not self._fused_auto:
+                raise
             _fused_fell_back(self.device, err)
             self.fused = self._fused_auto = False
             return False, None

@@ -316,7 +316,7 @@ def test_auto_falls_back_to_the_same_episodes_and_says_so_once(synth: ImageDatas
 
     monkeypatch.setattr(sm, "fused_gather", broken)
     monkeypatch.setattr(sm, "fused_hash", broken)
-    with pytest.warns(RuntimeWarning, match=r"fused=auto: torch.compile cannot build the fused sampler on cpu "
+    with pytest.warns(RuntimeWarning, match=r"episodes.fused: torch.compile cannot build the fused sampler on cpu "
                                             r"here \(RuntimeError: no C\+\+ compiler found\); using the eager"):
         got = _batches(EpisodeSampler(synth, fused="auto", **_AUTO_KW))
     assert len(tries) == 1  # the first failure settles it
@@ -331,3 +331,80 @@ def test_auto_falls_back_to_the_same_episodes_and_says_so_once(synth: ImageDatas
     assert len(tries) == 1
     with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):  # an explicit fused=True does raise
         EpisodeSampler(synth, fused=True, **_AUTO_KW).sample()
+
+
+@pytest.mark.parametrize("fault", ["past_the_end", "wrong_values"])
+@pytest.mark.parametrize("fused", [True, "auto"])
+def test_an_unsound_compiled_gather_is_caught_by_its_self_test(synth: ImageDataset, monkeypatch, fault: str,
+                                                               fused: bool | str) -> None:
+    """A compiled gather that stores past its output (torch 2.13's AVX-512 kernels do, for
+    800 images of 20x20) or gives other values fails the self-test on a guarded buffer: the
+    sampler says so once and takes the eager path, with the same episodes, even with
+    ``fused=True``; nothing is written outside the batch."""
+    import metamem.episodes.sampler as sm
+
+    monkeypatch.delenv(sm.FUSED_ENV, raising=False)
+    monkeypatch.setattr(sm, "_FUSED_BROKEN", set())
+    monkeypatch.setattr(sm, "_GATHER_SOUND", set())
+
+    def unsound():
+        def fn(images, index, out):
+            sm._gather_scale_into(images, index, out)
+            if fault == "past_the_end":  # 8 stray stores after the output, in its storage
+                torch.as_strided(out, (8,), (1,), out.storage_offset() + out.numel()).fill_(0.5)
+            else:
+                out.view(-1)[0] += 1
+        return fn
+
+    monkeypatch.setattr(sm, "fused_gather", unsound)
+    with pytest.warns(RuntimeWarning, match=r"builds an unsound fused sampler on cpu here \(UnsoundKernelError: the "
+                                            r"compiled gather( wrote 8 elements past its|'s .* output differs)"):
+        sampler = EpisodeSampler(synth, fused=fused, **_AUTO_KW)
+        got = _batches(sampler)
+    assert not sampler.fused
+    want = _batches(EpisodeSampler(synth, fused=False, **_AUTO_KW))
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+def test_the_gather_self_test_passes_a_sound_kernel_once_per_shape(synth: ImageDataset, monkeypatch) -> None:
+    import metamem.episodes.sampler as sm
+
+    monkeypatch.setattr(sm, "_GATHER_SOUND", set())
+    calls = []
+
+    def eager():
+        def fn(images, index, out):
+            calls.append(index.shape[0])
+            sm._gather_scale_into(images, index, out)
+        return fn
+
+    monkeypatch.setattr(sm, "fused_gather", eager)
+    index = torch.arange(7)
+    sm.check_fused_gather(synth.images, index, torch.float32)
+    sm.check_fused_gather(synth.images, index, torch.float32)
+    sm.check_fused_gather(synth.images, torch.arange(5), torch.float32)
+    assert calls == [7, 5]  # checked once per shape
+
+
+def test_fused_sampler_on_20x20_images_leaves_the_heap_intact(tmp_path) -> None:
+    """The real compiled gather at the shape that corrupted the heap with torch 2.13's
+    AVX-512 kernels (800 images of 20x20, the README's MANN batch): the process ends
+    normally, and its batches equal the eager ones."""
+    import subprocess
+    import sys
+
+    code = """
+import torch, warnings
+from metamem import EpisodeSampler
+from metamem.data import load_dataset
+torch.set_num_threads(1)
+ds = load_dataset("synthetic", num_classes=624, per_class=20, image_size=20, seed=0)  # 12,480 images
+kw = dict(n_way=5, k_shot=10, n_query=0, batch_size=16, seed=3)  # 800 images a batch
+fused, eager = EpisodeSampler(ds, fused=True, **kw), EpisodeSampler(ds, fused=False, **kw)
+for _ in range(20):
+    a, b = fused.sample(), eager.sample()
+    assert torch.equal(a.support_x, b.support_x) and torch.equal(a.query_x, b.query_x)
+print("ok")
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
