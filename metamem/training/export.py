@@ -181,8 +181,8 @@ def export_run(
         write_metrics(tmp / "metrics.jsonl",
                       [r for r in read_metrics(run / "metrics.jsonl") if r["step"] <= last_step])
         # the final evaluation scored the final weights: it belongs to the copy only when the
-        # copy holds them (score exported best weights with `metamem eval`)
-        if (run / "eval.json").is_file() and ckpt["step"] == last_step:
+        # copy holds them as they were (score best or rounded weights with `metamem eval`)
+        if (run / "eval.json").is_file() and ckpt["step"] == last_step and weights_dtype is None:
             results = read_checked_results(run / "eval.json")  # an edited file is not shared
             for r in results:
                 r["source"] = _shown(out)

@@ -208,3 +208,12 @@ def test_export_of_best_weights_drops_the_final_evaluation_and_keeps_the_curve(t
     assert (dest / "eval.json").is_file() == (best == last)
     if best == last:  # the same weights: the final evaluation is theirs
         pytest.skip("the smoke run's best validation is at its last step")
+
+
+def test_export_in_float16_drops_the_final_evaluation(trained, tmp_path):
+    """Rounded weights score (a little) differently: the copy carries no figures of the
+    float32 weights; its weights are float16."""
+    dest = export_run(trained, tmp_path / "row", weights_dtype=torch.float16)
+    assert not (dest / "eval.json").exists()
+    model = load_checkpoint(dest, "last")["model"]
+    assert {t.dtype for t in model.values() if t.is_floating_point()} == {torch.float16}
