@@ -387,9 +387,7 @@ def checkpoint(run: TrainState, step: int) -> None:
         run.acc.check(step, run.info, run.last_good)
         save(run, "last.pt", step)
     if snap and step % snap == 0 and run.writer is not None and run.info.is_main:
-        ck.save_checkpoint(run.writer / "checkpoints" / f"step_{step:06d}.pt", {
-            "config": run.conf, "learner": run.cfg.learner.name, "image_shape": run.image_shape,
-            "step": step, "best_val": run.best, "model": run.learner.state_dict()})
+        ck.save_checkpoint(run.writer / "checkpoints" / f"step_{step:06d}.pt", _weights(run, step))
 
 
 def finish(run: TrainState, final_eval: bool) -> TrainResult:
@@ -418,12 +416,16 @@ def save(run: TrainState, name: str, step: int) -> None:
     if run.writer is None:
         return
     ck.save_checkpoint(run.writer / "checkpoints" / name, {
-        "config": run.conf, "learner": run.cfg.learner.name, "image_shape": run.image_shape,
-        "step": step, "best_val": run.best, "model": run.learner.state_dict(),
-        "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
+        **_weights(run, step), "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
         "scaler": run.scaler.state_dict(), "sampler": states, "accum": run.acc.state(),
         "rng": _global_rng_state(), "threads": torch.get_num_threads(),
     })
+
+
+def _weights(run: TrainState, step: int) -> dict[str, Any]:
+    """What every checkpoint holds: the weights and what is needed to rebuild the learner."""
+    return {"config": run.conf, "learner": run.conf["learner"]["name"], "image_shape": run.image_shape,
+            "step": step, "best_val": run.best, "model": run.learner.state_dict()}
 
 
 # ------------------------------------------------------------------------- helpers
