@@ -217,6 +217,18 @@ class Table:
     fixed: list[list[str]] = field(default_factory=list)  # label + one cell per column (+ note)
     ci_at: int = 2  # the presentation that shows its ± (sequence tables)
     budget: bool = False  # a column "steps × batch" from the run's config
+    tta: str = ""  # a column "CPU-min to reach the paper − 1.5" in this setting (time_to_accuracy.json)
+
+    def _tta(self, root: Path, row: str) -> str:
+        path = root / "results" / row / "time_to_accuracy.json"
+        if not path.is_file():
+            return "not measured"
+        data = json.loads(path.read_text(encoding="utf-8"))
+        hit = data.get("reached", {}).get(self.tta)
+        if hit:
+            return f"{hit['cpu_min']:.0f} ({hit['target']:.1f}% at step {hit['step']:,})"
+        pts = [p for p in data["points"] if self.tta in p["acc"]]
+        return f"not reached in {pts[-1]['cpu_min']:.0f}" if pts else "not measured"
 
     def _budget(self, root: Path, row: str) -> str:
         import yaml
@@ -231,6 +243,8 @@ class Table:
             head = ["model", *(ordinal(p) for p in self.presentations), "all steps"]
         if self.budget:
             head.append("training steps × batch")
+        if self.tta:
+            head.append(f"CPU-min to paper − 1.5 at {self.tta}")
         if self.note_header:
             head.append(self.note_header)
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -251,6 +265,8 @@ class Table:
                     cells.append(f"{pct(s['mean'], 2)} ± {pct(s['ci95'], 2)}")
             if self.budget:
                 cells.append(self._budget(root, row.run))
+            if self.tta:
+                cells.append("–" if row.note == "–" else self._tta(root, row.run))
             if self.note_header:
                 cells.append(row.note)
             lines.append("| " + " | ".join(cells) + " |")
@@ -343,6 +359,73 @@ class Value:
         return " / ".join(pct(pres[p - 1]) for p in self.presentations) + " %"
 
 
+SPREAD = "results/readme_spread/spread.json"
+KERNELS = {"avx2": "AVX2", "avx512": "AVX-512", "default": "default"}
+
+
+def _spread(root: Path) -> list[dict[str, Any]]:
+    """The README main job's records (``scripts/readme_spread.py``)."""
+    runs: list[dict[str, Any]] = json.loads((root / SPREAD).read_text(encoding="utf-8"))["runs"]
+    if not runs:
+        raise RenderError(f"{SPREAD}: no runs; python scripts/readme_spread.py measures them")
+    return runs
+
+
+@dataclass
+class SpreadTable:
+    """The README main job over seeds, threads and CPU kernels: one row per run, and the
+    mean, min and max of the runs that left MANN's plateau and of those that did not."""
+
+    def render(self, root: Path) -> str:
+        runs = _spread(root)
+        lines = ["| seed | threads | CPU kernels | accuracy | 1st / 2nd presentation | left the plateau | training CPU-s | shapes |",
+                 "|---|---|---|---|---|---|---|---|"]
+        for r in runs:
+            lines.append(f"| {r['seed']} | {r['threads']} | {KERNELS[r['kernels']]} | {r['acc']:.2f}% | "
+                         f"{r['first']:.1f}% / {r['second']:.1f}% | {'yes' if r['left_plateau'] else 'no'} | "
+                         f"{r['cpu_s']} | {r['shapes']:.1f}% |")
+        lines.append("")
+        for name, group in (("Left the plateau", [r for r in runs if r["left_plateau"]]),
+                            ("Still on it", [r for r in runs if not r["left_plateau"]])):
+            if group:
+                accs = [r["acc"] for r in group]
+                lines.append(f"- {name}: {len(group)} of {len(runs)} runs, accuracy mean "
+                             f"{sum(accs) / len(accs):.2f}%, min {min(accs):.2f}%, max {max(accs):.2f}%.")
+        cpus = sorted({r["cpu"] for r in runs})
+        lines.append(f"- Measured on: {', '.join(cpus)}.")
+        return "\n".join(lines)
+
+
+@dataclass
+class SpreadBand:
+    """A band quoted by the README and checked by its test: ``**c% ± h**`` around the
+    accuracies (``what``: ``left``/``plateau``) or the shapes scores of the runs, widened by
+    ``margin`` points each side; ``what="cpu"``: ``lo–hi`` training CPU-seconds of the
+    one-thread runs (the command as written), from ``0.6 ×`` the fastest to ``1.6 ×`` the
+    slowest, in 50s (CI machines differ)."""
+
+    what: str
+    margin: float = 2.0
+
+    def render(self, root: Path) -> str:
+        import math
+
+        runs = _spread(root)
+        if self.what == "cpu":  # the command as written: one thread
+            cpu = [r["cpu_s"] for r in runs if r["threads"] == 1]
+            lo = int(50 * math.floor(0.6 * min(cpu) / 50))
+            hi = int(50 * math.ceil(1.6 * max(cpu) / 50))
+            return f"{lo}–{hi}"
+        if self.what == "shapes":
+            values = [r["shapes"] for r in runs]
+        else:
+            values = [r["acc"] for r in runs if r["left_plateau"] == (self.what == "left")]
+        if not values:  # no run on the plateau: the band of a model that guesses among the
+            return "**31.5% ± 5.5**"  # labels not yet shown (45.7% at the 1st presentation, ~30% overall)
+        lo, hi = min(values) - self.margin, max(values) + self.margin
+        return f"**{(lo + hi) / 2:.1f}% ± {(hi - lo) / 2:.1f}**"
+
+
 def _seq(n_way: int, shots: int) -> Want:
     return Want(n_way, shots, 2026, scoring="sequence", n_query=0)
 
@@ -361,17 +444,20 @@ BLOCKS: dict[str, Any] = {
     "omniglot_nway": Table(SET_2026, [
         Row("omniglot_paper/protonet_7000", "ProtoNet, 7,000 steps", "98.8 / 99.7 / 96.0 / 98.9 (Snell et al. 2017)"),
         Row("omniglot_paper/protonet", "ProtoNet, 2,500 steps", "98.8 / 99.7 / 96.0 / 98.9 (Snell et al. 2017)"),
-        Row("omniglot_paper/matching_scale10", "Matching Networks, cosine × 10", "98.1 / 98.9 / 93.8 / 98.5 (Vinyals et al. 2016)"),
+        Row("omniglot_paper/matching_60way", "Matching Networks, 60-way episodes, learned cosine scale",
+            "98.1 / 98.9 / 93.8 / 98.5 (Vinyals et al. 2016)"),
+        Row("omniglot_paper/matching_60way_scale10", "Matching Networks, 60-way episodes, cosine × 10, best validation",
+            "98.1 / 98.9 / 93.8 / 98.5 (Vinyals et al. 2016)"),
         Row("omniglot_paper/matching", "Matching Networks, plain cosine", "98.1 / 98.9 / 93.8 / 98.5 (Vinyals et al. 2016)"),
         Row("omniglot_paper/memory_matching", "Memory Matching Networks", "99.28 at 5w1s (Cai et al. 2018)"),
         Row("omniglot_paper/metanet", "Meta Networks", "98.95 at 5w1s, 97.00 at 20w1s (Munkhdalai & Yu 2017)"),
         Row("omniglot_paper/maml", "MAML", "98.7 / 99.9 / 95.8 / 98.9 (Finn et al. 2017)"),
-        Row("omniglot_paper/linear_probe", "linear probe", "86.0 / 97.6 / 72.9 / 92.3 (baseline classifier, Vinyals et al.)"),
+        Row("omniglot_paper/linear_probe", "linear probe", "86.0 / 97.6 / 72.9 / 92.3 (baseline classifier, Vinyals et al.; a floor)"),
         Row("omniglot_paper/mann_lru", "MANN (LRUA), set scoring", "–"),
         Row("omniglot_paper/mann_spread", "MANN (LRUA), spread labels, set scoring", "–"),
         Row("omniglot_paper/lstm", "LSTM, set scoring", "–"),
         Row("omniglot_paper/lstm_spread", "LSTM, spread labels, set scoring", "–"),
-    ], note_header="paper (5w1s / 5w5s / 20w1s / 20w5s)", budget=True),
+    ], note_header="paper (5w1s / 5w5s / 20w1s / 20w5s)", budget=True, tta="5w1s"),
     "omniglot_sequence": Table([("seq", SEQ5)], [
         Row("omniglot_paper/mann_lru", "MANN (LRUA), 100,000 episodes"),
         Row("omniglot_paper/mann_lru_500k", "MANN (LRUA), 500,000 episodes"),
@@ -443,6 +529,11 @@ BLOCKS: dict[str, Any] = {
         Row("mini_imagenet/probe_conv4", "pretrain + probe, Conv-4-64", "–"),
         Row("mini_imagenet/probe_resnet12", "pretrain + probe, ResNet-12", "62.02 / 79.64 (Tian et al. 2020)"),
     ], note_header="paper (5w1s / 5w5s)", budget=True),
+    "readme_spread": SpreadTable(),
+    "readme_band_left": SpreadBand("left"),
+    "readme_band_plateau": SpreadBand("plateau"),
+    "readme_band_shapes": SpreadBand("shapes"),
+    "readme_band_cpu": SpreadBand("cpu"),
     "readme_mann_500k": Value("omniglot_paper/mann_lru_500k", SEQ5, [2, 3, 5, 10]),
     "learners_minimal": FileTable(
         [f"docs/results/omniglot_table/{f}.json" for f in ("set_learners_5way", "any_way_learners_20way", "mann_lstm_5way")],

@@ -206,3 +206,26 @@ def test_a_printed_rescore_command_gives_the_committed_figures(tmp_path: Path, m
     (old,) = json.loads((ROOT / "results/omniglot_paper/protonet/eval_within_alphabet/results.json").read_text())["results"]
     assert new["fingerprint"] == old["fingerprint"]
     assert abs(new["scores"]["set"]["mean"] - old["scores"]["set"]["mean"]) <= 0.0005  # 0.05 points
+
+
+def test_readme_spread_covers_the_matrix_and_its_bands_cover_every_run(render: ModuleType) -> None:
+    """The README main job was measured on >= 5 seeds x 1 and 2 threads x AVX2 and AVX-512
+    kernels, and the bands the README quotes (and its test checks) hold every measured run:
+    its accuracy in the band of its plateau state, its shapes score and CPU time in theirs."""
+    runs = json.loads((ROOT / render.SPREAD).read_text())["runs"]
+    cells = {(r["seed"], r["threads"], r["kernels"]) for r in runs}
+    seeds = {s for s, _, _ in cells}
+    assert len(seeds) >= 5 and all((s, t, k) in cells for s in seeds for t in (1, 2) for k in ("avx2", "avx512"))
+
+    def band(name: str) -> tuple[float, float]:
+        c, h = map(float, re.findall(r"[\d.]+", render.BLOCKS[name].render(ROOT)))
+        return c - h, c + h
+
+    for r in runs:
+        lo, hi = band("readme_band_left" if r["left_plateau"] else "readme_band_plateau")
+        assert lo <= r["acc"] <= hi, r
+        assert r["left_plateau"] == (r["second"] > r["first"]), r
+        lo, hi = band("readme_band_shapes")
+        assert lo <= r["shapes"] <= hi, r
+        lo, hi = map(int, render.BLOCKS["readme_band_cpu"].render(ROOT).split("–"))
+        assert r["threads"] != 1 or lo <= r["cpu_s"] <= hi, r
