@@ -29,9 +29,10 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from metamem.files import write_text
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "results" / "readme_spread" / "spread.json"
@@ -63,10 +64,7 @@ def save(path: Path, runs: list[dict[str, Any]]) -> None:
     """Write the records atomically (temp file in the same folder, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     runs = sorted(runs, key=lambda r: (r["kernels"], r["threads"], r["seed"]))
-    text = json.dumps({"command": f"metamem train {CONFIG} train.steps=2000", "runs": runs}, indent=1)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-        f.write(text + "\n")
-    os.replace(f.name, path)
+    write_text(path, json.dumps({"command": f"metamem train {CONFIG} train.steps=2000", "runs": runs}, indent=1) + "\n")
 
 
 def measure(seed: int, threads: int, kernels: str, work: Path, steps: int) -> dict[str, Any]:

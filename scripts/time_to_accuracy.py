@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from metamem.files import write_text
 
 SETTING = re.compile(r"^(\d+)w(\d+)s$")
 
@@ -135,9 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         reached[key] = hit and {"target": target, "step": hit["step"], "cpu_min": hit["cpu_min"]}
     data = {"run": str(args.run), "protocol": protocol, "cpu_offset_min": args.cpu_offset_min,
             "points": ordered, "reached": reached}
-    with tempfile.NamedTemporaryFile("w", dir=out.parent, delete=False, suffix=".tmp") as f:
-        json.dump(data, f, indent=1)
-    os.replace(f.name, out)
+    write_text(out, json.dumps(data, indent=1))
     for key, hit in reached.items():
         print(f"{key} >= {targets[key]}: " + (f"step {hit['step']}, {hit['cpu_min']} CPU-min" if hit else "not reached"))
     plot(data, targets, out.with_suffix(".png"))

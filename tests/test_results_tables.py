@@ -229,3 +229,15 @@ def test_readme_spread_covers_the_matrix_and_its_bands_cover_every_run(render: M
         assert lo <= r["shapes"] <= hi, r
         lo, hi = map(int, render.BLOCKS["readme_band_cpu"].render(ROOT).split("–"))
         assert r["threads"] != 1 or lo <= r["cpu_s"] <= hi, r
+
+
+def test_readme_spread_records_round_trip_and_a_bad_file_is_named(load_script, tmp_path: Path) -> None:
+    spread = load_script("readme_spread")
+    runs = json.loads((ROOT / "results" / "readme_spread" / "spread.json").read_text())["runs"]
+    out = tmp_path / "sub" / "spread.json"
+    spread.save(out, runs[::-1])
+    assert spread.load(out) == sorted(runs, key=lambda r: (r["kernels"], r["threads"], r["seed"]))
+    assert spread.load(tmp_path / "missing.json") == []
+    out.write_text('{"runs": 3}')
+    with pytest.raises(SystemExit, match=r"spread.json: expected \{'runs': \[...\]\}; move the file away"):
+        spread.load(out)
