@@ -149,6 +149,11 @@ class MemoryMatchingNet(EmbeddingLearner, AnyWay):
         policy_options: keyword options of the write policy.
         context_hidden: units per direction of the contextual bi-LSTM.
         read_sharpness: initial sharpness of the cosine matching.
+        new_slot_bias: initial bias of the ``lru`` policy's gate logit ``α``. ``0`` starts each
+            write half in the last-read slot and half in the least-used one, which blends
+            support items of different classes into one slot; a negative value (``-4``:
+            ``σ(α) ≈ 0.02``) starts with every item in a slot of its own, the paper's write for
+            an item whose class is not yet in memory. Training still learns the gate.
     """
 
     def __init__(
@@ -161,6 +166,7 @@ class MemoryMatchingNet(EmbeddingLearner, AnyWay):
         policy_options: dict[str, Any] | None = None,
         context_hidden: int = 64,
         read_sharpness: float = 10.0,
+        new_slot_bias: float = 0.0,
     ) -> None:
         super().__init__()
         check_positive("memory_matching", key_dim=key_dim, slots=slots, context_hidden=context_hidden)
@@ -175,6 +181,15 @@ class MemoryMatchingNet(EmbeddingLearner, AnyWay):
             key_dim, slots=slots, width=key_dim, read_heads=1, policy=policy,
             policy_options=policy_options,
         )
+        if new_slot_bias:
+            if policy != "lru":
+                raise ValueError(
+                    f"memory_matching: new_slot_bias applies to policy 'lru' only, got policy {policy!r}; "
+                    f"drop new_slot_bias or use policy: lru"
+                )
+            with torch.no_grad():  # the gate logits come first in the policy's interface outputs
+                gates = slice(self.memory.read_size, self.memory.read_size + self.memory.read_heads)
+                self.memory.interface.bias[gates] = float(new_slot_bias)
         self.context = nn.LSTM(key_dim + 1, context_hidden, batch_first=True, bidirectional=True)
         self.film = nn.Linear(2 * context_hidden, 2 * feat)
         nn.init.normal_(self.film.weight, std=1e-3)  # FiLM starts near the identity
@@ -231,7 +246,7 @@ def build_memory_matching(
         backbone: BACKBONES key of the embedding CNN.
         backbone_channels: filters per block of ``conv4`` (None: the backbone default).
         **options: :class:`MemoryMatchingNet`'s (``key_dim``, ``slots``, ``policy``,
-            ``policy_options``, ``context_hidden``, ``read_sharpness``).
+            ``policy_options``, ``context_hidden``, ``read_sharpness``, ``new_slot_bias``).
 
     The old names ``memory_slots`` and ``write_policy`` still load, with a warning.
 

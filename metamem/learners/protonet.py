@@ -3,9 +3,11 @@
 Each class is represented by the mean embedding of its support items,
 ``c_k = mean_{(x_i, y_i) in S, y_i = k} f(x_i)``, and a query is classified by a softmax over
 negative squared Euclidean distances, ``p(y = k | x) = softmax_k(-||f(x) - c_k||^2)``. The loss
-is the cross-entropy of the query labels. ``distance="euclidean"`` uses ``||f(x) - c_k||``
-instead (the same predictions, a softer softmax while training). Settings of the paper: Conv-4-64, Adam 1e-3
-halved every 2000 episodes, 60-way training episodes on Omniglot (30/20-way on mini-ImageNet).
+is the cross-entropy of the query labels. metamem's default, ``distance="euclidean"``, uses
+``||f(x) - c_k||`` instead: the same predictions, a softer softmax while training, and fewer
+CPU-minutes to each accuracy on Omniglot (docs/benchmarks_training.md); the paper configs set
+``distance: sqeuclidean``. Settings of the paper: Conv-4-64, Adam 1e-3 halved every 2000
+episodes, 60-way training episodes on Omniglot (30/20-way on mini-ImageNet).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ class ProtoNet(EmbeddingLearner, AnyWay):
 
     Args:
         backbone: embedding network ``[*, C, H, W] -> [*, D]``.
-        distance: ``"sqeuclidean"`` (the paper's ``||f(x) - c_k||^2``) or ``"euclidean"``
-            (``||f(x) - c_k||``). Both rank the classes alike, so they predict the same
+        distance: ``"euclidean"`` (``||f(x) - c_k||``, the default) or ``"sqeuclidean"``
+            (the paper's ``||f(x) - c_k||^2``). Both rank the classes alike, so they predict the same
             labels; they train differently: the plain distance gives a softer softmax early
             on and reaches a given accuracy in fewer episodes on Omniglot
             (docs/benchmarks_training.md).
@@ -36,7 +38,7 @@ class ProtoNet(EmbeddingLearner, AnyWay):
 
     DISTANCES = ("sqeuclidean", "euclidean")
 
-    def __init__(self, backbone: nn.Module, distance: str = "sqeuclidean") -> None:
+    def __init__(self, backbone: nn.Module, distance: str = "euclidean") -> None:
         super().__init__()
         if distance not in self.DISTANCES:
             raise ValueError(f"learner.distance: unknown distance {distance!r}; valid: {', '.join(self.DISTANCES)}")
@@ -45,7 +47,7 @@ class ProtoNet(EmbeddingLearner, AnyWay):
 
     def predict_features(self, support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor, *,
                          n_way: int, support_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits ``-||f(x) - c_k||^2`` ``[B, Qn, N]``; ``-inf`` for classes with no present support."""
+        """Logits ``-||f(x) - c_k||`` (or its square) ``[B, Qn, N]``; ``-inf`` for classes with no present support."""
         onehot = support_onehot(support_y, n_way, support_mask)
         protos = class_means(support, onehot)  # [B, N, D]
         # ||q - c||^2 = ||q||^2 - 2 q.c + ||c||^2, one batched matmul
@@ -57,7 +59,7 @@ class ProtoNet(EmbeddingLearner, AnyWay):
 
 @LEARNERS.register("protonet")
 def build_protonet(*, n_way: int, image_shape: tuple[int, int, int], backbone: str = "conv4",
-                   distance: Literal["sqeuclidean", "euclidean"] = "sqeuclidean") -> ProtoNet:
+                   distance: Literal["sqeuclidean", "euclidean"] = "euclidean") -> ProtoNet:
     """Prototypical Networks (Snell et al. 2017): (squared) Euclidean distance to class means."""
     del n_way  # any number of ways works at predict time
     return ProtoNet(BACKBONES.build(backbone, image_shape=image_shape), distance=distance)

@@ -152,6 +152,26 @@ def test_more_items_than_slots_stays_finite() -> None:
         "no gradient reaches the key projection / FiLM through the overfull memory")
 
 
+def test_new_slot_bias_gives_each_support_item_its_own_slot() -> None:
+    """With the LRU gate's bias at -4, 7 items written to 8 fresh slots land one to a slot (the
+    paper's write of an unseen class); at the default bias 0 they blend into shared slots."""
+    torch.manual_seed(0)
+    keys, onehot = torch.randn(3, 7, 16), torch.eye(7).expand(3, -1, -1)
+    purity = {}
+    for bias in (0.0, -4.0):
+        net = build_learner("memory_matching", n_way=7, image_shape=(1, 16, 16), **SMALL, new_slot_bias=bias)
+        if bias:
+            assert float(net.memory.interface.bias[net.memory.read_size].detach()) == bias
+        with torch.no_grad():
+            _, values, _ = write_key_value_memory(net.memory, keys, onehot)
+        purity[bias] = values.max(-1).values.sort(-1, descending=True).values[..., :7]  # [B, 7]
+    assert (purity[-4.0] > 0.9).all()
+    assert purity[0.0].mean() < 0.7
+    with pytest.raises(ValueError, match="new_slot_bias applies to policy 'lru' only"):
+        build_learner("memory_matching", n_way=5, image_shape=(1, 16, 16), **{**SMALL, "policy": "usage"},
+                      new_slot_bias=-4.0)
+
+
 def test_bad_input_errors() -> None:
     valid = "cached_uniform, lru, uniform, usage"
     with pytest.raises(ValueError, match=f"memory_matching: unknown write policy 'fifo'.*{valid}"):

@@ -156,7 +156,7 @@ def test_query_cross_entropy_against_loop() -> None:
 # ----------------------------------------------------------------------------- ProtoNet / Matching
 def test_protonet_matches_naive_squared_distances() -> None:
     sx, sy, qx, mask = toy_episode()
-    got = ProtoNet(Flat(5)).predict(sx, sy, qx, n_way=3, support_mask=mask)
+    got = ProtoNet(Flat(5), distance="sqeuclidean").predict(sx, sy, qx, n_way=3, support_mask=mask)
     for b in range(2):
         for k in range(3):
             sel = (sy[b] == k) & mask[b]
@@ -186,10 +186,34 @@ def test_protonet_euclidean_matches_cdist_with_gradients() -> None:
     torch.testing.assert_close(sxa.grad, sxb.grad)
     torch.testing.assert_close(qxa.grad, qxb.grad)
     # the same ranking as the squared distance, so the same predictions
-    sq = ProtoNet(Flat(15)).predict(sx, sy, qx, n_way=3)
+    sq = ProtoNet(Flat(15), distance="sqeuclidean").predict(sx, sy, qx, n_way=3)
     assert torch.equal(sq.argmax(-1), got.argmax(-1))
     with pytest.raises(ValueError, match="learner.distance: unknown distance 'cosine'"):
         ProtoNet(Flat(15), distance="cosine")
+
+
+def test_protonet_default_distance_is_euclidean_and_committed_configs_name_theirs() -> None:
+    """The default is the plain distance (builder and class agree); every committed ProtoNet
+    config states its distance, so re-scoring a run never depends on the default."""
+    from pathlib import Path
+
+    import yaml
+
+    from metamem.learners import build_learner
+
+    assert ProtoNet(Flat(5)).distance == "euclidean"
+    assert build_learner("protonet", n_way=5, image_shape=(1, 28, 28)).distance == "euclidean"
+    root = Path(__file__).resolve().parents[2]
+    configs = [*root.glob("results/**/config.yaml"), *root.glob("experiments/**/*.yaml")]
+    seen = 0
+    for path in configs:
+        learner = (yaml.safe_load(path.read_text()) or {}).get("learner") or {}
+        if learner.get("name") == "protonet":
+            seen += 1
+            assert learner.get("distance") in ProtoNet.DISTANCES, f"{path}: learner.distance not stated"
+    assert seen >= 8
+    paper = yaml.safe_load((root / "experiments/omniglot/paper/protonet.yaml").read_text())
+    assert paper["learner"]["distance"] == "sqeuclidean"
 
 
 def test_matching_matches_naive_cosine_attention() -> None:
