@@ -39,7 +39,7 @@ from metamem.runs import recorded_evaluations
 REPO = Path(__file__).resolve().parents[1]
 #: the files whose marked blocks are generated
 PAGES = ("docs/results/omniglot_paper.md", "docs/results/memory_fewshot.md",
-         "docs/results/mini_imagenet.md", "docs/learners.md", "README.md")
+         "docs/results/mini_imagenet.md", "docs/learners.md", "docs/benchmarks_training.md", "README.md")
 BLOCK = re.compile(r"(<!-- (table|value):(\S+) -->)(.*?)(<!-- /\2 -->)", re.DOTALL)
 
 
@@ -426,6 +426,59 @@ class SpreadBand:
         return f"**{(lo + hi) / 2:.1f}% ± {(hi - lo) / 2:.1f}**"
 
 
+VERSUS = "results/vs_easyfsl/results.json"
+VERSUS_LABELS = {"metamem": "metamem (default)", "easyfsl": "easyfsl 1.5.0",
+                 "metamem-paper": "metamem, squared distance (paper config)",
+                 "metamem-separate": "metamem, separate support and query passes"}
+
+
+def versus_points(root: Path) -> list[dict[str, Any]]:
+    """The points of ``scripts/vs_easyfsl.py`` (one per learner, seed and CPU budget)."""
+    points: list[dict[str, Any]] = json.loads((root / VERSUS).read_text(encoding="utf-8"))["points"]
+    if not points:
+        raise RenderError(f"{VERSUS}: no points; python scripts/vs_easyfsl.py measures them")
+    return points
+
+
+def versus_cell(points: list[dict[str, Any]], learner: str, budget: float) -> tuple[float, float, float, int, int]:
+    """``(mean, min, max accuracy in %, mean episodes, seeds)`` of one learner at one budget."""
+    mine = [p for p in points if p["learner"] == learner and p["budget_cpu_min"] == budget]
+    if not mine:
+        raise RenderError(f"{VERSUS}: no point of {learner!r} at {budget:g} CPU-min")
+    accs = [100 * p["accuracy"] for p in mine]
+    return (sum(accs) / len(accs), min(accs), max(accs), round(sum(p["episodes"] for p in mine) / len(mine)),
+            len(mine))
+
+
+@dataclass
+class VersusTable:
+    """ProtoNet against easyfsl at equal training CPU: mean accuracy over seeds (min–max;
+    episodes trained) per budget; the best mean of each budget in bold."""
+
+    def render(self, root: Path) -> str:
+        points = versus_points(root)
+        learners = list(dict.fromkeys(p["learner"] for p in points))
+        budgets = sorted({p["budget_cpu_min"] for p in points})
+        seeds = sorted({p["seed"] for p in points})
+        lines = ["| CPU-min | " + " | ".join(VERSUS_LABELS.get(k, k) for k in learners) + " |",
+                 "|---" * (len(learners) + 1) + "|"]
+        for b in budgets:
+            cells = {k: versus_cell(points, k, b) for k in learners}
+            best = max(c[0] for c in cells.values())
+            row = []
+            for k in learners:
+                mean, lo, hi, eps, _ = cells[k]
+                text = f"{mean:.2f}"
+                row.append(f"**{text}** ({lo:.2f}–{hi:.2f}; {eps:,} ep)" if mean == best
+                           else f"{text} ({lo:.2f}–{hi:.2f}; {eps:,} ep)")
+            lines.append(f"| {b:g} | " + " | ".join(row) + " |")
+        meta = json.loads((root / VERSUS).read_text(encoding="utf-8")).get("meta", {})
+        lines += ["", f"Seeds {', '.join(map(str, seeds))}; scored on {meta.get('test_episodes', '?')} fixed "
+                      f"5-way 1-shot 15-query `vinyals/test` episodes (seed {meta.get('test_seed', '?')}); "
+                      f"torch {meta.get('torch', '?')}, {meta.get('threads', '?')} thread."]
+        return "\n".join(lines)
+
+
 def _seq(n_way: int, shots: int) -> Want:
     return Want(n_way, shots, 2026, scoring="sequence", n_query=0)
 
@@ -530,6 +583,7 @@ BLOCKS: dict[str, Any] = {
         Row("mini_imagenet/probe_resnet12", "pretrain + probe, ResNet-12", "62.02 / 79.64 (Tian et al. 2020)"),
     ], note_header="paper (5w1s / 5w5s)", budget=True),
     "readme_spread": SpreadTable(),
+    "vs_easyfsl": VersusTable(),
     "readme_band_left": SpreadBand("left"),
     "readme_band_plateau": SpreadBand("plateau"),
     "readme_band_shapes": SpreadBand("shapes"),

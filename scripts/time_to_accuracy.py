@@ -13,7 +13,9 @@ snapshot that reaches each target::
 It writes ``<run>/time_to_accuracy.json`` (atomically) and ``time_to_accuracy.png``:
 ``{"points": [{"step", "cpu_min", "acc": {"5w1s": [mean %, ci95 %]}}], "reached":
 {"5w1s": {"target", "step", "cpu_min"} or null}}``. Snapshots already scored with the same
-protocol are kept, so the script can be re-run while the run trains.
+protocol are kept, so the script can be re-run while the run trains. ``--stop-when-reached``
+scores no snapshot after the first that meets every target (the CPU-minutes column needs only
+that one).
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu-offset-min", type=float, default=0.0,
                     help="CPU-minutes spent before this run (the run its train.init_from names)")
     ap.add_argument("--every", type=int, default=1, help="score every k-th snapshot only (and the last)")
+    ap.add_argument("--stop-when-reached", action="store_true",
+                    help="score no later snapshot once every --targets setting has reached its target")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, help="default: RUN/time_to_accuracy.json")
     args = ap.parse_args(argv)
@@ -128,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             point["acc"][f"{n}w{k}s"] = [round(100 * res.mean, 2), round(100 * res.ci95, 2)]
         print(f"step {step:6d}  {point['cpu_min']:7.2f} CPU-min  "
               + "  ".join(f"{s} {a[0]:.2f}" for s, a in point["acc"].items()), flush=True)
+        if args.stop_when_reached and targets and all(
+                any(key in p["acc"] and p["acc"][key][0] >= t for p in points.values()) for key, t in targets.items()):
+            break
     ordered = [points[s] for s in sorted(points)]
     reached: dict[str, Any] = {}
     for key, target in targets.items():

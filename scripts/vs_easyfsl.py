@@ -7,16 +7,16 @@ seed, so both see identical images in identical order) and are scored on the sam
 budget (the process's CPU time, one thread); scoring happens at each budget point with the
 clock stopped.
 
-- ``metamem``: ``build_learner("protonet")`` as the paper config trains it (Conv-4 without
-  conv bias, pool before ReLU, channels-last; squared Euclidean logits; support and query in
-  one backbone call).
+- ``metamem``: ``build_learner("protonet")`` with its defaults (Conv-4 without conv bias, pool
+  before ReLU, channels-last; plain Euclidean logits; support and query in one backbone call).
 - ``easyfsl``: ``easyfsl.methods.PrototypicalNetworks`` (1.5.0) on a Conv-4 as its users
   write it (conv bias, PyTorch's default init, conv -> BN -> ReLU -> pool, NCHW), fed with
   ``process_support_set`` then ``forward`` (support and query pass the network separately;
   logits are minus plain Euclidean distances).
-- ablations of metamem, to find which recipe difference matters: ``metamem-euclid``
-  (``learner.distance: euclidean``, plain-distance logits) and ``metamem-separate`` (support and query in separate backbone
-  calls, so BatchNorm normalises each with its own batch statistics).
+- ablations of metamem, to find which recipe difference matters: ``metamem-paper``
+  (``learner.distance: sqeuclidean``, the paper's squared-distance logits) and ``metamem-separate``
+  (support and query in separate backbone calls, so BatchNorm normalises each with its own
+  batch statistics).
 
 easyfsl imports torchvision for models this script does not use; where torchvision is absent
 a stand-in module is registered that only lets the import succeed. Install easyfsl with
@@ -25,7 +25,7 @@ a stand-in module is registered that only lets the import succeed. Install easyf
 Usage::
 
     python scripts/vs_easyfsl.py --seeds 0 1 2 --budgets 0.5 1 2 4 8 --out runs/vs_easyfsl
-    python scripts/vs_easyfsl.py --learners metamem easyfsl metamem-euclid --seeds 0 --budgets 0.5 1
+    python scripts/vs_easyfsl.py --learners metamem easyfsl metamem-paper --seeds 0 --budgets 0.5 1
 
 Budgets are CPU-minutes of training. Writes ``results.json`` (every point), ``results.md``
 (mean over seeds with the spread) and ``accuracy_vs_cpu.png`` into ``--out``.
@@ -53,9 +53,9 @@ from metamem.evaluation.metrics import mean_ci95
 from metamem.files import write_text
 from metamem.learners import build_learner
 
-LEARNERS = ("metamem", "easyfsl", "metamem-euclid", "metamem-separate")
+LEARNERS = ("metamem", "easyfsl", "metamem-paper", "metamem-separate")
 DATA = dict(image_size=28, rotations=True)
-LABELS = {"metamem": "metamem, squared distance (paper)", "metamem-euclid": "metamem, plain distance",
+LABELS = {"metamem": "metamem (default: plain distance)", "metamem-paper": "metamem, squared distance (paper)",
           "easyfsl": "easyfsl 1.5.0", "metamem-separate": "metamem, separate support/query passes"}
 
 
@@ -101,8 +101,8 @@ class _Learner:
 
             self.model: nn.Module = PrototypicalNetworks(easyfsl_conv4())
         else:
-            distance = "euclidean" if kind == "metamem-euclid" else "sqeuclidean"
-            self.model = build_learner("protonet", n_way=60, image_shape=(1, 28, 28), distance=distance)
+            options = {"distance": "sqeuclidean"} if kind == "metamem-paper" else {}
+            self.model = build_learner("protonet", n_way=60, image_shape=(1, 28, 28), **options)
             self.model.to(memory_format=torch.channels_last)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
 

@@ -76,3 +76,8 @@ def test_time_to_accuracy_scores_each_snapshot_once(tmp_path: Path, tiny_cfg) ->
         n_way=3, k_shot=1, n_query=2, episodes=4, seed=2026, protocol="set", progress=False)
     assert data["points"][1]["acc"]["3w1s"][0] == round(100 * direct.mean, 2)
     assert (run / "time_to_accuracy.png").is_file()
+    # --stop-when-reached: nothing after the first snapshot that meets every target is scored
+    out = tmp_path / "early.json"
+    assert tta.main([*args, "--stop-when-reached", "--out", str(out)]) == 0
+    early = json.loads(out.read_text())
+    assert [p["step"] for p in early["points"]] == [2] and early["reached"]["3w1s"]["step"] == 2
