@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from metamem.data.base import DATASETS, DatasetError, ImageDataset, check_image_size, check_split
-from metamem.data.cache import Decoded, decoded_dataset
+from metamem.data.base import DatasetError, ImageDataset
+from metamem.data.cache import Decoded
 from metamem.data.mini_imagenet import restricted_pickle_loadf
-from metamem.data.paths import dataset_dir, split_file
+from metamem.data.options import ImageOptions, image_loader
 from metamem.data.sources import file_md5, image_to_array, read_tar_members
 
 __all__ = ["CIFAR_FILES", "load_cifar_fs", "load_fc100", "read_cifar100", "read_name_list"]
@@ -133,18 +133,12 @@ def read_cifar100(kind: str, path: str) -> tuple[np.ndarray, np.ndarray, np.ndar
     return np.concatenate(images), np.concatenate(fine), np.concatenate(coarse), fine_names, coarse_names
 
 
-def _load(
-    name: str, split: str | None, root: str | os.PathLike[str] | None, image_size: int,
-    split_dir: str | os.PathLike[str] | None, cache_dir: str | os.PathLike[str] | None, cache: bool,
-    by_superclass: bool,
-) -> ImageDataset:
-    split = check_split(name, split)
-    check_image_size(name, image_size)
-    list_path = split_file(split_dir, name, f"{split}.txt")
+def _load(name: str, split: str, opts: ImageOptions, by_superclass: bool) -> ImageDataset:
+    list_path = opts.split_list(name, f"{split}.txt")
     wanted = read_name_list(list_path)
-    kind, path, digest = _source(dataset_dir(root, "cifar100"))
-    material = {"dataset": name, "split": split, "list": file_md5(list_path), "source": digest,
-                "image_size": image_size, "resample": "lanczos"}
+    kind, path, digest = _source(opts.data_dir("cifar100"))
+    image_size = opts.image_size
+    material = opts.material(name, split, list=file_md5(list_path), source=digest)
 
     def build() -> Decoded:
         x, fine, coarse, fine_names, coarse_names = read_cifar100(kind, path)
@@ -179,60 +173,40 @@ def _load(
         return Decoded(np.ascontiguousarray(images), labels, [fine_names[c] for c in classes],
                        [used.index(int(s)) for s in sup], [coarse_names[g] for g in used])
 
-    info = {"source": path, "layout": kind, "split_file": str(list_path), "image_size": image_size}
-    return decoded_dataset(name, split, material, build, info=info, cache_dir=cache_dir, cache=cache)
+    return opts.dataset(name, split, material, build, source=path, layout=kind, split_path=list_path)
 
 
-@DATASETS.register("cifar_fs")
-def load_cifar_fs(
-    split: str | None = "train",
-    *,
-    root: str | os.PathLike[str] | None = None,
-    image_size: int = 32,
-    split_dir: str | os.PathLike[str] | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    cache: bool = True,
-) -> ImageDataset:
+@image_loader("cifar_fs", image_size=32)
+def load_cifar_fs(split: str, options: ImageOptions) -> ImageDataset:
     """CIFAR-FS, Bertinetto et al. 64/16/20 classes of CIFAR-100 (600 images each, 32x32).
 
     Args:
         split: ``train`` (64 classes), ``val`` (16) or ``test`` (20).
-        root: folder holding ``cifar-100-python.tar.gz`` or ``cifar-100-python/`` (default
-            ``$METAMEM_DATA/cifar100``; ``metamem prepare cifar_fs`` puts the archive there).
-        image_size: output side (32, the native size, by default; others resized with LANCZOS).
-        split_dir: folder of ``<split>.txt`` class lists (default the bundled published split).
-        cache_dir, cache: the decode cache.
+        options: the keywords of :class:`~metamem.data.options.ImageOptions`: ``root`` (the
+            folder holding ``cifar-100-python.tar.gz`` or ``cifar-100-python/``, default
+            ``$METAMEM_DATA/cifar100``; ``metamem prepare cifar_fs`` puts the archive there),
+            ``image_size`` (32, the native size, by default; others resized with LANCZOS),
+            ``split_dir`` (folder of ``<split>.txt`` class lists, default the bundled
+            published split), ``cache_dir`` and ``cache`` (the decode cache).
 
     Returns:
         uint8 RGB images ``[M, 3, S, S]``; classes in CIFAR-100 order; ``groups`` the
         CIFAR-100 superclass of each class.
     """
-    return _load("cifar_fs", split, root, image_size, split_dir, cache_dir, cache, by_superclass=False)
+    return _load("cifar_fs", split, options, by_superclass=False)
 
 
-@DATASETS.register("fc100")
-def load_fc100(
-    split: str | None = "train",
-    *,
-    root: str | os.PathLike[str] | None = None,
-    image_size: int = 32,
-    split_dir: str | os.PathLike[str] | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    cache: bool = True,
-) -> ImageDataset:
+@image_loader("fc100", image_size=32)
+def load_fc100(split: str, options: ImageOptions) -> ImageDataset:
     """FC100, Oreshkin et al. split of CIFAR-100 by superclass: 60/20/20 classes (12/4/4 superclasses).
 
     Args:
         split: ``train`` (12 superclasses, 60 classes), ``val`` (4, 20) or ``test`` (4, 20).
-        root: folder holding ``cifar-100-python.tar.gz`` or ``cifar-100-python/`` (default
-            ``$METAMEM_DATA/cifar100``; ``metamem prepare fc100`` puts the archive there).
-        image_size: output side (32 by default).
-        split_dir: folder of ``<split>.txt`` superclass lists (default the bundled split).
-        cache_dir, cache: the decode cache.
+        options: as :func:`load_cifar_fs`'s (``metamem prepare fc100`` puts the archive in
+            ``root``; ``split_dir`` holds ``<split>.txt`` superclass lists).
 
     Returns:
         uint8 RGB images ``[M, 3, S, S]``; classes in CIFAR-100 order; ``groups`` the
         superclass (so ``within_group=True`` draws an episode from one superclass).
     """
-    return _load("fc100", split, root, image_size, split_dir, cache_dir, cache, by_superclass=True)
-
+    return _load("fc100", split, options, by_superclass=True)

@@ -14,17 +14,16 @@ image is converted to RGB (a few are grayscale) and resized (whole image, no cro
 from __future__ import annotations
 
 import io
-import os
 import tarfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from metamem.data.base import DATASETS, DatasetError, ImageDataset, check_image_size, check_split
-from metamem.data.cache import Decoded, decoded_dataset
+from metamem.data.base import DatasetError, ImageDataset
+from metamem.data.cache import Decoded
 from metamem.data.cifar import read_name_list
-from metamem.data.paths import dataset_dir, split_file
+from metamem.data.options import ImageOptions, image_loader
 from metamem.data.sources import (
     IMAGE_EXTENSIONS,
     FolderSource,
@@ -67,37 +66,28 @@ def _from_archive(path: Path, classes: list[str], size: int) -> tuple[np.ndarray
     return np.stack([a for _, _, a in found]), np.array([c for c, _, _ in found], dtype=np.int64)
 
 
-@DATASETS.register("cub")
-def load_cub(
-    split: str | None = "train",
-    *,
-    root: str | os.PathLike[str] | None = None,
-    image_size: int = 84,
-    split_dir: str | os.PathLike[str] | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    cache: bool = True,
-) -> ImageDataset:
+@image_loader("cub", image_size=84)
+def load_cub(split: str, options: ImageOptions) -> ImageDataset:
     """CUB-200-2011 birds, Chen et al. (2019) 100/50/50 class split, from the official archive.
 
     Args:
         split: ``train`` (100 classes), ``val`` (50) or ``test`` (50).
-        root: folder holding ``CUB_200_2011.tgz`` or the extracted ``CUB_200_2011/`` (default
-            ``$METAMEM_DATA/cub``; ``metamem prepare cub`` puts the archive there).
-        image_size: output side (84 by default); whole images resized with LANCZOS.
-        split_dir: folder of ``<split>.txt`` class-folder lists (default the bundled split).
-        cache_dir, cache: the decode cache.
+        options: the keywords of :class:`~metamem.data.options.ImageOptions`: ``root`` (the
+            folder holding ``CUB_200_2011.tgz`` or the extracted ``CUB_200_2011/``, default
+            ``$METAMEM_DATA/cub``; ``metamem prepare cub`` puts the archive there),
+            ``image_size`` (84 by default; whole images resized with LANCZOS), ``split_dir``
+            (folder of ``<split>.txt`` class-folder lists, default the bundled split),
+            ``cache_dir`` and ``cache`` (the decode cache).
 
     Returns:
         uint8 RGB images ``[M, 3, S, S]``; classes in folder order, images by file name.
     """
-    split = check_split("cub", split)
-    check_image_size("cub", image_size)
-    list_path = split_file(split_dir, "cub", f"{split}.txt")
+    list_path = options.split_list("cub", f"{split}.txt")
     classes = sorted(read_name_list(list_path))
-    root_dir = dataset_dir(root, "cub")
+    root_dir = options.data_dir("cub")
+    image_size = options.image_size
     archive, folder = root_dir / "CUB_200_2011.tgz", root_dir.joinpath(*_IMAGES)
-    material = {"dataset": "cub", "split": split, "list": file_md5(list_path), "image_size": image_size,
-                "resample": "lanczos"}
+    material = options.material("cub", split, list=file_md5(list_path))
     if archive.is_file():
         layout, source = "archive", str(archive)
         material["source"] = file_md5(archive)
@@ -126,5 +116,4 @@ def load_cub(
             f"cub: no data in {root_dir}: expected CUB_200_2011.tgz or CUB_200_2011/images/; "
             "run: metamem prepare cub (or --from PATH for a local copy)"
         )
-    info = {"source": source, "layout": layout, "split_file": str(list_path), "image_size": image_size}
-    return decoded_dataset("cub", split, material, build, info=info, cache_dir=cache_dir, cache=cache)
+    return options.dataset("cub", split, material, build, source=source, layout=layout, split_path=list_path)

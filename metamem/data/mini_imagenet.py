@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from metamem.data.base import DATASETS, SPLITS, DatasetError, ImageDataset, check_image_size, check_split
-from metamem.data.cache import Decoded, decoded_dataset
-from metamem.data.paths import dataset_dir, split_file
+from metamem.data.base import SPLITS, DatasetError, ImageDataset
+from metamem.data.cache import Decoded
+from metamem.data.options import ImageOptions, image_loader
 from metamem.data.sources import FolderSource, ImageSource, ZipSource, decode_images, file_md5, image_to_array
 
 __all__ = ["load_mini_imagenet", "read_split_csv", "restricted_pickle_load", "restricted_pickle_loadf", "SPLITS"]
@@ -187,51 +187,38 @@ def _refuse_shared_rows(path: Path, wnids: list[str], idx: list[np.ndarray]) -> 
     )
 
 
-@DATASETS.register("mini_imagenet")
-def load_mini_imagenet(
-    split: str | None = "train",
-    *,
-    root: str | os.PathLike[str] | None = None,
-    layout: str = "auto",
-    image_size: int = 84,
-    split_dir: str | os.PathLike[str] | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    cache: bool = True,
-) -> ImageDataset:
+@image_loader("mini_imagenet", image_size=84)
+def load_mini_imagenet(split: str, options: ImageOptions, *, layout: str = "auto") -> ImageDataset:
     """mini-ImageNet, Ravi & Larochelle 64/16/20 class split, from images or pickle caches.
 
     Args:
         split: ``train`` (64 classes), ``val`` (16) or ``test`` (20).
-        root: data folder (default ``$METAMEM_DATA/mini_imagenet`` or
-            ``~/.cache/metamem/data/mini_imagenet``).
+        options: the keywords of :class:`~metamem.data.options.ImageOptions`: ``root`` (data
+            folder, default ``$METAMEM_DATA/mini_imagenet`` or
+            ``~/.cache/metamem/data/mini_imagenet``), ``image_size`` (output side length, 84
+            default; images are resized with PIL LANCZOS), ``split_dir`` (folder holding
+            ``<split>.csv``, default the bundled Ravi split; tests and custom splits point it
+            elsewhere), ``cache_dir`` and ``cache`` (the decode cache).
         layout: ``zip`` (``root/<split>.zip`` holding ``images/<filename>``), ``images``
             (``root/images/<filename>``), ``pickle`` (``root/mini-imagenet-cache-<split>.pkl``)
             or ``auto``: the pickle when present, else the zip when present, else ``images``.
-        image_size: output side length (84 default); images are resized with PIL LANCZOS.
-        split_dir: folder holding ``<split>.csv`` (default the bundled Ravi split); tests
-            and custom splits point it elsewhere.
-        cache_dir: decode cache root (default ``$METAMEM_CACHE`` or ``~/.cache/metamem``).
-        cache: ``False`` decodes without using the cache.
 
     Returns:
         uint8 RGB images ``[M, 3, image_size, image_size]``; classes sorted by WordNet id.
     """
-    split = check_split("mini_imagenet", split)
     if layout not in LAYOUTS:
         raise DatasetError(f"mini_imagenet: unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
-    check_image_size("mini_imagenet", image_size)
-    root_dir = dataset_dir(root, "mini_imagenet")
-    csv_path = split_file(split_dir, "mini_imagenet", f"{split}.csv")
+    image_size = options.image_size
+    root_dir = options.data_dir("mini_imagenet")
+    csv_path = options.split_list("mini_imagenet", f"{split}.csv")
     rows = read_split_csv(csv_path)
     wnids = sorted({w for _, w in rows})
     pkl = _pickle_path(root_dir, split)
     zpath = root_dir / f"{split}.zip"
     if layout == "auto":
         layout = "pickle" if pkl.is_file() else "zip" if zpath.is_file() else "images"
-    material: dict[str, Any] = {
-        "dataset": "mini_imagenet", "split": split, "layout": layout,
-        "csv": file_md5(csv_path), "image_size": image_size, "resample": "lanczos",
-    }
+    material = options.material("mini_imagenet", split, layout=layout, csv=file_md5(csv_path))
+    info: dict[str, Any] = {}  # build adds decode_s when it decodes
     if layout == "pickle":
         if not pkl.is_file():
             raise DatasetError(f"mini_imagenet: {pkl} not found; put the pickle cache there or use layout='images'")
@@ -281,6 +268,5 @@ def load_mini_imagenet(
             info["decode_s"] = round(time.perf_counter() - t0, 3)  # set when this call decoded the images
             return Decoded(images, labels, list(wnids))
 
-    info: dict[str, Any] = {"source": source_path, "layout": layout, "split_file": str(csv_path),
-                            "image_size": image_size}
-    return decoded_dataset("mini_imagenet", split, material, build, info=info, cache_dir=cache_dir, cache=cache)
+    return options.dataset("mini_imagenet", split, material, build, source=source_path, layout=layout,
+                           split_path=csv_path, info=info)

@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from metamem.data.base import DATASETS, DatasetError, ImageDataset, check_image_size, check_split
-from metamem.data.cache import Decoded, decoded_dataset, images_buffer
+from metamem.data.base import DatasetError, ImageDataset
+from metamem.data.cache import Decoded, images_buffer
 from metamem.data.mini_imagenet import restricted_pickle_load
-from metamem.data.paths import dataset_dir, split_file
+from metamem.data.options import ImageOptions, image_loader
 from metamem.data.sources import FolderSource, file_md5, image_to_array
 
 __all__ = ["PUBLISHED", "load_tiered_imagenet", "read_tiered_labels", "read_tiered_split"]
@@ -118,44 +118,35 @@ def _npz_images(path: Path) -> np.ndarray:
         raise DatasetError(f"{path} is not a readable npz ({e}); fetch it again") from None
 
 
-@DATASETS.register("tiered_imagenet")
+@image_loader("tiered_imagenet", image_size=84)
 def load_tiered_imagenet(
-    split: str | None = "train",
-    *,
-    root: str | os.PathLike[str] | None = None,
-    layout: str = "auto",
-    image_size: int = 84,
-    channel_order: str | None = None,
-    split_dir: str | os.PathLike[str] | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    cache: bool = True,
+    split: str, options: ImageOptions, *, layout: str = "auto", channel_order: str | None = None
 ) -> ImageDataset:
     """tiered-ImageNet, Ren et al. 351/97/160 classes under 20/6/8 superclasses.
 
     Args:
         split: ``train``, ``val`` or ``test``.
-        root: data folder (default ``$METAMEM_DATA/tiered_imagenet``; ``metamem prepare
-            tiered_imagenet --from PATH`` installs a local copy of the release there).
+        options: the keywords of :class:`~metamem.data.options.ImageOptions`: ``root`` (data
+            folder, default ``$METAMEM_DATA/tiered_imagenet``; ``metamem prepare
+            tiered_imagenet --from PATH`` installs a local copy of the release there),
+            ``image_size`` (84 by default), ``split_dir`` (folder of ``<split>.csv``, default
+            the bundled Ren et al. split), ``cache_dir`` and ``cache`` (the decode cache).
         layout: ``pickle``, ``npz``, ``images`` or ``auto`` (the first one present).
-        image_size: output side (84 by default).
         channel_order: ``rgb`` or ``bgr``, the order of the npz arrays (default ``bgr``, as
             the release's OpenCV decoding writes them); PNGs and JPEGs are always RGB.
-        split_dir: folder of ``<split>.csv`` (default the bundled Ren et al. split).
-        cache_dir, cache: the decode cache.
 
     Returns:
         uint8 RGB images ``[M, 3, S, S]``, class by class; ``groups`` the superclass.
     """
-    split = check_split("tiered_imagenet", split)
     if layout not in LAYOUTS:
         raise DatasetError(f"tiered_imagenet: unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
     if channel_order not in (None, "rgb", "bgr"):
         raise DatasetError(f"tiered_imagenet: channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
-    check_image_size("tiered_imagenet", image_size)
-    csv_path = split_file(split_dir, "tiered_imagenet", f"{split}.csv")
+    image_size, cache_dir, cache = options.image_size, options.cache_dir, options.cache
+    csv_path = options.split_list("tiered_imagenet", f"{split}.csv")
     rows = read_tiered_split(csv_path)
     n_cls, n_sup = len(rows), len({s for _, s in rows})
-    root_dir = dataset_dir(root, "tiered_imagenet")
+    root_dir = options.data_dir("tiered_imagenet")
     png, npz = root_dir / f"{split}_images_png.pkl", root_dir / f"{split}_images.npz"
     labels_path = root_dir / f"{split}_labels.pkl"
     if layout == "auto":
@@ -166,8 +157,7 @@ def load_tiered_imagenet(
                 f"tiered_imagenet: no data in {root_dir}: expected {png.name} or {npz.name} with "
                 f"{labels_path.name}, or ILSVRC train/<wnid>/ folders; see docs/datasets_more.md"
             )
-    material: dict[str, Any] = {"dataset": "tiered_imagenet", "split": split, "layout": layout,
-                                "csv": file_md5(csv_path), "image_size": image_size, "resample": "lanczos"}
+    material = options.material("tiered_imagenet", split, layout=layout, csv=file_md5(csv_path))
     if layout in ("pickle", "npz"):
         images_path = png if layout == "pickle" else npz
         for p in (images_path, labels_path):
@@ -259,5 +249,5 @@ def load_tiered_imagenet(
             labels = np.array([cid[n.split("/")[0]] for n in ordered], dtype=np.int64)
             return Decoded(out, labels, wnids, [sups.index(s) for _, s in rows], sups)
 
-    info = {"source": source, "layout": layout, "split_file": str(csv_path), "image_size": image_size}
-    return decoded_dataset("tiered_imagenet", split, material, build, info=info, cache_dir=cache_dir, cache=cache)
+    return options.dataset("tiered_imagenet", split, material, build, source=source, layout=layout,
+                           split_path=csv_path)
