@@ -13,7 +13,8 @@ Public API (stable; the MANN learner builds on it):
 * :class:`MemoryCore` — LSTM controller over ``[x_t ; r_{t-1}]`` + SlotMemory;
   ``core(x [B, T, in]) -> CoreOutput(features [B, T, H + R·D], state, trace)``.
 * :class:`MemoryTrace` and :func:`plot_trace` — per-step weights and their heatmaps.
-* :func:`copy_task`, :func:`associative_recall_task`, :func:`bit_accuracy`, :class:`TaskBatch`;
+* :func:`copy_task`, :func:`associative_recall_task`, :func:`bit_accuracy`, :class:`TaskBatch`
+  (every task takes the :class:`TaskRandomness` keywords ``generator``, ``seed``, ``device``);
   :func:`repeat_copy_task`, :func:`priority_sort_task`, :func:`ngram_task`, :func:`bit_errors`.
 * NTM addressing (:mod:`metamem.memory.ntm`: :func:`interpolate`, :func:`circular_shift`,
   :func:`sharpen`, :func:`ntm_address`, :class:`NTMMemory`) and the DNC memory
@@ -45,7 +46,7 @@ from metamem.memory.policies import (
     uniform_write_steps,
 )
 from metamem.memory.state import MemoryState, init_state
-from metamem.memory.tasks import TaskBatch, associative_recall_task, bit_accuracy, copy_task
+from metamem.memory.tasks import TaskBatch, TaskRandomness, associative_recall_task, bit_accuracy, copy_task
 from metamem.memory.trace import MemoryTrace, plot_trace
 
 __all__ = [
@@ -89,6 +90,7 @@ __all__ = [
     "sharpen",
     "SlotMemory",
     "TaskBatch",
+    "TaskRandomness",
     "two_view_sum_task",
     "TwoViewBatch",
     "uniform_interval",

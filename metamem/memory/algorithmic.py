@@ -13,24 +13,21 @@ Reference: A. Graves, G. Wayne, I. Danihelka, "Neural Turing Machines", arXiv:14
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from metamem.memory.state import check_positive
-from metamem.memory.tasks import TaskBatch, _bits, _generator, _present, _scored_from
+from metamem.memory.tasks import TaskBatch, TaskRandomness, _bits, _present, _scored_from, task_generator
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["repeat_copy_task", "priority_sort_task", "ngram_task", "bit_errors"]
 
 
 def repeat_copy_task(
-    batch_size: int,
-    length: int,
-    repeats: int,
-    bits: int,
-    *,
-    max_repeats: int = 10,
-    generator: torch.Generator | None = None,
-    seed: int | None = None,
-    device: torch.device | str | None = None,
+    batch_size: int, length: int, repeats: int, bits: int, *, max_repeats: int = 10, **rng: Unpack[TaskRandomness]
 ) -> TaskBatch:
     """Repeat copy: show a sequence, then the repeat count, then output it ``repeats`` times and an end marker.
 
@@ -45,7 +42,7 @@ def repeat_copy_task(
                    max_repeats=max_repeats)
     if repeats > max_repeats:
         raise ValueError(f"repeat_copy_task: repeats={repeats} exceeds max_repeats={max_repeats}")
-    gen = _generator("repeat_copy_task", generator, seed, device)
+    gen = task_generator("repeat_copy_task", rng)
     items = _bits((batch_size, length, bits), gen)
     out_steps = length * repeats + 1
     T = length + 1 + out_steps
@@ -58,14 +55,7 @@ def repeat_copy_task(
 
 
 def priority_sort_task(
-    batch_size: int,
-    items: int,
-    out_items: int,
-    bits: int,
-    *,
-    generator: torch.Generator | None = None,
-    seed: int | None = None,
-    device: torch.device | str | None = None,
+    batch_size: int, items: int, out_items: int, bits: int, **rng: Unpack[TaskRandomness]
 ) -> TaskBatch:
     """Priority sort: ``items`` vectors with priorities in [−1, 1]; output the ``out_items`` highest, highest first.
 
@@ -78,7 +68,7 @@ def priority_sort_task(
     check_positive("priority_sort_task", batch_size=batch_size, items=items, out_items=out_items, bits=bits)
     if out_items > items:
         raise ValueError(f"priority_sort_task: out_items={out_items} exceeds items={items}")
-    gen = _generator("priority_sort_task", generator, seed, device)
+    gen = task_generator("priority_sort_task", rng)
     data = _bits((batch_size, items, bits), gen)
     priority = torch.rand(batch_size, items, generator=gen, device=gen.device) * 2 - 1
     T = items + 1 + out_items
@@ -90,15 +80,7 @@ def priority_sort_task(
     return _scored_from(inputs, targets, items + 1, items + 1)
 
 
-def ngram_task(
-    batch_size: int,
-    length: int,
-    *,
-    n: int = 6,
-    generator: torch.Generator | None = None,
-    seed: int | None = None,
-    device: torch.device | str | None = None,
-) -> TaskBatch:
+def ngram_task(batch_size: int, length: int, *, n: int = 6, **rng: Unpack[TaskRandomness]) -> TaskBatch:
     """Dynamic N-grams: binary sequences from a random N-gram table; predict every next bit.
 
     Per episode a table of ``2^(n−1)`` probabilities ``P(1 | previous n−1 bits)`` is drawn from
@@ -113,7 +95,7 @@ def ngram_task(
     check_positive("ngram_task", batch_size=batch_size, length=length, n=n)
     if n < 2 or length <= n:
         raise ValueError(f"ngram_task: needs n >= 2 and length > n, got n={n}, length={length}")
-    gen = _generator("ngram_task", generator, seed, device)
+    gen = task_generator("ngram_task", rng)
     # Beta(1/2, 1/2) by its inverse CDF, sin²(π u / 2) with u uniform (keeps to the owned generator)
     u = torch.rand(batch_size, 2 ** (n - 1), generator=gen, device=gen.device)
     table = torch.sin(torch.pi * u / 2).pow(2)

@@ -27,7 +27,7 @@ Asynchronous Two-view Sequential Learning", KDD 2018 (arXiv:1802.00662).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -38,8 +38,11 @@ from metamem.memory.addressing import content_weights, oneplus, read_memory
 from metamem.memory.core import MemoryCore
 from metamem.memory.cores import build_core
 from metamem.memory.state import check_positive
-from metamem.memory.tasks import _generator
+from metamem.memory.tasks import TaskRandomness, task_generator
 from metamem.types import TwoViewBatch
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["TwoViewBatch", "ReadOnlyDecoder", "DualControllerCore", "DualMemoryCore", "MultiOutput",
            "Encoded", "concat_views", "sum_targets", "two_view_sum_task"]
@@ -271,9 +274,7 @@ def two_view_sum_task(
     *,
     base: int = 10,
     pairing: Literal["reversed", "aligned"] = "reversed",
-    generator: torch.Generator | None = None,
-    seed: int | None = None,
-    device: torch.device | str | None = None,
+    **rng: Unpack[TaskRandomness],
 ) -> TwoViewBatch:
     """DMNC's synthetic two-view task: view a and view b are digit sequences; output their sums.
 
@@ -287,7 +288,7 @@ def two_view_sum_task(
         ``decoder_inputs [B, Td, 1]`` and int64 ``targets [B, Td]``.
     """
     check_positive("two_view_sum_task", batch_size=batch_size, length_a=length_a, length_b=length_b, base=base)
-    gen = _generator("two_view_sum_task", generator, seed, device)
+    gen = task_generator("two_view_sum_task", rng)
     a = torch.randint(0, base, (batch_size, length_a), generator=gen, device=gen.device)
     b = torch.randint(0, base, (batch_size, length_b), generator=gen, device=gen.device)
     sums = sum_targets(a, b, pairing)

@@ -10,12 +10,16 @@ and ``write_steps``, the length of the presentation phase (pass it to
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
 
 from metamem.memory.state import check_positive
 
-__all__ = ["TaskBatch", "copy_task", "associative_recall_task", "bit_accuracy"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["TaskBatch", "TaskRandomness", "copy_task", "associative_recall_task", "bit_accuracy"]
 
 
 @dataclass
@@ -39,9 +43,34 @@ class TaskBatch:
         return int(self.inputs.shape[1])
 
 
-def _generator(
-    name: str, generator: torch.Generator | None, seed: int | None, device: torch.device | str | None
-) -> torch.Generator:
+class TaskRandomness(TypedDict, total=False):
+    """Where a task draws its batch from: the keywords every task generator takes.
+
+    Attributes:
+        generator: source of randomness (its device is the batch's device).
+        seed: used to make a generator on ``device`` when ``generator`` is None.
+        device: device of the batch (default: the generator's, else CPU).
+    """
+
+    generator: torch.Generator | None
+    seed: int | None
+    device: torch.device | str | None
+
+
+def task_generator(name: str, rng: TaskRandomness) -> torch.Generator:
+    """The generator task ``name`` draws from: ``rng["generator"]``, else a new one seeded
+    with ``rng["seed"]`` on ``rng["device"]``.
+
+    Raises:
+        TypeError: for a keyword that is not one of :class:`TaskRandomness` (as a misspelt
+            keyword argument of the task would).
+        ValueError: for a generator on another device than ``device``, or neither a
+            generator nor a seed.
+    """
+    unknown = next((k for k in rng if k not in TaskRandomness.__annotations__), None)
+    if unknown is not None:
+        raise TypeError(f"{name}() got an unexpected keyword argument {unknown!r}")
+    generator, seed, device = rng.get("generator"), rng.get("seed"), rng.get("device")
     if generator is not None:
         if device is not None and torch.device(device).type != generator.device.type:
             raise ValueError(
@@ -77,15 +106,7 @@ def _scored_from(inputs: torch.Tensor, targets: torch.Tensor, first: int, write_
     return TaskBatch(inputs, targets, mask, write_steps)
 
 
-def copy_task(
-    batch_size: int,
-    length: int,
-    bits: int,
-    *,
-    generator: torch.Generator | None = None,
-    seed: int | None = None,
-    device: torch.device | str | None = None,
-) -> TaskBatch:
+def copy_task(batch_size: int, length: int, bits: int, **rng: Unpack[TaskRandomness]) -> TaskBatch:
     """Copy: present ``length`` random bit vectors, a delimiter, then reproduce them.
 
     Channels: ``bits`` data bits plus one delimiter channel; ``T = 2·length + 1``. Steps
@@ -96,9 +117,8 @@ def copy_task(
         batch_size: B.
         length: items per sequence.
         bits: width of an item.
-        generator: source of randomness (its device is the batch's device).
-        seed: used to make a generator on ``device`` when ``generator`` is None.
-        device: device of the batch (default: the generator's, else CPU).
+        **rng: ``generator``, ``seed``, ``device``: where the batch is drawn from
+            (:class:`TaskRandomness`).
 
     Returns:
         :class:`TaskBatch` with ``write_steps = length + 1``.
@@ -107,7 +127,7 @@ def copy_task(
         ValueError: on a size ≤ 0 or no source of randomness.
     """
     check_positive("copy_task", batch_size=batch_size, length=length, bits=bits)
-    gen = _generator("copy_task", generator, seed, device)
+    gen = task_generator("copy_task", rng)
     items = _bits((batch_size, length, bits), gen)
     T = 2 * length + 1
     inputs = _present(items, T, bits + 1, delimiter=bits)
@@ -117,14 +137,7 @@ def copy_task(
 
 
 def associative_recall_task(
-    batch_size: int,
-    items: int,
-    item_length: int,
-    bits: int,
-    *,
-    generator: torch.Generator | None = None,
-    seed: int | None = None,
-    device: torch.device | str | None = None,
+    batch_size: int, items: int, item_length: int, bits: int, **rng: Unpack[TaskRandomness]
 ) -> TaskBatch:
     """Associative recall: after a list of items and a query item, output the item that followed it.
 
@@ -139,7 +152,7 @@ def associative_recall_task(
         items: items per list (at least 2).
         item_length: bit vectors per item.
         bits: width of a vector.
-        generator: as :func:`copy_task`, as are ``seed`` and ``device``.
+        **rng: as :func:`copy_task`'s.
 
     Returns:
         :class:`TaskBatch` with ``write_steps = items·(item_length + 1)``.
@@ -152,7 +165,7 @@ def associative_recall_task(
     )
     if items < 2:
         raise ValueError(f"associative_recall_task: items must be >= 2 to have a successor, got {items}")
-    gen = _generator("associative_recall_task", generator, seed, device)
+    gen = task_generator("associative_recall_task", rng)
     data = _bits((batch_size, items, item_length, bits), gen)
     query = torch.randint(0, items - 1, (batch_size,), generator=gen, device=gen.device)
     span = item_length + 1

@@ -10,11 +10,45 @@ import torch
 from metamem.cli.main import main as cli_main
 from metamem.memory import (
     MemoryCore,
+    TaskRandomness,
     associative_recall_task,
     bit_accuracy,
     copy_task,
+    ngram_task,
     plot_trace,
+    priority_sort_task,
+    repeat_copy_task,
+    two_view_sum_task,
 )
+
+#: every task generator, called with its sizes and then the keywords of TaskRandomness
+TASKS = {
+    "copy_task": lambda **rng: copy_task(2, 3, 4, **rng),
+    "associative_recall_task": lambda **rng: associative_recall_task(2, 3, 2, 4, **rng),
+    "repeat_copy_task": lambda **rng: repeat_copy_task(2, 3, 2, 4, **rng),
+    "priority_sort_task": lambda **rng: priority_sort_task(2, 4, 3, 4, **rng),
+    "ngram_task": lambda **rng: ngram_task(2, 10, n=3, **rng),
+    "two_view_sum_task": lambda **rng: two_view_sum_task(2, 3, 4, **rng),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_every_task_takes_the_same_randomness_keywords(name: str) -> None:
+    task = TASKS[name]
+    rng: TaskRandomness = {"seed": 5, "device": "cpu"}
+    first, again = task(**rng), task(generator=torch.Generator().manual_seed(5))
+    assert all(torch.equal(a, b) for a, b in zip(_tensors(first), _tensors(again), strict=True))
+    with pytest.raises(TypeError, match=rf"{name}\(\) got an unexpected keyword argument 'sead'"):
+        task(sead=5)
+    with pytest.raises(ValueError, match=rf"{name}: pass a torch.Generator \(generator=\) or an int seed"):
+        task(device="cpu")
+    with pytest.raises(ValueError, match=rf"{name}: generator is on cpu but device='meta'"):
+        task(generator=torch.Generator(), device="meta")
+
+
+def _tensors(batch: object) -> list[torch.Tensor]:
+    views = getattr(batch, "views", ())
+    return [*views, *(v for v in vars(batch).values() if isinstance(v, torch.Tensor))]
 
 
 def test_copy_layout_and_seed() -> None:
