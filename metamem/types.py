@@ -22,21 +22,57 @@ sets inside an episode only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
-from typing import Any, TypeVar
+from dataclasses import Field, dataclass, field, fields, replace
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
-__all__ = ["NO_LABEL", "EpisodeBatch", "SequenceBatch", "LearnerOutput", "TwoViewBatch"]
+__all__ = ["NO_LABEL", "TensorBatch", "StepBatch", "EpisodeBatch", "SequenceBatch", "LearnerOutput", "TwoViewBatch"]
 
 #: The ``prev_y`` value at the first step of a sequence episode ("no label yet").
 NO_LABEL = -1
 
 _ORDER_STREAM = 3
 
+_TB = TypeVar("_TB", bound="TensorBatch")
+
+
+class TensorBatch:
+    """Base of the dataclass batches: every tensor field is indexed by episode first
+    (``[B, ...]``); the other fields (sizes such as ``n_way``) hold for the whole batch."""
+
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]  # each subclass is a dataclass
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The tensor fields by name, in field order."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: v for k, v in values.items() if isinstance(v, torch.Tensor)}
+
+    @property
+    def batch_size(self) -> int:
+        """B, the leading size of the tensor fields."""
+        return int(next(iter(self.tensors().values())).shape[0])
+
+    def to(self: _TB, device: torch.device | str) -> _TB:
+        """The same batch with every tensor on ``device``."""
+        return replace(self, **{k: v.to(device) for k, v in self.tensors().items()})
+
+    def select(self: _TB, episodes: torch.Tensor | slice) -> _TB:
+        """The sub-batch of the given episodes (index tensor or slice along B)."""
+        return replace(self, **{k: v[episodes] for k, v in self.tensors().items()})
+
+
+class StepBatch(TensorBatch):
+    """A :class:`TensorBatch` of sequences: its first field is ``[B, T, ...]``."""
+
+    @property
+    def steps(self) -> int:
+        """T, the steps of every sequence (the second size of the first field)."""
+        return int(next(iter(self.tensors().values())).shape[1])
+
 
 @dataclass
-class SequenceBatch:
+class SequenceBatch(StepBatch):
     """B episodes as MANN-style sequences whose labels arrive one step late.
 
     Attributes:
@@ -58,20 +94,9 @@ class SequenceBatch:
     classes: torch.Tensor
     n_way: int
 
-    @property
-    def batch_size(self) -> int:
-        return int(self.y.shape[0])
-
-    @property
-    def steps(self) -> int:
-        return int(self.y.shape[1])
-
-    def to(self, device: torch.device | str) -> SequenceBatch:
-        return _to(self, device)
-
 
 @dataclass
-class EpisodeBatch:
+class EpisodeBatch(TensorBatch):
     """B N-way K-shot episodes with Q queries per class, all on one device.
 
     Support items are class-major: items ``[k*K:(k+1)*K]`` of an episode carry label k. The
@@ -104,10 +129,6 @@ class EpisodeBatch:
     n_query: int
 
     @property
-    def batch_size(self) -> int:
-        return int(self.classes.shape[0])
-
-    @property
     def device(self) -> torch.device:
         return self.support_x.device
 
@@ -115,17 +136,6 @@ class EpisodeBatch:
     def image_shape(self) -> tuple[int, int, int]:
         c, h, w = self.support_x.shape[-3:]
         return int(c), int(h), int(w)
-
-    def to(self, device: torch.device | str) -> EpisodeBatch:
-        return _to(self, device)
-
-    def select(self, episodes: torch.Tensor | slice) -> EpisodeBatch:
-        """The sub-batch of the given episodes (index tensor or slice along B)."""
-        kw: dict[str, Any] = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            kw[f.name] = v[episodes] if isinstance(v, torch.Tensor) else v
-        return EpisodeBatch(**kw)
 
     def as_sequence(self) -> SequenceBatch:
         """The same episodes as sequences of ``T = N*(K+Q)`` steps in a random order.
@@ -178,20 +188,6 @@ class LearnerOutput:
     def accuracy(self) -> torch.Tensor:
         """Per-episode accuracy, float ``[B]`` (no host sync)."""
         return (self.logits.argmax(-1) == self.targets).float().mean(-1)
-
-
-_B = TypeVar("_B", "EpisodeBatch", "SequenceBatch")
-
-
-def _to(obj: _B, device: torch.device | str) -> _B:
-    return replace(
-        obj,
-        **{
-            f.name: getattr(obj, f.name).to(device)
-            for f in fields(obj)
-            if isinstance(getattr(obj, f.name), torch.Tensor)
-        },
-    )
 
 
 @dataclass

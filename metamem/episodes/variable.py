@@ -48,6 +48,7 @@ from metamem.data.base import ImageDataset
 from metamem.data.staged import StagedImages
 from metamem.device import resolve_device
 from metamem.rng import KEY_BITS, random_keys
+from metamem.types import TensorBatch
 
 __all__ = ["VariableEpisodeBatch", "VariableEpisodeSampler", "VariableSpec", "SHOT_WEIGHTS"]
 
@@ -90,8 +91,9 @@ class VariableSpec:
 
 
 @dataclass
-class VariableEpisodeBatch:
-    """A batch of B variable-way, variable-shot episodes, padded (see the module docstring).
+class VariableEpisodeBatch(TensorBatch):
+    """A batch of B variable-way, variable-shot episodes, padded (see the module docstring);
+    ``batch_size``, ``to`` and ``select`` from :class:`~metamem.types.TensorBatch`.
 
     Attributes:
         support_x: float ``[B, S, C, H, W]``; padding items are image 0 of the split, masked.
@@ -123,10 +125,6 @@ class VariableEpisodeBatch:
     query_index: torch.Tensor
     episode_keys: torch.Tensor
     n_way: int
-
-    @property
-    def batch_size(self) -> int:
-        return int(self.episode_keys.shape[0])
 
 
 class VariableEpisodeSampler:

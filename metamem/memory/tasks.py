@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TypedDict
 import torch
 
 from metamem.memory.state import check_positive
+from metamem.types import StepBatch
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -23,8 +24,9 @@ __all__ = ["TaskBatch", "TaskRandomness", "copy_task", "associative_recall_task"
 
 
 @dataclass
-class TaskBatch:
-    """A batch of an algorithmic task.
+class TaskBatch(StepBatch):
+    """A batch of an algorithmic task (``batch_size``, ``steps``, ``to`` and ``select`` from
+    :class:`~metamem.types.StepBatch`).
 
     Attributes:
         inputs: float ``[B, T, C]``.
@@ -37,10 +39,6 @@ class TaskBatch:
     targets: torch.Tensor
     mask: torch.Tensor
     write_steps: int
-
-    @property
-    def steps(self) -> int:
-        return int(self.inputs.shape[1])
 
 
 class TaskRandomness(TypedDict, total=False):
