@@ -45,7 +45,7 @@ from metamem.memory.policies import (
     uniform_interval,
     uniform_write_steps,
 )
-from metamem.memory.state import MemoryState, init_state
+from metamem.memory.state import MemorySizes, MemoryState, init_state
 from metamem.memory.tasks import TaskBatch, TaskRandomness, associative_recall_task, bit_accuracy, copy_task
 from metamem.memory.trace import MemoryTrace, plot_trace
 
@@ -73,6 +73,7 @@ __all__ = [
     "LRUWrite",
     "MEMORY_CORES",
     "MemoryCore",
+    "MemorySizes",
     "MemoryState",
     "MemoryTrace",
     "ngram_task",

@@ -13,15 +13,11 @@ Reference: A. Graves, G. Wayne, I. Danihelka, "Neural Turing Machines", arXiv:14
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
+from typing_extensions import Unpack
 
 from metamem.memory.state import check_positive
 from metamem.memory.tasks import TaskBatch, TaskRandomness, _bits, _present, _scored_from, task_generator
-
-if TYPE_CHECKING:
-    from typing_extensions import Unpack
 
 __all__ = ["repeat_copy_task", "priority_sort_task", "ngram_task", "bit_errors"]
 

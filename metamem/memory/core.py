@@ -72,7 +72,7 @@ class SlotMemory(MemoryModule):
         top_k: int | None = None,
         key_strength: bool = True,
     ) -> None:
-        super().__init__(hidden_size, slots, width, read_heads)
+        super().__init__(hidden_size, slots=slots, width=width, read_heads=read_heads)
         if top_k is not None and (
             isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= slots
         ):

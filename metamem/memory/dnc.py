@@ -29,10 +29,11 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from typing_extensions import Unpack
 
 from metamem.memory.addressing import content_weights, oneplus, read_memory
 from metamem.memory.policies import UsageWrite
-from metamem.memory.state import MemoryModule, MemoryState
+from metamem.memory.state import MemoryModule, MemorySizes, MemoryState
 
 __all__ = ["DNCState", "update_precedence", "update_link", "directional_weights", "DNCMemory"]
 
@@ -127,22 +128,14 @@ class DNCMemory(MemoryModule):
 
     Args:
         hidden_size: H.
-        slots: S (at most ``max_link_slots``).
-        width: D.
-        read_heads: R.
         max_link_slots: the size limit of the dense link matrix (see the module docstring).
+        **sizes: ``slots`` (S, default 128, at most ``max_link_slots``), ``width`` (D, 20) and
+            ``read_heads`` (R, 1): :class:`~metamem.memory.state.MemorySizes`.
     """
 
-    def __init__(
-        self,
-        hidden_size: int,
-        *,
-        slots: int = 128,
-        width: int = 20,
-        read_heads: int = 1,
-        max_link_slots: int = MAX_LINK_SLOTS,
-    ) -> None:
-        super().__init__(hidden_size, slots, width, read_heads)
+    def __init__(self, hidden_size: int, *, max_link_slots: int = MAX_LINK_SLOTS, **sizes: Unpack[MemorySizes]) -> None:
+        super().__init__(hidden_size, **sizes)
+        slots, width, read_heads = self.slots, self.width, self.read_heads
         if slots > max_link_slots:
             raise ValueError(
                 f"DNCMemory: slots={slots} exceeds max_link_slots={max_link_slots}; the dense temporal "

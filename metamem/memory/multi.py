@@ -27,11 +27,12 @@ Asynchronous Two-view Sequential Learning", KDD 2018 (arXiv:1802.00662).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from typing_extensions import Unpack
 
 from metamem.data.two_view_sum import sum_targets
 from metamem.memory.addressing import content_weights, oneplus, read_memory
@@ -40,9 +41,6 @@ from metamem.memory.cores import build_core
 from metamem.memory.state import check_positive
 from metamem.memory.tasks import TaskRandomness, task_generator
 from metamem.types import TwoViewBatch
-
-if TYPE_CHECKING:
-    from typing_extensions import Unpack
 
 __all__ = ["TwoViewBatch", "ReadOnlyDecoder", "DualControllerCore", "DualMemoryCore", "MultiOutput",
            "Encoded", "concat_views", "sum_targets", "two_view_sum_task"]

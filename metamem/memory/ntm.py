@@ -22,9 +22,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from typing_extensions import Unpack
 
 from metamem.memory.addressing import content_weights, oneplus, read_memory
-from metamem.memory.state import MemoryModule, MemoryState
+from metamem.memory.state import MemoryModule, MemorySizes, MemoryState, check_positive
 
 __all__ = ["interpolate", "circular_shift", "sharpen", "ntm_address", "NTMMemory"]
 
@@ -129,30 +130,24 @@ class NTMMemory(MemoryModule):
 
     Args:
         hidden_size: H.
-        slots: S.
-        width: D.
-        read_heads: R.
         write_heads: Wh.
         shifts: n, the largest shift (shifts ``−n..n``; the paper uses n = 1). Needs ``2n+1 <= S``.
+        **sizes: ``slots`` (S, default 128), ``width`` (D, 20) and ``read_heads`` (R, 1):
+            :class:`~metamem.memory.state.MemorySizes`.
     """
 
     def __init__(
-        self,
-        hidden_size: int,
-        *,
-        slots: int = 128,
-        width: int = 20,
-        read_heads: int = 1,
-        write_heads: int = 1,
-        shifts: int = 1,
+        self, hidden_size: int, *, write_heads: int = 1, shifts: int = 1, **sizes: Unpack[MemorySizes]
     ) -> None:
-        super().__init__(hidden_size, slots, width, read_heads, write_heads=write_heads)
+        super().__init__(hidden_size, **sizes)
+        check_positive("NTMMemory", write_heads=write_heads)
+        slots, width = self.slots, self.width
         if isinstance(shifts, bool) or not isinstance(shifts, int) or shifts < 0 or 2 * shifts + 1 > slots:
             raise ValueError(f"NTMMemory: shifts must be an int n >= 0 with 2n+1 <= slots={slots}, got {shifts!r}")
         self.n_write_heads, self.shifts = write_heads, shifts
         self.address_size = width + 3 + (2 * shifts + 1)
         self.write_size = self.address_size + 2 * width
-        self.interface = nn.Linear(hidden_size, read_heads * self.address_size + write_heads * self.write_size)
+        self.interface = nn.Linear(hidden_size, self.read_heads * self.address_size + write_heads * self.write_size)
 
     @property
     def write_heads(self) -> int:

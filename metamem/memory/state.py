@@ -12,12 +12,12 @@ the usage are one-hot on slot 0, and the last write weights are zero.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict
 
 import torch
 from torch import nn
 
-__all__ = ["MemoryState", "MemoryModule", "init_state", "check_positive", "check_controller_output"]
+__all__ = ["MemoryState", "MemorySizes", "MemoryModule", "init_state", "check_positive", "check_controller_output"]
 
 #: Constant initial value of every memory cell (ntm-one-shot).
 MEMORY_INIT = 1e-6
@@ -134,6 +134,21 @@ def init_state(
     return MemoryState(memory, usage, read_weights, write_weights, cache)
 
 
+class MemorySizes(TypedDict, total=False):
+    """The sizes every memory takes as keywords beside H (``**sizes: Unpack[MemorySizes]``
+    on a memory passes them to :class:`MemoryModule`, which holds their defaults).
+
+    Attributes:
+        slots: S (default 128).
+        width: D (default 20).
+        read_heads: R (default 1).
+    """
+
+    slots: int
+    width: int
+    read_heads: int
+
+
 class MemoryModule(nn.Module):
     """What every memory a :class:`~metamem.memory.MemoryCore` drives shares (:class:`SlotMemory
     <metamem.memory.SlotMemory>`, :class:`~metamem.memory.ntm.NTMMemory`,
@@ -141,14 +156,21 @@ class MemoryModule(nn.Module):
     a learned ``interface`` (an ``nn.Linear`` from the controller output ``h [B, H]``, made by
     the subclass), a fresh state on the interface's device, and the checked split of the
     interface output. Subclasses implement ``init_state`` and ``step(h, state, t, T)``.
+
+    Args:
+        hidden_size: H.
+        slots, width, read_heads: S, D and R (:class:`MemorySizes`); the defaults are the
+            NTM's and the DNC's (:class:`~metamem.memory.SlotMemory` declares its own).
+
+    Raises:
+        ValueError: on a size that is not a positive int, naming the subclass.
     """
 
     interface: nn.Linear
 
-    def __init__(self, hidden_size: int, slots: int, width: int, read_heads: int, **more_sizes: int) -> None:
+    def __init__(self, hidden_size: int, *, slots: int = 128, width: int = 20, read_heads: int = 1) -> None:
         super().__init__()
-        check_positive(type(self).__name__, hidden_size=hidden_size, slots=slots, width=width,
-                       read_heads=read_heads, **more_sizes)
+        check_positive(type(self).__name__, hidden_size=hidden_size, slots=slots, width=width, read_heads=read_heads)
         self.hidden_size, self.slots, self.width, self.read_heads = hidden_size, slots, width, read_heads
 
     def init_state(

@@ -10,15 +10,13 @@ and ``write_steps``, the length of the presentation phase (pass it to
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypedDict
+from typing import TypedDict
 
 import torch
+from typing_extensions import Unpack
 
 from metamem.memory.state import check_positive
 from metamem.types import StepBatch
-
-if TYPE_CHECKING:
-    from typing_extensions import Unpack
 
 __all__ = ["TaskBatch", "TaskRandomness", "copy_task", "associative_recall_task", "bit_accuracy"]
 

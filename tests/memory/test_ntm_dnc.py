@@ -386,6 +386,37 @@ def test_core_registry_and_errors() -> None:
         NTMMemory(H, slots=3, width=D, shifts=2)
 
 
+@pytest.mark.parametrize("cls, own", [(NTMMemory, ["write_heads", "shifts"]), (DNCMemory, ["max_link_slots"])])
+def test_memory_sizes_come_from_the_base(cls: type, own: list[str]) -> None:
+    # S, D, R and their defaults are MemoryModule's (MemorySizes); each memory adds its own options
+    import inspect
+
+    from metamem.memory.state import MemoryModule, MemorySizes
+    from metamem.registry import builder_hints
+
+    params = inspect.signature(cls).parameters
+    assert list(params) == ["hidden_size", *own, "sizes"] and params["sizes"].kind is inspect.Parameter.VAR_KEYWORD
+    base = inspect.signature(MemoryModule).parameters
+    assert {k: base[k].default for k in MemorySizes.__annotations__} == {"slots": 128, "width": 20, "read_heads": 1}
+    default, sized = cls(H), cls(H, slots=S, width=D, read_heads=R)
+    assert (default.slots, default.width, default.read_heads) == (128, 20, 1)
+    assert (sized.slots, sized.width, sized.read_heads) == (S, D, R)
+    assert builder_hints(cls)["sizes"] is not None  # the annotation resolves (forwards_to reads it)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'slot'"):
+        cls(H, slot=S)
+    with pytest.raises(ValueError, match=f"{cls.__name__}: width must be a positive int, got 0"):
+        cls(H, width=0)
+    core = build_core(cls.__name__[:3].lower(), input_size=4, hidden_size=H, slots=S, width=D, read_heads=R)
+    assert isinstance(core.memory, cls) and (core.memory.slots, core.memory.width, core.memory.read_heads) == (S, D, R)
+    builder = inspect.signature(MEMORY_CORES.get(cls.__name__[:3].lower())).parameters
+    assert list(builder) == ["input_size", "hidden_size", "slots", "width", "read_heads", *own]
+
+
+def test_ntm_write_heads_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="NTMMemory: write_heads must be a positive int, got 0"):
+        NTMMemory(H, slots=S, width=D, write_heads=0)
+
+
 def test_cli_lists_cores(capsys: pytest.CaptureFixture[str]) -> None:
     from metamem.cli.main import main as cli_main
 
