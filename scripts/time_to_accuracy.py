@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     import metamem  # after the thread count
+    from metamem.device import keep_freed_memory
+
+    keep_freed_memory()  # as `metamem eval` does: no page faults per episode's activations
 
     settings = [parse_setting(s) for s in args.settings]
     targets = {}
