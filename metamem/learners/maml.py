@@ -8,12 +8,26 @@ the query cross-entropy of ``f(theta')``, averaged over episodes. Second-order M
 differentiates through the inner gradients; first-order MAML (``first_order=True``) treats
 them as constants (drops the Hessian term).
 
-Implementation: :func:`torch.func.functional_call` + :func:`torch.func.grad`, vectorised over
-the B episodes with :func:`torch.func.vmap` on a GPU. On the CPU (``episode_batching="auto"``)
-the episodes are adapted one after another instead: under ``vmap`` every convolution becomes
-a grouped convolution over the episodes' own weights, which the CPU kernels run up to 5x
-slower than B plain convolutions (second-order training; 1.2-1.5x when scoring; see
-docs/benchmarks.md, "MAML on the CPU: one episode at a time"). The two give the same logits and gradients up to float rounding.
+Implementation (``episode_batching``), three ways that give the same logits and gradients up
+to float rounding:
+
+* ``"grouped"``, the CPU default of ``"auto"`` for networks built from Conv-4 layers
+  (:func:`~metamem.learners.grouped.supports_grouped`): the B episodes' networks run side by
+  side, each episode's images in its own channels, one grouped convolution per layer
+  (:mod:`metamem.learners.grouped`). The inner loop takes one ``torch.autograd.grad`` of the
+  summed support losses, which gives every episode its own gradient (the episodes are
+  independent), with ``create_graph`` for second order. Episodes go ``train_chunk_images``
+  (training) or ``eval_chunk_images`` (scoring) images at a time: a paper batch of 32
+  episodes in one pass trained 1.3x faster than the loop, in chunks of 4 episodes 1.7x
+  (smaller activations stay in the CPU's caches). On one CPU thread a paper-shape Omniglot
+  training step (5-way 1-shot 1-query, B=32, second order) costs 1.6-1.7x less per episode
+  than one episode at a time, scoring (10 inner steps) 1.8-2.6x less (docs/benchmarks.md,
+  "MAML on the CPU").
+* ``"loop"``: one episode at a time with :func:`torch.func.functional_call` +
+  :func:`torch.func.grad`; the CPU fallback of ``"auto"`` for other networks.
+* ``"vmap"``: the same per-episode function vectorised with :func:`torch.func.vmap`, the
+  default elsewhere (GPU). On the CPU ``vmap``'s batching rules run the second-order
+  graph up to 5x slower than the loop.
 
 BatchNorm: the backbone is built with ``track_running_stats=False``, so every BatchNorm layer
 (:class:`~metamem.learners.backbones.BatchStatNorm2d`, whose second-order gradients stay
@@ -36,11 +50,12 @@ only the head (the body's gradient passes through the zero weights), so evaluate
 ``eval_inner_steps >= 2``.
 
 Scoring in chunks: without autograd (evaluation runs under ``torch.no_grad()``), the B
-episodes are adapted ``eval_chunk`` at a time (each chunk still one ``vmap``), so the
-activations of one chunk, not of the whole batch, are alive at once. A vmapped batch of 32
-20-way 5-shot episodes holds 3,200 support images per layer, allocations of hundreds of MB
-that a CPU process pays for in page faults each time; one episode at a time scored the same
-episodes in 2.9 CPU-s each instead of 4.5 (docs/benchmarks.md, "Host allocator").
+episodes are adapted ``eval_chunk`` at a time (each chunk still one ``vmap``, or one
+grouped pass), so the activations of one chunk, not of the whole batch, are alive at once.
+A vmapped batch of 32 20-way 5-shot episodes holds 3,200 support images per layer,
+allocations of hundreds of MB that a CPU process pays for in page faults each time; one
+episode at a time scored the same episodes in 2.9 CPU-s each instead of 4.5
+(docs/benchmarks.md, "Host allocator").
 
 Masked support (``predict(..., support_mask=...)``): absent items must not enter the
 support BatchNorm statistics, so this eval-only path loops over episodes and adapts on each
@@ -62,6 +77,7 @@ from metamem.learners._common import mask_absent, present_classes, support_oneho
 from metamem.learners.backbones import build_trunk
 from metamem.learners.base import LEARNERS
 from metamem.learners.capabilities import SetLearner
+from metamem.learners.grouped import grouped_forward, supports_grouped
 from metamem.registry import forwards_to
 
 __all__ = ["MAML", "build_maml"]
@@ -84,10 +100,15 @@ class MAML(SetLearner):
             ways) or ``"zero"`` (every episode starts from a zero head).
         eval_chunk_images: without autograd, adapt and score as many episodes at once as
             keep the support and query images of a chunk at or under this (at least one
-            episode; the vmap path only); ``None``: the whole batch in one ``vmap``.
-        episode_batching: ``"vmap"`` (the B episodes in one vmapped call), ``"loop"`` (one
-            episode at a time) or ``"auto"`` (loop when the episodes are on the CPU, vmap
-            elsewhere).
+            episode; the vmap and grouped paths); ``None``: the whole batch at once.
+        train_chunk_images: with autograd (training), the grouped path adapts as many
+            episodes at once as keep the support and query images of a chunk at or under
+            this (at least one episode); ``None``: the whole batch at once. 40: four
+            5-way 1-shot 1-query episodes, the fastest chunk for that shape on the CPU.
+        episode_batching: ``"grouped"`` (the B episodes side by side, one grouped
+            convolution per layer, :mod:`metamem.learners.grouped`), ``"vmap"`` (the B
+            episodes in one vmapped call), ``"loop"`` (one episode at a time) or ``"auto"``
+            (on the CPU grouped when the network allows it, else the loop; vmap elsewhere).
     """
 
     batch_independent_train = True
@@ -103,17 +124,28 @@ class MAML(SetLearner):
         first_order: bool = False,
         head_init: Literal["learned", "zero"] = "learned",
         eval_chunk_images: int | None = 512,
-        episode_batching: Literal["auto", "vmap", "loop"] = "auto",
+        train_chunk_images: int | None = 40,
+        episode_batching: Literal["auto", "vmap", "loop", "grouped"] = "auto",
     ) -> None:
         super().__init__()
-        if episode_batching not in ("auto", "vmap", "loop"):
+        if episode_batching not in ("auto", "vmap", "loop", "grouped"):
             raise ValueError(
-                f"maml: episode_batching must be 'auto', 'vmap' or 'loop', got {episode_batching!r}"
+                f"maml: episode_batching must be 'auto', 'vmap', 'loop' or 'grouped', got {episode_batching!r}"
             )
         self.episode_batching = episode_batching
         if eval_chunk_images is not None and eval_chunk_images < 1:
             raise ValueError(f"maml: eval_chunk_images must be >= 1 or None, got {eval_chunk_images}")
         self.eval_chunk_images = eval_chunk_images
+        if train_chunk_images is not None and train_chunk_images < 1:
+            raise ValueError(f"maml: train_chunk_images must be >= 1 or None, got {train_chunk_images}")
+        self.train_chunk_images = train_chunk_images
+        self.groupable = supports_grouped(net)
+        if episode_batching == "grouped" and not self.groupable:
+            raise ValueError(
+                "maml: episode_batching='grouped' needs a network of nn.Sequential, Conv4, nn.Conv2d, "
+                "BatchStatNorm2d, pooling, activations, nn.Flatten and nn.Linear "
+                "(metamem.learners.grouped.supports_grouped); use 'loop' or 'vmap'"
+            )
         if head_init not in ("learned", "zero"):
             raise ValueError(f"maml: head_init must be 'learned' or 'zero', got {head_init!r}")
         linears = [name for name, m in net.named_modules() if isinstance(m, nn.Linear)]
@@ -136,6 +168,12 @@ class MAML(SetLearner):
                 n_way: int, support_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Query logits ``[B, Qn, N]`` of the per-episode adapted networks."""
         params = self.episode_params(n_way)
+        if support_mask is None and self.groups_episodes(support_x.device):
+            chunk = self.grouped_chunk(support_x.shape[0], support_x.shape[1] + query_x.shape[1])
+            return torch.cat([
+                self.grouped_episodes(params, support_x[i:i + chunk], support_y[i:i + chunk], query_x[i:i + chunk])
+                for i in range(0, support_x.shape[0], chunk)
+            ])
         episode = self._episode_fn()
         if support_mask is None and self.loops_over_episodes(support_x.device):
             return torch.stack([
@@ -157,10 +195,81 @@ class MAML(SetLearner):
         present = present_classes(support_onehot(support_y, n_way, support_mask))
         return mask_absent(torch.stack(rows), present)
 
+    def groups_episodes(self, device: torch.device) -> bool:
+        """Whether :meth:`predict` runs the episodes side by side in grouped convolutions
+        (:meth:`grouped_episodes`) on ``device``."""
+        if self.episode_batching == "auto":
+            return device.type == "cpu" and self.groupable
+        return self.episode_batching == "grouped"
+
+    def grouped_chunk(self, batch: int, images_per_episode: int) -> int:
+        """Episodes the grouped path adapts at once: the most whose support and query images
+        stay within ``train_chunk_images`` (autograd on) or ``eval_chunk_images`` (off), at
+        least 1."""
+        limit = self.train_chunk_images if torch.is_grad_enabled() else self.eval_chunk_images
+        if limit is None:
+            return batch
+        return max(1, min(batch, limit // max(1, images_per_episode)))
+
+    def grouped_episodes(self, params: Params, support_x: torch.Tensor, support_y: torch.Tensor,
+                         query_x: torch.Tensor) -> torch.Tensor:
+        """Adapt B episodes side by side and score their queries: logits ``[B, Qn, N]``.
+
+        The B adapted networks run together, one grouped convolution per layer
+        (:mod:`metamem.learners.grouped`); the result is the per-episode loop's up to float
+        rounding. Shapes: B episodes, N ways, S = N*K support and Qn = N*Q query images per
+        episode (K shots, Q queries per class), C/H/W image.
+
+        Args:
+            params: the meta-parameters an episode starts from (:meth:`episode_params`).
+            support_x: ``[B, S, C, H, W]``.
+            support_y: int64 ``[B, S]``, labels in ``0..N-1``.
+            query_x: ``[B, Qn, C, H, W]``.
+        """
+        steps = self.inner_steps if self.training else self.eval_inner_steps
+        b = support_x.shape[0]
+        stacked = {k: v.expand(b, *v.shape) for k, v in params.items()}
+        adapted = self.adapt_grouped(stacked, support_x, support_y, steps)
+        return grouped_forward(self.net, adapted, query_x)
+
+    def adapt_grouped(self, params: Params, support_x: torch.Tensor, support_y: torch.Tensor, steps: int) -> Params:
+        """Inner loop for B episodes at once: ``steps`` SGD steps on each episode's support
+        cross-entropy (Finn et al. 2017, Eq. 1), the episodes side by side.
+
+        The episodes are independent, so one ``autograd.grad`` of the sum of their (mean)
+        support losses gives every episode's own gradient. Second order keeps the graph of
+        that gradient (``create_graph``); first order treats it as a constant. Without
+        autograd (scoring) each step's parameters are fresh leaves, so no graph outlives a step.
+
+        Args:
+            params: each parameter stacked per episode, ``[B, *shape]`` (B episodes).
+            support_x: ``[B, S, C, H, W]`` (S = N*K support images).
+            support_y: int64 ``[B, S]``, labels in ``0..N-1``.
+            steps: number of inner steps.
+
+        Returns:
+            The adapted parameters, ``[B, *shape]`` each.
+        """
+        if support_x.shape[1] == 0 or steps == 0:
+            return params
+        outer = torch.is_grad_enabled()  # False when scoring under torch.no_grad()
+        targets = support_y.reshape(-1)
+        for _ in range(steps):
+            with torch.enable_grad():
+                leaves = {k: v if outer and v.requires_grad else v.detach().requires_grad_() for k, v in params.items()}
+                logits = grouped_forward(self.net, leaves, support_x)  # [B, S, N]
+                per_item = F.cross_entropy(logits.reshape(targets.shape[0], -1), targets, reduction="none")
+                loss = per_item.view_as(support_y).mean(dim=1).sum()
+                g = torch.autograd.grad(loss, list(leaves.values()), create_graph=outer and not self.first_order)
+            with torch.set_grad_enabled(outer):
+                params = {k: v - self.inner_lr * (gk.detach() if self.first_order else gk)
+                          for (k, v), gk in zip(leaves.items(), g, strict=True)}
+        return params
+
     def loops_over_episodes(self, device: torch.device) -> bool:
         """Whether :meth:`predict` adapts the episodes one at a time on ``device``."""
         if self.episode_batching == "auto":
-            return device.type == "cpu"
+            return device.type == "cpu" and not self.groupable
         return self.episode_batching == "loop"
 
     def eval_chunk(self, batch: int, images_per_episode: int) -> int:

@@ -11,7 +11,8 @@ from torch import nn
 from torch.func import functional_call
 
 from metamem.learners import build_learner
-from metamem.learners.backbones import BatchStatNorm2d
+from metamem.learners.backbones import BatchStatNorm2d, ConvBlock
+from metamem.learners.grouped import grouped_forward, supports_grouped
 from metamem.learners.maml import MAML
 from metamem.types import EpisodeBatch
 
@@ -29,17 +30,24 @@ def tiny_maml(*, inner_steps: int = 2, eval_inner_steps: int | None = None, firs
                 eval_inner_steps=eval_inner_steps, first_order=first_order, episode_batching=episode_batching)
 
 
+def episode_batch(sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, qy: torch.Tensor, *, n_way: int,
+                  k_shot: int, n_query: int) -> EpisodeBatch:
+    """An EpisodeBatch of these support/query tensors (``[B, S, C, H, W]``, ``[B, S]``, ...)."""
+    b, s, qn = sx.shape[0], sx.shape[1], qx.shape[1]
+    return EpisodeBatch(
+        support_x=sx, support_y=sy, query_x=qx, query_y=qy, classes=torch.arange(n_way).repeat(b, 1),
+        support_index=torch.zeros(b, s, dtype=torch.long), query_index=torch.zeros(b, qn, dtype=torch.long),
+        episode_keys=torch.arange(b), n_way=n_way, k_shot=k_shot, n_query=n_query,
+    )
+
+
 @pytest.fixture(scope="module")
 def tiny_batch() -> EpisodeBatch:
     g = torch.Generator().manual_seed(1)
-    sy = torch.arange(S).remainder(N).repeat(B, 1)
-    qy = torch.arange(QN).remainder(N).repeat(B, 1)
-    return EpisodeBatch(
-        support_x=torch.randn(B, S, 1, 5, 5, generator=g, dtype=torch.float64), support_y=sy,
-        query_x=torch.randn(B, QN, 1, 5, 5, generator=g, dtype=torch.float64), query_y=qy,
-        classes=torch.arange(N).repeat(B, 1), support_index=torch.zeros(B, S, dtype=torch.long),
-        query_index=torch.zeros(B, QN, dtype=torch.long), episode_keys=torch.arange(B), n_way=N, k_shot=2, n_query=1,
-    )
+    return episode_batch(torch.randn(B, S, 1, 5, 5, generator=g, dtype=torch.float64),
+                         torch.arange(S).remainder(N).repeat(B, 1),
+                         torch.randn(B, QN, 1, 5, 5, generator=g, dtype=torch.float64),
+                         torch.arange(QN).remainder(N).repeat(B, 1), n_way=N, k_shot=2, n_query=1)
 
 
 def manual_adapt(model: MAML, params: dict, sx: torch.Tensor, sy: torch.Tensor, steps: int) -> dict:
@@ -69,7 +77,7 @@ def test_inner_loop_matches_manual_sgd(tiny_batch: EpisodeBatch) -> None:
     assert not torch.equal(got["4.weight"], params["4.weight"])
 
 
-@pytest.mark.parametrize("batching", ["vmap", "loop"])
+@pytest.mark.parametrize("batching", ["vmap", "loop", "grouped"])
 def test_second_order_outer_gradient_against_finite_differences(tiny_batch: EpisodeBatch, batching: str) -> None:
     model = tiny_maml(inner_steps=2, episode_batching=batching)
     names = [n for n, _ in model.net.named_parameters()]
@@ -103,7 +111,7 @@ def assert_batched_matches_reference(model: MAML, batch: EpisodeBatch, steps: in
         torch.testing.assert_close(p.grad, g, msg=name)
 
 
-@pytest.mark.parametrize("batching", ["vmap", "loop", "auto"])
+@pytest.mark.parametrize("batching", ["vmap", "loop", "grouped", "auto"])
 def test_registered_maml_batched_gradients_match_the_loop(batching: str) -> None:
     """The built-in conv4 MAML: vmap + second order through BatchNorm equals the per-episode loop.
 
@@ -113,14 +121,10 @@ def test_registered_maml_batched_gradients_match_the_loop(batching: str) -> None
     model = build_learner("maml", n_way=2, image_shape=(1, 16, 16), inner_steps=2,
                           episode_batching=batching).double()
     g = torch.Generator().manual_seed(2)
-    batch = EpisodeBatch(
-        support_x=torch.rand(2, 4, 1, 16, 16, generator=g, dtype=torch.float64),
-        support_y=torch.tensor([[0, 1, 0, 1]] * 2),
-        query_x=torch.rand(2, 2, 1, 16, 16, generator=g, dtype=torch.float64),
-        query_y=torch.tensor([[0, 1]] * 2), classes=torch.tensor([[0, 1]] * 2),
-        support_index=torch.zeros(2, 4, dtype=torch.long), query_index=torch.zeros(2, 2, dtype=torch.long),
-        episode_keys=torch.arange(2), n_way=2, k_shot=2, n_query=1,
-    )
+    batch = episode_batch(torch.rand(2, 4, 1, 16, 16, generator=g, dtype=torch.float64),
+                          torch.tensor([[0, 1, 0, 1]] * 2),
+                          torch.rand(2, 2, 1, 16, 16, generator=g, dtype=torch.float64),
+                          torch.tensor([[0, 1]] * 2), n_way=2, k_shot=2, n_query=1)
     assert_batched_matches_reference(model, batch, 2)
 
 
@@ -176,11 +180,14 @@ def test_scoring_in_chunks_without_autograd_gives_the_batched_logits(limit: int)
         torch.testing.assert_close(chunked[i], functional_call(model.net, adapted, (qx[i],)).detach())
 
 
-def test_auto_batching_loops_on_the_cpu_and_gives_the_vmapped_logits(tiny_batch: EpisodeBatch) -> None:
+def test_auto_batching_groups_on_the_cpu_and_gives_the_vmapped_logits(tiny_batch: EpisodeBatch) -> None:
     auto, vm = tiny_maml(episode_batching="auto"), tiny_maml(episode_batching="vmap")
-    assert auto.loops_over_episodes(torch.device("cpu")) and not auto.loops_over_episodes(torch.device("cuda"))
-    assert not vm.loops_over_episodes(torch.device("cpu"))
-    assert tiny_maml(episode_batching="loop").loops_over_episodes(torch.device("cuda"))
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert auto.groups_episodes(cpu) and not auto.loops_over_episodes(cpu)
+    assert not auto.groups_episodes(cuda) and not auto.loops_over_episodes(cuda)  # vmap on a GPU
+    assert not vm.loops_over_episodes(cpu) and not vm.groups_episodes(cpu)
+    assert tiny_maml(episode_batching="loop").loops_over_episodes(cuda)
+    assert tiny_maml(episode_batching="grouped").groups_episodes(cuda)
     for train in (True, False):
         auto.train(train), vm.train(train)
         with torch.no_grad():
@@ -209,13 +216,17 @@ def test_bad_arguments() -> None:
     headless = MAML(nn.Sequential(nn.Flatten(), nn.Tanh()), n_way=25)
     with pytest.raises(ValueError, match="no nn.Linear head to re-initialise for n_way=5"):
         headless.predict(torch.zeros(1, 5, 1, 5, 5), torch.arange(5)[None], torch.zeros(1, 2, 1, 5, 5), n_way=5)
-    with pytest.raises(ValueError, match="maml: episode_batching must be 'auto', 'vmap' or 'loop', got 'map'"):
+    with pytest.raises(ValueError, match="maml: episode_batching must be 'auto', 'vmap', 'loop' or 'grouped', got 'map'"):
         build_learner("maml", n_way=3, image_shape=(1, 28, 28), episode_batching="map")
     with pytest.raises(ValueError, match="maml: eval_chunk_images must be >= 1 or None, got 0"):
         build_learner("maml", n_way=3, image_shape=(1, 28, 28), eval_chunk_images=0)
+    with pytest.raises(ValueError, match="maml: train_chunk_images must be >= 1 or None, got 0"):
+        build_learner("maml", n_way=3, image_shape=(1, 28, 28), train_chunk_images=0)
+    with pytest.raises(ValueError, match="maml: episode_batching='grouped' needs a network of"):
+        MAML(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Dropout(), nn.Flatten(), nn.Linear(18, 3)), n_way=3,
+             episode_batching="grouped")
     with pytest.raises(ValueError, match="maml: inner_steps and eval_inner_steps must be >= 0"):
         build_learner("maml", n_way=3, image_shape=(1, 28, 28), inner_steps=-1)
-
 
 
 def test_backbone_channels_sets_the_conv4_width_with_batch_statistics() -> None:
@@ -231,3 +242,131 @@ def test_backbone_channels_sets_the_conv4_width_with_batch_statistics() -> None:
     assert [m.out_channels for m in default.modules() if isinstance(m, nn.Conv2d)] == [64] * 4
     with pytest.raises(ValueError, match="maml: backbone_channels=32 applies to backbone 'conv4' only"):
         build_learner("maml", n_way=5, image_shape=(3, 84, 84), backbone="resnet12", backbone_channels=32)
+
+
+# --- the grouped path: every episode's adapted network side by side, one grouped conv per layer
+
+GB, GN, GK, GQ = 3, 3, 2, 2  # 3 episodes, 3-way 2-shot, 2 queries per class: odd on purpose
+
+
+def grouped_net() -> nn.Sequential:
+    """Two Conv-4 blocks on 2-channel 12x12 images (12 -> 6 -> 3), then a linear head, float64."""
+    torch.manual_seed(4)
+    return nn.Sequential(
+        ConvBlock(2, 3, track_running_stats=False), ConvBlock(3, 4, track_running_stats=False),
+        nn.Flatten(), nn.Linear(4 * 3 * 3, GN),
+    ).double()
+
+
+@pytest.fixture(scope="module")
+def odd_batch() -> EpisodeBatch:
+    g = torch.Generator().manual_seed(5)
+    return episode_batch(torch.randn(GB, GN * GK, 2, 12, 12, generator=g, dtype=torch.float64),
+                         torch.arange(GN).repeat_interleave(GK).repeat(GB, 1),
+                         torch.randn(GB, GN * GQ, 2, 12, 12, generator=g, dtype=torch.float64),
+                         torch.arange(GN).repeat_interleave(GQ).repeat(GB, 1), n_way=GN, k_shot=GK, n_query=GQ)
+
+
+def reference_logits(model: MAML, batch: EpisodeBatch, steps: int) -> torch.Tensor:
+    """Query logits of the naive per-episode loop (plain autograd, ``manual_adapt``)."""
+    params = dict(model.net.named_parameters())
+    return torch.stack([
+        functional_call(model.net, manual_adapt(model, params, batch.support_x[b], batch.support_y[b], steps),
+                        (batch.query_x[b],))
+        for b in range(batch.batch_size)
+    ])
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+@pytest.mark.parametrize("steps", [1, 2])
+@pytest.mark.parametrize("chunk", [None, 4, 24])  # whole batch; one episode per chunk; 2 then 1
+def test_grouped_training_matches_the_per_episode_reference(odd_batch: EpisodeBatch, first_order: bool,
+                                                             steps: int, chunk: int | None) -> None:
+    """Query logits, outer loss and the meta-gradient of every parameter, first and second order."""
+    model = MAML(grouped_net(), n_way=GN, inner_steps=steps, inner_lr=0.3, first_order=first_order,
+                 episode_batching="grouped", train_chunk_images=chunk).train()
+    assert model.grouped_chunk(GB, GN * (GK + GQ)) == {None: GB, 4: 1, 24: 2}[chunk]
+    logits = model.predict(odd_batch.support_x, odd_batch.support_y, odd_batch.query_x, n_way=GN)
+    want_logits = reference_logits(model, odd_batch, steps)
+    torch.testing.assert_close(logits, want_logits)
+    out = model(odd_batch)
+    out.loss.backward()
+    params = dict(model.net.named_parameters())
+    ref = reference_outer_loss(model, odd_batch, params, steps)
+    torch.testing.assert_close(out.loss, ref)
+    if first_order:  # the query-loss gradient at the adapted parameters, averaged over episodes
+        want = {k: torch.zeros_like(v) for k, v in params.items()}
+        for b in range(GB):
+            adapted = {k: v.detach().requires_grad_() for k, v in
+                       manual_adapt(model, params, odd_batch.support_x[b], odd_batch.support_y[b], steps).items()}
+            loss = F.cross_entropy(functional_call(model.net, adapted, (odd_batch.query_x[b],)), odd_batch.query_y[b])
+            for k, g in zip(adapted, torch.autograd.grad(loss, list(adapted.values())), strict=True):
+                want[k] += g / GB
+        ref_grads = list(want.values())
+    else:
+        ref_grads = list(torch.autograd.grad(ref, list(params.values())))
+    for (name, p), g in zip(params.items(), ref_grads, strict=True):
+        torch.testing.assert_close(p.grad, g, msg=name)
+
+
+@pytest.mark.parametrize("chunk", [None, 10, 25])  # whole batch; one episode per chunk; 2 then 1
+def test_grouped_eval_adaptation_matches_the_per_episode_reference(odd_batch: EpisodeBatch, chunk: int | None) -> None:
+    """Scoring (eval mode, no autograd) adapts with eval_inner_steps, chunked by eval_chunk_images."""
+    model = MAML(grouped_net(), n_way=GN, inner_steps=1, eval_inner_steps=3, inner_lr=0.3,
+                 episode_batching="grouped", eval_chunk_images=chunk).eval()
+    with torch.no_grad():
+        assert model.grouped_chunk(GB, GN * (GK + GQ)) == {None: GB, 10: 1, 25: 2}[chunk]
+        got = model.predict(odd_batch.support_x, odd_batch.support_y, odd_batch.query_x, n_way=GN)
+    assert not got.requires_grad
+    torch.testing.assert_close(got, reference_logits(model, odd_batch, 3).detach())
+    loop = MAML(model.net, n_way=GN, inner_steps=1, eval_inner_steps=3, inner_lr=0.3, episode_batching="loop").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(got, loop.predict(odd_batch.support_x, odd_batch.support_y, odd_batch.query_x,
+                                                     n_way=GN))
+
+
+@pytest.mark.parametrize("head_init", ["learned", "zero"])
+def test_grouped_zero_head_for_another_way_matches_the_loop(odd_batch: EpisodeBatch, head_init: str) -> None:
+    """A 2-way episode on a 3-way MAML (zero head, not a parameter) and head_init='zero'."""
+    b = odd_batch
+    keep = b.support_y[0] < 2
+    sx, sy = b.support_x[:, keep], b.support_y[:, keep]
+    qx = b.query_x[:, b.query_y[0] < 2]
+    out = {}
+    for batching in ("grouped", "loop"):
+        model = MAML(grouped_net(), n_way=GN, inner_steps=2, inner_lr=0.3, head_init=head_init,
+                     episode_batching=batching).train()
+        logits = model.predict(sx, sy, qx, n_way=2)
+        logits.square().sum().backward()
+        out[batching] = logits, [p.grad for p in model.parameters()]
+    torch.testing.assert_close(out["grouped"][0], out["loop"][0])
+    for g, want in zip(out["grouped"][1], out["loop"][1], strict=True):
+        torch.testing.assert_close(g, want)
+
+
+def test_supports_grouped() -> None:
+    assert supports_grouped(build_learner("maml", n_way=5, image_shape=(1, 28, 28)).net)
+    assert supports_grouped(tiny_maml().net) and supports_grouped(grouped_net())
+    resnet = build_learner("maml", n_way=5, image_shape=(3, 32, 32), backbone="resnet12")
+    assert not supports_grouped(resnet.net)
+    assert resnet.loops_over_episodes(torch.device("cpu")) and not resnet.groups_episodes(torch.device("cpu"))
+    assert supports_grouped(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten()))  # features out, no head needed
+    assert not supports_grouped(nn.Sequential(nn.Conv2d(1, 2, 3)))  # images out
+    assert not supports_grouped(nn.Sequential(nn.Linear(4, 2)))  # a linear layer on images
+    assert not supports_grouped(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(18, 2)))
+    assert not supports_grouped(nn.Sequential(nn.Conv2d(1, 2, 3, padding_mode="reflect", padding=1), nn.Flatten(),
+                                              nn.Linear(50, 2)))
+
+
+def test_grouped_forward_is_each_copy_on_its_own_images() -> None:
+    """Copy e of grouped_forward equals functional_call with copy e's weights (bias, strides)."""
+    torch.manual_seed(6)
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, stride=2, padding=1), BatchStatNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(4, 4, 1, groups=2), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 2 * 2, 3)).double()
+    params = {k: v.detach() + 0.1 * torch.randn(3, *v.shape, dtype=torch.float64)
+              for k, v in net.named_parameters()}
+    x = torch.randn(3, 5, 2, 9, 9, dtype=torch.float64)
+    got = grouped_forward(net, params, x)
+    assert got.shape == (3, 5, 3)
+    for e in range(3):
+        torch.testing.assert_close(got[e], functional_call(net, {k: v[e] for k, v in params.items()}, (x[e],)))
