@@ -1,20 +1,26 @@
 #!/usr/bin/env python
-"""MAML on the CPU: the B episodes of a batch in one ``vmap`` against one episode at a time.
+"""MAML on the CPU: the B episodes of a batch one at a time, side by side in grouped convolutions, or in one vmap.
 
-Under :func:`torch.func.vmap` every convolution of the B adapted networks becomes one grouped
-convolution over B sets of weights. This script times both ways of running MAML's episodes
-(``episode_batching="vmap"`` and ``"loop"``; ``"auto"`` picks the loop on the CPU) in the same
-process, alternating, on synthetic images:
+MAML (Finn et al. 2017) adapts one copy of the network per episode. This script times the
+ways of running the episodes of a batch (``MAML(episode_batching=...)``) in the same
+process, on synthetic images, in interleaved rounds (each round runs every mode once, in
+alternating order; the first call of each is a warm-up), and prints the median CPU seconds
+per episode of each mode and its ratio to ``--baseline`` (> 1: faster than the baseline):
 
-- a training step (forward + backward of the outer loss), second and first order;
-- scoring without autograd, as ``metamem eval`` does (10 inner steps).
+- ``loop``: one episode at a time (``torch.func.grad``), the CPU default before ``grouped``;
+- ``grouped``: the episodes side by side, one grouped convolution per layer
+  (:mod:`metamem.learners.grouped`; ``train_chunk_images`` / ``eval_chunk_images`` episodes
+  at a time), the CPU default of ``episode_batching="auto"`` for Conv-4 networks;
+- ``vmap``: the episodes in one :func:`torch.func.vmap` (the GPU default).
 
-Shapes: Omniglot (Conv-4-64, 28x28, the paper's 1 inner step in training, 3 at test) and
-mini-ImageNet (Conv-4-32, 84x84x3, 5 inner steps, 10 at test). Prints CPU seconds per
-episode for each and the ratio vmap / loop (> 1: the loop is faster). Example (the run in
-docs/benchmarks.md)::
+Cases: a training step (predict + query cross-entropy + backward) at the paper settings
+(channels-last weights, as the paper configs train) and scoring without autograd as
+``metamem eval`` does (eval mode, 10 inner steps, 15 queries per class). Shapes: B episodes,
+N ways, K shots, Q queries per class; Omniglot is Conv-4-64 on 28x28x1, mini-ImageNet
+Conv-4-32 on 84x84x3. Like ``metamem train`` / ``eval``, the process keeps freed memory
+(:func:`metamem.device.keep_freed_memory`). Example (the run in docs/benchmarks.md)::
 
-    python scripts/bench_maml_batching.py --threads 1
+    python scripts/bench_maml_batching.py --threads 1 --rounds 3
 """
 
 from __future__ import annotations
@@ -23,79 +29,105 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
+from metamem.device import keep_freed_memory
 from metamem.learners import build_learner
+from metamem.learners.maml import MAML
 
+
+class Case(NamedTuple):
+    name: str
+    image_shape: tuple[int, int, int]
+    width: int  # conv4 filters
+    train: bool  # a training step (else scoring without autograd)
+    first_order: bool
+    steps: int  # inner steps of this pass (inner_steps in training, eval_inner_steps when scoring)
+    inner_lr: float
+    n: int  # N ways
+    k: int  # K shots
+    q: int  # Q queries per class
+    b: int  # B episodes per call
+
+
+OMNIGLOT, MINI = (1, 28, 28), (3, 84, 84)
 CASES = [
-    # name, image shape, conv4 width, inner steps, eval inner steps, N, K, Q (train), Q (eval), B
-    ("omniglot 5w1s", (1, 28, 28), 64, 1, 3, 5, 1, 15, 15, 8),
-    ("omniglot 20w5s", (1, 28, 28), 64, 1, 3, 20, 5, 5, 15, 4),
-    ("mini-ImageNet 5w1s", (3, 84, 84), 32, 5, 10, 5, 1, 5, 15, 2),
-    ("mini-ImageNet 5w5s", (3, 84, 84), 32, 5, 10, 5, 5, 5, 15, 2),
+    Case("omniglot train 5w1s1q B=32, 2nd order", OMNIGLOT, 64, True, False, 1, 0.4, 5, 1, 1, 32),
+    Case("omniglot train 5w1s1q B=32, 1st order", OMNIGLOT, 64, True, True, 1, 0.4, 5, 1, 1, 32),
+    Case("omniglot train 20w1s1q B=16, 2nd order", OMNIGLOT, 64, True, False, 1, 0.4, 20, 1, 1, 16),
+    Case("omniglot score 5w1s15q B=8", OMNIGLOT, 64, False, False, 10, 0.4, 5, 1, 15, 8),
+    Case("omniglot score 5w5s15q B=8", OMNIGLOT, 64, False, False, 10, 0.4, 5, 5, 15, 8),
+    Case("omniglot score 20w1s15q B=4", OMNIGLOT, 64, False, False, 10, 0.4, 20, 1, 15, 4),
+    Case("omniglot score 20w5s15q B=2", OMNIGLOT, 64, False, False, 10, 0.4, 20, 5, 15, 2),
+    Case("mini-ImageNet train 5w1s15q B=4, 5 steps", MINI, 32, True, False, 5, 0.01, 5, 1, 15, 4),
+    Case("mini-ImageNet score 5w1s15q B=4", MINI, 32, False, False, 10, 0.01, 5, 1, 15, 4),
+    Case("mini-ImageNet score 5w5s15q B=4", MINI, 32, False, False, 10, 0.01, 5, 5, 15, 4),
 ]
 
 
-def cpu_per_call(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        c = time.process_time()
-        fn()
-        times.append(time.process_time() - c)
-    return statistics.median(times)
+def build(case: Case, mode: str) -> MAML:
+    """The case's MAML in ``mode``, the same initial weights for every mode."""
+    torch.manual_seed(0)
+    m = build_learner("maml", n_way=case.n, image_shape=case.image_shape, backbone_channels=case.width,
+                      inner_steps=case.steps, eval_inner_steps=case.steps, inner_lr=case.inner_lr,
+                      first_order=case.first_order, episode_batching=mode)
+    if case.train:
+        m.to(memory_format=torch.channels_last)  # train.channels_last of the paper configs
+    return m.train(case.train)
 
 
-def make_step(m: torch.nn.Module, train: bool, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor,
-              qy: torch.Tensor, n: int) -> Callable[[], None]:
-    """One timed call: a training pass (predict + cross-entropy + backward) or a no-grad score."""
+def make_call(m: MAML, case: Case, g: torch.Generator) -> Callable[[], None]:
+    """One timed call on fixed random episodes: a training pass or a no-grad score."""
+    sx = torch.rand(case.b, case.n * case.k, *case.image_shape, generator=g)
+    sy = torch.arange(case.n).repeat_interleave(case.k).repeat(case.b, 1)
+    qx = torch.rand(case.b, case.n * case.q, *case.image_shape, generator=g)
+    qy = torch.arange(case.n).repeat_interleave(case.q).repeat(case.b, 1)
 
-    def step() -> None:
-        if train:
-            logits = m.predict(sx, sy, qx, n_way=n)
-            F.cross_entropy(logits.reshape(-1, n), qy.reshape(-1)).backward()
+    def call() -> None:
+        if case.train:
+            m.zero_grad(set_to_none=True)
+            logits = m.predict(sx, sy, qx, n_way=case.n)
+            F.cross_entropy(logits.reshape(-1, case.n), qy.reshape(-1)).backward()
         else:
             with torch.no_grad():
-                m.predict(sx, sy, qx, n_way=n)
+                m.predict(sx, sy, qx, n_way=case.n)
 
-    return step
+    return call
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3, help="timed calls per mode (median), after one warm-up")
+    p.add_argument("--modes", default="loop,grouped", help="comma-separated episode_batching modes")
+    p.add_argument("--baseline", default="loop", help="the mode the ratios divide")
+    p.add_argument("--cases", default="", help="only cases whose name contains this")
     args = p.parse_args()
+    modes = args.modes.split(",")
+    if args.baseline not in modes:
+        p.error(f"--baseline {args.baseline!r} is not among --modes {modes}")
     torch.set_num_threads(args.threads)
-    g = torch.Generator().manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); CPU s per episode (median of "
-          f"{args.repeats}); ratio = vmap / loop")
-    for name, shape, width, steps, eval_steps, n, k, q, q_eval, b in CASES:
-        models = {
-            mode: build_learner("maml", n_way=n, image_shape=shape, backbone_channels=width, inner_steps=steps,
-                                inner_lr=0.01, eval_inner_steps=eval_steps, episode_batching=mode)
-            for mode in ("vmap", "loop")
-        }
-        models["loop"].load_state_dict(models["vmap"].state_dict())
-        sx = torch.rand(b, n * k, *shape, generator=g)
-        sy = torch.arange(n).repeat_interleave(k).repeat(b, 1)
-        qx = torch.rand(b, n * q, *shape, generator=g)
-        qy = torch.arange(n).repeat_interleave(q).repeat(b, 1)
-        qx_eval = torch.rand(b, n * q_eval, *shape, generator=g)
-        for what in ("train, second order", "train, first order", "score, no grad"):
-            t: dict[str, float] = {}
-            for mode in ("vmap", "loop"):  # same process, one after the other
-                m = models[mode]
-                m.first_order = what == "train, first order"
-                m.train(what.startswith("train"))
-
-                step = make_step(m, what.startswith("train"), sx, sy, qx if what.startswith("train") else qx_eval,
-                                 qy, n)
-                t[mode] = cpu_per_call(step, args.repeats) / b
-            print(f"{name:20s} {what:21s} vmap {t['vmap']:.3f}  loop {t['loop']:.3f}  ratio {t['vmap'] / t['loop']:.2f}x",
-                  flush=True)
+    keep_freed_memory()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {torch.backends.cpu.get_cpu_capability()}; "
+          f"CPU s per episode, median of {args.rounds} interleaved rounds; ratio = {args.baseline} / mode")
+    for case in CASES:
+        if args.cases not in case.name:
+            continue
+        calls = {mode: make_call(build(case, mode), case, torch.Generator().manual_seed(0)) for mode in modes}
+        times: dict[str, list[float]] = {mode: [] for mode in modes}
+        for mode in modes:
+            calls[mode]()  # warm-up
+        for r in range(args.rounds):
+            for mode in modes if r % 2 == 0 else modes[::-1]:
+                c = time.process_time()
+                calls[mode]()
+                times[mode].append((time.process_time() - c) / case.b)
+        med = {mode: statistics.median(t) for mode, t in times.items()}
+        cells = "  ".join(f"{mode} {med[mode]:.4f} ({med[args.baseline] / med[mode]:.2f}x)" for mode in modes)
+        print(f"{case.name:42s} {cells}", flush=True)
 
 
 if __name__ == "__main__":
