@@ -495,15 +495,19 @@ def _paper5(label: str, values: str) -> list[str]:
 
 BLOCKS: dict[str, Any] = {
     "omniglot_nway": Table(SET_2026, [
-        Row("omniglot_paper/protonet_7000", "ProtoNet, 7,000 steps", "98.8 / 99.7 / 96.0 / 98.9 (Snell et al. 2017)"),
-        Row("omniglot_paper/protonet", "ProtoNet, 2,500 steps", "98.8 / 99.7 / 96.0 / 98.9 (Snell et al. 2017)"),
+        Row("omniglot_paper/protonet_euclid", "ProtoNet, plain distance (metamem's default), 7,000 steps",
+            "98.8 / 99.7 / 96.0 / 98.9 (Snell et al. 2017)"),
+        Row("omniglot_paper/protonet_7000", "ProtoNet, squared distance, 7,000 steps", "98.8 / 99.7 / 96.0 / 98.9 (Snell et al. 2017)"),
+        Row("omniglot_paper/protonet", "ProtoNet, squared distance, 2,500 steps", "98.8 / 99.7 / 96.0 / 98.9 (Snell et al. 2017)"),
         Row("omniglot_paper/matching_60way", "Matching Networks, 60-way episodes, learned cosine scale",
             "98.1 / 98.9 / 93.8 / 98.5 (Vinyals et al. 2016)"),
         Row("omniglot_paper/matching_60way_scale10", "Matching Networks, 60-way episodes, cosine × 10, best validation",
             "98.1 / 98.9 / 93.8 / 98.5 (Vinyals et al. 2016)"),
         Row("omniglot_paper/matching", "Matching Networks, plain cosine", "98.1 / 98.9 / 93.8 / 98.5 (Vinyals et al. 2016)"),
-        Row("omniglot_paper/memory_matching", "Memory Matching Networks", "99.28 at 5w1s (Cai et al. 2018)"),
-        Row("omniglot_paper/metanet", "Meta Networks", "98.95 at 5w1s, 97.00 at 20w1s (Munkhdalai & Yu 2017)"),
+        Row("omniglot_paper/memory_matching_20way", "Memory Matching Networks, 20-way episodes, fresh-slot writes",
+            "99.28 at 5w1s (Cai et al. 2018)"),
+        Row("omniglot_paper/metanet_20way", "Meta Networks, 20-way episodes",
+            "98.95 at 5w1s, 97.00 at 20w1s (Munkhdalai & Yu 2017)"),
         Row("omniglot_paper/maml", "MAML", "98.7 / 99.9 / 95.8 / 98.9 (Finn et al. 2017)"),
         Row("omniglot_paper/linear_probe", "linear probe", "86.0 / 97.6 / 72.9 / 92.3 (baseline classifier, Vinyals et al.; a floor)"),
         Row("omniglot_paper/mann_lru", "MANN (LRUA), set scoring", "–"),
@@ -527,6 +531,7 @@ BLOCKS: dict[str, Any] = {
         Row("omniglot_paper/protonet_7000", "ProtoNet (7,000 steps), trained on `vinyals/train`, scored on the 12 alphabets of `vinyals/test`"),
         Row("omniglot_paper/protonet", "ProtoNet (2,500 steps), trained on `vinyals/train`, scored on the 12 alphabets of `vinyals/test`"),
         Row("omniglot_paper/background_only", "ProtoNet, trained on the background set, scored on the 20 evaluation alphabets (Lake et al.'s protocol)"),
+        Row("omniglot_paper/background_within56", "ProtoNet, trained on the background set on within-alphabet 20-way episodes at 56×56, scored on the 20 evaluation alphabets (Lake et al.'s protocol)"),
     ]),
     "memory_5class": Table([("seq", SEQ5)], [
         Row("omniglot_paper/mann_lru", "MANN (LRUA), 20 label units"),

@@ -198,12 +198,13 @@ def test_a_printed_rescore_command_gives_the_committed_figures(tmp_path: Path, m
     except (ValueError, FileNotFoundError) as e:
         pytest.skip(f"the full Omniglot is not prepared in {data_root()} (metamem prepare omniglot): {e}")
     line = next(c for c in commands(ROOT / "docs" / "results" / "omniglot_paper.md")
-                if c.startswith("metamem eval results/omniglot_paper/protonet") and "within_group" in c)
-    shutil.copytree(ROOT / "results" / "omniglot_paper" / "protonet", tmp_path / "results" / "omniglot_paper" / "protonet")
+                if c.startswith("metamem eval results/omniglot_paper/protonet_7000 ") and "within_group" in c)
+    shutil.copytree(ROOT / "results" / "omniglot_paper" / "protonet_7000",
+                    tmp_path / "results" / "omniglot_paper" / "protonet_7000")
     monkeypatch.chdir(tmp_path)
     assert main([*shlex.split(line)[1:], "--no-progress", "--no-plots"]) == 0
-    (new,) = json.loads((tmp_path / "runs/rescore/protonet/eval_within_alphabet/results.json").read_text())["results"]
-    (old,) = json.loads((ROOT / "results/omniglot_paper/protonet/eval_within_alphabet/results.json").read_text())["results"]
+    (new,) = json.loads((tmp_path / "runs/rescore/protonet_7000/eval_within_alphabet/results.json").read_text())["results"]
+    (old,) = json.loads((ROOT / "results/omniglot_paper/protonet_7000/eval_within_alphabet/results.json").read_text())["results"]
     assert new["fingerprint"] == old["fingerprint"]
     assert abs(new["scores"]["set"]["mean"] - old["scores"]["set"]["mean"]) <= 0.0005  # 0.05 points
 
@@ -241,3 +242,21 @@ def test_readme_spread_records_round_trip_and_a_bad_file_is_named(load_script, t
     out.write_text('{"runs": 3}')
     with pytest.raises(SystemExit, match=r"spread.json: expected \{'runs': \[...\]\}; move the file away"):
         spread.load(out)
+
+
+def test_easyfsl_comparison_is_complete_and_supports_what_the_page_says(render: ModuleType) -> None:
+    """results/vs_easyfsl: both learners, >= 3 seeds, every budget up to >= 8 CPU-minutes; from
+    0.5 CPU-minutes on, every seed of metamem's default ProtoNet scores above every seed of
+    easyfsl's (docs/benchmarks_training.md says so), and metamem trains more episodes."""
+    points = render.versus_points(ROOT)
+    seeds = {p["seed"] for p in points}
+    budgets = sorted({p["budget_cpu_min"] for p in points})
+    assert len(seeds) >= 3 and max(budgets) >= 8
+    for b in budgets:
+        cells = {k: [p for p in points if p["learner"] == k and p["budget_cpu_min"] == b] for k in ("metamem", "easyfsl")}
+        assert all({p["seed"] for p in c} == seeds for c in cells.values()), b
+        if b >= 0.5:
+            assert min(p["accuracy"] for p in cells["metamem"]) > max(p["accuracy"] for p in cells["easyfsl"]), b
+        assert render.versus_cell(points, "metamem", b)[3] > render.versus_cell(points, "easyfsl", b)[3]
+    text = (ROOT / "docs" / "benchmarks_training.md").read_text()
+    assert "ahead of easyfsl's from 0.5 CPU-minutes on" in text

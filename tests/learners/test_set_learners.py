@@ -212,6 +212,10 @@ def test_protonet_default_distance_is_euclidean_and_committed_configs_name_their
             seen += 1
             assert learner.get("distance") in ProtoNet.DISTANCES, f"{path}: learner.distance not stated"
     assert seen >= 8
+    for ckpt in root.glob("results/**/checkpoints/last.pt"):  # the weights carry their config too
+        learner = torch.load(ckpt, map_location="cpu", weights_only=True)["config"].get("learner") or {}
+        if learner.get("name") == "protonet":
+            assert learner.get("distance") in ProtoNet.DISTANCES, f"{ckpt}: learner.distance not stated"
     paper = yaml.safe_load((root / "experiments/omniglot/paper/protonet.yaml").read_text())
     assert paper["learner"]["distance"] == "sqeuclidean"
 
