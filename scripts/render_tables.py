@@ -426,7 +426,7 @@ class SpreadBand:
         return f"**{(lo + hi) / 2:.1f}% ± {(hi - lo) / 2:.1f}**"
 
 
-VERSUS = "results/vs_easyfsl/results.json"
+VERSUS = "results/vs_easyfsl/points.json"
 VERSUS_LABELS = {"metamem": "metamem (default)", "easyfsl": "easyfsl 1.5.0",
                  "metamem-paper": "metamem, squared distance (paper config)",
                  "metamem-separate": "metamem, separate support and query passes"}
