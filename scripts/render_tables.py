@@ -440,14 +440,13 @@ def versus_points(root: Path) -> list[dict[str, Any]]:
     return points
 
 
-def versus_cell(points: list[dict[str, Any]], learner: str, budget: float) -> tuple[float, float, float, int, int]:
-    """``(mean, min, max accuracy in %, mean episodes, seeds)`` of one learner at one budget."""
+def versus_cell(points: list[dict[str, Any]], learner: str, budget: float) -> tuple[float, float, float, int]:
+    """``(mean, min, max accuracy in %, mean episodes)`` of one learner at one budget."""
     mine = [p for p in points if p["learner"] == learner and p["budget_cpu_min"] == budget]
     if not mine:
         raise RenderError(f"{VERSUS}: no point of {learner!r} at {budget:g} CPU-min")
     accs = [100 * p["accuracy"] for p in mine]
-    return (sum(accs) / len(accs), min(accs), max(accs), round(sum(p["episodes"] for p in mine) / len(mine)),
-            len(mine))
+    return sum(accs) / len(accs), min(accs), max(accs), round(sum(p["episodes"] for p in mine) / len(mine))
 
 
 @dataclass
@@ -467,7 +466,7 @@ class VersusTable:
             best = max(c[0] for c in cells.values())
             row = []
             for k in learners:
-                mean, lo, hi, eps, _ = cells[k]
+                mean, lo, hi, eps = cells[k]
                 text = f"{mean:.2f}"
                 row.append(f"**{text}** ({lo:.2f}–{hi:.2f}; {eps:,} ep)" if mean == best
                            else f"{text} ({lo:.2f}–{hi:.2f}; {eps:,} ep)")
