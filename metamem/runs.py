@@ -30,6 +30,7 @@ from metamem.config import ExperimentCfg, config_to_dict
 from metamem.data import ImageDataset, load_dataset
 from metamem.files import atomic_write, write_text
 from metamem.learners import LEARNERS, build_learner
+from metamem.learners.base import resolved_options
 from metamem.registry import renames_of
 
 __all__ = [
@@ -324,6 +325,20 @@ def current_names(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "learner": {renames.get(k, k): v for k, v in learner.items()}}
 
 
+def resolved_learner(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with its learner section as metamem builds it: keys under their current
+    names (:func:`current_names`) and every scalar option it leaves out set to the builder's
+    default (:func:`~metamem.learners.base.resolved_options`). A run written before training
+    recorded its defaults compares equal to the same run written after; a run whose recorded
+    value differs from today's default keeps its own value."""
+    config = current_names(config)
+    learner = config.get("learner")
+    if not isinstance(learner, dict) or learner.get("name") not in LEARNERS:
+        return config
+    options = resolved_options(learner["name"], {k: v for k, v in learner.items() if k != "name"})
+    return {**config, "learner": {"name": learner["name"], **options}}
+
+
 def with_added_defaults(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` (a run's saved config) with the section keys metamem added after it was
     written (``train.channels_last``, ``train.amp_dtype``, ...) set to their defaults, which
@@ -351,7 +366,7 @@ def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], *, resume: bo
         CheckpointError: listing each differing key as ``checkpoint value vs config value``.
     """
     diffs = config_differences(
-        current_names(with_added_defaults(ckpt["config"])), current_names(config),
+        resolved_learner(with_added_defaults(ckpt["config"])), resolved_learner(config),
         keys=None if resume else ARCH_KEYS,
         ignore=RESUMABLE_KEYS if resume else (),
     )
@@ -447,8 +462,8 @@ def _check_learner_fields(ckpt: dict[str, Any]) -> None:
         saved = safe_yaml.safe_load(run_config.read_text(encoding="utf-8"))
     except (OSError, ValueError, yaml.YAMLError) as e:
         raise CheckpointError(safe_yaml.shorten(f"{run_config}: cannot read it ({e})")) from None
-    diffs = config_differences(current_names(saved if isinstance(saved, dict) else {}),
-                               current_names(ckpt["config"]), keys=("learner",))
+    diffs = config_differences(resolved_learner(saved if isinstance(saved, dict) else {}),
+                               resolved_learner(ckpt["config"]), keys=("learner",))
     if diffs:
         raise CheckpointError(safe_yaml.shorten(
             f"{run_config} disagrees with the weights in {path} ({'; '.join(diffs)}, "

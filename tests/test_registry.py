@@ -90,3 +90,48 @@ def test_learner_builders_forward_to_their_class_defaults() -> None:
             if p.default is not p.empty:
                 assert p.name not in own, f"{name}: {p.name}'s default is written twice"
                 assert bp[p.name].default == p.default, (name, p.name)
+
+
+def test_resolved_options_fill_scalar_defaults_after_the_given_ones(monkeypatch) -> None:
+    import enum
+
+    from metamem.learners import LEARNERS
+    from metamem.learners.base import resolved_options
+    from metamem.registry import renamed_keys
+
+    class Mode(str, enum.Enum):
+        A = "a"
+
+    @renamed_keys(old_width="width")
+    def toy(*, n_way: int, image_shape: tuple[int, int, int], width: int = 8, scale: float = 1.5,
+            name_of: str | None = None, shape: tuple[int, int] = (2, 3), mode: Mode = Mode.A,
+            flag: bool = False) -> None:
+        """A toy learner."""
+
+    monkeypatch.setitem(LEARNERS._items, "toy_defaults", toy)
+    got = resolved_options("toy_defaults", {"flag": True, "scale": 2.0})
+    # given first, in their order; then scalar defaults in the builder's order; the tuple and
+    # the str enum are not YAML scalars; the framework's n_way and image_shape never appear
+    assert list(got.items()) == [("flag", True), ("scale", 2.0), ("width", 8), ("name_of", None)]
+    # an old spelling counts as given: its new name is not filled in beside it
+    assert resolved_options("toy_defaults", {"old_width": 4}) == {
+        "old_width": 4, "scale": 1.5, "name_of": None, "flag": False}
+    with pytest.raises(UnknownNameError, match="unknown learner 'toy_nope'"):
+        resolved_options("toy_nope", {})
+    assert resolved_options("protonet", {}) == {"backbone": "conv4", "distance": "euclidean"}
+
+
+def test_every_shipped_learner_builds_the_same_from_its_resolved_options() -> None:
+    import torch
+
+    from metamem.learners import LEARNERS, build_learner
+    from metamem.learners.base import resolved_options
+
+    for name in LEARNERS.names():
+        given = {"num_train_classes": 7} if name == "linear_probe" else {}
+        torch.manual_seed(0)
+        plain = build_learner(name, n_way=5, image_shape=(1, 28, 28), **given).state_dict()
+        torch.manual_seed(0)
+        filled = build_learner(name, n_way=5, image_shape=(1, 28, 28),
+                               **resolved_options(name, given)).state_dict()
+        assert plain.keys() == filled.keys() and all(torch.equal(plain[k], filled[k]) for k in plain), name

@@ -13,16 +13,17 @@ experiment config (``metamem validate`` checks them against the builder's signat
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from torch import nn
 
 from metamem.learners.capabilities import SetPrediction
-from metamem.registry import Registry
+from metamem.registry import Registry, renames_of
 from metamem.types import EpisodeBatch, LearnerOutput
 
-__all__ = ["Learner", "LEARNERS", "BACKBONES", "build_learner"]
+__all__ = ["Learner", "LEARNERS", "BACKBONES", "build_learner", "resolved_options"]
 
 #: Learner builders: ``builder(*, n_way, image_shape, **kwargs) -> nn.Module``.
 LEARNERS: Registry[Callable[..., nn.Module]] = Registry("learner")
@@ -54,3 +55,35 @@ class Learner(SetPrediction, Protocol):
 def build_learner(name: str, *, n_way: int, image_shape: tuple[int, int, int], **kwargs: Any) -> nn.Module:
     """Build a registered learner (``metamem ls learners``)."""
     return LEARNERS.get(name)(n_way=n_way, image_shape=tuple(image_shape), **kwargs)
+
+
+#: the keywords the framework passes itself (never part of a config's learner section)
+FRAMEWORK_KEYWORDS = frozenset({"n_way", "image_shape"})
+#: the default types a config records (YAML scalars; a str or int subclass such as an enum is not one)
+_RECORDED_TYPES = (type(None), bool, int, float, str)
+
+
+def resolved_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """A learner section's options with every scalar option it leaves out set to the
+    builder's default: what the learner is built with, written down.
+
+    Training records this in a new run's ``config.yaml`` and checkpoints, so a later change
+    of a default never changes what an existing run means. The given options come first,
+    in their order (an old spelling of a renamed key counts as given); then the defaults
+    in the builder's order. Defaults that are not YAML scalars (``None``, bool, int, float,
+    str) are left out, and so is everything for a builder whose signature cannot be read.
+
+    Raises:
+        UnknownNameError: ``name`` is not a registered learner.
+    """
+    builder = LEARNERS.get(name)
+    try:
+        params = inspect.signature(builder).parameters.values()
+    except (TypeError, ValueError):
+        return dict(options)
+    given = set(options) | {new for old, new in renames_of(builder).items() if old in options}
+    keyword = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    defaults = {p.name: p.default for p in params
+                if p.kind in keyword and p.name not in given and p.name not in FRAMEWORK_KEYWORDS
+                and p.default is not inspect.Parameter.empty and type(p.default) in _RECORDED_TYPES}
+    return {**options, **defaults}

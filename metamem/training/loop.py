@@ -56,6 +56,7 @@ from metamem.files import (
     write_text,
 )
 from metamem.learners import build_learner
+from metamem.learners.base import resolved_options
 from metamem.learners.capabilities import SequencePrediction
 from metamem.optim import build_optimizer, build_scheduler
 from metamem.training.distributed import (
@@ -138,6 +139,10 @@ def train(
     if is_sequence_task(splits["train"]) and cfg.learner is not None:
         # a sequence task sets the learner's layout keys; recorded in the run's config.yaml
         cfg.learner.kwargs = {**splits["train"].learner_kwargs(), **cfg.learner.kwargs}
+    if not resume and cfg.learner is not None:
+        # every option the learner is built with, defaults included, goes into config.yaml and
+        # the checkpoints: a later change of a default does not change what this run means
+        cfg.learner.kwargs = resolved_options(cfg.learner.name, cfg.learner.kwargs)
     device = resolve_device(cfg.device, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
     info = init_distributed(device)
     run_dir = Path(out_dir) if out_dir is not None else None

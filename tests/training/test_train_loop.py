@@ -242,9 +242,40 @@ def test_a_checkpoint_from_before_a_key_was_added_resumes_when_the_key_is_at_its
     changed["train"]["channels_last"] = True  # not the behaviour the old run trained with
     with pytest.raises(CheckpointError, match=r"train\.channels_last: False vs True; only device"):
         check_compatible({"config": old, "path": "last.pt"}, changed, resume=True)
-    old["learner"].pop("controller_size")  # learner keywords are not filled in: they still differ
-    with pytest.raises(CheckpointError, match=r"learner\.controller_size: None vs 16"):
+    old["learner"].pop("controller_size")  # a learner keyword left out compares as its default
+    with pytest.raises(CheckpointError, match=r"learner\.controller_size: 200 vs 16"):
         check_compatible({"config": old, "path": "last.pt"}, current, resume=True)
+    current["learner"]["controller_size"] = 200  # the default, written down: the same run
+    check_compatible({"config": old, "path": "last.pt"}, current, resume=True)
+
+
+def test_a_new_run_records_every_learner_default_and_an_old_run_resumes_unchanged(
+        tmp_path: Path, tiny_cfg) -> None:
+    from metamem.runs import load_checkpoint
+
+    run = tmp_path / "run"
+    train(tiny_cfg("lstm", *PROTO_16, "train.steps=2", "train.checkpoint_every=1"), run, progress=False)
+    saved = yaml.safe_load((run / "config.yaml").read_text())["learner"]
+    assert saved == {"name": "protonet", "backbone": "conv4", "distance": "euclidean"}
+    assert load_checkpoint(run, which="last")["config"]["learner"] == saved
+    # a run written before training recorded its defaults: its config and checkpoint leave the
+    # distance out; it resumes, and nothing is added to what it says
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    del cfg["learner"]["distance"]
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    last = run / "checkpoints" / "last.pt"
+    ckpt = torch.load(last, weights_only=True)
+    del ckpt["config"]["learner"]["distance"]
+    torch.save(ckpt, last)
+    resumed = tiny_cfg("lstm", *PROTO_16, "train.steps=3", "train.checkpoint_every=1")
+    resumed.learner.kwargs.pop("distance", None)
+    train(resumed, run, resume=True, progress=False)
+    assert "distance" not in yaml.safe_load((run / "config.yaml").read_text())["learner"]
+    assert "distance" not in load_checkpoint(run, which="last")["config"]["learner"]
+    # the old run's checkpoint against a config stating another distance: refused
+    other = tiny_cfg("lstm", *PROTO_16, "train.steps=4", "learner.distance=sqeuclidean")
+    with pytest.raises(CheckpointError, match=r"learner\.distance: 'euclidean' vs 'sqeuclidean'"):
+        train(other, run, resume=True, progress=False)
 
 
 def test_the_default_training_sampler_is_fused_where_it_compiles(tmp_path: Path, tiny_cfg, monkeypatch) -> None:
