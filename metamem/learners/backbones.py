@@ -6,11 +6,15 @@ A backbone maps images ``[*, C, H, W]`` to features ``[*, out_dim]`` and exposes
   Prototypical Networks and MAML: four blocks of [3x3 conv (``channels`` filters) ->
   BatchNorm -> ReLU -> 2x2 max-pool], flattened. 28x28 Omniglot gives 64-d features,
   84x84 mini-ImageNet gives 1600-d (64 x 5 x 5).
+* ``conv4_stride`` -- the Conv-4 of MAML's Omniglot network (Finn et al. 2017, cbfinn/maml
+  without ``--max_pool``): four blocks of [3x3 conv with stride 2 -> BatchNorm -> ReLU], then
+  the mean over the remaining positions. 28x28 gives 64-d features (from 2x2 positions); it
+  computes about a quarter of ``conv4``'s multiply-adds.
 * ``resnet12`` -- the ResNet-12 of Oreshkin et al. (TADAM, 2018) / Lee et al. (MetaOptNet,
   2019): four residual blocks of three 3x3 conv-BN-LeakyReLU(0.1) layers with a 1x1 conv
   shortcut, each followed by a 2x2 max-pool, then global average pooling (640-d).
 
-Both take ``track_running_stats``: MAML builds its backbone with ``False`` so BatchNorm
+All take ``track_running_stats``: MAML builds its backbone with ``False`` so BatchNorm
 always normalises with the statistics of the batch it sees (see :mod:`metamem.learners.maml`).
 """
 
@@ -27,8 +31,10 @@ __all__ = [
     "BatchStatNorm2d",
     "ConvBlock",
     "Conv4",
+    "Conv4Stride",
     "ResNet12",
     "build_conv4",
+    "build_conv4_stride",
     "build_resnet12",
     "build_trunk",
     "pooled_size",
@@ -142,6 +148,42 @@ class Conv4(nn.Module):
         return z.reshape(*lead, self.out_dim)
 
 
+class Conv4Stride(nn.Module):
+    """MAML's Omniglot Conv-4 (Finn et al. 2017): [3x3 conv, stride 2 -> BatchNorm -> ReLU] x 4,
+    then the mean over the remaining positions.
+
+    Each convolution pads by 1, so a side of H becomes ``ceil(H / 2)``: 28 -> 14 -> 7 -> 4 -> 2.
+    The reference implementation (cbfinn/maml, TensorFlow ``SAME`` padding) gives the same
+    sizes; it pads an even side at the bottom/right only where this pads both sides.
+
+    Args:
+        image_shape: ``(C, H, W)``; any H, W >= 1.
+        channels: filters per block (64 in the paper).
+        track_running_stats: as in :class:`Conv4`.
+
+    Attributes:
+        out_dim: ``channels``.
+    """
+
+    def __init__(self, image_shape: Sequence[int], channels: int = 64, track_running_stats: bool = True) -> None:
+        super().__init__()
+        if len(image_shape) != 3 or min(image_shape) < 1:
+            raise ValueError(f"backbone 'conv4_stride': image_shape must be (C, H, W) >= 1, got {tuple(image_shape)}")
+        c = int(image_shape[0])
+        self.blocks = nn.Sequential(*[
+            nn.Sequential(nn.Conv2d(c if i == 0 else channels, channels, 3, stride=2, padding=1, bias=False),
+                          _norm(channels, track_running_stats), nn.ReLU())
+            for i in range(4)
+        ])
+        self.out_dim = int(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``[*, C, H, W]`` images to ``[*, out_dim]`` features."""
+        lead = x.shape[:-3]
+        z = self.blocks(x.reshape(-1, *x.shape[-3:])).mean(dim=(-2, -1))
+        return z.reshape(*lead, self.out_dim)
+
+
 class _ResBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, track_running_stats: bool) -> None:
         super().__init__()
@@ -210,6 +252,14 @@ def build_conv4(
     return Conv4(image_shape, channels=channels, track_running_stats=track_running_stats)
 
 
+@BACKBONES.register("conv4_stride")
+def build_conv4_stride(
+    *, image_shape: tuple[int, int, int], channels: int = 64, track_running_stats: bool = True
+) -> Conv4Stride:
+    """MAML's Omniglot Conv-4 (Finn et al. 2017): stride-2 convolutions, mean-pooled, 64-d."""
+    return Conv4Stride(image_shape, channels=channels, track_running_stats=track_running_stats)
+
+
 @BACKBONES.register("resnet12")
 def build_resnet12(
     *,
@@ -234,20 +284,20 @@ def build_trunk(
     Args:
         backbone: a registered backbone name.
         image_shape: ``(C, H, W)``.
-        channels: filters per ``conv4`` block; None keeps the backbone's default.
+        channels: filters per ``conv4`` / ``conv4_stride`` block; None keeps the backbone's default.
         owner: the learner's name, for the error message.
         track_running_stats: False gives BatchNorm that always uses the batch's statistics (MAML).
 
     Raises:
-        ValueError: if ``channels`` is given for a backbone other than ``conv4``.
+        ValueError: if ``channels`` is given for a backbone other than ``conv4`` / ``conv4_stride``.
     """
     builder = BACKBONES.get(backbone)
     kwargs: dict[str, object] = {"image_shape": tuple(image_shape), "track_running_stats": track_running_stats}
     if channels is None:
         return builder(**kwargs)
-    if backbone != "conv4":
+    if backbone not in ("conv4", "conv4_stride"):
         raise ValueError(
-            f"{owner}: backbone_channels={channels} applies to backbone 'conv4' only, not {backbone!r}; "
+            f"{owner}: backbone_channels={channels} applies to backbones 'conv4' and 'conv4_stride' only, not {backbone!r}; "
             "drop backbone_channels"
         )
     return builder(channels=int(channels), **kwargs)

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metamem.learners.backbones import BatchStatNorm2d, Conv4, ConvBlock
+from metamem.learners.backbones import BatchStatNorm2d, Conv4, Conv4Stride, ConvBlock
 
 __all__ = ["episode_batch_norm", "grouped_forward", "supports_grouped"]
 
@@ -71,6 +71,9 @@ def _layout_after(module: nn.Module, layout: str) -> str | None:
     if _is(module, Conv4):
         inner = _layout_after(module.blocks, layout) if layout == _IMAGES else None
         return _FEATURES if inner == _IMAGES else None
+    if _is(module, Conv4Stride):
+        inner = _layout_after(module.blocks, layout) if layout == _IMAGES else None
+        return _FEATURES if inner == _IMAGES else None
     if _is(module, ConvBlock):
         ok = all(_layout_after(m, _IMAGES) == _IMAGES for m in module.children())
         return _IMAGES if ok and layout == _IMAGES else None
@@ -92,7 +95,8 @@ def _layout_after(module: nn.Module, layout: str) -> str | None:
 
 def supports_grouped(net: nn.Module) -> bool:
     """Whether :func:`grouped_forward` can run ``net``: images ``[*, C, H, W]`` in, features
-    ``[*, F]`` out, built only from ``nn.Sequential``, :class:`Conv4` / :class:`ConvBlock`,
+    ``[*, F]`` out, built only from ``nn.Sequential``, :class:`Conv4` / :class:`ConvBlock` /
+    :class:`~metamem.learners.backbones.Conv4Stride`,
     ``nn.Conv2d`` (zero padding), :class:`BatchStatNorm2d`, ``nn.Linear``, ``nn.Flatten``,
     max/average pooling and parameter-free activations."""
     return _layout_after(net, _IMAGES) == _FEATURES and not list(net.buffers())
@@ -128,6 +132,9 @@ def _run(module: nn.Module, prefix: str, params: Mapping[str, torch.Tensor], z: 
     if _is(module, Conv4):
         z = _run(module.blocks, f"{prefix}blocks.", params, z, e)
         return _flatten(z, e)
+    if _is(module, Conv4Stride):  # the mean over positions is per channel, so per copy
+        z = _run(module.blocks, f"{prefix}blocks.", params, z, e)
+        return _flatten(z.mean(dim=(2, 3), keepdim=True), e)
     if _is(module, ConvBlock):  # same order as ConvBlock.forward: conv -> norm -> pool -> activation
         conv, norm, act, pool = module.children()
         z = _run(conv, f"{prefix}0.", params, z, e)

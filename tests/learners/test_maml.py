@@ -11,7 +11,7 @@ from torch import nn
 from torch.func import functional_call
 
 from metamem.learners import build_learner
-from metamem.learners.backbones import BatchStatNorm2d, ConvBlock
+from metamem.learners.backbones import BatchStatNorm2d, Conv4Stride, ConvBlock
 from metamem.learners.grouped import grouped_forward, supports_grouped
 from metamem.learners.maml import MAML
 from metamem.types import EpisodeBatch
@@ -111,15 +111,16 @@ def assert_batched_matches_reference(model: MAML, batch: EpisodeBatch, steps: in
         torch.testing.assert_close(p.grad, g, msg=name)
 
 
+@pytest.mark.parametrize("backbone", ["conv4", "conv4_stride"])
 @pytest.mark.parametrize("batching", ["vmap", "loop", "grouped", "auto"])
-def test_registered_maml_batched_gradients_match_the_loop(batching: str) -> None:
+def test_registered_maml_batched_gradients_match_the_loop(batching: str, backbone: str) -> None:
     """The built-in conv4 MAML: vmap + second order through BatchNorm equals the per-episode loop.
 
     (The fused BatchNorm kernel fails this under vmap, hence ``BatchStatNorm2d``.)
     """
     torch.manual_seed(0)
     model = build_learner("maml", n_way=2, image_shape=(1, 16, 16), inner_steps=2,
-                          episode_batching=batching).double()
+                          episode_batching=batching, backbone=backbone).double()
     g = torch.Generator().manual_seed(2)
     batch = episode_batch(torch.rand(2, 4, 1, 16, 16, generator=g, dtype=torch.float64),
                           torch.tensor([[0, 1, 0, 1]] * 2),
@@ -240,7 +241,7 @@ def test_backbone_channels_sets_the_conv4_width_with_batch_statistics() -> None:
     assert head.in_features == 32 * 5 * 5
     default = build_learner("maml", n_way=5, image_shape=(3, 84, 84))
     assert [m.out_channels for m in default.modules() if isinstance(m, nn.Conv2d)] == [64] * 4
-    with pytest.raises(ValueError, match="maml: backbone_channels=32 applies to backbone 'conv4' only"):
+    with pytest.raises(ValueError, match="maml: backbone_channels=32 applies to backbones 'conv4' and 'conv4_stride' only"):
         build_learner("maml", n_way=5, image_shape=(3, 84, 84), backbone="resnet12", backbone_channels=32)
 
 
@@ -307,6 +308,29 @@ def test_grouped_training_matches_the_per_episode_reference(odd_batch: EpisodeBa
         ref_grads = list(torch.autograd.grad(ref, list(params.values())))
     for (name, p), g in zip(params.items(), ref_grads, strict=True):
         torch.testing.assert_close(p.grad, g, msg=name)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_grouped_training_with_the_strided_conv4_matches_the_per_episode_reference(
+        odd_batch: EpisodeBatch, first_order: bool) -> None:
+    """MAML's Omniglot net (stride-2 convolutions, mean over positions): logits, loss, meta-gradients."""
+    torch.manual_seed(6)
+    net = nn.Sequential(Conv4Stride((2, 12, 12), channels=3, track_running_stats=False), nn.Linear(3, GN)).double()
+    model = MAML(net, n_way=GN, inner_steps=2, inner_lr=0.3, first_order=first_order,
+                 episode_batching="grouped").train()
+    assert supports_grouped(net) and model.groups_episodes(torch.device("cpu"))
+    torch.testing.assert_close(model.predict(odd_batch.support_x, odd_batch.support_y, odd_batch.query_x, n_way=GN),
+                               reference_logits(model, odd_batch, 2))
+    out = model(odd_batch)
+    out.loss.backward()
+    loop = MAML(net, n_way=GN, inner_steps=2, inner_lr=0.3, first_order=first_order, episode_batching="loop").train()
+    grads = {k: p.grad.clone() for k, p in net.named_parameters()}
+    net.zero_grad()
+    ref = loop(odd_batch)
+    ref.loss.backward()
+    torch.testing.assert_close(out.loss, ref.loss)
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, msg=name)
 
 
 @pytest.mark.parametrize("chunk", [None, 10, 25])  # whole batch; one episode per chunk; 2 then 1

@@ -180,7 +180,7 @@ def test_bad_input_errors() -> None:
         _tiny(slots=0)
     with pytest.raises(ValueError, match="read_sharpness must be > 0"):
         _tiny(read_sharpness=0.0)
-    with pytest.raises(ValueError, match="backbone_channels=8 applies to backbone 'conv4' only"):
+    with pytest.raises(ValueError, match="backbone_channels=8 applies to backbones 'conv4' and 'conv4_stride' only"):
         _tiny(backbone="resnet12")
     model = _tiny()
     sx, sy, qx = torch.rand(1, 3, 1, 16, 16), torch.zeros(1, 2, dtype=torch.long), torch.rand(1, 2, 1, 16, 16)

@@ -156,7 +156,7 @@ def test_fewer_ways_and_bad_input() -> None:
         model.predict(sx, torch.tensor([[0, 1]]), qx, n_way=3)
     with pytest.raises(ValueError, match="fast_layers must be 1 or 2, got 3"):
         _tiny(fast_layers=3)
-    with pytest.raises(ValueError, match="backbone_channels=8 applies to backbone 'conv4' only"):
+    with pytest.raises(ValueError, match="backbone_channels=8 applies to backbones 'conv4' and 'conv4_stride' only"):
         _tiny(backbone="resnet12")
     with pytest.raises(ValueError, match="metanet: hidden must be a positive int, got 0"):
         _tiny(hidden=0)
