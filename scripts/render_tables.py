@@ -429,7 +429,8 @@ class SpreadBand:
 VERSUS = "results/vs_easyfsl/points.json"
 VERSUS_LABELS = {"metamem": "metamem (default)", "easyfsl": "easyfsl 1.5.0",
                  "metamem-paper": "metamem, squared distance (paper config)",
-                 "metamem-separate": "metamem, separate support and query passes"}
+                 "metamem-separate": "metamem, separate support and query passes",
+                 "metamem-coldbn": "metamem, running statistics from (0, 1)"}
 
 
 def versus_points(root: Path) -> list[dict[str, Any]]:

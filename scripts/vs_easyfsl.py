@@ -14,9 +14,12 @@ clock stopped.
   ``process_support_set`` then ``forward`` (support and query pass the network separately;
   logits are minus plain Euclidean distances).
 - ablations of metamem, to find which recipe difference matters: ``metamem-paper``
-  (``learner.distance: sqeuclidean``, the paper's squared-distance logits) and ``metamem-separate``
+  (``learner.distance: sqeuclidean``, the paper's squared-distance logits), ``metamem-separate``
   (support and query in separate backbone calls, so BatchNorm normalises each with its own
-  batch statistics).
+  batch statistics and updates its running statistics twice a step) and ``metamem-coldbn``
+  (BatchNorm running statistics as ``nn.BatchNorm2d`` keeps them, from 0 and 1 by a
+  momentum of 0.1 from the first step, instead of
+  :class:`~metamem.learners.backbones.WarmBatchNorm2d`'s average of the first batches).
 
 easyfsl imports torchvision for models this script does not use; where torchvision is absent
 a stand-in module is registered that only lets the import succeed. Install easyfsl with
@@ -52,11 +55,13 @@ from metamem.episodes import EpisodeSampler
 from metamem.evaluation.metrics import mean_ci95
 from metamem.files import write_text
 from metamem.learners import build_learner
+from metamem.learners.backbones import WarmBatchNorm2d
 
-LEARNERS = ("metamem", "easyfsl", "metamem-paper", "metamem-separate")
+LEARNERS = ("metamem", "easyfsl", "metamem-paper", "metamem-separate", "metamem-coldbn")
 DATA = dict(image_size=28, rotations=True)
 LABELS = {"metamem": "metamem (default: plain distance)", "metamem-paper": "metamem, squared distance (paper)",
-          "easyfsl": "easyfsl 1.5.0", "metamem-separate": "metamem, separate support/query passes"}
+          "easyfsl": "easyfsl 1.5.0", "metamem-separate": "metamem, separate support/query passes",
+          "metamem-coldbn": "metamem, BatchNorm running statistics from (0, 1) by momentum 0.1"}
 
 
 def _torchvision_stand_in() -> None:
@@ -104,6 +109,10 @@ class _Learner:
             options = {"distance": "sqeuclidean"} if kind == "metamem-paper" else {}
             self.model = build_learner("protonet", n_way=60, image_shape=(1, 28, 28), **options)
             self.model.to(memory_format=torch.channels_last)
+            if kind == "metamem-coldbn":  # plain nn.BatchNorm2d running statistics
+                for m in self.model.modules():
+                    if isinstance(m, WarmBatchNorm2d):
+                        m._warm = False
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
 
     def logits(self, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, n_way: int) -> torch.Tensor:

@@ -21,6 +21,7 @@ always normalises with the statistics of the batch it sees (see :mod:`metamem.le
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,6 +30,7 @@ from metamem.learners.base import BACKBONES
 
 __all__ = [
     "BatchStatNorm2d",
+    "WarmBatchNorm2d",
     "ConvBlock",
     "Conv4",
     "Conv4Stride",
@@ -87,8 +89,49 @@ class BatchStatNorm2d(nn.BatchNorm2d):
         return z * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
+class WarmBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose running statistics start as the plain average of the first batches.
+
+    ``nn.BatchNorm2d``'s running mean and variance start at 0 and 1 and move ``momentum``
+    (0.1) of the way to each training batch's statistics, so after n batches a share
+    ``0.9 ** n`` of that arbitrary start is left: 19 % after 16 steps. A model scored early
+    in its training (eval mode normalises with the running statistics) is normalised with the
+    wrong scale; that, not its learning, cost metamem's ProtoNet 3-12 points against
+    easyfsl's in the first 16-32 training episodes (docs/benchmarks_training.md). Here the
+    n-th batch enters with weight ``max(momentum, 1 / n)``: the running statistics are the
+    average of the batches seen until ``1 / n`` falls to ``momentum`` (10 batches), and the
+    usual moving average after. The trained weights are the same (running statistics do not
+    enter training); after a few hundred steps the running statistics are the same too, to
+    float precision.
+
+    The count is read once from ``num_batches_tracked`` (a resumed run goes on where it
+    stopped), then kept in Python. Parameters, buffers and state-dict keys are those of
+    ``nn.BatchNorm2d``. Under ``torch.compile`` the warm-up is skipped (a changing momentum
+    would recompile the graph): a compiled run keeps the plain moving average.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        self.base_momentum = momentum
+        self._seen: int | None = None  # training batches seen; None: read num_batches_tracked
+        self._warm = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._warm and self.training and not torch.compiler.is_compiling():
+            if self._seen is None:
+                self._seen = int(self.num_batches_tracked)
+            self._seen += 1
+            self.momentum = max(self.base_momentum, 1.0 / self._seen)
+            self._warm = 1.0 / self._seen > self.base_momentum
+        return super().forward(x)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._seen, self._warm = None, True  # the count is read again from the loaded buffers
+
+
 def _norm(channels: int, track_running_stats: bool) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(channels) if track_running_stats else BatchStatNorm2d(channels)
+    return WarmBatchNorm2d(channels) if track_running_stats else BatchStatNorm2d(channels)
 
 
 class ConvBlock(nn.Sequential):

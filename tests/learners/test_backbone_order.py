@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from metamem.learners.backbones import Conv4, ConvBlock, ResNet12
+from metamem.learners.backbones import Conv4, ConvBlock, ResNet12, WarmBatchNorm2d
 
 
 def _naive_conv4(model: Conv4, x: torch.Tensor) -> torch.Tensor:
@@ -46,7 +46,7 @@ def assert_same_values_and_gradients(model: nn.Module, x: torch.Tensor, fn, ref_
 
 def test_conv_block_keeps_the_sequential_layout() -> None:
     block = ConvBlock(2, 4, track_running_stats=True)
-    assert [type(m) for m in block] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d]
+    assert [type(m) for m in block] == [nn.Conv2d, WarmBatchNorm2d, nn.ReLU, nn.MaxPool2d]
     assert set(block.state_dict()) >= {"0.weight", "1.weight", "1.bias", "1.running_mean"}
 
 
