@@ -13,6 +13,11 @@ per episode of each mode and its ratio to ``--baseline`` (> 1: faster than the b
   at a time), the CPU default of ``episode_batching="auto"`` for Conv-4 networks;
 - ``vmap``: the episodes in one :func:`torch.func.vmap` (the GPU default).
 
+A mode may name a backbone after ``@`` (default ``conv4``): ``grouped@conv4_stride`` is the
+grouped path on MAML's Omniglot network of the paper (stride-2 convolutions; Omniglot cases
+only, at their width), so ``--modes grouped,grouped@conv4_stride --baseline grouped`` measures
+what that network saves.
+
 Cases: a training step (predict + query cross-entropy + backward) at the paper settings
 (channels-last weights, as the paper configs train) and scoring without autograd as
 ``metamem eval`` does (eval mode, 10 inner steps, 15 queries per class). Shapes: B episodes,
@@ -21,6 +26,8 @@ Conv-4-32 on 84x84x3. Like ``metamem train`` / ``eval``, the process keeps freed
 (:func:`metamem.device.keep_freed_memory`). Example (the run in docs/benchmarks.md)::
 
     python scripts/bench_maml_batching.py --threads 1 --rounds 3
+    python scripts/bench_maml_batching.py --threads 1 --rounds 3 --cases "omniglot train" \
+        --modes grouped,grouped@conv4_stride --baseline grouped
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ CASES = [
     Case("omniglot train 5w1s1q B=32, 2nd order", OMNIGLOT, 64, True, False, 1, 0.4, 5, 1, 1, 32),
     Case("omniglot train 5w1s1q B=32, 1st order", OMNIGLOT, 64, True, True, 1, 0.4, 5, 1, 1, 32),
     Case("omniglot train 20w1s1q B=16, 2nd order", OMNIGLOT, 64, True, False, 1, 0.4, 20, 1, 1, 16),
+    Case("omniglot train 20w1s1q B=16, 5 steps of 0.1", OMNIGLOT, 64, True, False, 5, 0.1, 20, 1, 1, 16),
     Case("omniglot score 5w1s15q B=8", OMNIGLOT, 64, False, False, 10, 0.4, 5, 1, 15, 8),
     Case("omniglot score 5w5s15q B=8", OMNIGLOT, 64, False, False, 10, 0.4, 5, 5, 15, 8),
     Case("omniglot score 20w1s15q B=4", OMNIGLOT, 64, False, False, 10, 0.4, 20, 1, 15, 4),
@@ -69,11 +77,13 @@ CASES = [
 
 
 def build(case: Case, mode: str) -> MAML:
-    """The case's MAML in ``mode``, the same initial weights for every mode."""
+    """The case's MAML in ``mode`` (``batching[@backbone]``), the same initial weights for
+    every mode of one backbone."""
+    batching, _, backbone = mode.partition("@")
     torch.manual_seed(0)
-    m = build_learner("maml", n_way=case.n, image_shape=case.image_shape, backbone_channels=case.width,
-                      inner_steps=case.steps, eval_inner_steps=case.steps, inner_lr=case.inner_lr,
-                      first_order=case.first_order, episode_batching=mode)
+    m = build_learner("maml", n_way=case.n, image_shape=case.image_shape, backbone=backbone or "conv4",
+                      backbone_channels=case.width, inner_steps=case.steps, eval_inner_steps=case.steps,
+                      inner_lr=case.inner_lr, first_order=case.first_order, episode_batching=batching)
     if case.train:
         m.to(memory_format=torch.channels_last)  # train.channels_last of the paper configs
     return m.train(case.train)
