@@ -231,9 +231,11 @@ class Table:
         path = root / "results" / row.run / "time_to_accuracy.json"
         if not path.is_file():
             if row.paper_tta is not None and acc is not None and acc < row.paper_tta - 1.5:
+                from metamem.evaluation.plots import learning_curve  # resumed segments laid end to end
+
                 metrics = [json.loads(line) for line in
                            (root / "results" / row.run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
-                cpu = max(m.get("cpu_s", 0.0) for m in metrics) / 60
+                cpu = max(learning_curve(metrics)["cpu_s"]) / 60
                 return f"not reached in {cpu:.0f} ({acc:.1f}% at the end)"
             return "not measured"
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -449,11 +451,14 @@ VERSUS_LABELS = {"metamem": "metamem (default)", "easyfsl": "easyfsl 1.5.0",
                  "metamem-coldbn": "metamem, running statistics from (0, 1)"}
 
 
-def versus_points(root: Path) -> list[dict[str, Any]]:
+VERSUS_EARLY = "results/vs_easyfsl/early_points.json"
+
+
+def versus_points(root: Path, path: str = VERSUS) -> list[dict[str, Any]]:
     """The points of ``scripts/vs_easyfsl.py`` (one per learner, seed and CPU budget)."""
-    points: list[dict[str, Any]] = json.loads((root / VERSUS).read_text(encoding="utf-8"))["points"]
+    points: list[dict[str, Any]] = json.loads((root / path).read_text(encoding="utf-8"))["points"]
     if not points:
-        raise RenderError(f"{VERSUS}: no points; python scripts/vs_easyfsl.py measures them")
+        raise RenderError(f"{path}: no points; python scripts/vs_easyfsl.py measures them")
     return points
 
 
@@ -461,7 +466,7 @@ def versus_cell(points: list[dict[str, Any]], learner: str, budget: float) -> tu
     """``(mean, min, max accuracy in %, mean episodes)`` of one learner at one budget."""
     mine = [p for p in points if p["learner"] == learner and p["budget_cpu_min"] == budget]
     if not mine:
-        raise RenderError(f"{VERSUS}: no point of {learner!r} at {budget:g} CPU-min")
+        raise RenderError(f"vs_easyfsl points: no point of {learner!r} at {budget:g} CPU-min")
     accs = [100 * p["accuracy"] for p in mine]
     return sum(accs) / len(accs), min(accs), max(accs), round(sum(p["episodes"] for p in mine) / len(mine))
 
@@ -471,8 +476,10 @@ class VersusTable:
     """ProtoNet against easyfsl at equal training CPU: mean accuracy over seeds (min–max;
     episodes trained) per budget; the best mean of each budget in bold."""
 
+    path: str = VERSUS
+
     def render(self, root: Path) -> str:
-        points = versus_points(root)
+        points = versus_points(root, self.path)
         learners = list(dict.fromkeys(p["learner"] for p in points))
         budgets = sorted({p["budget_cpu_min"] for p in points})
         seeds = sorted({p["seed"] for p in points})
@@ -488,7 +495,7 @@ class VersusTable:
                 row.append(f"**{text}** ({lo:.2f}–{hi:.2f}; {eps:,} ep)" if mean == best
                            else f"{text} ({lo:.2f}–{hi:.2f}; {eps:,} ep)")
             lines.append(f"| {b:g} | " + " | ".join(row) + " |")
-        meta = json.loads((root / VERSUS).read_text(encoding="utf-8")).get("meta", {})
+        meta = json.loads((root / self.path).read_text(encoding="utf-8")).get("meta", {})
         lines += ["", f"Seeds {', '.join(map(str, seeds))}; scored on {meta.get('test_episodes', '?')} fixed "
                       f"5-way 1-shot 15-query `vinyals/test` episodes (seed {meta.get('test_seed', '?')}); "
                       f"torch {meta.get('torch', '?')}, {meta.get('threads', '?')} thread."]
@@ -608,6 +615,7 @@ BLOCKS: dict[str, Any] = {
     ], note_header="paper (5w1s / 5w5s)", budget=True),
     "readme_spread": SpreadTable(),
     "vs_easyfsl": VersusTable(),
+    "vs_easyfsl_early": VersusTable(VERSUS_EARLY),
     "readme_band_left": SpreadBand("left"),
     "readme_band_plateau": SpreadBand("plateau"),
     "readme_band_shapes": SpreadBand("shapes"),

@@ -260,3 +260,25 @@ def test_easyfsl_comparison_is_complete_and_supports_what_the_page_says(render: 
         assert render.versus_cell(points, "metamem", b)[3] > render.versus_cell(points, "easyfsl", b)[3]
     text = (ROOT / "docs" / "benchmarks_training.md").read_text()
     assert "ahead of easyfsl's from 0.5 CPU-minutes on" in text
+
+
+
+def test_the_early_easyfsl_ablation_supports_what_the_page_says(render: ModuleType) -> None:
+    """results/vs_easyfsl/early_points.json: at 0.125 and 0.25 CPU-minutes every seed of the
+    default (warm running statistics) is above every seed of the cold-statistics ablation and
+    of easyfsl, and the default is above easyfsl at every budget."""
+    points = render.versus_points(ROOT, render.VERSUS_EARLY)
+    assert {p["learner"] for p in points} == {"metamem", "metamem-coldbn", "metamem-separate", "easyfsl"}
+    assert len({p["seed"] for p in points}) >= 3
+
+    def accs(learner: str, budget: float) -> list[float]:
+        return [p["accuracy"] for p in points if p["learner"] == learner and p["budget_cpu_min"] == budget]
+
+    for b in sorted({p["budget_cpu_min"] for p in points}):
+        assert min(accs("metamem", b)) > max(accs("easyfsl", b)), b
+        if b <= 0.25:
+            assert min(accs("metamem", b)) > max(accs("metamem-coldbn", b)), b
+    text = (ROOT / "docs" / "benchmarks_training.md").read_text()
+    assert "76.91 → 85.44 % after 0.125" in text and "88.37 → 90.65 % after 0.25" in text
+    assert f"{render.versus_cell(points, 'metamem-coldbn', 0.125)[0]:.2f}" == "76.91"
+    assert f"{render.versus_cell(points, 'metamem', 0.125)[0]:.2f}" == "85.44"
