@@ -558,6 +558,7 @@ BLOCKS: dict[str, Any] = {
         Row("omniglot_paper/protonet", "ProtoNet (2,500 steps), trained on `vinyals/train`, scored on the 12 alphabets of `vinyals/test`"),
         Row("omniglot_paper/background_only", "ProtoNet, trained on the background set, scored on the 20 evaluation alphabets (Lake et al.'s protocol)"),
         Row("omniglot_paper/background_within56", "ProtoNet, trained on the background set on within-alphabet 20-way episodes at 56×56, scored on the 20 evaluation alphabets (Lake et al.'s protocol)"),
+        Row("omniglot_paper/background_aug", "ProtoNet, trained on the background set with affine distortions (6,000 steps), scored on the 20 evaluation alphabets (Lake et al.'s protocol)"),
     ]),
     "memory_5class": Table([("seq", SEQ5)], [
         Row("omniglot_paper/mann_lru", "MANN (LRUA), 20 label units"),
