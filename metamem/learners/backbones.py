@@ -119,7 +119,8 @@ class WarmBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._warm and self.training and not torch.compiler.is_compiling():
             if self._seen is None:
-                self._seen = int(self.num_batches_tracked)
+                tracked = self.num_batches_tracked  # a buffer: always kept, as track_running_stats=True
+                self._seen = 0 if tracked is None else int(tracked)
             self._seen += 1
             self.momentum = max(self.base_momentum, 1.0 / self._seen)
             self._warm = 1.0 / self._seen > self.base_momentum
