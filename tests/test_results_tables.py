@@ -288,3 +288,26 @@ def test_the_early_easyfsl_ablation_supports_what_the_page_says(render: ModuleTy
     assert "76.91 → 85.44 % after 0.125" in text and "88.37 → 90.65 % after 0.25" in text
     assert f"{render.versus_cell(points, 'metamem-coldbn', 0.125)[0]:.2f}" == "76.91"
     assert f"{render.versus_cell(points, 'metamem', 0.125)[0]:.2f}" == "85.44"
+
+
+def test_every_omniglot_row_has_its_cpu_minutes_to_the_paper(render: ModuleType) -> None:
+    """The time-to-accuracy column: measured (time_to_accuracy.json, here or in the run a row
+    continues), or "not reached" for a row whose own score stays under the paper − 1.5;
+    never "not measured"."""
+    table = render.BLOCKS["omniglot_nway"]
+    text = table.render(ROOT)
+    rows = {line.split("(`")[1].split("`)")[0]: line for line in text.splitlines() if line.startswith("| ") and "(`" in line}
+    assert len(rows) == len(table.rows)
+    for row in table.rows:
+        cell = rows[row.run.split("/")[1]].split(" | ")[6]
+        if row.note == "–":
+            assert cell == "–"
+            continue
+        assert "not measured" not in cell, row.run
+        acc = render.find(ROOT, row.run, table.columns[0][1])[1]["scores"]["set"]["mean"] * 100
+        if cell.startswith("not reached"):
+            assert row.paper_tta is not None and acc < row.paper_tta - 1.5, row.run
+        else:
+            source = row.tta_from or row.run
+            hit = json.loads((ROOT / "results" / source / "time_to_accuracy.json").read_text())["reached"]["5w1s"]
+            assert cell.startswith(f"{hit['cpu_min']:.0f} ({hit['target']:.1f}% at step {hit['step']:,})"), row.run
