@@ -112,7 +112,7 @@ class _Learner:
             if kind == "metamem-coldbn":  # plain nn.BatchNorm2d running statistics
                 for m in self.model.modules():
                     if isinstance(m, WarmBatchNorm2d):
-                        m._warm = False
+                        m.warm_up = False
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
 
     def logits(self, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, n_way: int) -> torch.Tensor:

@@ -110,14 +110,16 @@ class WarmBatchNorm2d(nn.BatchNorm2d):
     would recompile the graph): a compiled run keeps the plain moving average.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, warm_up: bool = True) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum)
         self.base_momentum = momentum
+        #: False: ``nn.BatchNorm2d``'s plain moving average from the start (an ablation)
+        self.warm_up = warm_up
         self._seen: int | None = None  # training batches seen; None: read num_batches_tracked
         self._warm = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._warm and self.training and not torch.compiler.is_compiling():
+        if self.warm_up and self._warm and self.training and not torch.compiler.is_compiling():
             if self._seen is None:
                 tracked = self.num_batches_tracked  # a buffer: always kept, as track_running_stats=True
                 self._seen = 0 if tracked is None else int(tracked)

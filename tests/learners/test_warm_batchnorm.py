@@ -40,6 +40,17 @@ def test_running_statistics_average_the_first_batches_then_move_by_momentum() ->
     assert not torch.allclose(plain.running_mean, bn.running_mean, rtol=0.05)
 
 
+def test_without_warm_up_it_keeps_batchnorms_moving_average() -> None:
+    batches = _batches(5)
+    cold, plain = WarmBatchNorm2d(3, warm_up=False).double().train(), nn.BatchNorm2d(3).double().train()
+    for x in batches:
+        cold(x)
+        plain(x)
+    torch.testing.assert_close(cold.running_mean, plain.running_mean)
+    torch.testing.assert_close(cold.running_var, plain.running_var)
+    assert not torch.allclose(cold.running_mean, _reference(batches)[-1][0])
+
+
 def test_eval_mode_leaves_the_statistics_and_the_count_alone() -> None:
     bn = WarmBatchNorm2d(3).double()
     x = _batches(1)[0]
@@ -76,3 +87,10 @@ def test_same_state_dict_as_batchnorm_and_the_backbones_use_it() -> None:
         assert len(norms) == 4 and all(type(m) is WarmBatchNorm2d for m in norms)
     no_stats = Conv4((1, 28, 28), track_running_stats=False)
     assert not any(type(m) is WarmBatchNorm2d for m in no_stats.modules())
+
+
+def test_conv4_stride_names_a_bad_image_shape() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match=r"backbone 'conv4_stride': image_shape must be \(C, H, W\) >= 1, got \(28, 28\)"):
+        Conv4Stride((28, 28))
