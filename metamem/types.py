@@ -99,7 +99,8 @@ class SequenceBatch(StepBatch):
 class EpisodeBatch(TensorBatch):
     """B N-way K-shot episodes with Q queries per class, all on one device.
 
-    Support items are class-major: items ``[k*K:(k+1)*K]`` of an episode carry label k. The
+    Support and query items are class-major: support items ``[k*K:(k+1)*K]`` and query items
+    ``[k*Q:(k+1)*Q]`` of an episode carry label k. The
     class → label mapping is a fresh random permutation in every episode (``classes[b, k]``
     is the dataset class that label k stands for).
 

@@ -155,8 +155,11 @@ def validate_config(cfg: ExperimentCfg, *, source: str = "config", require_learn
     ):
         path = "train.optimizer" if registry is OPTIMIZERS else "train.scheduler"
         cls = _lookup(registry, section.name, f"{path}.name", origin(f"{path}.name"))
+        # cosine's T_max defaults to train.steps (metamem.optim.build_scheduler)
+        length = ({"T_max": cfg.train.steps} if registry is SCHEDULERS and section.name == "cosine"
+                  and "T_max" not in section.kwargs else None)
         check_builder_kwargs(cls, section.kwargs, section=path, source=source, skip_first=first,
-                             origin=origin)
+                             origin=origin, injected=length)
     _check_numbers(cfg, source)
     _check_finite(cfg, source)
     _check_device(cfg, source)

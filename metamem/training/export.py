@@ -59,6 +59,22 @@ def _machine_paths(node: Any, prefix: str = "") -> list[str]:
     return [prefix.rstrip(".")] if isinstance(node, str) and _is_machine_path(node) else []
 
 
+def stopped_at(config: dict[str, Any], step: int) -> dict[str, Any]:
+    """``config`` of a run whose training ended at ``step``, under its ``train.steps``
+    (stopped early, e.g. a queued run given a lower target on resume): ``train.steps`` is
+    ``step``, so its re-training command stops there too, and a cosine schedule that took
+    its length from ``train.steps`` keeps it (``T_max``), so the re-training is the same.
+    A config that trained to its ``train.steps`` is returned unchanged."""
+    train = config.get("train")
+    if not isinstance(train, dict) or not isinstance(train.get("steps"), int) or step >= train["steps"]:
+        return config
+    new_train = {**train, "steps": step}
+    scheduler = train.get("scheduler")
+    if isinstance(scheduler, dict) and scheduler.get("name") == "cosine" and "T_max" not in scheduler:
+        new_train["scheduler"] = {**scheduler, "T_max": train["steps"]}
+    return {**config, "train": new_train}
+
+
 def portable_config(config: dict[str, Any], *, where: str = "config") -> dict[str, Any]:
     """``config`` without the machine keys of ``data.options``, and with an absolute
     ``train.init_from`` inside the working directory made relative to it (a run continued
@@ -153,6 +169,8 @@ def export_run(
     if "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{ckpt['path']}: no model weights or config to export")
     config = portable_config(ckpt["config"], where=f"{ckpt['path']} config")
+    if which == "last":
+        config = stopped_at(config, int(ckpt["step"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

@@ -394,3 +394,115 @@ def test_grouped_forward_is_each_copy_on_its_own_images() -> None:
     assert got.shape == (3, 5, 3)
     for e in range(3):
         torch.testing.assert_close(got[e], functional_call(net, {k: v[e] for k, v in params.items()}, (x[e],)))
+
+
+def reference_grouped_query_logits(model: MAML, batch: EpisodeBatch, steps: int) -> torch.Tensor:
+    """Naive ``query_groups="one_per_class"``: per episode, per j, the j-th query of every
+    class through the adapted network together (plain autograd, index lists)."""
+    params = dict(model.net.named_parameters())
+    n, q = batch.n_way, batch.query_x.shape[1] // batch.n_way
+    rows = []
+    for b in range(batch.batch_size):
+        adapted = manual_adapt(model, params, batch.support_x[b], batch.support_y[b], steps)
+        out: list[torch.Tensor | None] = [None] * (n * q)
+        for j in range(q):
+            idx = [c * q + j for c in range(n)]
+            logits = functional_call(model.net, adapted, (batch.query_x[b, idx],))
+            for row, i in enumerate(idx):
+                out[i] = logits[row]
+        rows.append(torch.stack(out))  # type: ignore[arg-type]
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("batching", ["grouped", "loop", "vmap"])
+@pytest.mark.parametrize("train", [True, False])
+def test_one_query_per_class_batches_match_the_naive_reference(odd_batch: EpisodeBatch, batching: str,
+                                                                train: bool) -> None:
+    """Logits (train and eval), outer loss and meta-gradients of query_groups='one_per_class'
+    against a per-episode, per-group loop; and they differ from scoring all queries at once."""
+    model = MAML(grouped_net(), n_way=GN, inner_steps=2, eval_inner_steps=3, inner_lr=0.3,
+                 episode_batching=batching, query_groups="one_per_class", eval_chunk_images=25)
+    model.train(train)
+    steps = 2 if train else 3
+    assert model.queries_per_class(GN * GQ, GN) == GQ
+    want = reference_grouped_query_logits(model, odd_batch, steps)
+    with torch.set_grad_enabled(train):
+        got = model.predict(odd_batch.support_x, odd_batch.support_y, odd_batch.query_x, n_way=GN)
+    torch.testing.assert_close(got, want if train else want.detach())
+    whole = MAML(model.net, n_way=GN, inner_steps=2, eval_inner_steps=3, inner_lr=0.3,
+                 episode_batching=batching).train(train)
+    with torch.no_grad():
+        other = whole.predict(odd_batch.support_x, odd_batch.support_y, odd_batch.query_x, n_way=GN)
+    assert (other - got.detach()).abs().max() > 1e-3  # BatchNorm sees another query batch
+    if train:
+        out = model(odd_batch)
+        out.loss.backward()
+        params = dict(model.net.named_parameters())
+        ref = F.cross_entropy(want.flatten(0, 1), odd_batch.query_y.flatten(), reduction="none").view(GB, -1)
+        ref = ref.mean(1).mean()
+        torch.testing.assert_close(out.loss, ref)
+        for (name, p), g in zip(params.items(), torch.autograd.grad(ref, list(params.values())), strict=True):
+            torch.testing.assert_close(p.grad, g, msg=name)
+
+
+def test_one_query_per_class_is_the_whole_query_set_for_one_query_or_an_uneven_set(odd_batch: EpisodeBatch) -> None:
+    """Q = 1 (the paper's training shape) and query sets that are not N*Q: one batch, as 'episode'."""
+    grouped = MAML(grouped_net(), n_way=GN, inner_steps=1, inner_lr=0.3, query_groups="one_per_class").eval()
+    whole = MAML(grouped.net, n_way=GN, inner_steps=1, inner_lr=0.3).eval()
+    assert grouped.queries_per_class(GN, GN) == 1 and grouped.queries_per_class(GN * GQ + 1, GN) == 1
+    assert whole.queries_per_class(GN * GQ, GN) == 1
+    for qx in (odd_batch.query_x[:, ::GQ], odd_batch.query_x[:, :GN * GQ - 1]):
+        with torch.no_grad():
+            torch.testing.assert_close(grouped.predict(odd_batch.support_x, odd_batch.support_y, qx, n_way=GN),
+                                       whole.predict(odd_batch.support_x, odd_batch.support_y, qx, n_way=GN))
+
+
+def test_query_groups_is_checked_and_reaches_the_registered_learner() -> None:
+    with pytest.raises(ValueError, match="query_groups must be 'episode' or 'one_per_class', got 'class'"):
+        MAML(grouped_net(), n_way=GN, query_groups="class")  # type: ignore[arg-type]
+    model = build_learner("maml", n_way=5, image_shape=(1, 28, 28), backbone="conv4_stride",
+                          query_groups="one_per_class")
+    assert isinstance(model, MAML) and model.query_groups == "one_per_class"
+
+
+def test_query_groups_script_amends_a_one_query_run_and_refuses_others(tmp_path, load_script, capsys) -> None:
+    """scripts/maml_query_groups.py: config.yaml and every checkpoint get the option, weights
+    untouched; a run trained with Q > 1, another learner or an already-set option is refused
+    before any file changes."""
+    import yaml
+
+    from metamem.runs import learner_from_checkpoint, save_checkpoint, save_config
+
+    script = load_script("maml_query_groups")
+    learner = {"name": "maml", "backbone": "conv4_stride", "inner_steps": 1}
+    config = {"learner": learner, "episodes": {"n_way": 5, "k_shot": 1, "n_query": 1}}
+    model = build_learner("maml", n_way=5, image_shape=(1, 28, 28), backbone="conv4_stride", inner_steps=1)
+    run = tmp_path / "run"
+    save_config(run / "config.yaml", config)
+    for name in ("best.pt", "step_000100.pt"):
+        save_checkpoint(run / "checkpoints" / name,
+                        {"config": config, "model": model.state_dict(), "image_shape": [1, 28, 28], "step": 100})
+    assert script.main([str(run)]) == 0
+    assert "amended 3 files" in capsys.readouterr().out
+    assert yaml.safe_load((run / "config.yaml").read_text())["learner"]["query_groups"] == "one_per_class"
+    for name in ("best.pt", "step_000100.pt"):
+        ckpt = torch.load(run / "checkpoints" / name, weights_only=True)
+        assert ckpt["config"]["learner"] == {**learner, "query_groups": "one_per_class"} and ckpt["step"] == 100
+        rebuilt = learner_from_checkpoint(ckpt)
+        assert isinstance(rebuilt, MAML) and rebuilt.query_groups == "one_per_class"
+        for k, v in model.state_dict().items():
+            torch.testing.assert_close(rebuilt.state_dict()[k], v)
+    assert script.main([str(run)]) == 2  # already set
+    assert "learner.query_groups is already 'one_per_class'" in capsys.readouterr().err
+
+    for bad, message in ((dict(config, episodes={"n_query": 15}), "trained with episodes.n_query=15"),
+                         (dict(config, learner={"name": "protonet"}), "learner.name is 'protonet', not maml")):
+        other = tmp_path / message.split()[0]
+        save_config(other / "config.yaml", config)
+        save_checkpoint(other / "checkpoints" / "a.pt", {"config": config, "model": {}})
+        save_checkpoint(other / "checkpoints" / "b.pt", {"config": bad, "model": {}})
+        before = (other / "checkpoints" / "a.pt").read_bytes()
+        assert script.main([str(other)]) == 2
+        assert message in capsys.readouterr().err
+        assert (other / "checkpoints" / "a.pt").read_bytes() == before  # nothing written
+        assert "query_groups" not in (other / "config.yaml").read_text()

@@ -217,3 +217,41 @@ def test_export_in_float16_drops_the_final_evaluation(trained, tmp_path):
     assert not (dest / "eval.json").exists()
     model = load_checkpoint(dest, "last")["model"]
     assert {t.dtype for t in model.values() if t.is_floating_point()} == {torch.float16}
+
+
+def test_export_of_a_run_stopped_early_records_the_steps_it_trained(tmp_path):
+    """A run stopped before its train.steps (a queued run given a lower target) exports with
+    train.steps = its last step, and a cosine schedule keeps its length (T_max): training
+    the exported config again gives the exported weights."""
+    import shutil
+
+    from metamem.config import load_config
+    from metamem.training.export import stopped_at
+
+    cfg = load_config(REPO / "experiments" / "smoke" / "synthetic_lstm.yaml",
+                      ["train.steps=9", "train.val_every=3", "train.log_every=3", "train.checkpoint_every=3",
+                       "train.snapshot_every=3", "eval.episodes=4", "train.scheduler={name: cosine}"])
+    full = tmp_path / "full"
+    train(cfg, full, progress=False, final_eval=False)
+    stopped = tmp_path / "stopped"  # the same run as it stood at step 6, its target still 9
+    shutil.copytree(full, stopped)
+    shutil.copy(stopped / "checkpoints" / "step_000006.pt", stopped / "checkpoints" / "last.pt")
+    snap = load_checkpoint(stopped, "last")
+    assert snap["step"] == 6 and snap["config"]["train"]["steps"] == 9
+    dest = export_run(stopped, tmp_path / "row")
+    config = yaml.safe_load((dest / "config.yaml").read_text())
+    assert config["train"]["steps"] == 6 and config["train"]["scheduler"] == {"name": "cosine", "T_max": 9}
+    assert load_checkpoint(dest, "last")["config"] == config
+    again = tmp_path / "again"
+    train(load_config(dest / "config.yaml"), again, progress=False, final_eval=False)
+    redone = load_checkpoint(again, "last")
+    assert redone["step"] == 6
+    for k, v in snap["model"].items():
+        torch.testing.assert_close(redone["model"][k], v, msg=k)
+    # unchanged: a run that reached its target, an explicit T_max, another schedule
+    done = {"train": {"steps": 6, "scheduler": {"name": "cosine"}}}
+    assert stopped_at(done, 6) is done
+    assert stopped_at({"train": {"steps": 9, "scheduler": {"name": "cosine", "T_max": 20}}}, 6) == {
+        "train": {"steps": 6, "scheduler": {"name": "cosine", "T_max": 20}}}
+    assert stopped_at({"train": {"steps": 9, "scheduler": {"name": "step", "step_size": 3}}}, 6) == {
+        "train": {"steps": 6, "scheduler": {"name": "step", "step_size": 3}}}
