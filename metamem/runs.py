@@ -30,7 +30,7 @@ from metamem.config import ExperimentCfg, config_to_dict
 from metamem.data import ImageDataset, load_dataset
 from metamem.files import atomic_write, write_text
 from metamem.learners import LEARNERS, build_learner
-from metamem.learners.base import resolved_options
+from metamem.learners.base import execution_options, resolved_options
 from metamem.registry import renames_of
 
 __all__ = [
@@ -365,17 +365,20 @@ def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], *, resume: bo
     Raises:
         CheckpointError: listing each differing key as ``checkpoint value vs config value``.
     """
+    learner = (config.get("learner") or {}).get("name")
+    same = tuple(f"learner.{k}" for k in execution_options(learner)) if isinstance(learner, str) else ()
     diffs = config_differences(
         resolved_learner(with_added_defaults(ckpt["config"])), resolved_learner(config),
         keys=None if resume else ARCH_KEYS,
-        ignore=RESUMABLE_KEYS if resume else (),
+        ignore=(*RESUMABLE_KEYS, *same) if resume else same,
     )
     if diffs:
         what = "learner" if any(d.startswith("learner.name") for d in diffs) else "config"
         raise CheckpointError(
             f"checkpoint {ckpt.get('path', '?')} was written for another {what} "
             f"(checkpoint vs current): {'; '.join(diffs)}"
-            + ("; only device, eval.*, train.steps and the train.*_every keys may change on resume"
+            + ("; only device, eval.*, train.steps, the train.*_every keys and the learner's "
+               "execution options (metamem.learners.base.same_results) may change on resume"
                if resume else "")
         )
 

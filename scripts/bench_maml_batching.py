@@ -77,13 +77,17 @@ CASES = [
 
 
 def build(case: Case, mode: str) -> MAML:
-    """The case's MAML in ``mode`` (``batching[@backbone]``), the same initial weights for
-    every mode of one backbone."""
+    """The case's MAML in ``mode`` (``batching[@backbone][:chunk]``, ``chunk`` the
+    ``train_chunk_images`` and ``eval_chunk_images`` limit, default the learner's), the same
+    initial weights for every mode of one backbone."""
+    mode, _, chunk = mode.partition(":")
     batching, _, backbone = mode.partition("@")
+    limits = {"train_chunk_images": int(chunk), "eval_chunk_images": int(chunk)} if chunk else {}
     torch.manual_seed(0)
     m = build_learner("maml", n_way=case.n, image_shape=case.image_shape, backbone=backbone or "conv4",
                       backbone_channels=case.width, inner_steps=case.steps, eval_inner_steps=case.steps,
-                      inner_lr=case.inner_lr, first_order=case.first_order, episode_batching=batching)
+                      inner_lr=case.inner_lr, first_order=case.first_order, episode_batching=batching,
+                      **limits)
     if case.train:
         m.to(memory_format=torch.channels_last)  # train.channels_last of the paper configs
     return m.train(case.train)
@@ -112,7 +116,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=3, help="timed calls per mode (median), after one warm-up")
-    p.add_argument("--modes", default="loop,grouped", help="comma-separated episode_batching modes")
+    p.add_argument("--modes", default="loop,grouped",
+                   help="comma-separated episode_batching modes, each batching[@backbone][:chunk images]")
     p.add_argument("--baseline", default="loop", help="the mode the ratios divide")
     p.add_argument("--cases", default="", help="only cases whose name contains this")
     args = p.parse_args()

@@ -23,7 +23,8 @@ from metamem.learners.capabilities import SetPrediction
 from metamem.registry import Registry, renames_of
 from metamem.types import EpisodeBatch, LearnerOutput
 
-__all__ = ["Learner", "LEARNERS", "BACKBONES", "build_learner", "resolved_options"]
+__all__ = ["Learner", "LEARNERS", "BACKBONES", "build_learner", "resolved_options", "execution_options",
+           "same_results"]
 
 #: Learner builders: ``builder(*, n_way, image_shape, **kwargs) -> nn.Module``.
 LEARNERS: Registry[Callable[..., nn.Module]] = Registry("learner")
@@ -87,3 +88,27 @@ def resolved_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
                 if p.kind in keyword and p.name not in given and p.name not in FRAMEWORK_KEYWORDS
                 and p.default is not inspect.Parameter.empty and type(p.default) in _RECORDED_TYPES}
     return {**options, **defaults}
+
+
+_EXECUTION = "__metamem_execution_options__"
+
+
+def same_results(*names: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator for a learner builder: its options ``names`` change how the learner
+    computes, not what (chunk sizes, batching strategy): any value gives the same results up
+    to float rounding. A resumed run may change them (``metamem train --resume RUN
+    learner.train_chunk_images=80``); every other learner option must stay as trained."""
+
+    def deco(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        setattr(builder, _EXECUTION, tuple(names))
+        return builder
+
+    return deco
+
+
+def execution_options(name: str) -> tuple[str, ...]:
+    """The options of learner ``name`` declared with :func:`same_results` (none for an
+    unknown name)."""
+    if name not in LEARNERS:  # an unknown learner is reported where it is built
+        return ()
+    return tuple(getattr(LEARNERS.get(name), _EXECUTION, ()))

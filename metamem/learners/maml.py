@@ -89,7 +89,7 @@ from torch.func import functional_call, grad, vmap
 
 from metamem.learners._common import mask_absent, present_classes, support_onehot
 from metamem.learners.backbones import build_trunk
-from metamem.learners.base import LEARNERS
+from metamem.learners.base import LEARNERS, same_results
 from metamem.learners.capabilities import SetLearner
 from metamem.learners.grouped import grouped_forward, supports_grouped
 from metamem.registry import forwards_to
@@ -385,6 +385,7 @@ class MAML(SetLearner):
 
 
 @LEARNERS.register("maml")
+@same_results("episode_batching", "train_chunk_images", "eval_chunk_images")
 @forwards_to(MAML, drop=("net",))
 def build_maml(
     *,

@@ -289,3 +289,33 @@ def test_the_default_training_sampler_is_fused_where_it_compiles(tmp_path: Path,
                                     {"default": [], "eager": ["episodes.fused=false"]})
     assert calls["default"] >= 4 and calls["eager"] == 0
     assert metrics["default"] == metrics["eager"]
+
+
+def test_resume_may_change_a_learners_execution_options_only(tmp_path: Path, tiny_cfg) -> None:
+    """MAML's chunk sizes and batching change how it computes, not what: a resume may change
+    them (and continues as the unchanged run would, up to float rounding); its inner_lr not."""
+    from metamem.learners.base import execution_options
+
+    assert execution_options("maml") == ("episode_batching", "train_chunk_images", "eval_chunk_images")
+    assert execution_options("lstm") == () and execution_options("no such learner") == ()
+    maml = ("learner={name: maml, backbone: conv4, backbone_channels: 4, inner_steps: 1, inner_lr: 0.4, "
+            "train_chunk_images: 40}")
+
+    def cfg(*more: str):
+        return tiny_cfg("lstm", maml, "data.options.image_size=16", "train.checkpoint_every=2", "train.val_every=2",
+                        "episodes.batch_size=4", *more)
+
+    train(cfg("train.steps=2"), tmp_path / "a", progress=False, final_eval=False)
+    import shutil
+
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    train(cfg("train.steps=4"), tmp_path / "a", resume=True, progress=False, final_eval=False)
+    train(cfg("train.steps=4", "learner.train_chunk_images=1000"), tmp_path / "b", resume=True,
+          progress=False, final_eval=False)
+    a, b = load_checkpoint(tmp_path / "a", "last"), load_checkpoint(tmp_path / "b", "last")
+    assert b["step"] == 4 and b["config"]["learner"]["train_chunk_images"] == 1000
+    for k, v in a["model"].items():
+        torch.testing.assert_close(b["model"][k], v, msg=k)
+    with pytest.raises(CheckpointError, match=r"learner\.inner_lr: 0\.4 vs 0\.3; only device.*execution options"):
+        train(cfg("train.steps=6", "learner.inner_lr=0.3"), tmp_path / "a", resume=True, progress=False,
+              final_eval=False)
