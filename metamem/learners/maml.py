@@ -191,15 +191,15 @@ class MAML(SetLearner):
                 n_way: int, support_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Query logits ``[B, Qn, N]`` of the per-episode adapted networks."""
         params = self.episode_params(n_way)
-        per_class = self.queries_per_class(query_x.shape[1], n_way) if support_mask is None else 1
+        groups = self.query_batches(query_x.shape[1], n_way) if support_mask is None else 1
         if support_mask is None and self.groups_episodes(support_x.device):
             chunk = self.grouped_chunk(support_x.shape[0], support_x.shape[1] + query_x.shape[1])
             return torch.cat([
                 self.grouped_episodes(params, support_x[i:i + chunk], support_y[i:i + chunk], query_x[i:i + chunk],
-                                      query_groups=per_class)
+                                      query_groups=groups)
                 for i in range(0, support_x.shape[0], chunk)
             ])
-        episode = self._episode_fn(per_class)
+        episode = self._episode_fn(groups)
         if support_mask is None and self.loops_over_episodes(support_x.device):
             return torch.stack([
                 episode(params, support_x[b], support_y[b], query_x[b]) for b in range(support_x.shape[0])
@@ -220,7 +220,7 @@ class MAML(SetLearner):
         present = present_classes(support_onehot(support_y, n_way, support_mask))
         return mask_absent(torch.stack(rows), present)
 
-    def queries_per_class(self, n_queries: int, n_way: int) -> int:
+    def query_batches(self, n_queries: int, n_way: int) -> int:
         """The number of query batches :meth:`predict` scores an episode's ``n_queries``
         queries in: Q = ``n_queries / n_way`` with ``query_groups="one_per_class"`` (when it
         divides), else 1 (the whole query set at once)."""

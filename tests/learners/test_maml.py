@@ -424,7 +424,7 @@ def test_one_query_per_class_batches_match_the_naive_reference(odd_batch: Episod
                  episode_batching=batching, query_groups="one_per_class", eval_chunk_images=25)
     model.train(train)
     steps = 2 if train else 3
-    assert model.queries_per_class(GN * GQ, GN) == GQ
+    assert model.query_batches(GN * GQ, GN) == GQ
     want = reference_grouped_query_logits(model, odd_batch, steps)
     with torch.set_grad_enabled(train):
         got = model.predict(odd_batch.support_x, odd_batch.support_y, odd_batch.query_x, n_way=GN)
@@ -449,8 +449,8 @@ def test_one_query_per_class_is_the_whole_query_set_for_one_query_or_an_uneven_s
     """Q = 1 (the paper's training shape) and query sets that are not N*Q: one batch, as 'episode'."""
     grouped = MAML(grouped_net(), n_way=GN, inner_steps=1, inner_lr=0.3, query_groups="one_per_class").eval()
     whole = MAML(grouped.net, n_way=GN, inner_steps=1, inner_lr=0.3).eval()
-    assert grouped.queries_per_class(GN, GN) == 1 and grouped.queries_per_class(GN * GQ + 1, GN) == 1
-    assert whole.queries_per_class(GN * GQ, GN) == 1
+    assert grouped.query_batches(GN, GN) == 1 and grouped.query_batches(GN * GQ + 1, GN) == 1
+    assert whole.query_batches(GN * GQ, GN) == 1
     for qx in (odd_batch.query_x[:, ::GQ], odd_batch.query_x[:, :GN * GQ - 1]):
         with torch.no_grad():
             torch.testing.assert_close(grouped.predict(odd_batch.support_x, odd_batch.support_y, qx, n_way=GN),
