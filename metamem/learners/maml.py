@@ -376,10 +376,9 @@ class MAML(SetLearner):
             adapted = self.adapt(params, sx, sy, steps)
             if query_groups == 1:
                 return functional_call(self.net, adapted, (qx,))
-            by_class = qx.unflatten(0, (qx.shape[0] // query_groups, query_groups))  # [N, G, ...]
-            logits = torch.stack([functional_call(self.net, adapted, (by_class[:, j],))
-                                  for j in range(query_groups)], dim=1)  # [N, G, N_out]
-            return logits.flatten(0, 1)
+            batches = qx.unflatten(0, (qx.shape[0] // query_groups, query_groups)).transpose(0, 1)  # [G, N, ...]
+            logits = vmap(lambda x: functional_call(self.net, adapted, (x,)))(batches)  # [G, N, N_out]
+            return logits.transpose(0, 1).flatten(0, 1)
 
         return episode
 
