@@ -14,7 +14,6 @@ The copy is written to a temporary folder next to ``dest`` and renamed into plac
 from __future__ import annotations
 
 import copy
-import json
 import os
 import shutil
 import tempfile
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 import yaml
 
+from metamem.evaluation.report import results_json_text
 from metamem.results_check import read_checked_results
 from metamem.runs import (
     WEIGHTS_NOT_INCLUDED,
@@ -206,7 +206,7 @@ def export_run(
                 r["source"] = _shown(out)
                 if isinstance(r.get("config"), dict):
                     r["config"] = portable_config(r["config"], where=f"{run / 'eval.json'}")
-            (tmp / "eval.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+            (tmp / "eval.json").write_text(results_json_text(results), encoding="utf-8")
         files = [p for p in tmp.rglob("*") if p.is_file()]
         for p in [tmp, *tmp.rglob("*")]:  # shareable: not the 0600/0700 of temporary files
             p.chmod(0o755 if p.is_dir() else 0o644)

@@ -47,6 +47,7 @@ from metamem.data.two_view_sum import is_sequence_task
 from metamem.device import resolve_device
 from metamem.episodes import EpisodeSampler, build_augment
 from metamem.evaluation import evaluate
+from metamem.evaluation.report import results_json_text
 from metamem.files import (
     LOCK_NAME,
     WriteError,
@@ -664,7 +665,7 @@ def final_evaluation(learner: nn.Module, cfg: ExperimentCfg, device: torch.devic
     if run_dir is not None:
         # eval.json last: its presence marks a finished run (resume re-evaluates without it)
         _report(run_dir, objs)
-        write_text(run_dir / "eval.json", json.dumps(results, indent=1))
+        write_text(run_dir / "eval.json", results_json_text(results))
     return results
 
 

@@ -125,18 +125,23 @@ def test_presentations_survive_json_and_old_files_still_compare(tmp_path):
     assert d.diff == pytest.approx(float(np.mean(b - a)))
 
 
-def test_results_json_inlines_lists_of_at_most_16_numbers():
-    from metamem.evaluation.report import _short_lists_inline
+def test_results_json_packs_lists_of_numbers_16_to_a_line():
+    from metamem.evaluation.report import results_json_text
 
-    doc = {"short": [1, -2.5, None, 3e-05] * 4, "long": list(range(17)), "words": ["a", "b"],
-           "nested": [[0.1, 0.2], [None, 1]], "empty": []}
-    text = _short_lists_inline(json.dumps(doc, indent=1))
-    assert json.loads(text) == doc
+    doc = {"short": [1, -2.5, None, 3e-05] * 4, "long": list(range(37)), "words": ["a", "b"],
+           "nested": [[0.1, 0.2], [None, 1]], "empty": [], "deep": {"x": [list(range(17))]}}
+    text = results_json_text(doc)
+    assert json.loads(text) == doc and text.endswith("}\n")
     lines = [ln.strip().rstrip(",") for ln in text.splitlines()]
     assert '"short": [1, -2.5, null, 3e-05, 1, -2.5, null, 3e-05, 1, -2.5, null, 3e-05, 1, -2.5, null, 3e-05]' in lines
-    assert '"long": [' in lines and "16" in lines  # 17 numbers: one per line
+    # 37 numbers: rows of 16, 16 and 5 under the key, indented like one item per line would be
+    at = lines.index('"long": [')
+    assert lines[at + 1:at + 5] == [", ".join(map(str, range(16))), ", ".join(map(str, range(16, 32))),
+                                    "32, 33, 34, 35, 36", "]"]
     assert '"words": [' in lines and '"a"' in lines
     assert "[0.1, 0.2]" in lines and "[null, 1]" in lines
+    assert "16" in lines  # 17 numbers in a list in a list: 16, then one
+    assert json.loads(text) == json.loads(json.dumps(doc, indent=1))
 
 
 def test_markdown_table():
