@@ -515,6 +515,11 @@ PRES5 = [1, 2, 3, 4, 5, 10]
 PRES10 = [1, 2, 3, 4, 5, 8]
 
 
+#: Le et al. 2020's 10-class figures (2nd / 3rd / 5th presentation) in a PRES10 row
+LE_MANN_10 = ["MANN (LRUA), Le et al. 2020's re-run (T = 75)", "–", "52.7", "60.6", "–", "64.7", "–", "–"]
+LE_NUTM_10 = ["NUTM (LRUA, p = 3), Le et al. 2020 (T = 75)", "–", "68.0", "78.1", "–", "82.8", "–", "–"]
+
+
 def _paper5(label: str, values: str) -> list[str]:
     return [label, *values.split(" / "), "–"]
 
@@ -593,8 +598,8 @@ BLOCKS: dict[str, Any] = {
         Row("omniglot_paper/nutm_lru_10way", "NUTM (LRUA, p = 3)"),
         Row("omniglot_paper/mann_dnc_10way", "MANN, DNC core"),
     ], kind="sequence", presentations=PRES10, fixed=[
-        ["MANN (LRUA), Le et al. 2020's re-run (T = 75)", "–", "52.7", "60.6", "–", "64.7", "–", "–"],
-        ["NUTM (LRUA, p = 3), Le et al. 2020 (T = 75)", "–", "68.0", "78.1", "–", "82.8", "–", "–"],
+        LE_MANN_10,
+        LE_NUTM_10,
     ]),
     "memory_curriculum": Table([("seq", SEQ10)], [
         Row("omniglot_paper/mann_lru_10way_curriculum", "MANN (LRUA), seed 0"),
@@ -602,7 +607,7 @@ BLOCKS: dict[str, Any] = {
         Row("omniglot_paper/mann_lru_10way_curriculum_seed1", "MANN (LRUA), seed 1"),
         Row("omniglot_paper/nutm_lru_10way_curriculum_seed1", "NUTM (LRUA, p = 2), seed 1"),
     ], kind="sequence", presentations=PRES10, fixed=[
-        ["NUTM (LRUA, p = 3), Le et al. 2020 (T = 75)", "–", "68.0", "78.1", "–", "82.8", "–", "–"],
+        LE_NUTM_10,
     ]),
     "memory_curriculum_paired": Paired([
         ("omniglot_paper/mann_lru_10way_curriculum", Row("omniglot_paper/nutm_lru_10way_curriculum", "NUTM − MANN, seed 0")),
@@ -613,8 +618,8 @@ BLOCKS: dict[str, Any] = {
         Row("omniglot_paper/mann_lru_10way_long_s0", "MANN (LRUA), seed 0"),
         Row("omniglot_paper/nutm_lru_10way_long_s0", "NUTM (LRUA, p = 3), seed 0"),
     ], kind="sequence", presentations=PRES10, fixed=[
-        ["MANN (LRUA), Le et al. 2020's re-run (T = 75)", "–", "52.7", "60.6", "–", "64.7", "–", "–"],
-        ["NUTM (LRUA, p = 3), Le et al. 2020 (T = 75)", "–", "68.0", "78.1", "–", "82.8", "–", "–"],
+        LE_MANN_10,
+        LE_NUTM_10,
     ]),
     "nutm_10class_long_paired": Paired([
         ("omniglot_paper/mann_lru_10way_long_s0", Row("omniglot_paper/nutm_lru_10way_long_s0", "NUTM − MANN, seed 0")),
