@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 __all__ = [
     "atomic_write", "write_text", "make_readable", "remove_orphan_temps", "kill_point",
-    "LOCK_NAME", "DirectoryBusy", "lock_directory", "WriteError", "os_error_in",
+    "LOCK_NAME", "DirectoryBusy", "directory_holder", "lock_directory", "WriteError", "os_error_in",
 ]
 
 
@@ -118,6 +118,20 @@ class DirectoryBusy(RuntimeError):
     """Another live process holds the directory's lock (:func:`lock_directory`)."""
 
 
+def _flock_or_holder(fd: int, mode: int) -> str | None:
+    """Take ``flock(fd, mode)`` without blocking: ``None`` when taken, else the pid written in
+    the lock file by the process that holds it."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+    return None
+
+
 @contextmanager
 def lock_directory(folder: str | os.PathLike[str], *, what: str = "run directory") -> Iterator[Path]:
     """Hold an exclusive advisory lock (``fcntl.flock``) on ``folder/.lock`` for the ``with``
@@ -138,21 +152,34 @@ def lock_directory(folder: str | os.PathLike[str], *, what: str = "run directory
     path = folder / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        holder = _flock_or_holder(fd, fcntl.LOCK_EX)
+        if holder is not None:
             raise DirectoryBusy(
                 f"{what} {folder} is in use by another metamem process (pid {holder}); wait for "
                 "it to finish or stop it, or pass another --out"
-            ) from None
+            )
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield path
     finally:
         os.close(fd)  # releases the lock
+
+
+def directory_holder(folder: str | os.PathLike[str]) -> str | None:
+    """The pid (as written) of the live process holding ``folder``'s :func:`lock_directory`
+    lock, or ``None`` when no process holds it (no lock file, or one left by a process that
+    ended). The probe takes a shared lock for an instant; it never blocks."""
+    import fcntl
+
+    path = Path(folder) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        return _flock_or_holder(fd, fcntl.LOCK_SH)
+    finally:
+        os.close(fd)  # releases the probe's shared lock
 
 
 class WriteError(RuntimeError):

@@ -21,6 +21,10 @@ Commands::
     python scripts/train_queue.py run QUEUE.yaml         # train what is left, in order
     python scripts/train_queue.py run QUEUE.yaml --only protonet_background --dry-run
 
+``status`` shows a job that another process is training (the run directory's lock is held) as
+``running``; ``run`` leaves such a job to that process and goes on with the next, so two
+runners (one per core) can work through one queue.
+
 ``run`` starts a job that has no run directory, resumes one that stopped (``metamem train
 --resume DIR train.steps=N``, exact: the checkpoint holds the optimizer, schedule, sampler and
 RNG states), and after a job's final evaluation exports it (``export``) and re-scores the copy
@@ -44,6 +48,7 @@ from pathlib import Path
 import yaml
 
 from metamem.config import load_config
+from metamem.files import directory_holder
 from metamem.runs import read_metrics
 
 
@@ -71,7 +76,8 @@ class Job:
 
 @dataclass
 class State:
-    """Where a job stands: ``queued``, ``stopped`` (at ``step``), ``trained`` or ``exported``."""
+    """Where a job stands: ``queued``, ``running`` (another process holds its run directory),
+    ``stopped`` (at ``step``), ``trained`` or ``exported``."""
 
     kind: str
     step: int = 0
@@ -141,6 +147,9 @@ def state_of(job: Job) -> State:
     if not job.run_dir.exists():
         return State("queued")
     step, target = _last_step(job.run_dir), job.steps
+    holder = directory_holder(job.run_dir)
+    if holder is not None:
+        return State("running", step, f"step {step:,} of {target:,} (pid {holder})")
     done = step >= target and (job.run_dir / "eval.json").is_file()
     if not done:
         has_ckpt = (job.run_dir / "checkpoints" / "last.pt").is_file()
@@ -167,6 +176,9 @@ def run_job(job: Job, threads: int, dry: bool = False) -> State:
     log = job.run_dir.parent / f"{job.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     st = state_of(job)
+    if st.kind == "running":
+        print(f"{job.name}: another process is training it ({st.detail}); left to it", flush=True)
+        return st
     if st.kind == "queued":
         cmd = [*metamem, "train", str(job.config), *job.overrides, "--out", str(job.run_dir)]
     elif st.kind == "stopped" and (job.run_dir / "checkpoints" / "last.pt").is_file():

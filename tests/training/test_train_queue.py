@@ -84,6 +84,35 @@ def test_dry_run_prints_the_commands_and_runs_nothing(
     assert not (tmp_path / "runs" / "tiny").exists()
 
 
+def test_a_job_another_process_trains_is_shown_running_and_left_to_it(
+        queue: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runners on one queue: a run directory whose lock is held is "running" (with the
+    holder's pid), and ``run`` goes on without touching it; once the lock is released the
+    job is "stopped" again and ``run`` resumes it."""
+    import os
+
+    from metamem.files import directory_holder, lock_directory
+
+    q = _queue(tmp_path, steps=3, export=False)
+    run_dir = tmp_path / "runs" / "tiny"
+    calls: list[list[str]] = []
+    monkeypatch.setattr(queue, "_run", lambda cmd, log, dry: calls.append(cmd) or 0)
+    assert directory_holder(run_dir) is None  # no lock file yet
+    with lock_directory(run_dir):  # flock belongs to the open file: this open conflicts with the probe's
+        assert directory_holder(run_dir) == str(os.getpid())
+        st = _status(queue, q, capsys)
+        assert (st["state"], st["step"], st["target"]) == ("running", 0, 3)
+        assert queue.main(["status", str(q)]) == 0
+        assert f"(pid {os.getpid()})" in capsys.readouterr().out
+        assert queue.main(["run", str(q)]) == 0
+        assert "left to it" in capsys.readouterr().out
+        assert calls == []
+    assert directory_holder(run_dir) is None  # the lock file stays, its holder is gone
+    assert _status(queue, q, capsys)["state"] == "stopped"
+    assert queue.main(["run", str(q)]) == 0
+    assert len(calls) == 1 and "--overwrite" in calls[0]  # no checkpoint yet: started again
+
+
 @pytest.mark.parametrize(("doc", "message"), [
     ({"jobs": "x"}, "'jobs' list"),
     ({"jobs": [], "extra": 1}, "unknown key(s) ['extra']"),
