@@ -367,6 +367,47 @@ class FileTable:
 
 
 @dataclass
+class SeedPairs:
+    """Two models trained with the same seeds, scored in one ``metamem eval`` results file:
+    one row per seed (A, B, and B − A paired over the same episodes), then the mean of the
+    per-seed differences with its Student-t interval over seeds (``metamem compare --pairs``)."""
+
+    file: str
+    pairs: list[tuple[str, str, str]]  # (seed label, A's source run, B's source run)
+    headers: tuple[str, str, str, str]  # seed column, A, B, difference
+    scoring: str = "set"
+
+    def render(self, root: Path) -> str:
+        from metamem.evaluation.compare import over_runs, paired_difference
+        from metamem.evaluation.scoring import EvalResult
+
+        results = json.loads((root / self.file).read_text(encoding="utf-8"))["results"]
+
+        def result(source: str) -> Any:
+            hit = [r for r in results if r.get("source") == source]
+            if len(hit) != 1:
+                raise RenderError(f"{self.file}: {len(hit)} results from {source}; score it once")
+            return EvalResult.from_dict(hit[0])
+
+        lines = ["| " + " | ".join(self.headers) + " |", "|---|---|---|---|"]
+        diffs, a_means, b_means = [], [], []
+        for label, a, b in self.pairs:
+            ra, rb = result(a), result(b)
+            d = paired_difference(ra, rb, self.scoring)
+            diffs.append(d)
+            sa, sb = ra.scores[self.scoring], rb.scores[self.scoring]
+            a_means.append(sa.mean)
+            b_means.append(sb.mean)
+            lines.append(f"| {label} | {pct(sa.mean, 2)} ± {pct(sa.ci95, 2)} | {pct(sb.mean, 2)} ± {pct(sb.ci95, 2)} | "
+                         f"{signed(d.diff)} ± {100 * d.ci95:.2f} |")
+        o = over_runs(diffs)
+        lines.append(f"| mean over the {o.runs} seeds | {pct(sum(a_means) / len(a_means), 2)} | "
+                     f"{pct(sum(b_means) / len(b_means), 2)} | **{signed(o.diff)} ± {100 * o.ci95:.2f}** "
+                     "(Student-t 95 % over seeds) |")
+        return "\n".join(lines)
+
+
+@dataclass
 class Value:
     """A figure quoted in prose: accuracies by presentation of one row, as ``a / b / c %``."""
 
@@ -614,6 +655,9 @@ BLOCKS: dict[str, Any] = {
         ("omniglot_paper/mann_lru_10way_curriculum_seed1",
          Row("omniglot_paper/nutm_lru_10way_curriculum_seed1", "NUTM − MANN, seed 1")),
     ], SEQ10, [1, 2, 3, 4, 5, 8]),
+    "two_view_sum": SeedPairs("results/two_view/sum_eval/results.json", [
+        (str(i), f"results/two_view/dcman_sum_s{i}", f"results/two_view/dmnc_sum_s{i}") for i in range(3)
+    ], ("training seed", "one memory", "DMNC", "DMNC − one memory, paired over the 1,000 pairs")),
     "nutm_10class_long": Table([("seq", SEQ10)], [
         Row("omniglot_paper/mann_lru_10way_long_s0", "MANN (LRUA), seed 0"),
         Row("omniglot_paper/nutm_lru_10way_long_s0", "NUTM (LRUA, p = 3), seed 0"),
