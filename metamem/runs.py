@@ -465,8 +465,11 @@ def _check_learner_fields(ckpt: dict[str, Any]) -> None:
         saved = safe_yaml.safe_load(run_config.read_text(encoding="utf-8"))
     except (OSError, ValueError, yaml.YAMLError) as e:
         raise CheckpointError(safe_yaml.shorten(f"{run_config}: cannot read it ({e})")) from None
+    # a resumed run may have changed an execution option since this snapshot (same results)
+    same = tuple(f"learner.{k}" for k in execution_options(learner.get("name"))) \
+        if isinstance(learner.get("name"), str) else ()
     diffs = config_differences(resolved_learner(saved if isinstance(saved, dict) else {}),
-                               resolved_learner(ckpt["config"]), keys=("learner",))
+                               resolved_learner(ckpt["config"]), keys=("learner",), ignore=same)
     if diffs:
         raise CheckpointError(safe_yaml.shorten(
             f"{run_config} disagrees with the weights in {path} ({'; '.join(diffs)}, "

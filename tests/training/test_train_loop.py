@@ -303,7 +303,7 @@ def test_resume_may_change_a_learners_execution_options_only(tmp_path: Path, tin
 
     def cfg(*more: str):
         return tiny_cfg("lstm", maml, "data.options.image_size=16", "train.checkpoint_every=2", "train.val_every=2",
-                        "episodes.batch_size=4", *more)
+                        "train.snapshot_every=2", "episodes.batch_size=4", *more)
 
     train(cfg("train.steps=2"), tmp_path / "a", progress=False, final_eval=False)
     import shutil
@@ -316,6 +316,13 @@ def test_resume_may_change_a_learners_execution_options_only(tmp_path: Path, tin
     assert b["step"] == 4 and b["config"]["learner"]["train_chunk_images"] == 1000
     for k, v in a["model"].items():
         torch.testing.assert_close(b["model"][k], v, msg=k)
+    # a snapshot from before the change (chunk 40; config.yaml now says 1000) still loads
+    from metamem.evaluation.trained_run import load_run
+
+    snap = tmp_path / "b" / "checkpoints" / "step_000002.pt"
+    assert load_checkpoint(snap)["config"]["learner"]["train_chunk_images"] == 40
+    assert "train_chunk_images: 1000" in (tmp_path / "b" / "config.yaml").read_text()
+    load_run(snap, device="cpu")
     with pytest.raises(CheckpointError, match=r"learner\.inner_lr: 0\.4 vs 0\.3; only device.*execution options"):
         train(cfg("train.steps=6", "learner.inner_lr=0.3"), tmp_path / "a", resume=True, progress=False,
               final_eval=False)
