@@ -229,14 +229,15 @@ def plot_learning_curves(
     axes = fig.subplots(1, len(keys), sharey=True, squeeze=False)[0]
     for i, (name, records) in enumerate(runs.items()):
         c = learning_curve(records)
-        color = f"C{i % 10}"
+        color = f"C{i % 10}"  # past 10 runs the colours repeat: the marker and dash tell them apart
+        marker, dash = ("o", "s", "^", "D")[(i // 10) % 4], "-" if i < 10 else "--"
         for ax, key in zip(axes, keys, strict=True):
             scale = _CURVE_AXES[key][1]
-            ax.plot([v / scale for v in c[key]], c["acc"], color=color, lw=0.8, alpha=0.6,
+            ax.plot([v / scale for v in c[key]], c["acc"], color=color, ls=dash, lw=0.8, alpha=0.6,
                     label=f"{name} (train)")
             if c["val_acc"]:
-                ax.plot([v / scale for v in c[f"val_{key}"]], c["val_acc"], color=color, marker="o",
-                        ms=3.5, lw=1.2, label=f"{name} (val)")
+                ax.plot([v / scale for v in c[f"val_{key}"]], c["val_acc"], color=color, marker=marker,
+                        ls=dash, ms=3.5, lw=1.2, label=f"{name} (val)")
     for ax, key in zip(axes, keys, strict=True):
         ax.set_xlabel(_CURVE_AXES[key][0])
         ax.grid(alpha=0.3)

@@ -94,6 +94,27 @@ def test_learning_curve_and_plot(trained, tmp_path):
         assert one_panel.width < two_panels.width and one_panel.height == two_panels.height
 
 
+def test_past_ten_runs_the_curves_differ_by_marker_and_dash(trained, tmp_path, monkeypatch):
+    """Colours repeat after 10 runs (matplotlib's cycle): the 11th run's lines share the 1st
+    run's colour, so they are dashed and their validation markers are squares."""
+    from matplotlib.axes import Axes
+
+    records = read_metrics(trained / "metrics.jsonl")
+    seen: dict[str, dict] = {}
+    real = Axes.plot
+
+    def plot(self, *args, **kw):
+        seen.setdefault(kw.get("label", ""), kw)
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(Axes, "plot", plot)
+    plot_learning_curves({f"run{i}": records for i in range(11)}, tmp_path / "many.png", x=("step",))
+    first, eleventh = seen["run0 (val)"], seen["run10 (val)"]
+    assert first["color"] == eleventh["color"] == "C0"
+    assert (first["marker"], first["ls"]) == ("o", "-") and (eleventh["marker"], eleventh["ls"]) == ("s", "--")
+    assert seen["run10 (train)"]["ls"] == "--" and seen["run9 (train)"]["ls"] == "-"
+
+
 def test_learning_curve_joins_resumed_segments():
     """A resumed process logs times from zero again: the curve lays segments end to end."""
     recs = [
