@@ -585,6 +585,8 @@ BLOCKS: dict[str, Any] = {
             "98.95 at 5w1s, 97.00 at 20w1s (Munkhdalai & Yu 2017)"),
         Row("omniglot_paper/maml_paper", "MAML, the paper's recipe and network (second order), 9,000 steps",
             "98.7 / 99.9 / 95.8 / 98.9 (Finn et al. 2017)", 98.7),
+        Row("omniglot_paper/maml_20way", "MAML, the paper's 20-way recipe (second order), 5,000 steps",
+            "98.7 / 99.9 / 95.8 / 98.9 (Finn et al. 2017)", 95.8, tta_at="20w1s"),
         Row("omniglot_paper/linear_probe", "linear probe", "86.0 / 97.6 / 72.9 / 92.3 (baseline classifier, Vinyals et al.; a floor)"),
         Row("omniglot_paper/mann_lru", "MANN (LRUA), set scoring", "–"),
         Row("omniglot_paper/mann_spread", "MANN (LRUA), spread labels, set scoring", "–"),
