@@ -466,8 +466,8 @@ def _check_learner_fields(ckpt: dict[str, Any]) -> None:
     except (OSError, ValueError, yaml.YAMLError) as e:
         raise CheckpointError(safe_yaml.shorten(f"{run_config}: cannot read it ({e})")) from None
     # a resumed run may have changed an execution option since this snapshot (same results)
-    same = tuple(f"learner.{k}" for k in execution_options(learner.get("name"))) \
-        if isinstance(learner.get("name"), str) else ()
+    name = learner.get("name")
+    same = tuple(f"learner.{k}" for k in execution_options(name)) if isinstance(name, str) else ()
     diffs = config_differences(resolved_learner(saved if isinstance(saved, dict) else {}),
                                resolved_learner(ckpt["config"]), keys=("learner",), ignore=same)
     if diffs:
