@@ -302,15 +302,18 @@ class Table:
 @dataclass
 class Paired:
     """Paired differences B − A over the same episodes (``metamem compare``), in points:
-    one row per (A, B) pair; ``plot`` also draws them (``metamem compare --plot``)."""
+    one row per (A, B) pair; ``plot`` also draws them (``metamem compare --plot``).
+    ``over_seeds`` adds the mean of the pairs' differences with its Student-t 95 % interval
+    over the pairs (training seeds; ``metamem compare --pairs``)."""
 
     pairs: list[tuple[str, Row]]
     want: Want
     presentations: list[int]
     plot: str | None = None
+    over_seeds: bool = False
 
     def render(self, root: Path) -> str:
-        from metamem.evaluation.compare import paired_difference
+        from metamem.evaluation.compare import over_runs, paired_difference
         from metamem.evaluation.scoring import EvalResult
 
         def result(row: str) -> Any:
@@ -319,8 +322,10 @@ class Paired:
         head = ["B − A", "all steps", *(ordinal(p) for p in self.presentations), "episodes B better / same / worse"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         groups: dict[str, list[str]] = {}
+        diffs = []
         for base, row in self.pairs:
             d = paired_difference(result(base), result(row.run), self.want.scoring)
+            diffs.append(d)
             pp = d.per_presentation or []
             cells = [f"{row.label} (`{row.run.split('/')[1]}` − `{base.split('/')[1]}`)",
                      f"{signed(d.diff)} ± {100 * d.ci95:.2f}",
@@ -330,6 +335,18 @@ class Paired:
             groups.setdefault(base, []).append(f"results/{row.run}")
         cmds = [" ".join(["metamem compare", f"results/{base}", *others, f"--presentations {max(self.presentations)}",
                           *([f"--plot {self.plot}"] if self.plot else [])]) for base, others in groups.items()]
+        if self.over_seeds:
+            if len(diffs) < 2:
+                raise RenderError("Paired(over_seeds=True) needs at least two pairs")
+            o = over_runs(diffs)
+            opp = o.per_presentation or []
+            lines.append("| " + " | ".join([
+                f"**mean over the {o.runs} seeds** (Student-t 95 % over seeds)",
+                f"**{signed(o.diff)} ± {100 * o.ci95:.2f}**",
+                *(f"{signed(opp[p - 1][0])} ± {100 * opp[p - 1][1]:.2f}" for p in self.presentations),
+                "–"]) + " |")
+            cmds.append(" ".join(["metamem compare", *(f"results/{x}" for base, row in self.pairs for x in (base, row.run)),
+                                  f"--presentations {max(self.presentations)}", "--pairs"]))
         return ("\n".join(lines) + "\n\nReproduce it (from the committed scores, no weights needed):\n\n```bash\n"
                 + "\n".join(cmds) + "\n```")
 
@@ -656,7 +673,7 @@ BLOCKS: dict[str, Any] = {
         ("omniglot_paper/mann_lru_10way_curriculum", Row("omniglot_paper/nutm_lru_10way_curriculum", "NUTM − MANN, seed 0")),
         ("omniglot_paper/mann_lru_10way_curriculum_seed1",
          Row("omniglot_paper/nutm_lru_10way_curriculum_seed1", "NUTM − MANN, seed 1")),
-    ], SEQ10, [1, 2, 3, 4, 5, 8]),
+    ], SEQ10, [1, 2, 3, 4, 5, 8], over_seeds=True),
     "two_view_sum": SeedPairs("results/two_view/sum_eval/results.json", [
         (str(i), f"results/two_view/dcman_sum_s{i}", f"results/two_view/dmnc_sum_s{i}") for i in range(3)
     ], ("training seed", "one memory", "DMNC", "DMNC − one memory, paired over the 1,000 pairs")),

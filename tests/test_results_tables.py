@@ -315,3 +315,31 @@ def test_every_omniglot_row_has_its_cpu_minutes_to_the_paper(render: ModuleType)
             source = row.tta_from or row.run
             hit = json.loads((ROOT / "results" / source / "time_to_accuracy.json").read_text())["reached"][at]
             assert cell.startswith(f"{hit['cpu_min']:.0f} ({hit['target']:.1f}%{where} at step {hit['step']:,})"), row.run
+
+
+def test_paired_mean_over_seeds_is_the_t_interval_of_the_seed_rows(render: ModuleType) -> None:
+    """The over-seeds row of a paired table: the mean of the per-seed differences, with the
+    Student-t 95 % half-width over seeds (two seeds: t = 12.706 times half their spread)."""
+    seq = render.Want(10, 8, 2026, n_query=0, scoring="sequence")
+    pairs = [("omniglot_paper/mann_lru_10way_curriculum", render.Row("omniglot_paper/nutm_lru_10way_curriculum", "s0")),
+             ("omniglot_paper/mann_lru_10way_curriculum_seed1",
+              render.Row("omniglot_paper/nutm_lru_10way_curriculum_seed1", "s1"))]
+    text = render.Paired(pairs, seq, [2, 5], over_seeds=True).render(ROOT)
+
+    def cells(prefix: str) -> list[str]:
+        (line,) = [ln for ln in text.splitlines() if ln.startswith(prefix)]
+        return [c.strip() for c in line.strip("|").split("|")]
+
+    def number(cell: str) -> tuple[float, float]:
+        mean, half = cell.replace("*", "").replace("−", "-").split(" ± ")
+        return float(mean), float(half)
+
+    s0, s1, mean = cells("| s0 "), cells("| s1 "), cells("| **mean over the 2 seeds**")
+    for col in (1, 2, 3):  # all steps, 2nd, 5th
+        a, b = number(s0[col])[0], number(s1[col])[0]
+        m, half = number(mean[col])
+        assert m == pytest.approx((a + b) / 2, abs=0.011)
+        assert half == pytest.approx(12.706 * abs(a - b) / 2, abs=0.02 * 12.706)
+    assert "--pairs" in text and text.count("metamem compare") == 3
+    with pytest.raises(render.RenderError, match="at least two pairs"):
+        render.Paired(pairs[:1], seq, [2], over_seeds=True).render(ROOT)
