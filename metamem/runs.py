@@ -352,6 +352,14 @@ def with_added_defaults(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _execution_keys(config: dict[str, Any]) -> tuple[str, ...]:
+    """The dotted keys (``learner.<option>``) of the config's learner's execution options:
+    settings that change how a step runs, never its results, so they may differ between a
+    checkpoint and the run that loads it (:func:`metamem.learners.base.execution_options`)."""
+    name = (config.get("learner") or {}).get("name")
+    return tuple(f"learner.{k}" for k in execution_options(name)) if isinstance(name, str) else ()
+
+
 def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], *, resume: bool = False) -> None:
     """Raise if the checkpoint was written for another learner/config.
 
@@ -365,8 +373,7 @@ def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], *, resume: bo
     Raises:
         CheckpointError: listing each differing key as ``checkpoint value vs config value``.
     """
-    learner = (config.get("learner") or {}).get("name")
-    same = tuple(f"learner.{k}" for k in execution_options(learner)) if isinstance(learner, str) else ()
+    same = _execution_keys(config)
     diffs = config_differences(
         resolved_learner(with_added_defaults(ckpt["config"])), resolved_learner(config),
         keys=None if resume else ARCH_KEYS,
@@ -466,10 +473,9 @@ def _check_learner_fields(ckpt: dict[str, Any]) -> None:
     except (OSError, ValueError, yaml.YAMLError) as e:
         raise CheckpointError(safe_yaml.shorten(f"{run_config}: cannot read it ({e})")) from None
     # a resumed run may have changed an execution option since this snapshot (same results)
-    name = learner.get("name")
-    same = tuple(f"learner.{k}" for k in execution_options(name)) if isinstance(name, str) else ()
     diffs = config_differences(resolved_learner(saved if isinstance(saved, dict) else {}),
-                               resolved_learner(ckpt["config"]), keys=("learner",), ignore=same)
+                               resolved_learner(ckpt["config"]), keys=("learner",),
+                               ignore=_execution_keys(ckpt["config"]))
     if diffs:
         raise CheckpointError(safe_yaml.shorten(
             f"{run_config} disagrees with the weights in {path} ({'; '.join(diffs)}, "
