@@ -10,7 +10,8 @@ Splits:
 * meta-splits defined by the files ``datasets/omniglot/splits/<family>/<split>.txt``:
   ``minimal/{train,val,test}`` (alphabet-level, over the 8 alphabets of the bundled small
   sets) and ``vinyals/{train,val,test}`` (the 1,200/423-character split of Vinyals et al.,
-  2016, as in the Prototypical Networks split files; needs the full data).
+  2016, as in the Prototypical Networks split files; needs the full data), and
+  ``vinyals/trainval`` (its 1,200 training characters: train and val together).
 
 Images are inverted (strokes 255, background 0) and resized with PIL to
 ``image_size x image_size``. Classes are sorted by ``"Alphabet/characterNN"``; the group

@@ -142,7 +142,7 @@ def test_episodes_only_use_their_split(omni_cache: Path) -> None:
 def test_unknown_split_lists_valid_ones(omni_cache: Path) -> None:
     with pytest.raises(DatasetError, match=r"unknown split 'bogus'; valid splits: background, "
                        r"evaluation, background_small1, background_small2, minimal/test, "
-                       r"minimal/train, minimal/val, vinyals/test, vinyals/train, vinyals/val"):
+                       r"minimal/train, minimal/val, vinyals/test, vinyals/train, vinyals/trainval, vinyals/val"):
         load("bogus", omni_cache)
 
 
@@ -192,6 +192,14 @@ def test_vinyals_split_files_follow_protonets() -> None:
     assert gur["train"] == [f"Gurmukhi/character{i:02d}" for i in range(1, 42)]
     assert gur["test"] == [f"Gurmukhi/character{i:02d}" for i in range(42, 46)]
     assert alph["val"] == {"Hebrew", "Mkhedruli_(Georgian)", "Armenian", "Early_Aramaic", "Bengali"}
+
+
+def test_vinyals_trainval_is_train_and_val_together() -> None:
+    spec = {s: read_split_file(SPLITS / "vinyals" / f"{s}.txt") for s in ("train", "val", "trainval")}
+    assert spec["trainval"].expected == 1200 and spec["trainval"].sources == ("background", "evaluation")
+    entries = {s: [e for _, e in v.entries] for s, v in spec.items()}
+    assert sorted(entries["trainval"]) == sorted(entries["train"] + entries["val"])
+    assert len(set(entries["trainval"])) == len(entries["trainval"])
 
 
 def _fake_full(root: Path, write_png) -> None:
