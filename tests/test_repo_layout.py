@@ -98,7 +98,8 @@ def tracked_sizes(root: Path) -> dict[str, int]:
 
 def test_tracked_files_fit_the_size_caps(repo_root: Path) -> None:
     """A clone stays small: the tracked files <= 25 MB, results/ <= 15 MB. Rows keep
-    config, metrics, eval files and plots; only each table's best row per learner and
+    config, metrics and eval files (no plots: re-scoring draws them, and the docs keep the
+    figures they show); only each table's best row per learner and
     dataset keeps (half-precision) weights, and the others print a command that re-trains
     them (docs/results/*.md)."""
     sizes = tracked_sizes(repo_root)
@@ -108,6 +109,8 @@ def test_tracked_files_fit_the_size_caps(repo_root: Path) -> None:
     def biggest(d: dict[str, int]) -> str:
         return ", ".join(f"{n} ({s / 1e6:.2f} MB)" for n, s in sorted(d.items(), key=lambda x: -x[1])[:3])
 
+    plots = sorted(n for n in results if n.endswith(".png"))
+    assert not plots, f"plots tracked under results/ ({plots[0]}, ...): git rm --cached them (.gitignore skips them)"
     assert total <= TRACKED_CAP, f"tracked files {total / 1e6:.2f} MB > 25 MB; largest: {biggest(sizes)}"
     assert sum(results.values()) <= RESULTS_CAP, (
         f"results/ {sum(results.values()) / 1e6:.2f} MB > 15 MB; largest: {biggest(results)}; "
