@@ -677,6 +677,9 @@ BLOCKS: dict[str, Any] = {
     "two_view_sum": SeedPairs("results/two_view/sum_eval/results.json", [
         (str(i), f"results/two_view/dcman_sum_s{i}", f"results/two_view/dmnc_sum_s{i}") for i in range(3)
     ], ("training seed", "one memory", "DMNC", "DMNC − one memory, paired over the 1,000 pairs")),
+    "two_view_sum_12k": SeedPairs("results/two_view/sum_12k_eval/results.json", [
+        (str(i), f"results/two_view/dcman_sum_12k_s{i}", f"results/two_view/dmnc_sum_12k_s{i}") for i in range(3)
+    ], ("training seed", "one memory", "DMNC", "DMNC − one memory, paired over the 1,000 pairs")),
     "nutm_10class_long": Table([("seq", SEQ10)], [
         Row("omniglot_paper/mann_lru_10way_long_s0", "MANN (LRUA), seed 0"),
         Row("omniglot_paper/nutm_lru_10way_long_s0", "NUTM (LRUA, p = 3), seed 0"),
