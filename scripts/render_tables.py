@@ -683,13 +683,16 @@ BLOCKS: dict[str, Any] = {
     "nutm_10class_long": Table([("seq", SEQ10)], [
         Row("omniglot_paper/mann_lru_10way_long_s0", "MANN (LRUA), seed 0"),
         Row("omniglot_paper/nutm_lru_10way_long_s0", "NUTM (LRUA, p = 3), seed 0"),
+        Row("omniglot_paper/mann_lru_10way_long_s1", "MANN (LRUA), seed 1"),
+        Row("omniglot_paper/nutm_lru_10way_long_s1", "NUTM (LRUA, p = 3), seed 1"),
     ], kind="sequence", presentations=PRES10, fixed=[
         LE_MANN_10,
         LE_NUTM_10,
     ]),
     "nutm_10class_long_paired": Paired([
         ("omniglot_paper/mann_lru_10way_long_s0", Row("omniglot_paper/nutm_lru_10way_long_s0", "NUTM − MANN, seed 0")),
-    ], SEQ10, PRES10),
+        ("omniglot_paper/mann_lru_10way_long_s1", Row("omniglot_paper/nutm_lru_10way_long_s1", "NUTM − MANN, seed 1")),
+    ], SEQ10, PRES10, over_seeds=True),
     "mini_imagenet": Table([(f"5w{k}s", Want(5, k, 1234)) for k in (1, 5)], [
         Row("mini_imagenet/protonet_conv4", "ProtoNets, Conv-4-64", "49.42 / 68.20 (Snell et al. 2017)"),
         Row("mini_imagenet/matching_scale10_conv4", "Matching Networks, cosine × 10, Conv-4-64", "43.56 / 55.31 (Vinyals et al. 2016)"),
