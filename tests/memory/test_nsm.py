@@ -171,12 +171,12 @@ def test_nutm_learner_loss_includes_annealed_regulariser() -> None:
     model.train()
     out = model(batch)
     reg = float(program_regulariser(model).detach())
-    base = float(out.loss) - reg  # η_0 = 1 at step 0
+    base = float(out.loss.detach()) - reg  # η_0 = 1 at step 0
     out.loss.backward()
     assert model.core.memory.interface.keys.grad is not None
     assert int(model.program_step) == 1
     out2 = model(batch)  # η_1 = 0.5, same parameters -> same base loss
-    assert math.isclose(float(out2.loss), base + 0.5 * reg, rel_tol=1e-5)
+    assert math.isclose(float(out2.loss.detach()), base + 0.5 * reg, rel_tol=1e-5)
     with pytest.raises(ValueError, match="unknown program option 'rate'"):
         build_learner("mann", n_way=3, image_shape=(1, 12, 12), programs=2, program_options={"rate": 1})
 
