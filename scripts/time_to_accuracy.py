@@ -135,10 +135,21 @@ def main(argv: list[str] | None = None) -> int:
             point["acc"][f"{n}w{k}s"] = [round(100 * res.mean, 2), round(100 * res.ci95, 2)]
         print(f"step {step:6d}  {point['cpu_min']:7.2f} CPU-min  "
               + "  ".join(f"{s} {a[0]:.2f}" for s, a in point["acc"].items()), flush=True)
+        data = save(out, args, protocol, points, targets)  # an interrupted run keeps what it scored
         if args.stop_when_reached and targets and all(
                 any(key in p["acc"] and p["acc"][key][0] >= t for p in points.values()) for key, t in targets.items()):
             break
-    ordered = [points[s] for s in sorted(points)]
+    data = save(out, args, protocol, points, targets)
+    for key, hit in data["reached"].items():
+        print(f"{key} >= {targets[key]}: " + (f"step {hit['step']}, {hit['cpu_min']} CPU-min" if hit else "not reached"))
+    plot(data, targets, out.with_suffix(".png"))
+    return 0
+
+
+def save(out: Path, args: argparse.Namespace, protocol: dict[str, Any], points: dict[int, dict[str, Any]],
+         targets: dict[str, float]) -> dict[str, Any]:
+    """Write the scored points (by step) and the first that reaches each target, atomically."""
+    ordered = [points[s] for s in sorted(points) if points[s]["acc"]]
     reached: dict[str, Any] = {}
     for key, target in targets.items():
         hit = next((p for p in ordered if key in p["acc"] and p["acc"][key][0] >= target), None)
@@ -146,10 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     data = {"run": str(args.run), "protocol": protocol, "cpu_offset_min": args.cpu_offset_min,
             "points": ordered, "reached": reached}
     write_text(out, json.dumps(data, indent=1))
-    for key, hit in reached.items():
-        print(f"{key} >= {targets[key]}: " + (f"step {hit['step']}, {hit['cpu_min']} CPU-min" if hit else "not reached"))
-    plot(data, targets, out.with_suffix(".png"))
-    return 0
+    return data
 
 
 def plot(data: dict[str, Any], targets: dict[str, float], path: Path) -> None:

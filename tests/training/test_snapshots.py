@@ -81,3 +81,28 @@ def test_time_to_accuracy_scores_each_snapshot_once(tmp_path: Path, tiny_cfg) ->
     assert tta.main([*args, "--stop-when-reached", "--out", str(out)]) == 0
     early = json.loads(out.read_text())
     assert [p["step"] for p in early["points"]] == [2] and early["reached"]["3w1s"]["step"] == 2
+
+
+def test_time_to_accuracy_keeps_what_it_scored_when_interrupted(tmp_path: Path, tiny_cfg, monkeypatch) -> None:
+    run = tmp_path / "r"
+    train(tiny_cfg("mann", "train.steps=4", "train.snapshot_every=2", "train.log_every=1", *QUIET),
+          run, progress=False)
+    args = [str(run), "--settings", "3w1s", "--episodes", "4", "--n-query", "2"]
+    real_load, loaded = metamem.load_run, []
+
+    def load_then_stop(path, **kw):  # the second snapshot is never scored: the process dies
+        loaded.append(Path(path).name)
+        if len(loaded) == 2:
+            raise KeyboardInterrupt
+        return real_load(path, **kw)
+
+    monkeypatch.setattr(metamem, "load_run", load_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        tta.main(args)
+    data = json.loads((run / "time_to_accuracy.json").read_text())
+    assert [p["step"] for p in data["points"]] == [2]
+    loaded.clear()
+    monkeypatch.setattr(metamem, "load_run", lambda path, **kw: (loaded.append(Path(path).name), real_load(path, **kw))[1])
+    assert tta.main(args) == 0  # the re-run scores only the snapshot it had not
+    assert loaded == ["step_000004.pt"]
+    assert [p["step"] for p in json.loads((run / "time_to_accuracy.json").read_text())["points"]] == [2, 4]
