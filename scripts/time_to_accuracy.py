@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             point["acc"][f"{n}w{k}s"] = [round(100 * res.mean, 2), round(100 * res.ci95, 2)]
         print(f"step {step:6d}  {point['cpu_min']:7.2f} CPU-min  "
               + "  ".join(f"{s} {a[0]:.2f}" for s, a in point["acc"].items()), flush=True)
-        data = save(out, args, protocol, points, targets)  # an interrupted run keeps what it scored
+        save(out, args, protocol, points, targets)  # an interrupted run keeps what it scored
         if args.stop_when_reached and targets and all(
                 any(key in p["acc"] and p["acc"][key][0] >= t for p in points.values()) for key, t in targets.items()):
             break
